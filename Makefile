@@ -1,0 +1,35 @@
+# blockd - top-level entry points.  The real build is meson + ninja:
+#   build/        gcc, -O2 -g, -Werror          (the default)
+#   build-clang/  clang-19, -Wthread-safety     (proves the lock annotations)
+#   build-tsan/   ThreadSanitizer
+#   build-asan/   AddressSanitizer + UndefinedBehaviorSanitizer
+
+MESON ?= meson
+NINJA ?= ninja
+
+.PHONY: all deps build run check bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build/build.ninja:
+	$(MESON) setup build
+
+build: deps build/build.ninja
+	$(NINJA) -C build
+
+# Start blockd in the foreground on the demo image; Ctrl-C stops it.
+run: build
+	@scripts/run-demo.sh
+
+# Every test in every build variant; ends with "N passed, N failed".
+check: deps
+	@scripts/check.sh
+
+bench: build
+	@bench/run.sh
+
+clean:
+	rm -rf build build-clang build-tsan build-asan

@@ -1,0 +1,148 @@
+#!/bin/bash
+# make check: build every variant and run every suite, then print one
+# closing line "check: N passed, N failed" (N counts test programs and
+# pytest cases).  Exits non-zero if anything failed.
+#
+#   build        gcc -O2 -g -Werror    unit tests, functional tests
+#   build-clang  clang -Wthread-safety unit tests (the build proves the annotations)
+#   build-tsan   ThreadSanitizer       stress and unit tests
+#   build-asan   ASan + UBSan          stress and unit tests
+set -u
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+failures=()
+jobs=${CHECK_JOBS:-2}
+
+clang_cc=clang
+for c in clang-19 clang-22; do
+    if command -v "$c" >/dev/null 2>&1; then clang_cc=$c; break; fi
+done
+
+note_fail() {
+    failed=$((failed + 1))
+    failures+=("$1")
+}
+
+# setup DIR [meson args...]: configure (once) and build a variant.
+setup() {
+    local dir=$1; shift
+    if [ ! -e "$dir/build.ninja" ]; then
+        if ! meson setup "$dir" "$@" >"$dir.setup.log" 2>&1; then
+            cat "$dir.setup.log"
+            note_fail "configure $dir"
+            return 1
+        fi
+        rm -f "$dir.setup.log"
+    fi
+    if ! ninja -C "$dir" >"$dir.build.log" 2>&1; then
+        cat "$dir.build.log"
+        note_fail "build $dir"
+        return 1
+    fi
+    rm -f "$dir.build.log"
+    echo "== built $dir"
+}
+
+# suite DIR SUITE: run one meson test suite and add up its results.
+suite() {
+    local dir=$1 name=$2 out ok fail
+    echo "== $dir: suite $name"
+    out=$(meson test -C "$dir" --suite "$name" --num-processes "$jobs" \
+          --print-errorlogs 2>&1)
+    echo "$out" | grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail|Timeout|Expected Fail|Unexpected Pass|Skipped):' 
+    ok=$(echo "$out" | sed -n 's/^Ok: *\([0-9]*\).*/\1/p')
+    fail=$(echo "$out" | sed -n 's/^\(Fail\|Timeout\|Unexpected Pass\): *\([0-9]*\).*/\2/p' |
+           awk '{s += $1} END {print s + 0}')
+    skip=$(echo "$out" | sed -n 's/^Skipped: *\([0-9]*\).*/\1/p')
+    if [ -z "$ok" ]; then
+        echo "$out" | tail -40
+        note_fail "$dir/$name: no result"
+        return
+    fi
+    if [ "${skip:-0}" -gt 0 ]; then
+        # A skipped test is a test that did not run: count it as a failure.
+        echo "$out" | grep -i skip
+        fail=$((fail + skip))
+    fi
+    passed=$((passed + ok))
+    if [ "$fail" -gt 0 ]; then
+        echo "$out" | grep -B2 -A40 -E 'FAIL|TIMEOUT' | head -200
+        failed=$((failed + fail))
+        failures+=("$dir/$name: $fail failed")
+    fi
+}
+
+# functional: pytest against the real daemon (Debian's pytest lives in /usr/bin/python3).
+functional() {
+    local out p f
+    echo "== functional tests (pytest)"
+    out=$(BLOCKD_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+          tests/functional 2>&1)
+    echo "$out" | tail -30
+    p=$(echo "$out" | grep -oE '[0-9]+ passed' | tail -1 | grep -oE '[0-9]+')
+    f=$(echo "$out" | grep -oE '[0-9]+ (failed|error|errors)' | awk '{s += $1} END {print s + 0}')
+    s=$(echo "$out" | grep -oE '[0-9]+ skipped' | grep -oE '[0-9]+')
+    if [ -z "$p" ] && [ "$f" -eq 0 ]; then
+        note_fail "functional: no result"
+        return
+    fi
+    passed=$((passed + ${p:-0}))
+    f=$((f + ${s:-0}))
+    if [ "$f" -gt 0 ]; then
+        failed=$((failed + f))
+        failures+=("functional: $f failed or skipped")
+    fi
+}
+
+start=$(date +%s)
+
+if setup build; then
+    suite build unit
+    functional
+fi
+
+# The analysis must reject a known violation, or the clang build proves nothing.
+tsa_negative() {
+    local out
+    echo "== clang thread-safety analysis rejects tests/tsa/violation.c"
+    out=$($clang_cc -fsyntax-only -Iinclude -Werror -Wthread-safety \
+          -Wno-thread-safety-precise -DBLOCKD_TSA_FIELDS $tsa_extra tests/tsa/violation.c 2>&1)
+    if [ "$(echo "$out" | grep -c 'requires holding')" -ge 2 ]; then
+        passed=$((passed + 1))
+    else
+        echo "$out"
+        note_fail "clang thread-safety analysis did not reject tests/tsa/violation.c"
+    fi
+}
+
+if CC=$clang_cc setup build-clang; then
+    suite build-clang unit
+    tsa_extra=""
+    if grep -q -- '-fexperimental-late-parse-attributes' build-clang/build.ninja; then
+        tsa_extra="-fexperimental-late-parse-attributes"
+    fi
+    tsa_negative
+fi
+
+export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
+if setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
+    suite build-tsan stress
+    suite build-tsan unit
+fi
+
+export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
+export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1 ${UBSAN_OPTIONS:-}"
+if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
+    suite build-asan stress
+    suite build-asan unit
+fi
+
+echo
+echo "make check took $(( $(date +%s) - start )) s"
+for f in "${failures[@]}"; do
+    echo "FAILED: $f"
+done
+echo "check: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

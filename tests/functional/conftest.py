@@ -1,0 +1,55 @@
+"""Shared fixtures for functional tests: start the real blockd binary."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("BLOCKD_BUILD", os.path.join(ROOT, "build"))
+BLOCKD = os.path.join(BUILD, "src", "blockd")
+
+
+class Daemon:
+    """A running blockd process with its stdout/stderr captured."""
+
+    def __init__(self, args, tmp_path):
+        self.stdout_path = tmp_path / "blockd.out"
+        self.stderr_path = tmp_path / "blockd.err"
+        self.proc = subprocess.Popen(
+            [BLOCKD] + list(args),
+            stdout=open(self.stdout_path, "w"),
+            stderr=open(self.stderr_path, "w"),
+        )
+
+    def wait_ready(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready" in self.stdout_path.read_text():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError("blockd exited early: " + self.stderr_path.read_text())
+            time.sleep(0.02)
+        raise AssertionError("blockd did not become ready")
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def blockd(tmp_path):
+    daemons = []
+
+    def start(*args):
+        d = Daemon(args, tmp_path)
+        daemons.append(d)
+        return d
+
+    yield start
+    for d in daemons:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
