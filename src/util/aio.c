@@ -432,6 +432,11 @@ bool aio_poll(AioContext *ctx, bool blocking)
             atomic_fetch_add(&ctx->notify_me, 2);
             announced = true;
             timeout = compute_timeout(ctx);
+            /* A notification that came while notify_me was 0 wrote no
+             * eventfd: honour it here or it is lost. */
+            if (atomic_read_mb(&ctx->notified)) {
+                timeout = 0;
+            }
         }
     }
 
