@@ -12,10 +12,18 @@ static void dummy_bh_cb(void *opaque)
 
 void aio_wait_kick(void)
 {
+    unsigned waiters;
+
     /* Pairs with the seq_cst increment in AIO_WAIT_WHILE: either the waiter
      * sees our change when it evaluates its condition, or we see it waiting. */
+#ifdef BD_TSAN
+    /* TSan does not model fences; an RMW on the counter orders the same way. */
+    waiters = atomic_fetch_add(&aio_wait_num_waiters, 0);
+#else
     smp_mb();
-    if (atomic_read_mb(&aio_wait_num_waiters)) {
+    waiters = atomic_read(&aio_wait_num_waiters);
+#endif
+    if (waiters) {
         aio_bh_schedule_oneshot(main_aio_context(), dummy_bh_cb, NULL);
     }
 }
