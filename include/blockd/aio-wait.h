@@ -56,6 +56,10 @@ extern unsigned aio_wait_num_waiters;
  */
 void aio_wait_kick(void);
 
+/* Create / delete the kick BH (main_loop_init / main_loop_cleanup). */
+void aio_wait_init(void);
+void aio_wait_cleanup(void);
+
 /*
  * Run @cb(@opaque) in @ctx's home thread and wait until it has returned.
  * Main thread (global state), not in a coroutine.

@@ -5,9 +5,23 @@
 
 unsigned aio_wait_num_waiters;
 
-static void dummy_bh_cb(void *opaque)
+/* Scheduling an already scheduled BH is free: kicks coalesce. */
+static BH *kick_bh;
+
+static void kick_bh_cb(void *opaque)
 {
     (void)opaque;
+}
+
+void aio_wait_init(void)
+{
+    kick_bh = aio_bh_new(main_aio_context(), kick_bh_cb, NULL);
+}
+
+void aio_wait_cleanup(void)
+{
+    bh_delete(kick_bh);
+    kick_bh = NULL;
 }
 
 void aio_wait_kick(void)
@@ -24,7 +38,7 @@ void aio_wait_kick(void)
     waiters = atomic_read(&aio_wait_num_waiters);
 #endif
     if (waiters) {
-        aio_bh_schedule_oneshot(main_aio_context(), dummy_bh_cb, NULL);
+        bh_schedule(kick_bh);
     }
 }
 

@@ -421,7 +421,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     if (blocking) {
         timeout = compute_timeout(ctx);
         if (timeout != 0) {
-            int64_t poll_ns = ctx->poll_ns;
+            int64_t poll_ns = atomic_read(&ctx->poll_max_ns) > 0 ? ctx->poll_ns : 0;
             start = clock_now_ns();
             if (poll_ns > 0 && busy_poll(ctx, timeout < 0 || timeout > poll_ns ? poll_ns : timeout)) {
                 timeout = 0;
@@ -447,7 +447,8 @@ bool aio_poll(AioContext *ctx, bool blocking)
     }
     atomic_set_mb(&ctx->notified, false);
 
-    if (blocking && start && atomic_read(&ctx->poll_max_ns) > 0) {
+    if (blocking && start && (ctx->poll_ns || atomic_read(&ctx->poll_max_ns) > 0)) {
+        /* Also when polling was just disabled: the window drops to 0. */
         adjust_poll_time(ctx, clock_now_ns() - start);
     }
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "aio-internal.h"
+#include "blockd/aio-wait.h"
 #include "blockd/atomic.h"
 #include "blockd/coroutine.h"
 #include "blockd/main-loop.h"
@@ -47,6 +48,7 @@ void main_loop_init(void)
     /* Nobody sleeps in it directly: always write its eventfd when notified. */
     iohandler_ctx->always_notify = true;
     iohandler_arm();
+    aio_wait_init();
 }
 
 void main_loop_cleanup(void)
@@ -61,6 +63,7 @@ void main_loop_cleanup(void)
     }
     while (aio_poll(iohandler_ctx, false)) {
     }
+    aio_wait_cleanup();
     while (aio_poll(main_ctx, false)) {
     }
     aio_context_free(iohandler_ctx);

@@ -1,0 +1,207 @@
+/*
+ * test-graph-lock - the block graph's reader/writer lock.
+ */
+#include "test-util.h"
+
+#include "blockd/graph-lock.h"
+
+typedef struct Reader {
+    bool locked;         /* atomic: holds the read lock */
+    bool unlocking;      /* atomic: about to call graph_co_rdunlock() */
+    bool released;       /* atomic: has dropped it */
+    bool release_now;    /* atomic: main asks it to drop the lock */
+    int64_t hold_ns;     /* how long to hold (if release_now is not used) */
+    AioContext *unlock_ctx;  /* move here before unlocking (NULL: stay) */
+} Reader;
+
+static void coroutine_fn reader_co(void *opaque)
+{
+    Reader *r = opaque;
+
+    graph_co_rdlock();
+    atomic_store_release(&r->locked, true);
+    aio_wait_kick();
+    if (r->hold_ns) {
+        co_sleep_ns(r->hold_ns);
+    }
+    while (!r->hold_ns && !atomic_load_acquire(&r->release_now)) {
+        co_sleep_ns(TU_MS);
+    }
+    if (r->unlock_ctx) {
+        aio_co_reschedule_self(r->unlock_ctx);
+    }
+    atomic_store_release(&r->unlocking, true);
+    graph_co_rdunlock();
+    atomic_store_release(&r->released, true);
+    aio_wait_kick();
+}
+
+static IOThread *start_iothread(const char *id)
+{
+    IOThreadParams p;
+
+    iothread_params_init(&p);
+    p.poll_max_ns = 0;
+    return iothread_create(id, &p, &error_abort);
+}
+
+static void test_uncontended_read_lock_counts(void **state)
+{
+    Reader r = { .release_now = false };
+
+    (void)state;
+    assert_int_equal(graph_reader_count(), 0);
+    coroutine_enter(coroutine_create(reader_co, &r));
+    assert_true(atomic_read(&r.locked));
+    assert_int_equal(graph_reader_count(), 1);
+    atomic_set(&r.release_now, true);
+    assert_true(TU_POLL_UNTIL(atomic_read(&r.released), 5000));
+    assert_int_equal(graph_reader_count(), 0);
+}
+
+static void test_writer_waits_for_reader_in_iothread(void **state)
+{
+    IOThread *iot = start_iothread("io0");
+    Reader r = { .hold_ns = 100 * TU_MS };
+    int64_t start;
+
+    (void)state;
+    aio_co_schedule(iothread_get_aio_context(iot), coroutine_create(reader_co, &r));
+    assert_true(TU_POLL_UNTIL(atomic_load_acquire(&r.locked), 5000));
+    start = clock_now_ns();
+    graph_wrlock();
+    /* The writer got the lock only after the reader let go (it may not
+     * have returned from graph_co_rdunlock() yet). */
+    assert_true(atomic_load_acquire(&r.unlocking));
+    assert_true(clock_now_ns() - start >= 50 * TU_MS);
+    assert_true(graph_is_write_locked());
+    assert_int_equal(graph_reader_count(), 0);
+    graph_wrunlock();
+    assert_false(graph_is_write_locked());
+    assert_true(TU_POLL_UNTIL(atomic_load_acquire(&r.released), 5000));
+    iothread_destroy(iot);
+}
+
+static void test_readers_queue_while_written(void **state)
+{
+    IOThread *iot = start_iothread("io0");
+    Reader r = { .hold_ns = 1 };
+
+    (void)state;
+    graph_wrlock();
+    aio_co_schedule(iothread_get_aio_context(iot), coroutine_create(reader_co, &r));
+    tu_sleep_ms(100);
+    /* The reader is queued behind the writer. */
+    assert_false(atomic_load_acquire(&r.locked));
+    assert_int_equal(graph_reader_count(), 0);
+    graph_wrunlock();
+    assert_true(TU_POLL_UNTIL(atomic_load_acquire(&r.released), 5000));
+    assert_true(atomic_load_acquire(&r.locked));
+    iothread_destroy(iot);
+}
+
+static void test_main_thread_reader_woken_by_unlock(void **state)
+{
+    Reader r = { .hold_ns = 1 };
+
+    (void)state;
+    graph_wrlock();
+    coroutine_enter(coroutine_create(reader_co, &r));
+    assert_false(atomic_read(&r.locked));
+    graph_wrunlock();
+    /* Restarted inside graph_wrunlock(), in this thread. */
+    assert_true(atomic_read(&r.locked));
+    assert_true(TU_POLL_UNTIL(atomic_read(&r.released), 5000));
+}
+
+static int deferred_log[8];
+static int deferred_len;
+
+static void deferred_cb(void *opaque)
+{
+    /* Runs after the lock was dropped: draining would be allowed here. */
+    assert_false(graph_is_write_locked());
+    deferred_log[deferred_len++] = (int)(intptr_t)opaque;
+}
+
+static void deferred_relock_cb(void *opaque)
+{
+    (void)opaque;
+    graph_wrlock();
+    graph_defer_after_wrunlock(deferred_cb, (void *)3);
+    graph_wrunlock();
+    deferred_log[deferred_len++] = 4;
+}
+
+static void test_deferred_work_runs_after_unlock(void **state)
+{
+    (void)state;
+    deferred_len = 0;
+    graph_wrlock();
+    graph_defer_after_wrunlock(deferred_cb, (void *)1);
+    graph_defer_after_wrunlock(deferred_cb, (void *)2);
+    graph_defer_after_wrunlock(deferred_relock_cb, NULL);
+    tu_drain_main();
+    assert_int_equal(deferred_len, 0);      /* not by the main loop */
+    graph_wrunlock();
+    /* All of it before graph_wrunlock() returned, in order; nested too. */
+    assert_int_equal(deferred_len, 4);
+    assert_int_equal(deferred_log[0], 1);
+    assert_int_equal(deferred_log[1], 2);
+    assert_int_equal(deferred_log[2], 3);
+    assert_int_equal(deferred_log[3], 4);
+}
+
+static void test_reader_moving_threads_keeps_sum(void **state)
+{
+    IOThread *iot = start_iothread("io0");
+    Reader r = { .hold_ns = 10 * TU_MS, .unlock_ctx = main_aio_context() };
+
+    (void)state;
+    /* Locks in the iothread, unlocks in the main thread. */
+    aio_co_schedule(iothread_get_aio_context(iot), coroutine_create(reader_co, &r));
+    assert_true(TU_POLL_UNTIL(atomic_load_acquire(&r.released), 5000));
+    assert_int_equal(graph_reader_count(), 0);
+    graph_wrlock();
+    graph_wrunlock();
+    iothread_destroy(iot);
+    assert_int_equal(graph_reader_count(), 0);
+}
+
+static int hook_begin, hook_end;
+
+static void hook_begin_fn(void)
+{
+    hook_begin++;
+}
+
+static void hook_end_fn(void)
+{
+    hook_end++;
+}
+
+static void test_writer_quiesces_through_drain_hooks(void **state)
+{
+    (void)state;
+    hook_begin = hook_end = 0;
+    graph_lock_set_drain_hooks(hook_begin_fn, hook_end_fn);
+    graph_wrlock();
+    assert_int_equal(hook_begin, 1);
+    assert_int_equal(hook_end, 1);
+    graph_wrunlock();
+    graph_lock_set_drain_hooks(NULL, NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TU_TEST(test_uncontended_read_lock_counts),
+        TU_TEST(test_writer_waits_for_reader_in_iothread),
+        TU_TEST(test_readers_queue_while_written),
+        TU_TEST(test_main_thread_reader_woken_by_unlock),
+        TU_TEST(test_deferred_work_runs_after_unlock),
+        TU_TEST(test_reader_moving_threads_keeps_sum),
+        TU_TEST(test_writer_quiesces_through_drain_hooks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
