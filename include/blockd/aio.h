@@ -72,6 +72,25 @@ void aio_context_set_poll_params(AioContext *ctx, int64_t poll_max_ns,
 /* The current adaptive poll duration in ns (for tests and stats). */
 int64_t aio_context_poll_ns(AioContext *ctx);
 
+/*
+ * Per-context state of subsystems (the io_uring and Linux AIO engines keep
+ * their rings here), created lazily by the home thread and destroyed with
+ * the context: aio_context_free() calls @free_fn(@data) first, in the home
+ * thread or after it has exited, before the context's handlers are torn
+ * down.  Home thread only.
+ */
+typedef enum AioContextDataKey {
+    AIO_DATA_IO_URING,
+    AIO_DATA_LINUX_AIO,
+    AIO_DATA__MAX,
+} AioContextDataKey;
+
+typedef void AioContextDataFree(void *data);
+
+void *aio_context_get_data(AioContext *ctx, AioContextDataKey key);
+void aio_context_set_data(AioContext *ctx, AioContextDataKey key, void *data,
+                          AioContextDataFree *free_fn);
+
 /* ---- Polling and notification ------------------------------------------ */
 
 /*

@@ -74,6 +74,11 @@ struct AioContext {
     int64_t poll_grow;              /* atomic */
     int64_t poll_shrink;            /* atomic */
     int64_t poll_ns;                /* home thread (read atomically by others) */
+
+    struct {
+        void *data;
+        AioContextDataFree *free_fn;
+    } subsystem[AIO_DATA__MAX];     /* home thread */
 };
 
 struct AioTimer {

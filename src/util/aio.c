@@ -125,6 +125,14 @@ void aio_context_free(AioContext *ctx)
         return;
     }
     assert(ctx->walking == 0);
+    /* Subsystems first: they remove their handlers and may run BHs. */
+    for (int i = 0; i < AIO_DATA__MAX; i++) {
+        if (ctx->subsystem[i].free_fn) {
+            ctx->subsystem[i].free_fn(ctx->subsystem[i].data);
+        }
+        ctx->subsystem[i].data = NULL;
+        ctx->subsystem[i].free_fn = NULL;
+    }
     bh_delete(ctx->co_schedule_bh);
     aio_bh_free_all(ctx);
     assert(!atomic_read(&ctx->scheduled_coroutines));
@@ -184,6 +192,20 @@ __attribute__((noinline)) AioContext *current_aio_context(void)
 __attribute__((noinline)) bool aio_context_in_home_thread(AioContext *ctx)
 {
     return atomic_load_acquire(&ctx->has_home) && pthread_equal(ctx->home, pthread_self());
+}
+
+void *aio_context_get_data(AioContext *ctx, AioContextDataKey key)
+{
+    assert((unsigned)key < AIO_DATA__MAX);
+    return ctx->subsystem[key].data;
+}
+
+void aio_context_set_data(AioContext *ctx, AioContextDataKey key, void *data,
+                          AioContextDataFree *free_fn)
+{
+    assert((unsigned)key < AIO_DATA__MAX);
+    ctx->subsystem[key].data = data;
+    ctx->subsystem[key].free_fn = free_fn;
 }
 
 const char *aio_context_name(AioContext *ctx)

@@ -15,6 +15,8 @@ typedef struct Shared {
     CoMutex lock;
     long counter;            /* protected by lock */
     Coroutine *owner;        /* protected by lock: who is inside */
+    void *last_worker;       /* protected by lock */
+    long switches;           /* protected by lock: holder changed thread */
     unsigned violations;     /* atomic */
     unsigned finished;       /* atomic */
 } Shared;
@@ -39,6 +41,10 @@ static void coroutine_fn counter_worker(void *opaque)
             atomic_inc(&sh->violations);
         }
         sh->owner = self;
+        if (sh->last_worker != w) {
+            sh->switches++;
+            sh->last_worker = w;
+        }
         if (!co_mutex_held(&sh->lock)) {
             atomic_inc(&sh->violations);
         }
@@ -94,6 +100,8 @@ static void test_contended_counter(void **state)
     }
     assert_int_equal(sh.counter, (long)NUM_IOTHREADS * ITERATIONS);
     assert_int_equal(sh.violations, 0);
+    /* The lock really went back and forth between the threads. */
+    assert_true(sh.switches >= NUM_IOTHREADS * 10);
     for (int i = 0; i < NUM_IOTHREADS; i++) {
         assert_int_equal(w[i].wrong_place, 0);
     }
