@@ -91,6 +91,15 @@ void *aio_context_get_data(AioContext *ctx, AioContextDataKey key);
 void aio_context_set_data(AioContext *ctx, AioContextDataKey key, void *data,
                           AioContextDataFree *free_fn);
 
+/*
+ * A thread that hands @ctx work whose completion may lead to @ctx being
+ * destroyed (a worker delivering its last result) brackets the hand-over
+ * with these: aio_context_free() waits until no such thread is still
+ * inside aio_bh_schedule*() / aio_notify() on it.  Any thread.
+ */
+void aio_context_foreign_begin(AioContext *ctx);
+void aio_context_foreign_end(AioContext *ctx);
+
 /* ---- Polling and notification ------------------------------------------ */
 
 /*

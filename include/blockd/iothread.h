@@ -18,7 +18,7 @@
 typedef struct IOThread IOThread;
 
 typedef struct IOThreadParams {
-    int64_t poll_max_ns;     /* -1: default (32768) */
+    int64_t poll_max_ns;     /* 0: no busy-polling; default 32768 */
     int64_t poll_grow;       /* 0: double */
     int64_t poll_shrink;     /* 0: drop to zero */
     int64_t aio_max_batch;   /* 0: backend default */
@@ -26,7 +26,7 @@ typedef struct IOThreadParams {
 
 #define IOTHREAD_DEFAULT_POLL_MAX_NS 32768
 
-/* Fill @p with the defaults. */
+/* Fill @p with the defaults (negative values are rejected by create). */
 void iothread_params_init(IOThreadParams *p);
 
 /*

@@ -54,6 +54,7 @@ struct AioContext {
     unsigned notify_me;             /* atomic; +2 while the home thread may sleep */
     bool notified;                  /* atomic */
     bool always_notify;             /* polled from another context's loop */
+    unsigned foreign_users;         /* atomic: see aio_context_foreign_begin() */
 
     BdMutex handler_lock;
     ListNode handlers TSA_FIELD_GUARDED_BY(handler_lock);

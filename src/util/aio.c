@@ -7,6 +7,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +126,11 @@ void aio_context_free(AioContext *ctx)
         return;
     }
     assert(ctx->walking == 0);
+    /* A worker may still be returning from the aio_notify() that delivered
+     * the completion which led to this free: let it leave first. */
+    while (atomic_read_mb(&ctx->foreign_users)) {
+        sched_yield();
+    }
     /* Subsystems first: they remove their handlers and may run BHs. */
     for (int i = 0; i < AIO_DATA__MAX; i++) {
         if (ctx->subsystem[i].free_fn) {
@@ -192,6 +198,16 @@ __attribute__((noinline)) AioContext *current_aio_context(void)
 __attribute__((noinline)) bool aio_context_in_home_thread(AioContext *ctx)
 {
     return atomic_load_acquire(&ctx->has_home) && pthread_equal(ctx->home, pthread_self());
+}
+
+void aio_context_foreign_begin(AioContext *ctx)
+{
+    atomic_inc(&ctx->foreign_users);
+}
+
+void aio_context_foreign_end(AioContext *ctx)
+{
+    atomic_dec(&ctx->foreign_users);
 }
 
 void *aio_context_get_data(AioContext *ctx, AioContextDataKey key)

@@ -87,8 +87,14 @@ static void *worker_thread(void *opaque)
 
     (void)opaque;
     while ((req = worker_next()) != NULL) {
+        AioContext *ctx = req->ctx;
+
         req->ret = req->fn(req->arg);
-        aio_bh_schedule_oneshot(req->ctx, request_complete_bh, req);
+        /* Once the BH is visible it may run, and the context may be freed
+         * before aio_notify() inside the scheduling returns. */
+        aio_context_foreign_begin(ctx);
+        aio_bh_schedule_oneshot(ctx, request_complete_bh, req);
+        aio_context_foreign_end(ctx);
     }
     return NULL;
 }
