@@ -85,6 +85,7 @@ static void coroutine_fn reader_entry(void *opaque)
         }
         graph_co_rdunlock();
         atomic_inc(&read_sections);
+        aio_wait_kick();   /* the main thread waits for reader progress */
         if ((seed >> 16) % 4 == 0) {
             aio_co_schedule(current_aio_context(), coroutine_self());
             coroutine_yield();
