@@ -1,0 +1,110 @@
+/*
+ * block-global-state.h - the block layer's global-state API.
+ *
+ * Half: global state.  Every function here runs in the main thread only
+ * (asserted with GLOBAL_STATE_CODE()), never in a coroutine unless noted.
+ * Functions that change the graph drain the affected nodes and take the
+ * graph write lock themselves; callers hold neither.
+ */
+#ifndef BLOCKD_BLOCK_GLOBAL_STATE_H
+#define BLOCKD_BLOCK_GLOBAL_STATE_H
+
+#include <json-c/json.h>
+
+#include "blockd/block-int.h"
+
+/* ---- Drivers ---- */
+
+void bdrv_register(const BlockDriver *drv);
+const BlockDriver *bdrv_find_driver(const char *name);
+
+/* ---- Nodes ---- */
+
+/*
+ * Create a node of driver @drv named @node_name (NULL: an automatic
+ * "#blockN"), open it with @options and @flags, and return it with one
+ * reference owned by the caller.
+ */
+BlockDriverState *bdrv_open_driver(const BlockDriver *drv, const char *node_name,
+                                   json_object *options, int flags, Error **errp)
+    GRAPH_UNLOCKED;
+
+/* Check a user-supplied node name: "Invalid node-name: '...'" */
+bool bdrv_check_node_name(const char *name, Error **errp);
+
+BlockDriverState *bdrv_find_node(const char *node_name);
+/* Iterate over all nodes: start with NULL; returns NULL at the end. */
+BlockDriverState *bdrv_next_node(BlockDriverState *bs);
+int bdrv_node_count(void);
+
+void bdrv_ref(BlockDriverState *bs);
+/* Drop a reference; the last one drains the node, detaches its children
+ * and closes it.  NULL is ignored. */
+void bdrv_unref(BlockDriverState *bs) GRAPH_UNLOCKED;
+/* Drop a reference right after the write lock is released (deletion must
+ * not happen under it).  NULL is ignored. */
+void bdrv_schedule_unref(BlockDriverState *bs) GRAPH_WRLOCK;
+
+/* ---- Children and permissions ---- */
+
+/*
+ * Attach @child_bs as child @name of node @parent with role @role; the
+ * permissions follow from @parent's driver.  Takes its own reference on
+ * @child_bs.  Fails (nothing attached) on a permission conflict.
+ */
+BdrvChild *bdrv_attach_child(BlockDriverState *parent, BlockDriverState *child_bs,
+                             const char *name, unsigned role, Error **errp)
+    GRAPH_UNLOCKED;
+
+/*
+ * Attach @child_bs to a parent that is not a node (a backend, a job): it
+ * needs @perm and tolerates @shared_perm; @klass/@opaque describe it.
+ */
+BdrvChild *bdrv_root_attach_child(BlockDriverState *child_bs, const char *name,
+                                  const BdrvChildClass *klass, unsigned role,
+                                  uint64_t perm, uint64_t shared_perm,
+                                  void *opaque, Error **errp) GRAPH_UNLOCKED;
+
+/* Detach a child and drop its reference. */
+void bdrv_unref_child(BlockDriverState *parent, BdrvChild *child) GRAPH_UNLOCKED;
+void bdrv_root_unref_child(BdrvChild *child) GRAPH_UNLOCKED;
+
+/* Change what a (root) parent needs and shares; on error nothing changes. */
+int bdrv_child_try_set_perm(BdrvChild *c, uint64_t perm, uint64_t shared,
+                            Error **errp) GRAPH_RDLOCK;
+
+/*
+ * Make every parent of @from use @to instead (except @to itself if it is
+ * one of them).  Drains both, takes the write lock.  On a permission
+ * conflict nothing changes.
+ */
+int bdrv_replace_node(BlockDriverState *from, BlockDriverState *to, Error **errp)
+    GRAPH_UNLOCKED;
+
+/* Recompute the permissions of @bs and everything below it. */
+int bdrv_refresh_perms(BlockDriverState *bs, Error **errp) GRAPH_RDLOCK;
+
+/* A description of the parent of @c for messages ("node 'x'", ...). */
+char *bdrv_child_user_desc(BdrvChild *c);
+
+/* ---- Drained sections (see block-io.h for the in-flight counter) ---- */
+
+/*
+ * Stop new requests from the parents of @bs and wait until every request
+ * in flight on @bs has completed, in every thread.  Nests.  Must not be
+ * called with the graph lock held.  From a coroutine, the work is bounced
+ * to the main loop.
+ */
+void bdrv_drained_begin(BlockDriverState *bs) GRAPH_UNLOCKED;
+void bdrv_drained_end(BlockDriverState *bs) GRAPH_UNLOCKED;
+/* Quiesce without waiting (used by the graph writer). */
+void bdrv_do_drained_begin_quiesce(BlockDriverState *bs) GRAPH_UNLOCKED;
+
+void bdrv_drain_all_begin(void) GRAPH_UNLOCKED;
+void bdrv_drain_all_begin_nopoll(void) GRAPH_UNLOCKED;
+void bdrv_drain_all_end(void) GRAPH_UNLOCKED;
+
+/* Close every node (shutdown): drain all, drop the monitor's references. */
+void bdrv_close_all(void) GRAPH_UNLOCKED;
+
+#endif /* BLOCKD_BLOCK_GLOBAL_STATE_H */

@@ -1,0 +1,137 @@
+/*
+ * block-int.h - the structures behind the block graph, for the block core
+ * and for drivers.
+ *
+ * Half: common (structures).  Every callback of BlockDriver and
+ * BdrvChildClass is marked with the half it runs in.
+ *
+ * Protection:
+ *   "GS"     changed only by the main thread (global state);
+ *   "graph"  changed only under the graph write lock (main thread), read
+ *            by I/O code under the graph read lock;
+ *   "atomic" accessed with atomic.h from any thread.
+ */
+#ifndef BLOCKD_BLOCK_INT_H
+#define BLOCKD_BLOCK_INT_H
+
+#include <json-c/json.h>
+#include <sys/uio.h>
+
+#include "blockd/aio.h"
+#include "blockd/block-common.h"
+#include "blockd/coroutine.h"
+#include "blockd/error.h"
+#include "blockd/graph-lock.h"
+#include "blockd/list.h"
+
+#define BDRV_NODE_NAME_MAX 128
+
+struct BlockDriver {
+    const char *format_name;
+    size_t instance_size;          /* bytes of bs->opaque */
+    bool is_filter;                /* one child, data passes through */
+    bool is_format;                /* interprets a "file" child's content */
+    bool is_protocol;              /* talks to a file / device / nothing */
+
+    /* ---- Global state ---- */
+
+    /* Open: parse @options (the blockdev-add dict), set bs->total_bytes and
+     * bs->bl, attach children.  Errors name the offending option. */
+    int (*bdrv_open)(BlockDriverState *bs, json_object *options, int flags,
+                     Error **errp);
+    void (*bdrv_close)(BlockDriverState *bs);
+
+    /* What this node needs from child @c given what its parents need of it
+     * (NULL: bdrv_default_child_perm by role). */
+    void (*bdrv_child_perm)(BlockDriverState *bs, BdrvChild *c, unsigned role,
+                            uint64_t parent_perm, uint64_t parent_shared,
+                            uint64_t *nperm, uint64_t *nshared);
+    /* Permission transaction on this node (image locking lives here). */
+    int (*bdrv_check_perm)(BlockDriverState *bs, uint64_t perm, uint64_t shared,
+                           Error **errp);
+    void (*bdrv_set_perm)(BlockDriverState *bs, uint64_t perm, uint64_t shared);
+    void (*bdrv_abort_perm_update)(BlockDriverState *bs);
+
+    void (*bdrv_drain_begin)(BlockDriverState *bs);
+    void (*bdrv_drain_end)(BlockDriverState *bs);
+
+    /* ---- I/O (any thread, coroutine; graph read lock held) ---- */
+
+    int coroutine_fn (*bdrv_co_preadv)(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, struct iovec *iov, int niov,
+                                       int flags) GRAPH_RDLOCK_PTR;
+    int coroutine_fn (*bdrv_co_pwritev)(BlockDriverState *bs, int64_t offset,
+                                        int64_t bytes, struct iovec *iov, int niov,
+                                        int flags) GRAPH_RDLOCK_PTR;
+    int coroutine_fn (*bdrv_co_flush)(BlockDriverState *bs) GRAPH_RDLOCK_PTR;
+    int coroutine_fn (*bdrv_co_pdiscard)(BlockDriverState *bs, int64_t offset,
+                                         int64_t bytes) GRAPH_RDLOCK_PTR;
+    int coroutine_fn (*bdrv_co_pwrite_zeroes)(BlockDriverState *bs, int64_t offset,
+                                              int64_t bytes, int flags) GRAPH_RDLOCK_PTR;
+    /* Status of [offset, offset+bytes): returns BDRV_BLOCK_* bits for the
+     * first *pnum bytes, or -errno. */
+    int coroutine_fn (*bdrv_co_block_status)(BlockDriverState *bs, int64_t offset,
+                                             int64_t bytes, int64_t *pnum) GRAPH_RDLOCK_PTR;
+    int coroutine_fn (*bdrv_co_truncate)(BlockDriverState *bs, int64_t size,
+                                         Error **errp) GRAPH_RDLOCK_PTR;
+
+    int supported_write_flags;     /* BDRV_REQ_* the driver handles itself */
+    int supported_zero_flags;
+};
+
+/* Callbacks of the parent side of an edge.  All global state. */
+struct BdrvChildClass {
+    /* Stop / resume issuing requests to the child (drained sections). */
+    void (*drained_begin)(BdrvChild *c);
+    void (*drained_end)(BdrvChild *c);
+    /* Does the parent still have requests in flight on its side? */
+    bool (*drained_poll)(BdrvChild *c);
+    /* "node 'x'", "block device 'y'", "NBD export 'z'", "block job 'j'" */
+    char *(*get_parent_desc)(BdrvChild *c);
+};
+
+struct BdrvChild {
+    BlockDriverState *bs TSA_GUARDED_BY(graph_lock);   /* the child node */
+    char *name;                     /* "file", "backing", "root", ... */
+    unsigned role;                  /* BDRV_CHILD_* */
+    const BdrvChildClass *klass;
+    void *opaque;                   /* the parent object */
+    uint64_t perm;                  /* GS */
+    uint64_t shared_perm;           /* GS */
+    bool quiesced_parent;           /* GS: parent told to quiesce for us */
+    ListNode next;                  /* graph: in the parent node's children */
+    ListNode next_parent;           /* graph: in the child node's parents */
+};
+
+struct BlockDriverState {
+    const BlockDriver *drv;
+    void *opaque;                   /* drv->instance_size bytes */
+    char node_name[BDRV_NODE_NAME_MAX];
+    bool auto_named;                /* "#blockN" */
+    int open_flags;                 /* BDRV_O_* */
+    bool read_only;
+    int64_t total_bytes;            /* atomic: size in bytes */
+    BlockLimits bl;
+    AioContext *ctx;                /* GS: home context */
+    int refcnt;                     /* GS */
+
+    ListNode children;              /* graph: BdrvChild.next */
+    ListNode parents;               /* graph: BdrvChild.next_parent */
+    BdrvChild *file;                /* graph: shortcuts into children */
+    BdrvChild *backing;
+
+    uint64_t perm;                  /* GS: cumulative, committed */
+    uint64_t shared_perm;
+
+    int quiesce_counter;            /* GS: depth of drained sections */
+    unsigned in_flight;             /* atomic: requests being processed */
+
+    ListNode all_node;              /* GS: in the list of all nodes */
+};
+
+/* Default child permissions by role (filters, formats, backing files). */
+void bdrv_default_child_perm(BlockDriverState *bs, BdrvChild *c, unsigned role,
+                             uint64_t parent_perm, uint64_t parent_shared,
+                             uint64_t *nperm, uint64_t *nshared);
+
+#endif /* BLOCKD_BLOCK_INT_H */

@@ -1,0 +1,466 @@
+/*
+ * block.c - nodes and edges of the block graph: create, name, reference,
+ * attach, detach, replace, close.
+ *
+ * Graph changes happen in the main thread, inside a drained section of the
+ * nodes concerned, under the graph write lock.  Deleting a node drains it,
+ * so it never happens under the write lock: bdrv_schedule_unref() defers
+ * it to right after the unlock.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockd/aio-wait.h"
+#include "blockd/block-global-state.h"
+#include "blockd/block-io.h"
+#include "blockd/log.h"
+#include "blockd/main-loop.h"
+#include "block-internal.h"
+
+#define MAX_DRIVERS 32
+
+static const BlockDriver *drivers[MAX_DRIVERS];
+static int num_drivers;
+static ListNode all_nodes = LIST_INIT_STATIC(all_nodes);
+static int num_nodes;
+static unsigned auto_name_counter;
+
+void bdrv_register(const BlockDriver *drv)
+{
+    assert(num_drivers < MAX_DRIVERS);
+    assert(!bdrv_find_driver(drv->format_name));
+    drivers[num_drivers++] = drv;
+}
+
+const BlockDriver *bdrv_find_driver(const char *name)
+{
+    for (int i = 0; i < num_drivers; i++) {
+        if (strcmp(drivers[i]->format_name, name) == 0) {
+            return drivers[i];
+        }
+    }
+    return NULL;
+}
+
+bool bdrv_check_node_name(const char *name, Error **errp)
+{
+    size_t len = strlen(name);
+
+    /* As QEMU: a letter first, then letters, digits, '-', '.', '_'. */
+    bool ok = len > 0 && len < 32 && isalpha((unsigned char)name[0]);
+    for (size_t i = 1; ok && i < len; i++) {
+        unsigned char ch = name[i];
+        ok = isalnum(ch) || ch == '-' || ch == '.' || ch == '_';
+    }
+    if (!ok) {
+        error_setg(errp, "Invalid node-name: '%s'", name);
+    }
+    return ok;
+}
+
+BlockDriverState *bdrv_find_node(const char *node_name)
+{
+    GLOBAL_STATE_CODE();
+    list_for_each(n, &all_nodes) {
+        BlockDriverState *bs = list_entry(n, BlockDriverState, all_node);
+        if (strcmp(bs->node_name, node_name) == 0) {
+            return bs;
+        }
+    }
+    return NULL;
+}
+
+BlockDriverState *bdrv_next_node(BlockDriverState *bs)
+{
+    ListNode *next;
+
+    GLOBAL_STATE_CODE();
+    next = bs ? bs->all_node.next : all_nodes.next;
+    return next == &all_nodes ? NULL : list_entry(next, BlockDriverState, all_node);
+}
+
+int bdrv_node_count(void)
+{
+    return num_nodes;
+}
+
+BlockDriverState *bdrv_open_driver(const BlockDriver *drv, const char *node_name,
+                                   json_object *options, int flags, Error **errp)
+{
+    BlockDriverState *bs;
+
+    GLOBAL_STATE_CODE();
+    if (node_name) {
+        if (!bdrv_check_node_name(node_name, errp)) {
+            return NULL;
+        }
+        if (bdrv_find_node(node_name)) {
+            error_setg(errp, "Duplicate nodes with node-name='%s'", node_name);
+            return NULL;
+        }
+    }
+    bs = calloc(1, sizeof(*bs));
+    if (!bs) {
+        abort();
+    }
+    if (node_name) {
+        snprintf(bs->node_name, sizeof(bs->node_name), "%s", node_name);
+    } else {
+        /* '#' cannot start a user name, so these never collide. */
+        snprintf(bs->node_name, sizeof(bs->node_name), "#block%u", auto_name_counter++);
+        bs->auto_named = true;
+    }
+    bs->drv = drv;
+    bs->refcnt = 1;
+    bs->open_flags = flags;
+    bs->read_only = !(flags & BDRV_O_RDWR);
+    bs->ctx = main_aio_context();
+    bs->bl.request_alignment = 1;
+    list_init(&bs->children);
+    list_init(&bs->parents);
+    if (drv->instance_size) {
+        bs->opaque = calloc(1, drv->instance_size);
+        if (!bs->opaque) {
+            abort();
+        }
+    }
+    if (drv->bdrv_open && drv->bdrv_open(bs, options, flags, errp) < 0) {
+        /* The driver detached whatever children it had attached. */
+        free(bs->opaque);
+        free(bs);
+        return NULL;
+    }
+    list_add_tail(&all_nodes, &bs->all_node);
+    num_nodes++;
+    /* Born inside a drain-all: drained like every other node. */
+    for (int i = 0; i < bdrv_drain_all_depth(); i++) {
+        bdrv_do_drained_begin_quiesce(bs);
+    }
+    return bs;
+}
+
+void bdrv_ref(BlockDriverState *bs)
+{
+    GLOBAL_STATE_CODE();
+    bs->refcnt++;
+}
+
+static void bdrv_delete(BlockDriverState *bs)
+{
+    assert(list_empty(&bs->parents));
+    bdrv_drained_begin(bs);
+    if (bs->drv->bdrv_close) {
+        bs->drv->bdrv_close(bs);
+    }
+    /* Children the driver left attached go now. */
+    while (!list_empty(&bs->children)) {
+        bdrv_unref_child(bs, list_entry(bs->children.next, BdrvChild, next));
+    }
+    bdrv_drained_end(bs);
+    /* Dying inside a drain-all: end the drains it inherited. */
+    for (int i = 0; i < bdrv_drain_all_depth(); i++) {
+        bdrv_drained_end(bs);
+    }
+    list_del(&bs->all_node);
+    num_nodes--;
+    free(bs->opaque);
+    free(bs);
+}
+
+void bdrv_unref(BlockDriverState *bs)
+{
+    GLOBAL_STATE_CODE();
+    if (!bs) {
+        return;
+    }
+    assert(bs->refcnt > 0);
+    if (--bs->refcnt == 0) {
+        bdrv_delete(bs);
+    }
+}
+
+static void schedule_unref_cb(void *opaque)
+{
+    bdrv_unref(opaque);
+}
+
+void bdrv_schedule_unref(BlockDriverState *bs)
+{
+    if (bs) {
+        graph_defer_after_wrunlock(schedule_unref_cb, bs);
+    }
+}
+
+/* ---- Edges ------------------------------------------------------------------ */
+
+static char *child_of_bds_desc(BdrvChild *c)
+{
+    BlockDriverState *parent = c->opaque;
+    char *s;
+
+    if (asprintf(&s, "node '%s'", parent->node_name) < 0) {
+        abort();
+    }
+    return s;
+}
+
+static void child_of_bds_drained_begin(BdrvChild *c)
+{
+    bdrv_do_drained_begin_quiesce(c->opaque);
+}
+
+static void child_of_bds_drained_end(BdrvChild *c)
+{
+    bdrv_drained_end(c->opaque);
+}
+
+static bool child_of_bds_drained_poll(BdrvChild *c)
+{
+    BlockDriverState *parent = c->opaque;
+    return atomic_read(&parent->in_flight) > 0 || bdrv_parents_busy(parent, NULL);
+}
+
+static const BdrvChildClass child_of_bds = {
+    .drained_begin = child_of_bds_drained_begin,
+    .drained_end = child_of_bds_drained_end,
+    .drained_poll = child_of_bds_drained_poll,
+    .get_parent_desc = child_of_bds_desc,
+};
+
+bool bdrv_child_is_node_parent(BdrvChild *c)
+{
+    return c->klass == &child_of_bds;
+}
+
+/* Link @c under @child_bs (write lock held). */
+static void child_link(BdrvChild *c, BlockDriverState *child_bs) GRAPH_WRLOCK
+{
+    c->bs = child_bs;
+    list_add_tail(&child_bs->parents, &c->next_parent);
+    /* A parent that arrives at a drained node is quiesced at once. */
+    if (child_bs->quiesce_counter && c->klass->drained_begin) {
+        c->klass->drained_begin(c);
+        c->quiesced_parent = true;
+    }
+}
+
+static void child_unlink(BdrvChild *c) GRAPH_WRLOCK
+{
+    list_del(&c->next_parent);
+    if (c->quiesced_parent && c->klass->drained_end) {
+        c->quiesced_parent = false;
+        c->klass->drained_end(c);
+    }
+    c->bs = NULL;
+}
+
+static BdrvChild *child_new(const char *name, const BdrvChildClass *klass,
+                            unsigned role, void *opaque)
+{
+    BdrvChild *c = calloc(1, sizeof(*c));
+
+    if (!c || !(c->name = strdup(name))) {
+        abort();
+    }
+    c->klass = klass;
+    c->role = role;
+    c->opaque = opaque;
+    list_init(&c->next);
+    list_init(&c->next_parent);
+    return c;
+}
+
+static void child_free(BdrvChild *c)
+{
+    free(c->name);
+    free(c);
+}
+
+BdrvChild *bdrv_root_attach_child(BlockDriverState *child_bs, const char *name,
+                                  const BdrvChildClass *klass, unsigned role,
+                                  uint64_t perm, uint64_t shared_perm,
+                                  void *opaque, Error **errp)
+{
+    BdrvChild *c = child_new(name, klass, role, opaque);
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    c->perm = perm;
+    c->shared_perm = shared_perm;
+    bdrv_ref(child_bs);
+
+    bdrv_drained_begin(child_bs);
+    graph_wrlock();
+    child_link(c, child_bs);
+    ret = bdrv_refresh_perms(child_bs, errp);
+    if (ret < 0) {
+        child_unlink(c);
+    }
+    graph_wrunlock();
+    bdrv_drained_end(child_bs);
+
+    if (ret < 0) {
+        child_free(c);
+        bdrv_unref(child_bs);
+        return NULL;
+    }
+    return c;
+}
+
+BdrvChild *bdrv_attach_child(BlockDriverState *parent, BlockDriverState *child_bs,
+                             const char *name, unsigned role, Error **errp)
+{
+    BdrvChild *c = child_new(name, &child_of_bds, role, parent);
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    bdrv_ref(child_bs);
+    bdrv_drained_begin(child_bs);
+    graph_wrlock();
+    child_link(c, child_bs);
+    list_add_tail(&parent->children, &c->next);
+    if (role & BDRV_CHILD_COW) {
+        parent->backing = c;
+    } else if (role & (BDRV_CHILD_PRIMARY | BDRV_CHILD_FILTERED)) {
+        parent->file = c;
+    }
+    /* Refreshing the parent recomputes this edge and everything below. */
+    ret = bdrv_refresh_perms(parent, errp);
+    if (ret < 0) {
+        list_del(&c->next);
+        if (parent->backing == c) {
+            parent->backing = NULL;
+        }
+        if (parent->file == c) {
+            parent->file = NULL;
+        }
+        child_unlink(c);
+    }
+    graph_wrunlock();
+    bdrv_drained_end(child_bs);
+
+    if (ret < 0) {
+        child_free(c);
+        bdrv_unref(child_bs);
+        return NULL;
+    }
+    return c;
+}
+
+static void detach_child(BdrvChild *c) GRAPH_UNLOCKED
+{
+    BlockDriverState *child_bs;
+
+    graph_rdlock_main_loop();
+    child_bs = c->bs;
+    graph_rdunlock_main_loop();
+
+    bdrv_drained_begin(child_bs);
+    graph_wrlock();
+    if (c->klass == &child_of_bds) {
+        BlockDriverState *parent = c->opaque;
+        list_del(&c->next);
+        if (parent->backing == c) {
+            parent->backing = NULL;
+        }
+        if (parent->file == c) {
+            parent->file = NULL;
+        }
+    }
+    child_unlink(c);
+    /* Loosening permissions cannot fail. */
+    bdrv_refresh_perms(child_bs, NULL);
+    graph_wrunlock();
+    bdrv_drained_end(child_bs);
+    child_free(c);
+    bdrv_unref(child_bs);
+}
+
+void bdrv_unref_child(BlockDriverState *parent, BdrvChild *child)
+{
+    GLOBAL_STATE_CODE();
+    assert(child->opaque == parent);
+    detach_child(child);
+}
+
+void bdrv_root_unref_child(BdrvChild *child)
+{
+    GLOBAL_STATE_CODE();
+    detach_child(child);
+}
+
+/* Would @to end up below itself if it replaced @from?  (A loop.) */
+static bool bdrv_is_below(BlockDriverState *top, BlockDriverState *bs) GRAPH_RDLOCK
+{
+    if (top == bs) {
+        return true;
+    }
+    list_for_each(n, &top->children) {
+        if (bdrv_is_below(list_entry(n, BdrvChild, next)->bs, bs)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int bdrv_replace_node(BlockDriverState *from, BlockDriverState *to, Error **errp)
+   
+{
+    BdrvChild **moved = NULL;
+    int nmoved = 0, ret = 0;
+
+    GLOBAL_STATE_CODE();
+    bdrv_ref(from);
+    bdrv_ref(to);
+    bdrv_drained_begin(from);
+    bdrv_drained_begin(to);
+    graph_wrlock();
+
+    list_for_each_safe(n, &from->parents) {
+        BdrvChild *c = list_entry(n, BdrvChild, next_parent);
+        /* Keep @to's own edges to @from (to is a filter above from). */
+        if (c->klass == &child_of_bds && bdrv_is_below(to, c->opaque)) {
+            continue;
+        }
+        moved = realloc(moved, (nmoved + 1) * sizeof(*moved));
+        if (!moved) {
+            abort();
+        }
+        moved[nmoved++] = c;
+        child_unlink(c);
+        child_link(c, to);
+    }
+    ret = bdrv_refresh_perms(to, errp);
+    if (ret == 0) {
+        bdrv_refresh_perms(from, NULL);
+    } else {
+        for (int i = nmoved - 1; i >= 0; i--) {
+            child_unlink(moved[i]);
+            child_link(moved[i], from);
+        }
+        bdrv_refresh_perms(to, NULL);
+        bdrv_refresh_perms(from, NULL);
+    }
+    /* The references move with the edges. */
+    for (int i = 0; ret == 0 && i < nmoved; i++) {
+        bdrv_ref(to);
+        bdrv_schedule_unref(from);
+    }
+    graph_wrunlock();
+    bdrv_drained_end(to);
+    bdrv_drained_end(from);
+    free(moved);
+    bdrv_unref(to);
+    bdrv_unref(from);
+    return ret;
+}
+
+void bdrv_close_all(void)
+{
+    GLOBAL_STATE_CODE();
+    /* Nodes still referenced by users are closed when those let go. */
+    bdrv_drain_all_begin();
+    bdrv_drain_all_end();
+}
