@@ -126,6 +126,11 @@ struct BlockDriverState {
     int quiesce_counter;            /* GS: depth of drained sections */
     unsigned in_flight;             /* atomic: requests being processed */
 
+    /* Requests that must not overlap (read-modify-write of unaligned
+     * writes) and those waiting for them. */
+    CoMutex reqs_lock;
+    ListNode tracked_requests TSA_FIELD_GUARDED_BY(reqs_lock);
+
     ListNode all_node;              /* GS: in the list of all nodes */
 };
 

@@ -19,4 +19,29 @@ void bdrv_dec_in_flight(BlockDriverState *bs);
 
 int64_t bdrv_getlength(BlockDriverState *bs);
 
+/*
+ * Requests on the node below edge @child.  They count as in flight, honour
+ * the node's request alignment (bouncing through an aligned buffer, with
+ * read-modify-write for unaligned writes, serialised against overlapping
+ * requests), split at max_transfer, emulate FUA with a flush and
+ * write-zeroes with a zeroed buffer when the driver cannot (unless
+ * BDRV_REQ_NO_FALLBACK).  Return 0 or -errno.  Coroutine only, graph read
+ * lock held.
+ */
+int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset, int64_t bytes,
+                                struct iovec *iov, int niov, int flags) GRAPH_RDLOCK;
+int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes,
+                                 struct iovec *iov, int niov, int flags) GRAPH_RDLOCK;
+int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset, int64_t bytes,
+                                       int flags) GRAPH_RDLOCK;
+int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset, int64_t bytes)
+    GRAPH_RDLOCK;
+int coroutine_fn bdrv_co_flush(BlockDriverState *bs) GRAPH_RDLOCK;
+/*
+ * Status of [offset, offset+bytes) of @bs: BDRV_BLOCK_* for the first
+ * *pnum bytes (at least 1 unless at the end), or -errno.
+ */
+int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, int64_t *pnum) GRAPH_RDLOCK;
+
 #endif /* BLOCKD_BLOCK_IO_H */

@@ -44,6 +44,12 @@ const BlockDriver *bdrv_find_driver(const char *name)
     return NULL;
 }
 
+static void init_tracked_list(BlockDriverState *bs) TSA_NO_TSA
+{
+    /* Not yet visible to anyone: no lock needed. */
+    list_init(&bs->tracked_requests);
+}
+
 bool bdrv_check_node_name(const char *name, Error **errp)
 {
     size_t len = strlen(name);
@@ -120,6 +126,8 @@ BlockDriverState *bdrv_open_driver(const BlockDriver *drv, const char *node_name
     bs->bl.request_alignment = 1;
     list_init(&bs->children);
     list_init(&bs->parents);
+    co_mutex_init(&bs->reqs_lock);
+    init_tracked_list(bs);
     if (drv->instance_size) {
         bs->opaque = calloc(1, drv->instance_size);
         if (!bs->opaque) {

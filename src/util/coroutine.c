@@ -26,6 +26,7 @@
 void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
 void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
                                      size_t *size_old);
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #endif
 #ifdef BD_TSAN
 void *__tsan_get_current_fiber(void);
@@ -134,6 +135,14 @@ static void co_trampoline(void);
 /* Prepare @co's stack so that switching to it starts co_trampoline(). */
 static void co_arch_init(Coroutine *co)
 {
+#ifdef BD_ASAN
+    /*
+     * A pooled stack still carries the redzones of the frames its last
+     * coroutine never returned from (it switched away at the end); the new
+     * coroutine's frames lie elsewhere, so clear them.
+     */
+    __asan_unpoison_memory_region(co->stack_bottom, co->stack_size);
+#endif
 #ifdef CO_ASM_SWITCH
     uintptr_t *sp = (uintptr_t *)((char *)co->stack_bottom + co->stack_size);
 
