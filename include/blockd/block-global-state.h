@@ -29,6 +29,23 @@ BlockDriverState *bdrv_open_driver(const BlockDriver *drv, const char *node_name
                                    json_object *options, int flags, Error **errp)
     GRAPH_UNLOCKED;
 
+/*
+ * Open a node from a blockdev-add style options object: "driver",
+ * optional "node-name", "read-only", "discard" ("ignore"/"unmap"),
+ * "force-share", and the driver's own options (children given as a node
+ * name or as a nested options object).
+ */
+BlockDriverState *bdrv_open_options(json_object *options, Error **errp) GRAPH_UNLOCKED;
+
+/*
+ * For drivers: open or find the child given by option @key of @options (a
+ * node name or a nested options object) and attach it with @role.
+ * Returns NULL with errp set if it is missing (when @required) or fails.
+ */
+BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
+                           const char *key, unsigned role, bool required,
+                           Error **errp) GRAPH_UNLOCKED;
+
 /* Check a user-supplied node name: "Invalid node-name: '...'" */
 bool bdrv_check_node_name(const char *name, Error **errp);
 

@@ -6,6 +6,9 @@
 #include "blockd/main-loop.h"
 
 extern const BlockDriver bdrv_null_co;
+extern const BlockDriver bdrv_file;
+extern const BlockDriver bdrv_raw;
+extern const BlockDriver bdrv_blkdebug;
 
 static bool initialised;
 
@@ -14,6 +17,9 @@ void bdrv_init(void)
     GLOBAL_STATE_CODE();
     if (!initialised) {
         bdrv_register(&bdrv_null_co);
+        bdrv_register(&bdrv_file);
+        bdrv_register(&bdrv_raw);
+        bdrv_register(&bdrv_blkdebug);
         initialised = true;
     }
     /* A graph writer quiesces every node so readers cannot starve it. */

@@ -17,6 +17,7 @@
 #include "blockd/block-io.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
+#include "blockd/options.h"
 #include "block-internal.h"
 
 #define MAX_DRIVERS 32
@@ -135,7 +136,10 @@ BlockDriverState *bdrv_open_driver(const BlockDriver *drv, const char *node_name
         }
     }
     if (drv->bdrv_open && drv->bdrv_open(bs, options, flags, errp) < 0) {
-        /* The driver detached whatever children it had attached. */
+        /* Children the driver attached before failing go with it. */
+        while (!list_empty(&bs->children)) {
+            bdrv_unref_child(bs, list_entry(bs->children.next, BdrvChild, next));
+        }
         free(bs->opaque);
         free(bs);
         return NULL;
@@ -147,6 +151,83 @@ BlockDriverState *bdrv_open_driver(const BlockDriver *drv, const char *node_name
         bdrv_do_drained_begin_quiesce(bs);
     }
     return bs;
+}
+
+BlockDriverState *bdrv_open_options(json_object *options, Error **errp)
+{
+    static const char *const discard_names[] = { "ignore", "unmap", "off", "on", NULL };
+    const char *driver = NULL, *node_name = NULL;
+    bool read_only = false, force_share = false;
+    int discard = 0, flags;
+    const BlockDriver *drv;
+
+    GLOBAL_STATE_CODE();
+    if (!opt_get_str(options, "driver", &driver, errp) ||
+        !opt_get_str(options, "node-name", &node_name, errp) ||
+        !opt_get_bool(options, "read-only", &read_only, errp) ||
+        !opt_get_bool(options, "force-share", &force_share, errp) ||
+        !opt_get_enum(options, "discard", discard_names, &discard, errp)) {
+        return NULL;
+    }
+    if (!driver) {
+        error_setg(errp, "Parameter 'driver' is missing");
+        return NULL;
+    }
+    drv = bdrv_find_driver(driver);
+    if (!drv) {
+        error_setg(errp, "Parameter 'driver' does not accept value '%s'", driver);
+        return NULL;
+    }
+    if (force_share && !read_only) {
+        error_setg(errp, "force-share=on can only be used with read-only images");
+        return NULL;
+    }
+    flags = (read_only ? 0 : BDRV_O_RDWR) | (force_share ? BDRV_O_FORCE_SHARE : 0) |
+            (discard == 1 || discard == 3 ? BDRV_O_UNMAP : 0);
+    return bdrv_open_driver(drv, node_name, options, flags, errp);
+}
+
+BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
+                           const char *key, unsigned role, bool required,
+                           Error **errp)
+{
+    json_object *v = NULL;
+    BlockDriverState *child_bs;
+    BdrvChild *c;
+
+    GLOBAL_STATE_CODE();
+    if (!json_object_object_get_ex(options, key, &v) || json_object_is_type(v, json_type_null)) {
+        if (required) {
+            error_setg(errp, "Parameter '%s' is missing", key);
+        }
+        return NULL;
+    }
+    if (json_object_is_type(v, json_type_string)) {
+        const char *name = json_object_get_string(v);
+        child_bs = bdrv_find_node(name);
+        if (!child_bs) {
+            error_set(errp, ERROR_CLASS_GENERIC_ERROR,
+                      "Cannot find device='' nor node-name='%s'", name);
+            return NULL;
+        }
+        bdrv_ref(child_bs);
+    } else if (json_object_is_type(v, json_type_object)) {
+        /* A nested node inherits read-only-ness unless it says otherwise. */
+        json_object *ro = NULL;
+        if (parent->read_only && !json_object_object_get_ex(v, "read-only", &ro)) {
+            json_object_object_add(v, "read-only", json_object_new_boolean(true));
+        }
+        child_bs = bdrv_open_options(v, errp);
+        if (!child_bs) {
+            return NULL;
+        }
+    } else {
+        error_setg(errp, "Invalid parameter type for '%s', expected: string or object", key);
+        return NULL;
+    }
+    c = bdrv_attach_child(parent, child_bs, key, role, errp);
+    bdrv_unref(child_bs);
+    return c;
 }
 
 void bdrv_ref(BlockDriverState *bs)

@@ -43,7 +43,7 @@ static void coroutine_fn null_delay(NullState *s)
 
 static int coroutine_fn null_co_preadv(BlockDriverState *bs, int64_t offset,
                                        int64_t bytes, struct iovec *iov, int niov,
-                                       int flags)
+                                       int flags) GRAPH_RDLOCK
 {
     NullState *s = bs->opaque;
 
@@ -61,7 +61,7 @@ static int coroutine_fn null_co_preadv(BlockDriverState *bs, int64_t offset,
 
 static int coroutine_fn null_co_pwritev(BlockDriverState *bs, int64_t offset,
                                         int64_t bytes, struct iovec *iov, int niov,
-                                        int flags)
+                                        int flags) GRAPH_RDLOCK
 {
     (void)offset;
     (void)bytes;
@@ -72,14 +72,14 @@ static int coroutine_fn null_co_pwritev(BlockDriverState *bs, int64_t offset,
     return 0;
 }
 
-static int coroutine_fn null_co_flush(BlockDriverState *bs)
+static int coroutine_fn null_co_flush(BlockDriverState *bs) GRAPH_RDLOCK
 {
     null_delay(bs->opaque);
     return 0;
 }
 
 static int coroutine_fn null_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
-                                              int64_t bytes, int flags)
+                                              int64_t bytes, int flags) GRAPH_RDLOCK
 {
     (void)offset;
     (void)bytes;
@@ -89,7 +89,7 @@ static int coroutine_fn null_co_pwrite_zeroes(BlockDriverState *bs, int64_t offs
 }
 
 static int coroutine_fn null_co_block_status(BlockDriverState *bs, int64_t offset,
-                                             int64_t bytes, int64_t *pnum)
+                                             int64_t bytes, int64_t *pnum) GRAPH_RDLOCK
 {
     NullState *s = bs->opaque;
 

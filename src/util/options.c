@@ -37,8 +37,11 @@ bool opt_get_int(json_object *opts, const char *key, int64_t *value, Error **err
 
 bool opt_get_size(json_object *opts, const char *key, int64_t *value, Error **errp)
 {
-    int64_t v = *value;
+    int64_t v = 0;
 
+    if (!lookup(opts, key)) {
+        return true;
+    }
     if (!opt_get_int(opts, key, &v, errp)) {
         return false;
     }

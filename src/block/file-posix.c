@@ -1,0 +1,415 @@
+/*
+ * file-posix.c - the "file" protocol driver: a POSIX file or block device.
+ *
+ * Data moves through the calling thread's async engine (io_uring by
+ * default, Linux AIO with aio=native, or the thread pool with
+ * aio=threads); fallocate, ftruncate and friends run on the thread pool.
+ * Permissions are mirrored onto the file with OFD locks (file-lock.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "blockd/aio-engine.h"
+#include "blockd/atomic.h"
+#include "blockd/block-global-state.h"
+#include "blockd/block-io.h"
+#include "blockd/iov.h"
+#include "blockd/log.h"
+#include "blockd/main-loop.h"
+#include "blockd/options.h"
+#include "blockd/thread-pool.h"
+#include "file-lock.h"
+
+typedef enum FileAio { FILE_AIO_THREADS, FILE_AIO_NATIVE, FILE_AIO_IO_URING } FileAio;
+typedef enum FileLocking { FILE_LOCKING_AUTO, FILE_LOCKING_ON, FILE_LOCKING_OFF } FileLocking;
+
+static const char *const aio_names[] = { "threads", "native", "io_uring", NULL };
+static const char *const locking_names[] = { "auto", "on", "off", NULL };
+static const char *const discard_names[] = { "ignore", "unmap", "off", "on", NULL };
+
+typedef struct FileState {
+    int fd;
+    char *filename;
+    FileAio aio;
+    bool use_lock;
+    bool is_blockdev;
+    bool discard_unmap;
+    FileLock lock;
+} FileState;
+
+/* ---- Options and open ------------------------------------------------------ */
+
+static bool parse_cache(json_object *options, bool *direct, bool *no_flush, Error **errp)
+{
+    json_object *cache = NULL;
+
+    if (!json_object_object_get_ex(options, "cache", &cache)) {
+        return true;
+    }
+    if (!json_object_is_type(cache, json_type_object)) {
+        error_setg(errp, "Invalid parameter type for 'cache', expected: object");
+        return false;
+    }
+    return opt_get_bool(cache, "direct", direct, errp) &&
+           opt_get_bool(cache, "no-flush", no_flush, errp);
+}
+
+/* The smallest request size O_DIRECT accepts on this file. */
+static uint32_t probe_alignment(int fd, bool is_blockdev)
+{
+    static const uint32_t sizes[] = { 512, 1024, 2048, 4096 };
+    unsigned int sector = 0;
+    void *buf = NULL;
+
+    if (is_blockdev && ioctl(fd, BLKSSZGET, &sector) == 0 && sector) {
+        return sector;
+    }
+    if (posix_memalign(&buf, 4096, 4096)) {
+        return 4096;
+    }
+    for (unsigned i = 0; i < ARRAY_SIZE(sizes); i++) {
+        ssize_t n = pread(fd, buf, sizes[i], 0);
+        /* An empty file accepts anything: keep probing is pointless. */
+        if (n == 0) {
+            break;
+        }
+        if (n > 0) {
+            free(buf);
+            return sizes[i];
+        }
+    }
+    free(buf);
+    return 4096;
+}
+
+static int file_open(BlockDriverState *bs, json_object *options, int flags,
+                     Error **errp)
+{
+    FileState *s = bs->opaque;
+    const char *filename = NULL;
+    int aio = FILE_AIO_IO_URING, locking = FILE_LOCKING_AUTO, discard = 0;
+    bool direct = false, no_flush = false;
+    int open_flags = O_CLOEXEC;
+    struct stat st;
+    Error *err = NULL;
+
+    s->fd = -1;
+    if (!opt_get_str(options, "filename", &filename, errp) ||
+        !opt_get_enum(options, "aio", aio_names, &aio, errp) ||
+        !opt_get_enum(options, "locking", locking_names, &locking, errp) ||
+        !opt_get_enum(options, "discard", discard_names, &discard, errp) ||
+        !parse_cache(options, &direct, &no_flush, errp)) {
+        return -1;
+    }
+    if (!filename) {
+        error_setg(errp, "Parameter 'filename' is missing");
+        return -1;
+    }
+    if (aio == FILE_AIO_NATIVE && !direct) {
+        error_setg(errp, "aio=native was specified, but it requires cache.direct=on, "
+                   "which was not specified.");
+        return -1;
+    }
+    open_flags |= (flags & BDRV_O_RDWR) ? O_RDWR : O_RDONLY;
+    if (direct) {
+        open_flags |= O_DIRECT;
+    }
+    s->fd = open(filename, open_flags);
+    if (s->fd < 0) {
+        error_setg_errno(errp, errno, "Could not open '%s'", filename);
+        return -1;
+    }
+    if (fstat(s->fd, &st) < 0) {
+        error_setg_errno(errp, errno, "Could not stat '%s'", filename);
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+        error_setg(errp, "'%s' is not a file or a block device", filename);
+        goto fail;
+    }
+    s->is_blockdev = S_ISBLK(st.st_mode);
+    s->filename = strdup(filename);
+    s->aio = aio;
+    s->use_lock = locking != FILE_LOCKING_OFF;
+    s->discard_unmap = discard == 1 || discard == 3 || (flags & BDRV_O_UNMAP);
+    s->lock.fd = s->fd;
+    if (no_flush) {
+        bs->open_flags |= BDRV_O_NO_FLUSH;
+    }
+    if (direct) {
+        bs->open_flags |= BDRV_O_NOCACHE;
+    }
+
+    bs->total_bytes = lseek(s->fd, 0, SEEK_END);
+    if (bs->total_bytes < 0) {
+        error_setg_errno(errp, errno, "Could not get the size of '%s'", filename);
+        goto fail;
+    }
+    if (direct) {
+        bs->bl.request_alignment = probe_alignment(s->fd, s->is_blockdev);
+        bs->bl.min_mem_alignment = bs->bl.request_alignment > 4096 ? bs->bl.request_alignment
+                                                                     : 4096;
+    }
+    bs->bl.max_transfer = 16 * 1024 * 1024;
+
+    if (s->aio == FILE_AIO_IO_URING && !luring_init_thread(&err)) {
+        warn_report("%s: io_uring is not available (%s); using aio=threads",
+                    filename, error_get_pretty(err));
+        error_free(err);
+        s->aio = FILE_AIO_THREADS;
+    } else if (s->aio == FILE_AIO_NATIVE && !laio_init_thread(&err)) {
+        error_propagate(errp, err);
+        goto fail;
+    }
+    return 0;
+
+fail:
+    free(s->filename);
+    s->filename = NULL;
+    close(s->fd);
+    s->fd = -1;
+    return -1;
+}
+
+static void file_close(BlockDriverState *bs)
+{
+    FileState *s = bs->opaque;
+
+    if (s->fd >= 0) {
+        close(s->fd);    /* releases the OFD locks too */
+    }
+    free(s->filename);
+}
+
+/* ---- Permissions and image locking ------------------------------------------ */
+
+static int file_check_perm(BlockDriverState *bs, uint64_t perm, uint64_t shared,
+                           Error **errp)
+{
+    FileState *s = bs->opaque;
+    uint64_t old_perm = s->lock.locked_perm, old_unshared = s->lock.locked_unshared;
+
+    if (!s->use_lock) {
+        return 0;
+    }
+    /* Lock the union first, so nobody slips in between check and commit. */
+    if (file_lock_apply(&s->lock, old_perm | perm, old_unshared | (~shared & BLK_PERM_ALL),
+                        s->filename, errp) < 0 ||
+        file_lock_check(&s->lock, perm, shared, s->filename, errp) < 0) {
+        file_lock_apply(&s->lock, old_perm, old_unshared, s->filename, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static void file_set_perm(BlockDriverState *bs, uint64_t perm, uint64_t shared)
+{
+    FileState *s = bs->opaque;
+    Error *err = NULL;
+
+    if (s->use_lock &&
+        file_lock_apply(&s->lock, perm, ~shared & BLK_PERM_ALL, s->filename, &err) < 0) {
+        warn_report("%s", error_get_pretty(err));
+        error_free(err);
+    }
+}
+
+static void file_abort_perm_update(BlockDriverState *bs)
+{
+    FileState *s = bs->opaque;
+    Error *err = NULL;
+
+    if (s->use_lock &&
+        file_lock_apply(&s->lock, bs->perm, ~bs->shared_perm & BLK_PERM_ALL,
+                        s->filename, &err) < 0) {
+        warn_report("%s", error_get_pretty(err));
+        error_free(err);
+    }
+}
+
+/* ---- Data ---------------------------------------------------------------------- */
+
+static int coroutine_fn file_submit(FileState *s, EngineOp op, int64_t offset,
+                                    struct iovec *iov, int niov)
+{
+    switch (s->aio) {
+    case FILE_AIO_IO_URING:
+        return luring_co_submit(s->fd, op, offset, iov, niov);
+    case FILE_AIO_NATIVE:
+        return laio_co_submit(s->fd, op, offset, iov, niov);
+    case FILE_AIO_THREADS:
+    default:
+        return engine_co_submit_threads(s->fd, op, offset, iov, niov);
+    }
+}
+
+static int coroutine_fn file_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       struct iovec *iov, int niov, int flags) GRAPH_RDLOCK
+{
+    int ret = file_submit(bs->opaque, ENGINE_READ, offset, iov, niov);
+
+    (void)flags;
+    if (ret < 0) {
+        return ret;
+    }
+    if (ret < bytes) {
+        /* End of file (the size changed underneath): zeroes. */
+        iov_memset(iov, niov, ret, 0, bytes - ret);
+    }
+    return 0;
+}
+
+static int coroutine_fn file_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                        struct iovec *iov, int niov, int flags) GRAPH_RDLOCK
+{
+    int ret = file_submit(bs->opaque, ENGINE_WRITE, offset, iov, niov);
+
+    (void)flags;
+    if (ret < 0) {
+        return ret;
+    }
+    return ret == bytes ? 0 : -EIO;
+}
+
+static int coroutine_fn file_co_flush(BlockDriverState *bs) GRAPH_RDLOCK
+{
+    int ret = file_submit(bs->opaque, ENGINE_FLUSH, 0, NULL, 0);
+    return ret < 0 ? ret : 0;
+}
+
+/* ---- Blocking operations on the thread pool ------------------------------------ */
+
+typedef struct FileOp {
+    int fd;
+    int mode;
+    int64_t offset;
+    int64_t bytes;
+} FileOp;
+
+static int do_fallocate(void *opaque)
+{
+    FileOp *op = opaque;
+    return fallocate(op->fd, op->mode, op->offset, op->bytes) < 0 ? -errno : 0;
+}
+
+static int do_ftruncate(void *opaque)
+{
+    FileOp *op = opaque;
+    return ftruncate(op->fd, op->offset) < 0 ? -errno : 0;
+}
+
+static int coroutine_fn file_fallocate(FileState *s, int mode, int64_t offset, int64_t bytes)
+{
+    FileOp op = { s->fd, mode, offset, bytes };
+    int ret = thread_pool_submit_co(do_fallocate, &op);
+
+    /* Not supported by this file system (or device): let the caller fall back. */
+    return ret == -EOPNOTSUPP || ret == -EINVAL || ret == -ENODEV ? -ENOTSUP : ret;
+}
+
+static int coroutine_fn file_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) GRAPH_RDLOCK
+{
+    FileState *s = bs->opaque;
+
+    if (!s->discard_unmap || s->is_blockdev) {
+        return -ENOTSUP;
+    }
+    return file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes);
+}
+
+static int coroutine_fn file_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
+                                              int64_t bytes, int flags) GRAPH_RDLOCK
+{
+    FileState *s = bs->opaque;
+    int ret = -ENOTSUP;
+
+    if (s->is_blockdev) {
+        return -ENOTSUP;
+    }
+    /* A hole reads as zeroes and frees the space, if the user allows it. */
+    if ((flags & BDRV_REQ_MAY_UNMAP) && s->discard_unmap) {
+        ret = file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes);
+    }
+    if (ret == -ENOTSUP) {
+        ret = file_fallocate(s, FALLOC_FL_ZERO_RANGE, offset, bytes);
+    }
+    return ret;
+}
+
+static int coroutine_fn file_co_block_status(BlockDriverState *bs, int64_t offset,
+                                             int64_t bytes, int64_t *pnum) GRAPH_RDLOCK
+{
+    FileState *s = bs->opaque;
+    off_t data, hole;
+
+    if (s->is_blockdev) {
+        *pnum = bytes;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    }
+    data = lseek(s->fd, offset, SEEK_DATA);
+    if (data < 0) {
+        if (errno == ENXIO) {
+            /* No data after @offset: a hole up to the end. */
+            *pnum = bytes;
+            return BDRV_BLOCK_ZERO;
+        }
+        *pnum = bytes;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    }
+    if (data > offset) {
+        *pnum = data - offset < bytes ? data - offset : bytes;
+        return BDRV_BLOCK_ZERO;
+    }
+    hole = lseek(s->fd, offset, SEEK_HOLE);
+    if (hole < 0 || hole <= offset) {
+        *pnum = bytes;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    }
+    *pnum = hole - offset < bytes ? hole - offset : bytes;
+    return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+}
+
+static int coroutine_fn file_co_truncate(BlockDriverState *bs, int64_t size, Error **errp) GRAPH_RDLOCK
+{
+    FileState *s = bs->opaque;
+    FileOp op = { .fd = s->fd, .offset = size };
+    int ret;
+
+    if (s->is_blockdev) {
+        error_setg(errp, "Cannot resize block device '%s'", s->filename);
+        return -ENOTSUP;
+    }
+    ret = thread_pool_submit_co(do_ftruncate, &op);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to resize '%s'", s->filename);
+        return ret;
+    }
+    atomic_set(&bs->total_bytes, size);
+    return 0;
+}
+
+const BlockDriver bdrv_file = {
+    .format_name = "file",
+    .instance_size = sizeof(FileState),
+    .is_protocol = true,
+    .bdrv_open = file_open,
+    .bdrv_close = file_close,
+    .bdrv_check_perm = file_check_perm,
+    .bdrv_set_perm = file_set_perm,
+    .bdrv_abort_perm_update = file_abort_perm_update,
+    .bdrv_co_preadv = file_co_preadv,
+    .bdrv_co_pwritev = file_co_pwritev,
+    .bdrv_co_flush = file_co_flush,
+    .bdrv_co_pdiscard = file_co_pdiscard,
+    .bdrv_co_pwrite_zeroes = file_co_pwrite_zeroes,
+    .bdrv_co_block_status = file_co_block_status,
+    .bdrv_co_truncate = file_co_truncate,
+    .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
+};
