@@ -562,6 +562,82 @@ static void test_overlapping_rmw_is_serialised(void **state)
     iothread_destroy(b);
 }
 
+/* ---- Replacing the node under running I/O ----------------------------------- */
+
+typedef struct Stream {
+    BlockBackend *blk;
+    int first;               /* block index of the first write */
+    int count;
+    int errors;              /* atomic */
+    bool done;               /* atomic */
+} Stream;
+
+static void coroutine_fn stream_co(void *opaque)
+{
+    Stream *st = opaque;
+    unsigned char buf[4096];
+
+    for (int i = 0; i < st->count; i++) {
+        int block = st->first + 2 * i;
+        memset(buf, 1 + block % 250, sizeof(buf));
+        if (blk_co_pwrite(st->blk, (int64_t)block * 4096, sizeof(buf), buf, 0) < 0) {
+            atomic_inc(&st->errors);
+        }
+    }
+    atomic_store_release(&st->done, true);
+    aio_wait_kick();
+}
+
+static void test_replace_node_under_io(void **state)
+{
+    IOThread *a = iothread_create("ioA", NULL, &error_abort);
+    IOThread *b = iothread_create("ioB", NULL, &error_abort);
+    BlockDriverState *other;
+    MemDisk *m1, *m2;
+    Stream s1 = { .first = 0, .count = 400 }, s2 = { .first = 1, .count = 400 };
+    json_object *o = json_object_new_object();
+    int swaps = 0;
+
+    (void)state;
+    open_disk(&memdisk_plain, 1, 0, 0, 10 * 1000);
+    m1 = last_disk;
+    json_object_object_add(o, "latency-ns", json_object_new_int64(10 * 1000));
+    other = bdrv_open_driver(&memdisk_plain, "other", o, BDRV_O_RDWR, &error_abort);
+    json_object_put(o);
+    m2 = last_disk;
+    s1.blk = s2.blk = test_blk;
+
+    aio_co_schedule(iothread_get_aio_context(a), coroutine_create(stream_co, &s1));
+    aio_co_schedule(iothread_get_aio_context(b), coroutine_create(stream_co, &s2));
+    while (!atomic_load_acquire(&s1.done) || !atomic_load_acquire(&s2.done)) {
+        /* Move the backend back and forth between the two nodes. */
+        assert_int_equal(bdrv_replace_node(swaps % 2 ? other : test_bs,
+                                           swaps % 2 ? test_bs : other, &error_abort), 0);
+        swaps++;
+        tu_run_main_loop_ms(1);
+    }
+    assert_int_equal(atomic_read(&s1.errors) + atomic_read(&s2.errors), 0);
+    assert_true(swaps > 4);
+    /* Every write landed in exactly one of the nodes, whole. */
+    for (int block = 0; block < 800; block++) {
+        unsigned char want = 1 + block % 250;
+        unsigned char *p1 = m1->data + block * 4096, *p2 = m2->data + block * 4096;
+        bool in1 = p1[0] == want, in2 = p2[0] == want;
+        assert_true(in1 != in2);
+        for (int i = 0; i < 4096; i++) {
+            assert_int_equal(in1 ? p1[i] : p2[i], want);
+            assert_int_equal(in1 ? p2[i] : p1[i], 0);
+        }
+    }
+    /* Leave the backend on test_bs for the teardown. */
+    if (swaps % 2) {
+        bdrv_replace_node(other, test_bs, &error_abort);
+    }
+    iothread_destroy(a);
+    iothread_destroy(b);
+    bdrv_unref(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -580,6 +656,7 @@ int main(void)
         IO_TEST(test_block_status_default),
         IO_TEST(test_requests_queue_while_drained),
         IO_TEST(test_overlapping_rmw_is_serialised),
+        IO_TEST(test_replace_node_under_io),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
