@@ -1,10 +1,31 @@
 #!/bin/sh
-# make bench: micro-benchmarks of the foundation.  The I/O benchmarks
-# against qemu-storage-daemon (fio, nbdcopy) join here with the NBD export.
+# make bench: micro-benchmarks of the foundation and the block layer, and
+# the same 4 KiB random-read workload through blockd and through fio on one
+# file, with the ratio.  (The NBD benchmarks against qemu-storage-daemon
+# join here with the NBD export.)
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 b="$top/build/bench"
+seconds=${BENCH_SECONDS:-5}
+
 echo "== event loop and coroutines"
 "$b/bench-coroutine"
 "$b/bench-bh-latency"
 "$b/bench-graph-lock"
+
+echo "== block layer: 4k random reads, 1 iothread, depth 32"
+"$b/bench-block" null "$seconds" 32
+
+img=/dev/shm/blockd-bench.img
+if [ ! -e "$img" ]; then
+    dd if=/dev/urandom of="$img" bs=1M count=1024 status=none
+fi
+ours=$("$b/bench-block" file "$img" "$seconds" 32)
+echo "$ours"
+fio_iops=$(fio --name=randread --filename="$img" --rw=randread --bs=4k --iodepth=32 \
+               --ioengine=io_uring --runtime="$seconds" --time_based --numjobs=1 \
+               --output-format=terse 2>/dev/null | awk -F';' '{print $8}')
+echo "fio io_uring 4k randread, depth 32, same file: $fio_iops IOPS"
+ours_iops=$(echo "$ours" | sed -n 's/.*: \([0-9]*\) IOPS.*/\1/p')
+echo "ratio blockd / fio: $(awk -v a="$ours_iops" -v b="$fio_iops" 'BEGIN { printf "%.2f", a / b }')"
+rm -f "$img"

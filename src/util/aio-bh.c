@@ -38,15 +38,20 @@ static void bh_enqueue(BH *bh, unsigned new_flags)
             bh->next = head;
         } while (!__atomic_compare_exchange_n(&ctx->bh_stack, &head, bh, true,
                                               __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+        aio_notify(ctx);
     }
-    aio_notify(ctx);
+    /* Otherwise whoever queued it notified, and the pending BH will run. */
 }
 
 void bh_schedule(BH *bh)
 {
     /* A previous bh_schedule_idle() is upgraded to a normal one. */
-    atomic_fetch_and(&bh->flags, ~(unsigned)BH_IDLE);
+    unsigned old = atomic_fetch_and(&bh->flags, ~(unsigned)BH_IDLE);
+
     bh_enqueue(bh, BH_SCHEDULED);
+    if (old & BH_IDLE) {
+        aio_notify(bh->ctx);
+    }
 }
 
 void bh_schedule_idle(BH *bh)
