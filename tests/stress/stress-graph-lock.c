@@ -5,23 +5,20 @@
  * a tight loop (yielding now and then, sometimes while holding it; pausing
  * while "drained", as requests do), while
  * the main thread takes the write lock STRESS_WRLOCKS times (default
- * 10000).  Under each write lock it drops references of "nodes" through
- * graph_defer_after_wrunlock().  Checked: no reader ever holds the lock
- * while the writer does, every deferred unref runs after the unlock and
- * before graph_wrunlock() returns, every node is freed exactly once (ASan
+ * 10000).  Under each write lock it drops the two references of a real
+ * block node with bdrv_schedule_unref().  Checked: no reader ever holds the
+ * lock while the writer does, the node is closed after the unlock and
+ * before graph_wrunlock() returns, every node is closed exactly once (ASan
  * catches a double free or use after free), nothing deadlocks (watchdog).
  */
 #define TU_WATCHDOG_SECONDS 800
 #include "../unit/test-util.h"
 
+#include "blockd/block.h"
+#include "blockd/block-global-state.h"
 #include "blockd/graph-lock.h"
 
 #define NUM_READERS_PER_THREAD 4
-
-typedef struct Node {
-    int refcnt;              /* main thread only */
-    int id;
-} Node;
 
 static long nodes_freed;
 static long nodes_made;
@@ -31,6 +28,22 @@ static unsigned stop_readers;       /* atomic */
 static unsigned readers_done;       /* atomic */
 static long read_sections;          /* atomic */
 static unsigned quiesced;           /* atomic: "drained", start no new section */
+
+/* A driver whose close counts, so double closes and leaks show. */
+static void counting_close(BlockDriverState *bs)
+{
+    (void)bs;
+    if (graph_is_write_locked()) {
+        fprintf(stderr, "node closed under the write lock\n");
+        atomic_inc(&violations);
+    }
+    nodes_freed++;
+}
+
+static const BlockDriver counting_drv = {
+    .format_name = "counting",
+    .bdrv_close = counting_close,
+};
 
 /*
  * What drain does for the real graph: the writer quiesces request sources
@@ -45,22 +58,6 @@ static void quiesce_begin(void)
 static void quiesce_end(void)
 {
     atomic_set_mb(&quiesced, 0);
-}
-
-static void node_unref(void *opaque)
-{
-    Node *n = opaque;
-
-    /* Deferred work runs with the lock dropped. */
-    if (graph_is_write_locked()) {
-        fprintf(stderr, "deferred unref ran under the write lock\n");
-        atomic_inc(&violations);
-    }
-    if (--n->refcnt == 0) {
-        n->id = -1;
-        free(n);
-        nodes_freed++;
-    }
 }
 
 static void coroutine_fn reader_entry(void *opaque)
@@ -107,6 +104,8 @@ static void test_readers_and_writer(void **state)
     if (env) {
         wrlocks = atol(env);
     }
+    bdrv_init();
+    bdrv_register(&counting_drv);
     graph_lock_set_drain_hooks(quiesce_begin, quiesce_end);
     iothread_params_init(&p);
     p.poll_max_ns = 0;
@@ -121,7 +120,7 @@ static void test_readers_and_writer(void **state)
     }
 
     for (long i = 0; i < wrlocks; i++) {
-        Node *n = calloc(1, sizeof(*n));
+        BlockDriverState *n = bdrv_open_driver(&counting_drv, NULL, NULL, 0, &error_abort);
         long freed_before = nodes_freed;
         long reads_before = atomic_read(&read_sections);
 
@@ -130,16 +129,14 @@ static void test_readers_and_writer(void **state)
             fprintf(stderr, "readers made no progress\n");
             atomic_inc(&violations);
         }
-
-        n->id = (int)i;
-        n->refcnt = 2;
+        bdrv_ref(n);
         nodes_made++;
 
         graph_wrlock();
         atomic_set_mb(&writer_active, 1);
-        /* Two references dropped under the lock: freed once, after it. */
-        graph_defer_after_wrunlock(node_unref, n);
-        graph_defer_after_wrunlock(node_unref, n);
+        /* Both references dropped under the lock: closed once, after it. */
+        bdrv_schedule_unref(n);
+        bdrv_schedule_unref(n);
         if (nodes_freed != freed_before) {
             fprintf(stderr, "node freed under the write lock\n");
             atomic_inc(&violations);
@@ -165,6 +162,7 @@ static void test_readers_and_writer(void **state)
     assert_int_equal(nodes_freed, wrlocks);
     assert_true(atomic_read(&read_sections) > 2 * wrlocks);
     assert_int_equal(graph_reader_count(), 0);
+    assert_int_equal(bdrv_node_count(), 0);
 }
 
 int main(void)
