@@ -125,7 +125,10 @@ void aio_notify(AioContext *ctx);
  * Register, change or (all callbacks NULL) remove the handlers of @fd.
  * @io_read runs when the fd is readable, @io_write when writable, in the
  * home thread.  @io_poll, if given, is called while busy-polling; when it
- * returns true @io_read runs.  Any thread; but a handler removed from
+ * returns true the loop stops polling and does not sleep, and @io_read runs
+ * once epoll reports the fd readable -- so io_poll must only report events
+ * that also make the fd readable (an eventfd the kernel signals, say).
+ * Any thread; but a handler removed from
  * another thread may still be running at the moment of removal -- remove
  * from the home thread when that matters.
  */

@@ -152,7 +152,15 @@ bool co_queue_next(CoQueue *q)
 
 void co_queue_restart_all(CoQueue *q)
 {
-    while (co_queue_next(q)) {
+    CoQueue woken;
+
+    /*
+     * Only those waiting now: a woken coroutine may run at once and wait
+     * on the same queue again, and must not be woken again by this call.
+     */
+    co_queue_init(&woken);
+    list_splice_tail(&woken.waiters, &q->waiters);
+    while (co_queue_next(&woken)) {
     }
 }
 
@@ -171,7 +179,12 @@ bool co_queue_next_bdmutex(CoQueue *q, BdMutex *m)
 
 void co_queue_restart_all_bdmutex(CoQueue *q, BdMutex *m)
 {
-    while (co_queue_next_bdmutex(q, m)) {
+    CoQueue woken;
+
+    /* As co_queue_restart_all(): only the coroutines waiting now. */
+    co_queue_init(&woken);
+    list_splice_tail(&woken.waiters, &q->waiters);
+    while (co_queue_next_bdmutex(&woken, m)) {
     }
 }
 

@@ -13,6 +13,7 @@
 #include "aio-internal.h"
 #include "coroutine-internal.h"
 #include "blockd/atomic.h"
+#include "blockd/defer-call.h"
 #include "blockd/log.h"
 
 void aio_co_schedule_bh_cb(void *opaque)
@@ -28,6 +29,8 @@ void aio_co_schedule_bh_cb(void *opaque)
         fifo = co;
         co = next;
     }
+    /* Requests these coroutines submit together go to the kernel together. */
+    defer_call_begin();
     while (fifo) {
         co = fifo;
         fifo = co->sched_next;
@@ -35,6 +38,7 @@ void aio_co_schedule_bh_cb(void *opaque)
         atomic_set_mb(&co->scheduled, NULL);
         aio_coroutine_enter(ctx, co);
     }
+    defer_call_end();
 }
 
 static void co_schedule_named(AioContext *ctx, Coroutine *co, const char *who)

@@ -71,6 +71,7 @@ struct Submitter {
     uint32_t version[NBLOCKS];
     bool busy[NBLOCKS];
     CoQueue parked;
+    int nparked;             /* waiters on @parked */
     uint64_t rng;
 };
 
@@ -133,6 +134,7 @@ static void coroutine_fn worker_co(void *opaque)
             break;
         }
         if (atomic_read(&s->paused)) {
+            s->nparked++;
             co_queue_wait_unlocked(&s->parked);
             continue;
         }
@@ -207,12 +209,21 @@ static void start_bh(void *opaque)
     defer_call_end();
 }
 
+/*
+ * Wake the workers that are parked now.  Not co_queue_restart_all(): this
+ * BH may run after the main thread has paused again, and a worker that
+ * parks again at once would be woken again, for ever.
+ */
 static void resume_bh(void *opaque)
 {
     Submitter *s = opaque;
+    int n = s->nparked;
 
+    s->nparked = 0;
     defer_call_begin();
-    co_queue_restart_all(&s->parked);
+    for (int i = 0; i < n; i++) {
+        co_queue_next(&s->parked);
+    }
     defer_call_end();
 }
 

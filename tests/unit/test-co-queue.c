@@ -334,6 +334,66 @@ static void test_producer_consumer(void **state)
     bd_mutex_destroy(&p.lock);
 }
 
+/* ---- restart_all wakes only those waiting when it is called ------------- */
+
+typedef struct Rewaiter {
+    CoQueue *q;
+    BdMutex *lock;          /* NULL: an unlocked queue */
+    int wakeups;
+    bool stop;
+} Rewaiter;
+
+static void coroutine_fn rewaiter_co(void *opaque)
+{
+    Rewaiter *r = opaque;
+
+    /* Wait again at once after every wake-up, until told to stop. */
+    while (!r->stop) {
+        if (r->lock) {
+            bd_mutex_lock(r->lock);
+            co_queue_wait_bdmutex(r->q, r->lock);
+            bd_mutex_unlock(r->lock);
+        } else {
+            co_queue_wait_unlocked(r->q);
+        }
+        r->wakeups++;
+    }
+}
+
+static void test_restart_all_does_not_rewake(void **state)
+{
+    CoQueue q;
+    BdMutex lock;
+    Rewaiter plain = { .q = &q }, locked = { .q = &q, .lock = &lock };
+
+    (void)state;
+    co_queue_init(&q);
+    bd_mutex_init(&lock);
+    coroutine_enter(coroutine_create(rewaiter_co, &plain));
+    /* Outside a coroutine the woken one runs at once and waits again:
+     * a restart that kept popping would never return. */
+    co_queue_restart_all(&q);
+    assert_int_equal(plain.wakeups, 1);
+    assert_false(co_queue_empty(&q));
+    co_queue_restart_all(&q);
+    assert_int_equal(plain.wakeups, 2);
+
+    coroutine_enter(coroutine_create(rewaiter_co, &locked));
+    bd_mutex_lock(&lock);
+    co_queue_restart_all_bdmutex(&q, &lock);
+    bd_mutex_unlock(&lock);
+    assert_int_equal(plain.wakeups, 3);
+    assert_int_equal(locked.wakeups, 1);
+    /* Both parked again; now let them finish. */
+    assert_false(co_queue_empty(&q));
+    plain.stop = locked.stop = true;
+    bd_mutex_lock(&lock);
+    co_queue_restart_all_bdmutex(&q, &lock);
+    bd_mutex_unlock(&lock);
+    assert_true(co_queue_empty(&q));
+    bd_mutex_destroy(&lock);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -342,6 +402,7 @@ int main(void)
         TU_TEST(test_unlocked_queue),
         TU_TEST(test_bdmutex_across_threads),
         TU_TEST(test_producer_consumer),
+        TU_TEST(test_restart_all_does_not_rewake),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -544,6 +544,46 @@ static void test_batching(void **state)
     close(b.fd);
 }
 
+/* More requests than the ring holds: the rest wait queued and go to the
+ * kernel as earlier ones complete. */
+static void test_ring_full(void **state)
+{
+    enum { N = ENGINE_RING_ENTRIES + 72 };
+    Batch b = { 0 };
+    BatchReq *reqs = calloc(N, sizeof(*reqs));
+    uint8_t *data = malloc(16 * 4096);
+    EngineStats st0, st1;
+
+    (void)state;
+    b.fd = temp_file(0);
+    fill(data, 16 * 4096, 0, 9);
+    assert_int_equal(pwrite(b.fd, data, 16 * 4096, 0), 16 * 4096);
+    assert_true(engine_init_thread(&error_abort));
+    engine_get_stats(&st0);
+    defer_call_begin();
+    for (int i = 0; i < N; i++) {
+        reqs[i] = (BatchReq){ .b = &b, .index = i };
+        coroutine_enter(coroutine_create(batch_read_co, &reqs[i]));
+    }
+    defer_call_end();
+    engine_get_stats(&st1);
+    /* Full batches of 32 until the ring was full; no call for the rest. */
+    assert_int_equal(st1.in_flight, ENGINE_RING_ENTRIES);
+    assert_int_equal(st1.queued, N - ENGINE_RING_ENTRIES);
+    assert_int_equal(st1.submit_calls - st0.submit_calls, ENGINE_RING_ENTRIES / ENGINE_MAX_BATCH);
+    AIO_WAIT_WHILE(NULL, b.done < N);
+    engine_get_stats(&st1);
+    assert_int_equal(b.errors, 0);
+    assert_int_equal(st1.submitted - st0.submitted, N);
+    assert_int_equal(st1.completed - st0.completed, N);
+    print_message("%s: %d requests with a %d-entry ring: %" PRIu64 " submit calls\n",
+                  ENGINE_NAME, N, ENGINE_RING_ENTRIES, st1.submit_calls - st0.submit_calls);
+    assert_idle(&st1);
+    free(reqs);
+    free(data);
+    close(b.fd);
+}
+
 /* ---- End of file ------------------------------------------------------------------ */
 
 typedef struct Eof {
@@ -829,9 +869,6 @@ static void test_fallback_without_fds(void **state)
     assert_false(st.available);
     assert_int_equal(st.fallbacks, 4);
     assert_int_equal(st.submit_calls, 0);
-    /* Let the pool workers finish touching this context before it is
-     * freed (thread-pool.c notifies the context after its BH is queued). */
-    tu_run_main_loop_ms(20);
     close(b.fd);
 }
 
@@ -925,7 +962,6 @@ static void test_fdsync_fallback(void **state)
     st = stats_of(main_aio_context());
     assert_int_equal(st.fallbacks, 1);
     assert_int_equal(st.submitted, 1);
-    tu_run_main_loop_ms(20);   /* see test_fallback_without_fds */
     close(s.fd);
     close(fds[0]);
     close(fds[1]);
@@ -940,6 +976,7 @@ int main(void)
         TU_TEST(test_two_iothreads),
         TU_TEST(test_errors),
         TU_TEST(test_batching),
+        TU_TEST(test_ring_full),
         TU_TEST(test_read_past_eof),
         TU_TEST(test_state_freed_with_iothread),
         TU_TEST(test_adaptive_polling),
