@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "blockd/aio.h"
 #include "blockd/compiler.h"
 #include "blockd/error.h"
 
@@ -49,6 +50,15 @@ typedef enum EngineOp {
 #define ENGINE_RING_ENTRIES 128
 /* Queued requests that are submitted at once even inside a section. */
 #define ENGINE_MAX_BATCH 32
+
+/* The batch limit for the calling thread: its context's aio-max-batch if
+ * set, else ENGINE_MAX_BATCH.  I/O. */
+static inline int64_t engine_max_batch(void)
+{
+    AioContext *ctx = current_aio_context();
+    int64_t n = ctx ? aio_context_get_max_batch(ctx) : 0;
+    return n > 0 ? n : ENGINE_MAX_BATCH;
+}
 
 /*
  * Submit one operation on @fd through the calling thread's io_uring and

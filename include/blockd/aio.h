@@ -69,6 +69,14 @@ const char *aio_context_name(AioContext *ctx);
  */
 void aio_context_set_poll_params(AioContext *ctx, int64_t poll_max_ns,
                                  int64_t poll_grow, int64_t poll_shrink);
+/*
+ * The most requests an async engine of this context submits in one system
+ * call before it submits at once (the iothread's aio-max-batch); 0 means
+ * the engine's default.  Any thread.
+ */
+void aio_context_set_max_batch(AioContext *ctx, int64_t max_batch);
+int64_t aio_context_get_max_batch(AioContext *ctx);
+
 /* The current adaptive poll duration in ns (for tests and stats). */
 int64_t aio_context_poll_ns(AioContext *ctx);
 

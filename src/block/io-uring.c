@@ -325,7 +325,7 @@ static int64_t luring_batch_limit(LuringState *s)
 {
     int64_t room = ENGINE_RING_ENTRIES - s->in_flight - s->unsubmitted;
 
-    return room < ENGINE_MAX_BATCH ? room : ENGINE_MAX_BATCH;
+    return room < engine_max_batch() ? room : engine_max_batch();
 }
 
 /* ---- Completion ----------------------------------------------------------- */

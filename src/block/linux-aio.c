@@ -385,7 +385,7 @@ static int64_t laio_batch_limit(LaioState *s)
 {
     int64_t room = ENGINE_RING_ENTRIES - s->in_flight;
 
-    return room < ENGINE_MAX_BATCH ? room : ENGINE_MAX_BATCH;
+    return room < engine_max_batch() ? room : engine_max_batch();
 }
 
 /* ---- Completion ----------------------------------------------------------- */

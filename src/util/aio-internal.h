@@ -75,6 +75,7 @@ struct AioContext {
     int64_t poll_grow;              /* atomic */
     int64_t poll_shrink;            /* atomic */
     int64_t poll_ns;                /* home thread (read atomically by others) */
+    int64_t max_batch;              /* atomic; 0: engine default */
 
     struct {
         void *data;

@@ -244,6 +244,16 @@ void aio_context_set_poll_params(AioContext *ctx, int64_t poll_max_ns,
     aio_notify(ctx);
 }
 
+void aio_context_set_max_batch(AioContext *ctx, int64_t max_batch)
+{
+    atomic_set(&ctx->max_batch, max_batch);
+}
+
+int64_t aio_context_get_max_batch(AioContext *ctx)
+{
+    return atomic_read(&ctx->max_batch);
+}
+
 int64_t aio_context_poll_ns(AioContext *ctx)
 {
     return atomic_read(&ctx->poll_ns);

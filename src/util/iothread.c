@@ -52,6 +52,7 @@ static void apply_params(IOThread *iot)
 {
     aio_context_set_poll_params(iot->ctx, iot->params.poll_max_ns,
                                 iot->params.poll_grow, iot->params.poll_shrink);
+    aio_context_set_max_batch(iot->ctx, iot->params.aio_max_batch);
 }
 
 IOThread *iothread_create(const char *id, const IOThreadParams *params,

@@ -536,6 +536,20 @@ static void test_batching(void **state)
                   ENGINE_NAME, st2.submit_calls - st0.submit_calls);
     AIO_WAIT_WHILE(NULL, b.done < 60);
 
+    /* The context's aio-max-batch lowers the limit: 16 requests, batches of 4. */
+    aio_context_set_max_batch(main_aio_context(), 4);
+    engine_get_stats(&st0);
+    defer_call_begin();
+    for (int i = 0; i < 16; i++) {
+        reqs[i] = (BatchReq){ .b = &b, .index = i };
+        coroutine_enter(coroutine_create(batch_read_co, &reqs[i]));
+    }
+    defer_call_end();
+    engine_get_stats(&st2);
+    assert_int_equal(st2.submit_calls - st0.submit_calls, 4);
+    aio_context_set_max_batch(main_aio_context(), 0);
+    AIO_WAIT_WHILE(NULL, b.done < 76);
+
     assert_int_equal(b.errors, 0);
     engine_get_stats(&st2);
     assert_idle(&st2);
