@@ -109,6 +109,7 @@ struct BlockDriverState {
     char node_name[BDRV_NODE_NAME_MAX];
     bool auto_named;                /* "#blockN" */
     int open_flags;                 /* BDRV_O_* */
+    json_object *options;           /* GS: the options it was opened with */
     bool read_only;
     int64_t total_bytes;            /* atomic: size in bytes */
     BlockLimits bl;

@@ -30,6 +30,7 @@ static unsigned auto_name_counter;
 
 void bdrv_register(const BlockDriver *drv)
 {
+    GLOBAL_STATE_CODE();
     assert(num_drivers < MAX_DRIVERS);
     assert(!bdrv_find_driver(drv->format_name));
     drivers[num_drivers++] = drv;
@@ -37,6 +38,7 @@ void bdrv_register(const BlockDriver *drv)
 
 const BlockDriver *bdrv_find_driver(const char *name)
 {
+    GLOBAL_STATE_CODE();
     for (int i = 0; i < num_drivers; i++) {
         if (strcmp(drivers[i]->format_name, name) == 0) {
             return drivers[i];
@@ -90,6 +92,7 @@ BlockDriverState *bdrv_next_node(BlockDriverState *bs)
 
 int bdrv_node_count(void)
 {
+    GLOBAL_STATE_CODE();
     return num_nodes;
 }
 
@@ -144,6 +147,8 @@ BlockDriverState *bdrv_open_driver(const BlockDriver *drv, const char *node_name
         free(bs);
         return NULL;
     }
+    /* Kept for query commands: what the user asked for. */
+    bs->options = options ? json_object_get(options) : NULL;
     list_add_tail(&all_nodes, &bs->all_node);
     num_nodes++;
     /* Born inside a drain-all: drained like every other node. */
@@ -254,6 +259,7 @@ static void bdrv_delete(BlockDriverState *bs)
     }
     list_del(&bs->all_node);
     num_nodes--;
+    json_object_put(bs->options);
     free(bs->opaque);
     free(bs);
 }

@@ -153,6 +153,8 @@ void bdrv_drained_begin(BlockDriverState *bs)
         return;
     }
     GLOBAL_STATE_CODE();
+    /* Readers in flight may be queued behind a writer: it would deadlock. */
+    assert(!graph_is_write_locked());
     bdrv_do_drained_begin_quiesce(bs);
     AIO_WAIT_WHILE_UNLOCKED(NULL, bdrv_drain_poll(bs));
 }
@@ -191,6 +193,7 @@ static bool any_node_busy(void)
 void bdrv_drain_all_begin(void)
 {
     assert(!in_coroutine());
+    assert(!graph_is_write_locked());
     bdrv_drain_all_begin_nopoll();
     AIO_WAIT_WHILE_UNLOCKED(NULL, any_node_busy());
 }
