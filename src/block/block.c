@@ -373,24 +373,50 @@ static void child_free(BdrvChild *c)
     free(c);
 }
 
-BdrvChild *bdrv_root_attach_child(BlockDriverState *child_bs, const char *name,
-                                  const BdrvChildClass *klass, unsigned role,
-                                  uint64_t perm, uint64_t shared_perm,
-                                  void *opaque, Error **errp)
+/* Make @c one of @parent's children (write lock held). */
+static void parent_link(BlockDriverState *parent, BdrvChild *c) GRAPH_WRLOCK
 {
-    BdrvChild *c = child_new(name, klass, role, opaque);
+    list_add_tail(&parent->children, &c->next);
+    if (c->role & BDRV_CHILD_COW) {
+        parent->backing = c;
+    } else if (c->role & (BDRV_CHILD_PRIMARY | BDRV_CHILD_FILTERED)) {
+        parent->file = c;
+    }
+}
+
+static void parent_unlink(BlockDriverState *parent, BdrvChild *c) GRAPH_WRLOCK
+{
+    list_del(&c->next);
+    if (parent->backing == c) {
+        parent->backing = NULL;
+    }
+    if (parent->file == c) {
+        parent->file = NULL;
+    }
+}
+
+/*
+ * Attach edge @c to @child_bs, below node @parent (NULL for a root parent),
+ * drained and write-locked; undone entirely if the permissions conflict.
+ */
+static BdrvChild *attach_edge(BdrvChild *c, BlockDriverState *child_bs,
+                              BlockDriverState *parent, Error **errp) GRAPH_UNLOCKED
+{
     int ret;
 
-    GLOBAL_STATE_CODE();
-    c->perm = perm;
-    c->shared_perm = shared_perm;
     bdrv_ref(child_bs);
-
     bdrv_drained_begin(child_bs);
     graph_wrlock();
     child_link(c, child_bs);
-    ret = bdrv_refresh_perms(child_bs, errp);
+    if (parent) {
+        parent_link(parent, c);
+    }
+    /* Refreshing the parent node recomputes this edge and everything below. */
+    ret = bdrv_refresh_perms(parent ? parent : child_bs, errp);
     if (ret < 0) {
+        if (parent) {
+            parent_unlink(parent, c);
+        }
         child_unlink(c);
     }
     graph_wrunlock();
@@ -404,44 +430,24 @@ BdrvChild *bdrv_root_attach_child(BlockDriverState *child_bs, const char *name,
     return c;
 }
 
+BdrvChild *bdrv_root_attach_child(BlockDriverState *child_bs, const char *name,
+                                  const BdrvChildClass *klass, unsigned role,
+                                  uint64_t perm, uint64_t shared_perm,
+                                  void *opaque, Error **errp)
+{
+    BdrvChild *c = child_new(name, klass, role, opaque);
+
+    GLOBAL_STATE_CODE();
+    c->perm = perm;
+    c->shared_perm = shared_perm;
+    return attach_edge(c, child_bs, NULL, errp);
+}
+
 BdrvChild *bdrv_attach_child(BlockDriverState *parent, BlockDriverState *child_bs,
                              const char *name, unsigned role, Error **errp)
 {
-    BdrvChild *c = child_new(name, &child_of_bds, role, parent);
-    int ret;
-
     GLOBAL_STATE_CODE();
-    bdrv_ref(child_bs);
-    bdrv_drained_begin(child_bs);
-    graph_wrlock();
-    child_link(c, child_bs);
-    list_add_tail(&parent->children, &c->next);
-    if (role & BDRV_CHILD_COW) {
-        parent->backing = c;
-    } else if (role & (BDRV_CHILD_PRIMARY | BDRV_CHILD_FILTERED)) {
-        parent->file = c;
-    }
-    /* Refreshing the parent recomputes this edge and everything below. */
-    ret = bdrv_refresh_perms(parent, errp);
-    if (ret < 0) {
-        list_del(&c->next);
-        if (parent->backing == c) {
-            parent->backing = NULL;
-        }
-        if (parent->file == c) {
-            parent->file = NULL;
-        }
-        child_unlink(c);
-    }
-    graph_wrunlock();
-    bdrv_drained_end(child_bs);
-
-    if (ret < 0) {
-        child_free(c);
-        bdrv_unref(child_bs);
-        return NULL;
-    }
-    return c;
+    return attach_edge(child_new(name, &child_of_bds, role, parent), child_bs, parent, errp);
 }
 
 static void detach_child(BdrvChild *c) GRAPH_UNLOCKED
@@ -455,14 +461,7 @@ static void detach_child(BdrvChild *c) GRAPH_UNLOCKED
     bdrv_drained_begin(child_bs);
     graph_wrlock();
     if (c->klass == &child_of_bds) {
-        BlockDriverState *parent = c->opaque;
-        list_del(&c->next);
-        if (parent->backing == c) {
-            parent->backing = NULL;
-        }
-        if (parent->file == c) {
-            parent->file = NULL;
-        }
+        parent_unlink(c->opaque, c);
     }
     child_unlink(c);
     /* Loosening permissions cannot fail. */

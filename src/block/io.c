@@ -221,6 +221,16 @@ static bool may_write(BdrvChild *child)
     return (child->perm & (BLK_PERM_WRITE | BLK_PERM_WRITE_UNCHANGED)) != 0;
 }
 
+/* Checks of every request that changes data: permission, then range. */
+static int check_write_request(BdrvChild *child, int64_t offset, int64_t bytes)
+    GRAPH_RDLOCK
+{
+    if (!may_write(child) || child->bs->read_only) {
+        return -EPERM;
+    }
+    return check_request(child->bs, offset, bytes);
+}
+
 /* An unaligned write: read the partial blocks, merge, write aligned. */
 static int coroutine_fn write_rmw(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                   struct iovec *iov, int niov, int flags) GRAPH_RDLOCK
@@ -268,10 +278,7 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes
     int ret;
 
     IO_CODE();
-    if (!may_write(child) || bs->read_only) {
-        return -EPERM;
-    }
-    ret = check_request(bs, offset, bytes);
+    ret = check_write_request(child, offset, bytes);
     if (ret < 0 || bytes == 0) {
         return ret;
     }
@@ -360,6 +367,17 @@ static int coroutine_fn zeroes_aligned(BdrvChild *child, int64_t offset, int64_t
     return ret;
 }
 
+/* A part that cannot be done the driver's way: real zeroes, if allowed. */
+static int coroutine_fn zeroes_by_writing(BdrvChild *child, int64_t offset, int64_t bytes,
+                                          int flags) GRAPH_RDLOCK
+{
+    if (bytes <= 0) {
+        return 0;
+    }
+    return (flags & BDRV_REQ_NO_FALLBACK) ? -ENOTSUP
+                                          : write_zero_buffer(child, offset, bytes, flags);
+}
+
 int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset, int64_t bytes,
                                        int flags)
 {
@@ -371,30 +389,22 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset, int64_t
     int ret;
 
     IO_CODE();
-    if (!may_write(child) || bs->read_only) {
-        return -EPERM;
-    }
-    ret = check_request(bs, offset, bytes);
+    ret = check_write_request(child, offset, bytes);
     if (ret < 0 || bytes == 0) {
         return ret;
     }
     bdrv_inc_in_flight(bs);
     if (start >= end) {
         /* No aligned middle: all of it as a write of zeroes. */
-        ret = (flags & BDRV_REQ_NO_FALLBACK) ? -ENOTSUP
-              : write_zero_buffer(child, offset, bytes, flags);
+        ret = zeroes_by_writing(child, offset, bytes, flags);
     } else {
-        ret = 0;
-        if (start > offset) {
-            ret = (flags & BDRV_REQ_NO_FALLBACK) ? -ENOTSUP
-                  : write_zero_buffer(child, offset, start - offset, flags);
-        }
+        /* Unaligned head, the driver's aligned middle, unaligned tail. */
+        ret = zeroes_by_writing(child, offset, start - offset, flags);
         if (ret >= 0) {
             ret = zeroes_aligned(child, start, end - start, flags);
         }
-        if (ret >= 0 && offset + bytes > end) {
-            ret = (flags & BDRV_REQ_NO_FALLBACK) ? -ENOTSUP
-                  : write_zero_buffer(child, end, offset + bytes - end, flags);
+        if (ret >= 0) {
+            ret = zeroes_by_writing(child, end, offset + bytes - end, flags);
         }
     }
     bdrv_dec_in_flight(bs);
@@ -413,10 +423,7 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset, int64_t byte
     int ret;
 
     IO_CODE();
-    if (!may_write(child) || bs->read_only) {
-        return -EPERM;
-    }
-    ret = check_request(bs, offset, bytes);
+    ret = check_write_request(child, offset, bytes);
     /* Discard is advisory: what cannot be discarded simply stays. */
     if (ret < 0 || end <= start || !bs->drv->bdrv_co_pdiscard) {
         return ret;
