@@ -8,7 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "test-util.h"
+#include "block-test-util.h"
 
 #include "blockd/block.h"
 #include "blockd/block-backend-io.h"
@@ -180,8 +180,7 @@ static int io_setup(void **state)
 {
     static bool registered;
 
-    tu_setup(state);
-    bdrv_init();
+    bt_setup(state);
     if (!registered) {
         bdrv_register(&memdisk_plain);
         bdrv_register(&memdisk_full);
@@ -310,48 +309,6 @@ static void test_max_transfer_splits(void **state)
     free(out);
 }
 
-typedef struct CoOp {
-    BlockBackend *blk;
-    int (*fn)(struct CoOp *op);
-    int64_t offset, bytes;
-    int flags;
-    int ret;
-    int64_t pnum;
-    bool done;
-} CoOp;
-
-static void coroutine_fn co_op_entry(void *opaque)
-{
-    CoOp *op = opaque;
-    op->ret = op->fn(op);
-    atomic_store_release(&op->done, true);
-    aio_wait_kick();
-}
-
-static int run_co(CoOp *op)
-{
-    op->blk = test_blk;
-    op->done = false;
-    coroutine_enter(coroutine_create(co_op_entry, op));
-    assert_true(TU_POLL_UNTIL(atomic_load_acquire(&op->done), 10000));
-    return op->ret;
-}
-
-static int do_zeroes(CoOp *op)
-{
-    return blk_co_pwrite_zeroes(op->blk, op->offset, op->bytes, op->flags);
-}
-
-static int do_discard(CoOp *op)
-{
-    return blk_co_pdiscard(op->blk, op->offset, op->bytes);
-}
-
-static int do_status(CoOp *op)
-{
-    return blk_co_block_status(op->blk, op->offset, op->bytes, &op->pnum);
-}
-
 static void test_fua_emulated_with_flush(void **state)
 {
     unsigned char buf[512] = { 1 };
@@ -378,31 +335,28 @@ static void test_fua_passed_to_capable_driver(void **state)
 
 static void test_write_zeroes_fallback(void **state)
 {
-    CoOp op = { .fn = do_zeroes, .offset = 1000, .bytes = 10000 };
     unsigned char ones[16384];
 
     (void)state;
     open_disk(&memdisk_plain, 512, 0, 0, 0);
     memset(ones, 0xff, sizeof(ones));
     assert_int_equal(blk_pwrite(test_blk, 0, sizeof(ones), ones, 0), 0);
-    assert_int_equal(run_co(&op), 0);
+    assert_int_equal(bt_run(test_blk, 'z', 1000, 10000, 0, NULL), 0);
     for (int i = 0; i < 16384; i++) {
         assert_int_equal(last_disk->data[i], (i >= 1000 && i < 11000) ? 0 : 0xff);
     }
     /* NO_FALLBACK: a driver without a fast way must say so. */
-    op.flags = BDRV_REQ_NO_FALLBACK;
-    assert_int_equal(run_co(&op), -ENOTSUP);
+    assert_int_equal(bt_run(test_blk, 'z', 1000, 10000, BDRV_REQ_NO_FALLBACK, NULL), -ENOTSUP);
 }
 
 static void test_write_zeroes_native_middle(void **state)
 {
-    CoOp op = { .fn = do_zeroes, .offset = 1000, .bytes = 10000, .flags = BDRV_REQ_MAY_UNMAP };
     bool native = false;
 
     (void)state;
     open_disk(&memdisk_full, 512, 0, 0, 0);
     memset(last_disk->data, 0xff, 16384);
-    assert_int_equal(run_co(&op), 0);
+    assert_int_equal(bt_run(test_blk, 'z', 1000, 10000, BDRV_REQ_MAY_UNMAP, NULL), 0);
     for (int i = 0; i < last_disk->nlog; i++) {
         if (last_disk->log[i].op == 'z') {
             native = true;
@@ -419,11 +373,9 @@ static void test_write_zeroes_native_middle(void **state)
 
 static void test_discard(void **state)
 {
-    CoOp op = { .fn = do_discard, .offset = 100, .bytes = 4096 };
-
     (void)state;
     open_disk(&memdisk_full, 512, 0, 0, 0);
-    assert_int_equal(run_co(&op), 0);
+    assert_int_equal(bt_run(test_blk, 'd', 100, 4096, 0, NULL), 0);
     /* Shrunk to the aligned inside. */
     assert_int_equal(last_disk->nlog, 1);
     assert_int_equal(last_disk->log[0].offset, 512);
@@ -432,11 +384,9 @@ static void test_discard(void **state)
 
 static void test_discard_unsupported_is_noop(void **state)
 {
-    CoOp op = { .fn = do_discard, .offset = 0, .bytes = 4096 };
-
     (void)state;
     open_disk(&memdisk_plain, 1, 0, 0, 0);
-    assert_int_equal(run_co(&op), 0);
+    assert_int_equal(bt_run(test_blk, 'd', 0, 4096, 0, NULL), 0);
     assert_int_equal(last_disk->nlog, 0);
 }
 
@@ -466,15 +416,15 @@ static void test_bounds_and_permissions(void **state)
 
 static void test_block_status_default(void **state)
 {
-    CoOp op = { .fn = do_status, .offset = DISK_SIZE - 4096, .bytes = 1 << 20 };
+    int64_t pnum;
 
     (void)state;
     open_disk(&memdisk_plain, 1, 0, 0, 0);
-    assert_int_equal(run_co(&op), BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED);
-    assert_int_equal(op.pnum, 4096);     /* clamped to the end */
-    op.offset = DISK_SIZE;
-    assert_int_equal(run_co(&op), 0);
-    assert_int_equal(op.pnum, 0);
+    assert_int_equal(bt_run(test_blk, 's', DISK_SIZE - 4096, 1 << 20, 0, &pnum),
+                     BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED);
+    assert_int_equal(pnum, 4096);     /* clamped to the end */
+    assert_int_equal(bt_run(test_blk, 's', DISK_SIZE, 1 << 20, 0, &pnum), 0);
+    assert_int_equal(pnum, 0);
 }
 
 /* ---- Requests while drained, from another thread ---------------------------- */
