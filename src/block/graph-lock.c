@@ -7,12 +7,21 @@
  * exits its count moves to orphaned_count, keeping the sum exact.
  *
  * Ordering: a reader stores its count and then loads has_writer; the
- * writer stores has_writer and then loads the counts.  Both are seq_cst, so
- * at least one of them sees the other (and ThreadSanitizer understands it).
+ * writer stores has_writer and then loads the counts, so at least one of
+ * them must see the other.  That needs a full barrier on both sides.  The
+ * writer is rare and the readers are every I/O request, so the barrier is
+ * made asymmetric where the kernel allows: readers only stop the compiler
+ * from reordering, and the writer issues membarrier(), which makes every
+ * running thread of the process execute a full barrier.  Without
+ * membarrier, and under ThreadSanitizer (which does not understand it),
+ * both sides use sequentially consistent accesses.
  */
 #include <assert.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "blockd/aio-wait.h"
 #include "blockd/atomic.h"
@@ -50,6 +59,7 @@ static void (*drain_begin_nopoll_hook)(void);
 static void (*drain_end_hook)(void);
 
 static pthread_once_t graph_once = PTHREAD_ONCE_INIT;
+static bool use_membarrier;       /* set once, before any reader runs */
 static pthread_key_t reader_key;
 static __thread GraphReader *tls_reader;
 
@@ -74,6 +84,39 @@ static void graph_lock_init(void)
     list_init(&deferred_work);
     if (pthread_key_create(&reader_key, reader_thread_exit)) {
         abort();
+    }
+#ifndef BD_TSAN
+    use_membarrier =
+        syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+#endif
+}
+
+/*
+ * The reader's half of the handshake: store @value to the count, then
+ * order that store before the load that follows.
+ */
+static inline void reader_publish(long *count, long value)
+{
+    if (likely(use_membarrier)) {
+        atomic_store_release(count, value);
+        barrier();         /* the writer's membarrier() supplies the fence */
+    } else {
+        atomic_set_mb(count, value);
+    }
+}
+
+static inline int reader_peek(int *flag)
+{
+    return use_membarrier ? atomic_load_acquire(flag) : atomic_read_mb(flag);
+}
+
+/* The writer's half: a store to @flag, then a barrier in every thread. */
+static void writer_publish(int *flag, int value)
+{
+    atomic_set_mb(flag, value);
+    if (use_membarrier &&
+        syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) < 0) {
+        abort();   /* registered at start-up: cannot fail */
     }
 }
 
@@ -129,8 +172,8 @@ void graph_co_rdlock(void)
     for (;;) {
         GraphReader *r = reader_get();
 
-        atomic_set_mb(&r->count, r->count + 1);
-        if (likely(!atomic_read_mb(&has_writer))) {
+        reader_publish(&r->count, r->count + 1);
+        if (likely(!reader_peek(&has_writer))) {
             return;
         }
 
@@ -154,13 +197,13 @@ void graph_co_rdunlock(void)
     GraphReader *r = reader_get();
 
     assert(in_coroutine());
-    atomic_set_mb(&r->count, r->count - 1);
+    reader_publish(&r->count, r->count - 1);
     /*
-     * Not has_writer: the writer clears that while it polls.  The seq_cst
-     * store above and load below pair with the writer's store of
-     * writer_waiting and load of the counts: one of us sees the other.
+     * Not has_writer: the writer clears that while it polls.  This pairs
+     * with the writer's store of writer_waiting and load of the counts:
+     * one of us sees the other.
      */
-    if (atomic_read_mb(&writer_waiting)) {
+    if (reader_peek(&writer_waiting)) {
         aio_wait_kick();
     }
 }
@@ -196,7 +239,7 @@ void graph_wrlock(void)
     assert(!atomic_read(&has_writer));
     pthread_once(&graph_once, graph_lock_init);
 
-    atomic_set_mb(&writer_waiting, 1);
+    writer_publish(&writer_waiting, 1);
     /* Stop new requests so that readers cannot starve the writer. */
     if (drain_begin_nopoll_hook) {
         drain_begin_nopoll_hook();
@@ -209,7 +252,7 @@ void graph_wrlock(void)
          */
         atomic_set_mb(&has_writer, 0);
         AIO_WAIT_WHILE_UNLOCKED(NULL, readers_present());
-        atomic_set_mb(&has_writer, 1);
+        writer_publish(&has_writer, 1);
     } while (readers_present());
     atomic_set_mb(&writer_waiting, 0);
 
