@@ -34,10 +34,13 @@ typedef int coroutine_fn SubmitFn(int fd, EngineOp op, uint64_t offset,
                                   const struct iovec *iov, int niov);
 typedef void StatsFn(EngineStats *st);
 
+typedef bool InitFn(Error **errp);
+
 typedef struct Engine {
     const char *name;
     SubmitFn *submit;
     StatsFn *stats;
+    InitFn *init;
 } Engine;
 
 typedef struct Submitter Submitter;
@@ -202,6 +205,11 @@ static void start_bh(void *opaque)
 {
     Submitter *s = opaque;
 
+    /* Set the engine up now: the main thread checks its state from the
+     * first pause on, perhaps before any worker got to submit. */
+    if (!s->eng->init(&error_abort)) {
+        abort();
+    }
     defer_call_begin();
     for (int i = 0; i < NWORKERS; i++) {
         coroutine_enter(coroutine_create(worker_co, &s->w[i]));
@@ -389,7 +397,8 @@ static void run_engine(const Engine *eng)
 
 static void test_io_uring(void **state)
 {
-    static const Engine eng = { "io_uring", luring_co_submit, luring_get_stats };
+    static const Engine eng = { "io_uring", luring_co_submit, luring_get_stats,
+                                luring_init_thread };
 
     (void)state;
     run_engine(&eng);
@@ -397,7 +406,8 @@ static void test_io_uring(void **state)
 
 static void test_linux_aio(void **state)
 {
-    static const Engine eng = { "linux-aio", laio_co_submit, laio_get_stats };
+    static const Engine eng = { "linux-aio", laio_co_submit, laio_get_stats,
+                                laio_init_thread };
 
     (void)state;
     run_engine(&eng);

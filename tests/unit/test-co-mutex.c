@@ -18,6 +18,7 @@ typedef struct Shared {
     void *last_worker;       /* protected by lock */
     long switches;           /* protected by lock: holder changed thread */
     unsigned violations;     /* atomic */
+    unsigned started;        /* atomic */
     unsigned finished;       /* atomic */
 } Shared;
 
@@ -35,6 +36,13 @@ static void coroutine_fn counter_worker(void *opaque)
     Shared *sh = w->sh;
     Coroutine *self = coroutine_self();
 
+    /* Start together, so that the lock is contended even on a loaded
+     * machine where one thread could otherwise finish before the others
+     * begin. */
+    atomic_inc(&sh->started);
+    while (atomic_read_mb(&sh->started) < NUM_IOTHREADS) {
+        tu_co_yield_to_loop();
+    }
     for (long i = 0; i < w->iterations; i++) {
         co_mutex_lock(&sh->lock);
         if (sh->owner != NULL) {
