@@ -370,7 +370,7 @@ static void test_drain_waits_for_requests_in_iothread(void **state)
     TestUser u = { .name = "U" };
     BdrvChild *cu = attach_user(bs, &u, BLK_PERM_CONSISTENT_READ, BLK_PERM_ALL,
                                 &error_abort);
-    IOThread *iot = iothread_create("io0", NULL, &error_abort);
+    IOThread *iot = tu_iothread_new("io0");
     InFlightJob j = { .bs = bs, .user = &u, .delay_ns = 50 * TU_MS };
 
     (void)state;

@@ -464,7 +464,7 @@ static void coroutine_fn writer_co(void *opaque)
 
 static void test_requests_queue_while_drained(void **state)
 {
-    IOThread *iot = iothread_create("io0", NULL, &error_abort);
+    IOThread *iot = tu_iothread_new("io0");
     Writer w = { .offset = 0, .len = 512, .byte = 7, .iterations = 1 };
 
     (void)state;
@@ -486,8 +486,8 @@ static void test_requests_queue_while_drained(void **state)
 
 static void test_overlapping_rmw_is_serialised(void **state)
 {
-    IOThread *a = iothread_create("ioA", NULL, &error_abort);
-    IOThread *b = iothread_create("ioB", NULL, &error_abort);
+    IOThread *a = tu_iothread_new("ioA");
+    IOThread *b = tu_iothread_new("ioB");
     Writer wa = { .offset = 100, .len = 100, .byte = 0x10, .iterations = 200 };
     Writer wb = { .offset = 300, .len = 100, .byte = 0x20, .iterations = 200 };
 
@@ -540,8 +540,8 @@ static void coroutine_fn stream_co(void *opaque)
 
 static void test_replace_node_under_io(void **state)
 {
-    IOThread *a = iothread_create("ioA", NULL, &error_abort);
-    IOThread *b = iothread_create("ioB", NULL, &error_abort);
+    IOThread *a = tu_iothread_new("ioA");
+    IOThread *b = tu_iothread_new("ioB");
     BlockDriverState *other;
     MemDisk *m1, *m2;
     Stream s1 = { .first = 0, .count = 400 }, s2 = { .first = 1, .count = 400 };

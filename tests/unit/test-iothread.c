@@ -275,7 +275,7 @@ static void test_params(void **state)
     assert_int_equal(p.aio_max_batch, 0);
 
     /* Defaults when no parameters are given. */
-    iot = tu_iothread_new("params");
+    iot = iothread_create("params", NULL, &error_abort);
     iothread_get_params(iot, &got);
     assert_int_equal(got.poll_max_ns, IOTHREAD_DEFAULT_POLL_MAX_NS);
     assert_int_equal(got.poll_grow, 0);

@@ -160,9 +160,18 @@ static inline TuThreadInfo tu_thread_info(AioContext *ctx)
     return info;
 }
 
+/*
+ * An iothread for tests: busy-polling off, so that tests on a 2-core
+ * machine do not burn the CPU the other threads need (tests of polling
+ * itself create their iothreads with explicit parameters).
+ */
 static inline IOThread *tu_iothread_new(const char *id)
 {
-    return iothread_create(id, NULL, &error_abort);
+    IOThreadParams p;
+
+    iothread_params_init(&p);
+    p.poll_max_ns = 0;
+    return iothread_create(id, &p, &error_abort);
 }
 
 /*
