@@ -67,10 +67,22 @@ static void prep_sqe(struct io_uring_sqe *sqe, EngineReq *req)
 {
     switch (req->op) {
     case ENGINE_READ:
-        io_uring_prep_readv(sqe, req->fd, req->iov, (unsigned)req->niov, req->offset);
+        /* One buffer: the plain opcode, which the kernel can more often
+         * complete inline instead of handing to a worker. */
+        if (req->niov == 1) {
+            io_uring_prep_read(sqe, req->fd, req->iov[0].iov_base,
+                               (unsigned)req->iov[0].iov_len, req->offset);
+        } else {
+            io_uring_prep_readv(sqe, req->fd, req->iov, (unsigned)req->niov, req->offset);
+        }
         break;
     case ENGINE_WRITE:
-        io_uring_prep_writev(sqe, req->fd, req->iov, (unsigned)req->niov, req->offset);
+        if (req->niov == 1) {
+            io_uring_prep_write(sqe, req->fd, req->iov[0].iov_base,
+                                (unsigned)req->iov[0].iov_len, req->offset);
+        } else {
+            io_uring_prep_writev(sqe, req->fd, req->iov, (unsigned)req->niov, req->offset);
+        }
         break;
     case ENGINE_FLUSH:
         io_uring_prep_fsync(sqe, req->fd, IORING_FSYNC_DATASYNC);
