@@ -71,6 +71,34 @@ static void coroutine_fn tracked_end(BlockDriverState *bs, TrackedRequest *req)
     co_mutex_unlock(&bs->reqs_lock);
 }
 
+/*
+ * Start a request on [offset, offset+bytes): count it as in flight and, on
+ * nodes that may read-modify-write, track the aligned range it covers.
+ * Returns whether it is tracked, for request_end().
+ */
+static bool coroutine_fn request_begin(BlockDriverState *bs, TrackedRequest *req,
+                                       int64_t offset, int64_t bytes, bool serialising)
+{
+    int64_t align = bs->bl.request_alignment;
+    int64_t start = offset - offset % align;
+    int64_t end = (offset + bytes + align - 1) / align * align;
+
+    bdrv_inc_in_flight(bs);
+    if (!needs_tracking(bs)) {
+        return false;
+    }
+    tracked_begin(bs, req, start, end - start, serialising);
+    return true;
+}
+
+static void coroutine_fn request_end(BlockDriverState *bs, TrackedRequest *req, bool tracked)
+{
+    if (tracked) {
+        tracked_end(bs, req);
+    }
+    bdrv_dec_in_flight(bs);
+}
+
 /* ---- Helpers --------------------------------------------------------------- */
 
 static int check_request(BlockDriverState *bs, int64_t offset, int64_t bytes)
@@ -183,11 +211,7 @@ int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset, int64_t bytes,
     if (ret < 0 || bytes == 0) {
         return ret;
     }
-    bdrv_inc_in_flight(bs);
-    track = needs_tracking(bs);
-    if (track) {
-        tracked_begin(bs, &req, offset - head, aligned_end - (offset - head), false);
-    }
+    track = request_begin(bs, &req, offset, bytes, false);
     if (head || end != aligned_end || !iov_is_aligned(iov, niov, mem_alignment(bs))) {
         /* Read the covering aligned range into a bounce buffer. */
         int64_t len = aligned_end - (offset - head);
@@ -207,10 +231,7 @@ int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset, int64_t bytes,
     } else {
         ret = driver_preadv(bs, offset, bytes, iov, niov, flags);
     }
-    if (track) {
-        tracked_end(bs, &req);
-    }
-    bdrv_dec_in_flight(bs);
+    request_end(bs, &req, track);
     return ret < 0 ? ret : 0;
 }
 
@@ -282,13 +303,7 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes
     if (ret < 0 || bytes == 0) {
         return ret;
     }
-    bdrv_inc_in_flight(bs);
-    track = needs_tracking(bs);
-    if (track) {
-        int64_t start = offset - offset % align;
-        int64_t end = (offset + bytes + align - 1) / align * align;
-        tracked_begin(bs, &req, start, end - start, unaligned);
-    }
+    track = request_begin(bs, &req, offset, bytes, unaligned);
     if (unaligned) {
         ret = write_rmw(bs, offset, bytes, iov, niov, flags);
     } else if (!iov_is_aligned(iov, niov, mem_alignment(bs))) {
@@ -306,10 +321,7 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes
     } else {
         ret = driver_pwritev(bs, offset, bytes, iov, niov, flags);
     }
-    if (track) {
-        tracked_end(bs, &req);
-    }
-    bdrv_dec_in_flight(bs);
+    request_end(bs, &req, track);
     return ret < 0 ? ret : 0;
 }
 
