@@ -14,8 +14,24 @@
  *   Parameter 'x' is missing
  *   Parameter 'x' is unexpected
  *   Invalid parameter type for 'x', expected: integer
- *   Parameter 'x' does not accept value 'y'
- * Nested members are named with dots ("cache.direct") in messages.
+ *       (string, integer, boolean, number, object, array; enums: string)
+ *   Parameter 'y' does not accept value 'v'
+ *       (enums and discriminators; QEMU names the member alone here: 'y',
+ *       not 'x.y'; a list element is 'null')
+ *   Invalid parameter type for 'y', expected: BlockdevRef
+ *       (SCHEMA_STR_OR_OBJECT given neither; member alone, as above)
+ *   Parameter 'x' expects uint64            (JSON: a size not an integer)
+ * and in key=value mode (schema_from_keyval()) also:
+ *   Parameter 'x' expects integer
+ *   Parameter 'x' expects size
+ *   Parameter 'x' expects 'on' or 'off'
+ *   Invalid parameter type for 'x', expected: number
+ *   Parameters 'x.*' are unexpected         (x.y=... where x is a scalar)
+ *   Parameter 'x.1' missing                 (a gap in a numbered list)
+ * Nested members are named with dots ("cache.direct") in messages, list
+ * elements as "x[0]" in JSON and "x.0" in key=value mode.  Errors come in
+ * QEMU's order: members in schema order (base, then variant), each nested
+ * object or list checked when met, unknown members last.
  */
 #ifndef BLOCKD_SCHEMA_H
 #define BLOCKD_SCHEMA_H
@@ -28,15 +44,22 @@
 typedef enum SchemaType {
     SCHEMA_STR,
     SCHEMA_INT,        /* a JSON integer */
-    SCHEMA_SIZE,       /* a non-negative integer; key=value accepts k/M/G/T/P/E suffixes */
-    SCHEMA_BOOL,       /* key=value: on/off, yes/no, true/false */
+    SCHEMA_SIZE,       /* a byte count up to 2^64-1: JSON any integer (QEMU lets
+                          negative ones through too); key=value a non-negative
+                          decimal with optional fraction and B/K/M/G/T/P/E
+                          suffix (binary), or 0x hex; above INT64_MAX the
+                          result is a json-c uint64 */
+    SCHEMA_BOOL,       /* key=value: on/off, yes/no, true/false, y/n */
     SCHEMA_NUMBER,     /* integer or floating point */
     SCHEMA_ENUM,       /* a string from .enum_values */
     SCHEMA_OBJECT,     /* .object describes it */
     SCHEMA_LIST,       /* an array of .elem; key=value: keys 0, 1, 2 ... */
-    SCHEMA_ANY,        /* anything, not checked */
+    SCHEMA_ANY,        /* anything, not checked (key=value: leaves stay
+                          strings, numbered objects become arrays) */
     SCHEMA_STR_OR_OBJECT, /* an alternate: a string, or an object per .object
-                             (BlockdevRef: a node name or a nested node) */
+                             (BlockdevRef: a node name or a nested node); its
+                             type name in messages is .object's name with
+                             "Options" replaced by "Ref" */
 } SchemaType;
 
 typedef struct SchemaObject SchemaObject;
@@ -60,7 +83,9 @@ struct SchemaObject {
     const char *name;                  /* the type's name, e.g. "BlockdevOptions" */
     const SchemaField *fields;         /* the base members */
     /* A flat union: the value of the (enum or str) base member named
-     * .discriminator selects the variant whose members are also allowed. */
+     * .discriminator selects the variant whose members are also allowed.
+     * The discriminator is required even if marked optional; a value with
+     * no variant is an error unless the member is an enum listing it. */
     const char *discriminator;
     const SchemaVariant *variants;
 };
@@ -69,6 +94,7 @@ struct SchemaObject {
  * Check @obj against @schema: every required member present, no unknown
  * member, every value of its type (enum values among the allowed ones),
  * recursively.  QMP input is strictly typed: "on" is not a boolean here.
+ * A NULL @obj is an empty object.
  */
 bool schema_check(const SchemaObject *schema, json_object *obj, Error **errp);
 
@@ -77,7 +103,9 @@ bool schema_check(const SchemaObject *schema, json_object *obj, Error **errp);
  * string, lists as objects with keys "0", "1", ...).  Returns a new,
  * typed object per @schema (strings converted to integers, sizes,
  * booleans, numbers; numbered objects to arrays), already checked as by
- * schema_check(); NULL with @errp set on any mistake.
+ * schema_check(); NULL with @errp set on any mistake.  Members come out
+ * in schema order.  A leaf that is already typed (not a string) is checked
+ * as by schema_check() and copied.
  */
 json_object *schema_from_keyval(const SchemaObject *schema, json_object *kv, Error **errp);
 

@@ -1,23 +1,29 @@
 /*
- * blockd.c - the daemon's entry point.
- *
- * For now it runs the main loop until SIGINT or SIGTERM; the command line
- * of qemu-storage-daemon grows here issue by issue.
+ * blockd.c - the daemon's entry point: options, main loop, shutdown.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "blockd/block.h"
+#include "blockd/block-global-state.h"
+#include "blockd/chardev.h"
 #include "blockd/iothread.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
+#include "blockd/monitor.h"
+#include "cmdline.h"
 #include "version.h"
 
-static bool quit_requested;
+void qmp_block_cleanup(void);
+
+static bool signal_quit;
 static int signal_fd = -1;
 
 static void signal_read(void *opaque)
@@ -28,7 +34,7 @@ static void signal_read(void *opaque)
     while (read(signal_fd, &info, sizeof(info)) == sizeof(info)) {
         if (info.ssi_signo == SIGINT || info.ssi_signo == SIGTERM ||
             info.ssi_signo == SIGHUP) {
-            quit_requested = true;
+            signal_quit = true;
         }
     }
 }
@@ -52,40 +58,119 @@ static void setup_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
-static void usage(void)
+static bool write_pidfile(const char *path)
 {
-    printf("Usage: blockd [options]\n"
-           "blockd " BLOCKD_VERSION " - a storage daemon compatible with qemu-storage-daemon\n\n"
-           "  -h, --help       display this help and exit\n"
-           "  -V, --version    output version information and exit\n");
+    char buf[32];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int len = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+
+    if (fd < 0 || write(fd, buf, len) != len) {
+        error_report("Cannot write pid file '%s': %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
+/*
+ * --daemonize: fork before anything is opened; the parent waits until the
+ * child reports that it is set up (or failed), and exits with its status.
+ */
+static int daemonize_start(void)
+{
+    int pipefd[2];
+    pid_t pid;
+    char status = 1;
+
+    if (pipe(pipefd) < 0) {
+        error_report("pipe: %s", strerror(errno));
+        exit(1);
+    }
+    pid = fork();
+    if (pid < 0) {
+        error_report("fork: %s", strerror(errno));
+        exit(1);
+    }
+    if (pid > 0) {
+        close(pipefd[1]);
+        if (read(pipefd[0], &status, 1) != 1) {
+            status = 1;
+        }
+        _exit(status);
+    }
+    close(pipefd[0]);
+    setsid();
+    return pipefd[1];
+}
+
+static void daemonize_finish(int fd)
+{
+    int null = open("/dev/null", O_RDWR);
+    char ok = 0;
+
+    if (null >= 0) {
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+        close(null);
+    }
+    if (write(fd, &ok, 1) != 1) {
+        /* The parent is gone: nothing to tell. */
+    }
+    close(fd);
+}
+
+static bool wants_daemonize(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--daemonize") == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 int main(int argc, char **argv)
 {
+    DaemonOptions opts = { 0 };
+    int daemon_fd = -1;
+
     log_set_program_name("blockd");
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage();
-            return 0;
-        }
-        if (!strcmp(argv[i], "-V") || !strcmp(argv[i], "--version")) {
-            printf("blockd version " BLOCKD_VERSION "\n");
-            return 0;
-        }
-        error_report("Unexpected argument: %s", argv[i]);
-        return 1;
+    if (wants_daemonize(argc, argv)) {
+        daemon_fd = daemonize_start();
+    }
+    main_loop_init();
+    bdrv_init();
+    qmp_init_commands();
+    setup_signals();
+    cmdline_process(argc, argv, &opts);
+
+    if (opts.pidfile && !write_pidfile(opts.pidfile)) {
+        exit(1);
+    }
+    if (daemon_fd >= 0) {
+        daemon_fd = (daemonize_finish(daemon_fd), -1);
+    } else {
+        printf("blockd " BLOCKD_VERSION " ready (pid %d)\n", (int)getpid());
+        fflush(stdout);
     }
 
-    main_loop_init();
-    setup_signals();
-    printf("blockd " BLOCKD_VERSION " ready (pid %d)\n", (int)getpid());
-    fflush(stdout);
-
-    while (!quit_requested) {
+    while (!signal_quit && !qmp_quit_requested) {
         main_loop_wait(true);
     }
 
+    /* Clean shutdown: monitors, nodes (drained on close), iothreads. */
+    monitor_cleanup();
+    chardev_free_all();
+    qmp_block_cleanup();
+    bdrv_close_all();
     iothread_destroy_all();
+    if (opts.pidfile) {
+        unlink(opts.pidfile);
+    }
     aio_set_fd_handler(main_aio_context(), signal_fd, NULL, NULL, NULL, NULL);
     close(signal_fd);
     main_loop_cleanup();

@@ -1,6 +1,7 @@
 /*
  * iothread.c - threads that run their own event loop.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,10 +66,20 @@ IOThread *iothread_create(const char *id, const IOThreadParams *params,
         error_setg(errp, "attempt to add duplicate property '%s' to object (type 'container')", id);
         return NULL;
     }
-    if (params && (params->poll_max_ns < 0 || params->poll_grow < 0 ||
-                   params->poll_shrink < 0 || params->aio_max_batch < 0)) {
-        error_setg(errp, "iothread '%s': polling parameters must not be negative", id);
-        return NULL;
+    if (params) {
+        const struct { const char *name; int64_t value; } checks[] = {
+            { "poll-max-ns", params->poll_max_ns },
+            { "poll-grow", params->poll_grow },
+            { "poll-shrink", params->poll_shrink },
+            { "aio-max-batch", params->aio_max_batch },
+        };
+        for (unsigned i = 0; i < ARRAY_SIZE(checks); i++) {
+            if (checks[i].value < 0) {
+                error_setg(errp, "%s value must be in range [0, %lld]",
+                           checks[i].name, (long long)INT64_MAX);
+                return NULL;
+            }
+        }
     }
     iot = calloc(1, sizeof(*iot));
     if (!iot) {

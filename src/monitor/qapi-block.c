@@ -1,0 +1,136 @@
+/*
+ * qapi-block.c - the schema of BlockdevOptions (blockdev-add and
+ * --blockdev), following QEMU's qapi/block-core.json for the drivers
+ * blockd has.  Options a driver does not have are refused, never ignored.
+ */
+#include "blockd/schema.h"
+#include "qapi-schemas.h"
+
+static const char *const driver_names[] = {
+    "blkdebug", "file", "null-co", "raw", NULL,
+};
+static const char *const discard_names[] = { "ignore", "unmap", NULL };
+static const char *const detect_zeroes_names[] = { "off", "on", "unmap", NULL };
+static const char *const aio_names[] = { "threads", "native", "io_uring", NULL };
+static const char *const locking_names[] = { "auto", "on", "off", NULL };
+static const char *const iotype_names[] = {
+    "read", "write", "write-zeroes", "discard", "flush", "block-status", NULL,
+};
+
+static const SchemaField cache_fields[] = {
+    { .name = "direct", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "no-flush", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject cache_options = {
+    .name = "BlockdevCacheOptions", .fields = cache_fields,
+};
+
+static const SchemaField base_fields[] = {
+    { .name = "driver", .type = SCHEMA_ENUM, .enum_values = driver_names },
+    { .name = "node-name", .type = SCHEMA_STR, .optional = true },
+    { .name = "discard", .type = SCHEMA_ENUM, .optional = true, .enum_values = discard_names },
+    { .name = "cache", .type = SCHEMA_OBJECT, .optional = true, .object = &cache_options },
+    { .name = "read-only", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "auto-read-only", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "force-share", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "detect-zeroes", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = detect_zeroes_names },
+    { 0 },
+};
+
+static const SchemaField file_fields[] = {
+    { .name = "filename", .type = SCHEMA_STR },
+    { .name = "aio", .type = SCHEMA_ENUM, .optional = true, .enum_values = aio_names },
+    { .name = "locking", .type = SCHEMA_ENUM, .optional = true, .enum_values = locking_names },
+    { 0 },
+};
+
+static const SchemaObject file_options = { .name = "BlockdevOptionsFile", .fields = file_fields };
+
+static const SchemaField raw_fields[] = {
+    { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "offset", .type = SCHEMA_INT, .optional = true },
+    { .name = "size", .type = SCHEMA_INT, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject raw_options = { .name = "BlockdevOptionsRaw", .fields = raw_fields };
+
+static const SchemaField null_fields[] = {
+    { .name = "size", .type = SCHEMA_INT, .optional = true },
+    { .name = "latency-ns", .type = SCHEMA_SIZE, .optional = true },
+    { .name = "read-zeroes", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject null_options = { .name = "BlockdevOptionsNull", .fields = null_fields };
+
+static const SchemaField inject_error_fields[] = {
+    /* QEMU's members (event and state are accepted for compatibility; the
+     * rule applies to requests of iotype, whatever the event)... */
+    { .name = "event", .type = SCHEMA_STR, .optional = true },
+    { .name = "state", .type = SCHEMA_INT, .optional = true },
+    { .name = "iotype", .type = SCHEMA_ENUM, .optional = true, .enum_values = iotype_names },
+    { .name = "errno", .type = SCHEMA_INT, .optional = true },
+    { .name = "sector", .type = SCHEMA_INT, .optional = true },
+    { .name = "once", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "immediately", .type = SCHEMA_BOOL, .optional = true },
+    /* ...and blockd's: the nth matching request, a byte range. */
+    { .name = "nth", .type = SCHEMA_SIZE, .optional = true },
+    { .name = "offset", .type = SCHEMA_INT, .optional = true },
+    { .name = "bytes", .type = SCHEMA_SIZE, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject inject_error_options = {
+    .name = "BlkdebugInjectErrorOptions", .fields = inject_error_fields,
+};
+
+static const SchemaField inject_error_elem = {
+    .name = "inject-error", .type = SCHEMA_OBJECT, .object = &inject_error_options,
+};
+
+static const SchemaField blkdebug_fields[] = {
+    { .name = "image", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "inject-error", .type = SCHEMA_LIST, .optional = true, .elem = &inject_error_elem },
+    { 0 },
+};
+
+static const SchemaObject blkdebug_options = {
+    .name = "BlockdevOptionsBlkdebug", .fields = blkdebug_fields,
+};
+
+static const SchemaVariant driver_variants[] = {
+    { "blkdebug", &blkdebug_options },
+    { "file", &file_options },
+    { "null-co", &null_options },
+    { "raw", &raw_options },
+    { NULL, NULL },
+};
+
+const SchemaObject qapi_blockdev_options = {
+    .name = "BlockdevOptions",
+    .fields = base_fields,
+    .discriminator = "driver",
+    .variants = driver_variants,
+};
+
+static const SchemaField blockdev_del_fields[] = {
+    { .name = "node-name", .type = SCHEMA_STR },
+    { 0 },
+};
+
+const SchemaObject qapi_blockdev_del_args = {
+    .name = "blockdev-del-arg", .fields = blockdev_del_fields,
+};
+
+static const SchemaField query_nodes_fields[] = {
+    { .name = "flat", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+
+const SchemaObject qapi_query_named_block_nodes_args = {
+    .name = "query-named-block-nodes-arg", .fields = query_nodes_fields,
+};

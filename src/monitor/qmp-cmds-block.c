@@ -1,0 +1,173 @@
+/*
+ * qmp-cmds-block.c - blockdev-add, blockdev-del, query-named-block-nodes.
+ *
+ * Nodes added by the user are owned by the monitor: it holds one reference
+ * on each until blockdev-del (or shutdown).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockd/block-global-state.h"
+#include "blockd/main-loop.h"
+#include "blockd/monitor.h"
+#include "qapi-schemas.h"
+
+#define MAX_OWNED 4096
+
+static BlockDriverState *owned[MAX_OWNED];
+static int num_owned;
+
+static int owned_index(BlockDriverState *bs)
+{
+    for (int i = 0; i < num_owned; i++) {
+        if (owned[i] == bs) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Open a node from blockdev-add options; the monitor owns the result. */
+BlockDriverState *qmp_blockdev_add_node(json_object *options, Error **errp)
+{
+    json_object *name;
+    BlockDriverState *bs;
+
+    GLOBAL_STATE_CODE();
+    if (!json_object_object_get_ex(options, "node-name", &name)) {
+        error_setg(errp, "'node-name' must be specified for the root node");
+        return NULL;
+    }
+    if (num_owned == MAX_OWNED) {
+        error_setg(errp, "Too many block nodes");
+        return NULL;
+    }
+    bs = bdrv_open_options(options, errp);
+    if (bs) {
+        owned[num_owned++] = bs;
+    }
+    return bs;
+}
+
+static json_object *qmp_blockdev_add(json_object *args, Error **errp)
+{
+    /* The node keeps its options: give it a copy it may annotate. */
+    json_object *copy = NULL;
+
+    json_object_deep_copy(args, &copy, NULL);
+    if (!qmp_blockdev_add_node(copy, errp)) {
+        json_object_put(copy);
+        return NULL;
+    }
+    json_object_put(copy);
+    return json_object_new_object();
+}
+
+static json_object *qmp_blockdev_del(json_object *args, Error **errp)
+{
+    json_object *v;
+    const char *name;
+    BlockDriverState *bs;
+    int i;
+
+    json_object_object_get_ex(args, "node-name", &v);
+    name = json_object_get_string(v);
+    bs = bdrv_find_node(name);
+    if (!bs) {
+        error_setg(errp, "Failed to find node with node-name='%s'", name);
+        return NULL;
+    }
+    i = owned_index(bs);
+    if (i < 0) {
+        error_setg(errp, "Node %s is not owned by the monitor", name);
+        return NULL;
+    }
+    if (!list_empty(&bs->parents) || bs->refcnt > 1) {
+        error_setg(errp, "Node %s is in use", name);
+        return NULL;
+    }
+    owned[i] = owned[--num_owned];
+    bdrv_unref(bs);
+    return json_object_new_object();
+}
+
+/* The file name QEMU shows for a node: the file's, or the driver's URL. */
+static const char *node_filename(BlockDriverState *bs, char *buf, size_t size)
+{
+    json_object *v;
+
+    graph_rdlock_main_loop();
+    while (bs->file && !(bs->options && json_object_object_get_ex(bs->options, "filename", &v))) {
+        bs = bs->file->bs;
+    }
+    graph_rdunlock_main_loop();
+    if (bs->options && json_object_object_get_ex(bs->options, "filename", &v)) {
+        return json_object_get_string(v);
+    }
+    snprintf(buf, size, "%s://", bs->drv->format_name);
+    return buf;
+}
+
+static json_object *node_info(BlockDriverState *bs)
+{
+    json_object *info = json_object_new_object(), *image = json_object_new_object();
+    json_object *cache = json_object_new_object();
+    char buf[64];
+    const char *filename = node_filename(bs, buf, sizeof(buf));
+    static const char *const zero_counters[] = {
+        "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr", "write_threshold",
+        "backing_file_depth",
+    };
+
+    json_object_object_add(image, "filename", json_object_new_string(filename));
+    json_object_object_add(image, "format", json_object_new_string(bs->drv->format_name));
+    json_object_object_add(image, "virtual-size", json_object_new_int64(bs->total_bytes));
+    json_object_object_add(cache, "writeback", json_object_new_boolean(true));
+    json_object_object_add(cache, "direct",
+                           json_object_new_boolean(bs->open_flags & BDRV_O_NOCACHE));
+    json_object_object_add(cache, "no-flush",
+                           json_object_new_boolean(bs->open_flags & BDRV_O_NO_FLUSH));
+
+    json_object_object_add(info, "file", json_object_new_string(filename));
+    json_object_object_add(info, "node-name", json_object_new_string(bs->node_name));
+    json_object_object_add(info, "ro", json_object_new_boolean(bs->read_only));
+    json_object_object_add(info, "drv", json_object_new_string(bs->drv->format_name));
+    json_object_object_add(info, "encrypted", json_object_new_boolean(false));
+    json_object_object_add(info, "detect_zeroes", json_object_new_string("off"));
+    for (unsigned i = 0; i < ARRAY_SIZE(zero_counters); i++) {
+        json_object_object_add(info, zero_counters[i], json_object_new_int(0));
+    }
+    json_object_object_add(info, "image", image);
+    json_object_object_add(info, "cache", cache);
+    return info;
+}
+
+static json_object *qmp_query_named_block_nodes(json_object *args, Error **errp)
+{
+    json_object *list = json_object_new_array();
+
+    (void)args;
+    (void)errp;
+    for (BlockDriverState *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        json_object_array_add(list, node_info(bs));
+    }
+    return list;
+}
+
+void qmp_block_cleanup(void)
+{
+    GLOBAL_STATE_CODE();
+    /* Newest first, so users of a node let go before it. */
+    while (num_owned > 0) {
+        bdrv_unref(owned[--num_owned]);
+    }
+}
+
+const QmpCommand qmp_block_commands[] = {
+    { "blockdev-add", qmp_blockdev_add, &qapi_blockdev_options },
+    { "blockdev-del", qmp_blockdev_del, &qapi_blockdev_del_args },
+    { "query-named-block-nodes", qmp_query_named_block_nodes,
+      &qapi_query_named_block_nodes_args },
+    { NULL, NULL, NULL },
+};

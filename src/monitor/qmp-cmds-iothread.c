@@ -1,0 +1,130 @@
+/*
+ * qmp-cmds-iothread.c - object-add / object-del for iothreads (the only
+ * object type blockd has), query-iothreads, and the schemas shared with
+ * --object.
+ */
+#include <string.h>
+
+#include "blockd/iothread.h"
+#include "blockd/main-loop.h"
+#include "blockd/monitor.h"
+#include "qapi-schemas.h"
+
+static const char *const qom_types[] = { "iothread", NULL };
+
+static const SchemaField object_base_fields[] = {
+    { .name = "qom-type", .type = SCHEMA_ENUM, .enum_values = qom_types },
+    { .name = "id", .type = SCHEMA_STR },
+    { 0 },
+};
+
+static const SchemaField iothread_fields[] = {
+    { .name = "poll-max-ns", .type = SCHEMA_INT, .optional = true },
+    { .name = "poll-grow", .type = SCHEMA_INT, .optional = true },
+    { .name = "poll-shrink", .type = SCHEMA_INT, .optional = true },
+    { .name = "aio-max-batch", .type = SCHEMA_INT, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject iothread_properties = {
+    .name = "IothreadProperties", .fields = iothread_fields,
+};
+
+static const SchemaVariant object_variants[] = {
+    { "iothread", &iothread_properties },
+    { NULL, NULL },
+};
+
+const SchemaObject qapi_object_add_args = {
+    .name = "ObjectOptions",
+    .fields = object_base_fields,
+    .discriminator = "qom-type",
+    .variants = object_variants,
+};
+
+static const SchemaField object_del_fields[] = {
+    { .name = "id", .type = SCHEMA_STR },
+    { 0 },
+};
+
+const SchemaObject qapi_object_del_args = {
+    .name = "object-del-arg", .fields = object_del_fields,
+};
+
+static void get_param(json_object *args, const char *key, int64_t *value)
+{
+    json_object *v;
+    if (json_object_object_get_ex(args, key, &v)) {
+        *value = json_object_get_int64(v);
+    }
+}
+
+/* object-add and --object: the arguments were checked by the schema. */
+bool qmp_object_add_iothread(json_object *args, Error **errp)
+{
+    IOThreadParams p;
+    json_object *id;
+
+    GLOBAL_STATE_CODE();
+    json_object_object_get_ex(args, "id", &id);
+    iothread_params_init(&p);
+    get_param(args, "poll-max-ns", &p.poll_max_ns);
+    get_param(args, "poll-grow", &p.poll_grow);
+    get_param(args, "poll-shrink", &p.poll_shrink);
+    get_param(args, "aio-max-batch", &p.aio_max_batch);
+    return iothread_create(json_object_get_string(id), &p, errp) != NULL;
+}
+
+static json_object *qmp_object_add(json_object *args, Error **errp)
+{
+    return qmp_object_add_iothread(args, errp) ? json_object_new_object() : NULL;
+}
+
+static json_object *qmp_object_del(json_object *args, Error **errp)
+{
+    json_object *v;
+    const char *id;
+    IOThread *iot;
+
+    json_object_object_get_ex(args, "id", &v);
+    id = json_object_get_string(v);
+    iot = iothread_find(id);
+    if (!iot) {
+        error_setg(errp, "object '%s' not found", id);
+        return NULL;
+    }
+    iothread_destroy(iot);
+    return json_object_new_object();
+}
+
+static void add_iothread_info(IOThread *iot, void *opaque)
+{
+    json_object *info = json_object_new_object();
+    IOThreadParams p;
+
+    iothread_get_params(iot, &p);
+    json_object_object_add(info, "id", json_object_new_string(iothread_get_id(iot)));
+    json_object_object_add(info, "thread-id", json_object_new_int(iothread_get_thread_id(iot)));
+    json_object_object_add(info, "poll-max-ns", json_object_new_int64(p.poll_max_ns));
+    json_object_object_add(info, "poll-grow", json_object_new_int64(p.poll_grow));
+    json_object_object_add(info, "poll-shrink", json_object_new_int64(p.poll_shrink));
+    json_object_object_add(info, "aio-max-batch", json_object_new_int64(p.aio_max_batch));
+    json_object_array_add(opaque, info);
+}
+
+static json_object *qmp_query_iothreads(json_object *args, Error **errp)
+{
+    json_object *list = json_object_new_array();
+
+    (void)args;
+    (void)errp;
+    iothread_foreach(add_iothread_info, list);
+    return list;
+}
+
+const QmpCommand qmp_iothread_commands[] = {
+    { "object-add", qmp_object_add, &qapi_object_add_args },
+    { "object-del", qmp_object_del, &qapi_object_del_args },
+    { "query-iothreads", qmp_query_iothreads, NULL },
+    { NULL, NULL, NULL },
+};

@@ -1,0 +1,78 @@
+"""A small synchronous QMP client for tests."""
+import json
+import socket
+import time
+
+
+class QMPError(Exception):
+    def __init__(self, reply):
+        super().__init__(reply["error"]["desc"])
+        self.klass = reply["error"]["class"]
+        self.desc = reply["error"]["desc"]
+
+
+class QMP:
+    def __init__(self, path, timeout=10.0, negotiate=True):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.events = []
+        self.greeting = self.recv()
+        if negotiate:
+            self.cmd("qmp_capabilities")
+
+    def close(self):
+        self.sock.close()
+
+    def send_raw(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def recv(self):
+        """The next JSON object from the server (events included)."""
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError("monitor closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def reply(self):
+        """The next reply, queueing events seen on the way."""
+        while True:
+            msg = self.recv()
+            if "event" in msg:
+                self.events.append(msg)
+                continue
+            return msg
+
+    def execute(self, name, args=None, id=None):
+        req = {"execute": name}
+        if args is not None:
+            req["arguments"] = args
+        if id is not None:
+            req["id"] = id
+        self.send_raw(json.dumps(req) + "\n")
+        return self.reply()
+
+    def cmd(self, name, **args):
+        """Run a command; its "return", or raise QMPError."""
+        reply = self.execute(name, {k.replace("_", "-"): v for k, v in args.items()})
+        if "error" in reply:
+            raise QMPError(reply)
+        return reply["return"]
+
+    def error(self, name, args=None):
+        """Run a command that must fail; (class, desc)."""
+        reply = self.execute(name, args)
+        assert "error" in reply, reply
+        return reply["error"]["class"], reply["error"]["desc"]
