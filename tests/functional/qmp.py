@@ -37,14 +37,22 @@ class QMP:
         self.sock.sendall(data if isinstance(data, bytes) else data.encode())
 
     def recv(self):
-        """The next JSON object from the server (events included)."""
-        while b"\n" not in self.buf:
+        """The next JSON object from the server (events included); works
+        for one object per line and for pretty-printed ones."""
+        decoder = json.JSONDecoder()
+        while True:
+            text = self.buf.decode("utf-8", errors="replace").lstrip()
+            if text:
+                try:
+                    obj, end = decoder.raw_decode(text)
+                    self.buf = text[end:].encode()
+                    return obj
+                except json.JSONDecodeError:
+                    pass
             chunk = self.sock.recv(1 << 20)
             if not chunk:
                 raise EOFError("monitor closed the connection")
             self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
 
     def reply(self):
         """The next reply, queueing events seen on the way."""
