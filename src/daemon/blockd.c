@@ -14,6 +14,7 @@
 #include "blockd/block.h"
 #include "blockd/block-global-state.h"
 #include "blockd/chardev.h"
+#include "blockd/export.h"
 #include "blockd/iothread.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
@@ -162,7 +163,12 @@ int main(int argc, char **argv)
         main_loop_wait(true);
     }
 
-    /* Clean shutdown: monitors, nodes (drained on close), iothreads. */
+    /* Clean shutdown: stop serving, end the exports (their requests
+     * complete), then monitors, nodes (drained on close), iothreads. */
+    if (nbd_server_running()) {
+        nbd_server_stop(NULL);
+    }
+    blk_exp_close_all();
     monitor_cleanup();
     chardev_free_all();
     qmp_block_cleanup();

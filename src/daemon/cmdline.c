@@ -8,6 +8,7 @@
 
 #include "blockd/block-global-state.h"
 #include "blockd/chardev.h"
+#include "blockd/export.h"
 #include "blockd/keyval.h"
 #include "blockd/log.h"
 #include "blockd/monitor.h"
@@ -18,6 +19,7 @@
 
 BlockDriverState *qmp_blockdev_add_node(json_object *options, Error **errp);
 bool qmp_object_add_iothread(json_object *args, Error **errp);
+bool qmp_nbd_server_start_flat(json_object *args, Error **errp);
 
 enum {
     OPT_BLOCKDEV = 256,
@@ -157,6 +159,30 @@ static void do_monitor(const char *arg)
     }
 }
 
+static void do_nbd_server(const char *arg)
+{
+    Error *err = NULL;
+    json_object *o = parse_arg(arg, NULL, &qapi_nbd_server_options, &err);
+
+    if (!o || !qmp_nbd_server_start_flat(o, &err)) {
+        json_object_put(o);
+        die("--nbd-server", arg, err);
+    }
+    json_object_put(o);
+}
+
+static void do_export(const char *arg)
+{
+    Error *err = NULL;
+    json_object *o = parse_arg(arg, "type", &qapi_block_export_options, &err);
+
+    if (!o || !blk_exp_add(o, &err)) {
+        json_object_put(o);
+        die("--export", arg, err);
+    }
+    json_object_put(o);
+}
+
 void cmdline_process(int argc, char **argv, DaemonOptions *opts)
 {
     static const struct option long_options[] = {
@@ -202,10 +228,11 @@ void cmdline_process(int argc, char **argv, DaemonOptions *opts)
             opts->daemonize = true;
             break;
         case OPT_NBD_SERVER:
+            do_nbd_server(optarg);
+            break;
         case OPT_EXPORT:
-            error_report("%s %s: not supported yet (the NBD server is being built)",
-                         c == OPT_EXPORT ? "--export" : "--nbd-server", optarg);
-            exit(1);
+            do_export(optarg);
+            break;
         case 1:
             error_report("Unexpected argument: %s", optarg);
             exit(1);

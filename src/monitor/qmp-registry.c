@@ -134,6 +134,7 @@ void qmp_init_commands(void)
 {
     extern const QmpCommand qmp_block_commands[];
     extern const QmpCommand qmp_iothread_commands[];
+    extern const QmpCommand qmp_export_commands[];
     static bool done;
 
     GLOBAL_STATE_CODE();
@@ -144,4 +145,5 @@ void qmp_init_commands(void)
     qmp_register_commands(protocol_commands);
     qmp_register_commands(qmp_block_commands);
     qmp_register_commands(qmp_iothread_commands);
+    qmp_register_commands(qmp_export_commands);
 }

@@ -1,0 +1,54 @@
+/*
+ * export.h - block exports (block-export-add / --export) and the NBD server.
+ *
+ * Half: global state, except where noted.  An export owns a BlockBackend
+ * on its node and runs its connections in its AioContext (the main loop,
+ * or an iothread given with iothread=).  While the node is drained the
+ * export stops reading new requests; requests already read complete.
+ */
+#ifndef BLOCKD_EXPORT_H
+#define BLOCKD_EXPORT_H
+
+#include <json-c/json.h>
+#include <stdbool.h>
+
+#include "blockd/aio.h"
+#include "blockd/block-backend-global-state.h"
+#include "blockd/error.h"
+
+typedef struct BlockExport BlockExport;
+
+/* block-export-add: @options per BlockExportOptions (type nbd). */
+BlockExport *blk_exp_add(json_object *options, Error **errp);
+/* block-export-del: disconnect clients once their requests are done. */
+bool blk_exp_del(const char *id, Error **errp);
+BlockExport *blk_exp_find(const char *id);
+/* The export an NBD client asks for by name; NULL if none. */
+BlockExport *blk_exp_find_nbd(const char *name);
+void blk_exp_foreach(void (*fn)(BlockExport *exp, void *opaque), void *opaque);
+void blk_exp_close_all(void);
+
+/* Accessors (common). */
+const char *blk_exp_id(BlockExport *exp);
+const char *blk_exp_nbd_name(BlockExport *exp);
+const char *blk_exp_description(BlockExport *exp);
+const char *blk_exp_node_name(BlockExport *exp);
+bool blk_exp_writable(BlockExport *exp);
+BlockBackend *blk_exp_blk(BlockExport *exp);
+AioContext *blk_exp_ctx(BlockExport *exp);
+
+/* For the NBD code: connections register with their export.  I/O (in the
+ * export's context). */
+typedef struct NbdClient NbdClient;
+void blk_exp_ref(BlockExport *exp);
+void blk_exp_unref(BlockExport *exp);
+
+/* ---- The NBD server ---- */
+
+/* nbd-server-start / --nbd-server: listen on @addr (SocketAddress:
+ * type unix+path or inet+host+port). */
+bool nbd_server_start(json_object *addr, int max_connections, Error **errp);
+bool nbd_server_stop(Error **errp);
+bool nbd_server_running(void);
+
+#endif /* BLOCKD_EXPORT_H */

@@ -1,0 +1,312 @@
+/*
+ * export.c - block exports: a BlockBackend on a node, the connections
+ * that use it, and what they do in drained sections.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockd/aio-wait.h"
+#include "blockd/atomic.h"
+#include "blockd/block-global-state.h"
+#include "blockd/iothread.h"
+#include "blockd/log.h"
+#include "blockd/main-loop.h"
+#include "blockd/monitor.h"
+#include "blockd/thread.h"
+#include "nbd-internal.h"
+#include "nbd-proto.h"
+
+struct BlockExport {
+    char *id;
+    char *nbd_name;
+    char *description;
+    char *node_name;
+    bool writable;
+    BlockBackend *blk;
+    AioContext *ctx;
+    int refcnt;                   /* main thread */
+    ListNode clients;             /* main thread: links owned by the clients */
+    int num_clients;              /* main thread */
+    unsigned in_flight;           /* atomic: requests of all connections */
+    int quiesced;                 /* atomic: inside a drained section */
+    BdMutex lock;
+    CoQueue unquiesce TSA_FIELD_GUARDED_BY(lock);   /* receivers waiting */
+    ListNode node;                /* main thread: in exports */
+};
+
+static ListNode exports = LIST_INIT_STATIC(exports);
+
+/* ---- Drained sections ------------------------------------------------------- */
+
+static void exp_drained_begin(void *opaque)
+{
+    BlockExport *exp = opaque;
+    atomic_set_mb(&exp->quiesced, 1);
+}
+
+static void exp_drained_end(void *opaque)
+{
+    BlockExport *exp = opaque;
+
+    atomic_set_mb(&exp->quiesced, 0);
+    bd_mutex_lock(&exp->lock);
+    co_queue_restart_all_bdmutex(&exp->unquiesce, &exp->lock);
+    bd_mutex_unlock(&exp->lock);
+}
+
+static bool exp_drained_poll(void *opaque)
+{
+    BlockExport *exp = opaque;
+    return atomic_read_mb(&exp->in_flight) > 0;
+}
+
+static const BlockDevOps exp_dev_ops = {
+    .drained_begin = exp_drained_begin,
+    .drained_end = exp_drained_end,
+    .drained_poll = exp_drained_poll,
+};
+
+bool blk_exp_quiesced(BlockExport *exp)
+{
+    return atomic_read_mb(&exp->quiesced) != 0;
+}
+
+void blk_exp_wait_unquiesced(BlockExport *exp)
+{
+    bd_mutex_lock(&exp->lock);
+    while (atomic_read_mb(&exp->quiesced)) {
+        co_queue_wait_bdmutex(&exp->unquiesce, &exp->lock);
+    }
+    bd_mutex_unlock(&exp->lock);
+}
+
+void blk_exp_request_begin(BlockExport *exp)
+{
+    atomic_inc(&exp->in_flight);
+}
+
+void blk_exp_request_end(BlockExport *exp)
+{
+    unsigned old = atomic_fetch_sub(&exp->in_flight, 1);
+    assert(old > 0);
+    aio_wait_kick();
+}
+
+/* ---- Creation and deletion ---------------------------------------------------- */
+
+static const char *get_str(json_object *o, const char *key)
+{
+    json_object *v;
+    return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
+}
+
+BlockExport *blk_exp_add(json_object *options, Error **errp)
+{
+    const char *id = get_str(options, "id"), *node_name = get_str(options, "node-name");
+    const char *name = get_str(options, "name"), *desc = get_str(options, "description");
+    const char *iothread = get_str(options, "iothread");
+    json_object *v;
+    bool writable = false;
+    BlockDriverState *bs;
+    BlockExport *exp;
+    AioContext *ctx = main_aio_context();
+    uint64_t perm = BLK_PERM_CONSISTENT_READ;
+
+    GLOBAL_STATE_CODE();
+    if (json_object_object_get_ex(options, "writable", &v)) {
+        writable = json_object_get_boolean(v);
+    }
+    if (blk_exp_find(id)) {
+        error_setg(errp, "Block export id '%s' is already in use", id);
+        return NULL;
+    }
+    bs = bdrv_find_node(node_name);
+    if (!bs) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", node_name, node_name);
+        return NULL;
+    }
+    if (!name) {
+        name = node_name;
+    }
+    if (strlen(name) > NBD_NAME_MAX) {
+        error_setg(errp, "export name '%s' too long", name);
+        return NULL;
+    }
+    if (blk_exp_find_nbd(name)) {
+        error_setg(errp, "NBD server already has export named '%s'", name);
+        return NULL;
+    }
+    if (iothread) {
+        IOThread *iot = iothread_find(iothread);
+        if (!iot) {
+            error_setg(errp, "iothread \"%s\" not found", iothread);
+            return NULL;
+        }
+        ctx = iothread_get_aio_context(iot);
+    }
+    if (writable) {
+        if (bs->read_only) {
+            error_setg(errp, "Cannot export read-only node as writable");
+            return NULL;
+        }
+        perm |= BLK_PERM_WRITE;
+    }
+
+    exp = calloc(1, sizeof(*exp));
+    if (!exp) {
+        abort();
+    }
+    exp->blk = blk_new(perm, BLK_PERM_ALL);
+    if (blk_insert_bs(exp->blk, bs, errp) < 0) {
+        blk_unref(exp->blk);
+        free(exp);
+        return NULL;
+    }
+    exp->id = strdup(id);
+    exp->nbd_name = strdup(name);
+    exp->description = desc ? strdup(desc) : NULL;
+    exp->node_name = strdup(node_name);
+    exp->writable = writable;
+    exp->ctx = ctx;
+    exp->refcnt = 1;
+    list_init(&exp->clients);
+    bd_mutex_init(&exp->lock);
+    bd_mutex_lock(&exp->lock);
+    co_queue_init(&exp->unquiesce);
+    bd_mutex_unlock(&exp->lock);
+    {
+        char desc_buf[256];
+        snprintf(desc_buf, sizeof(desc_buf), "block device '%s'", id);
+        blk_set_user_desc(exp->blk, desc_buf);
+    }
+    /* Requests already read are finished during a drain; new ones wait
+     * in the export, not in the backend. */
+    blk_set_allow_queuing(exp->blk, false);
+    blk_set_dev_ops(exp->blk, &exp_dev_ops, exp);
+    list_add_tail(&exports, &exp->node);
+    return exp;
+}
+
+void blk_exp_ref(BlockExport *exp)
+{
+    GLOBAL_STATE_CODE();
+    exp->refcnt++;
+}
+
+void blk_exp_unref(BlockExport *exp)
+{
+    GLOBAL_STATE_CODE();
+    assert(exp->refcnt > 0);
+    if (--exp->refcnt > 0) {
+        return;
+    }
+    assert(exp->num_clients == 0);
+    blk_unref(exp->blk);
+    bd_mutex_destroy(&exp->lock);
+    free(exp->id);
+    free(exp->nbd_name);
+    free(exp->description);
+    free(exp->node_name);
+    free(exp);
+}
+
+void blk_exp_add_client(BlockExport *exp, NbdClient *client, ListNode *link)
+{
+    (void)client;
+    GLOBAL_STATE_CODE();
+    list_add_tail(&exp->clients, link);
+    exp->num_clients++;
+    blk_exp_ref(exp);
+}
+
+void blk_exp_remove_client(BlockExport *exp, ListNode *link)
+{
+    GLOBAL_STATE_CODE();
+    list_del(link);
+    exp->num_clients--;
+    aio_wait_kick();
+    blk_exp_unref(exp);
+}
+
+/* The client owning @link: links sit first in NbdClient (see nbd-client.c). */
+static NbdClient *link_client(ListNode *link)
+{
+    return (NbdClient *)(void *)link;
+}
+
+static void exp_shutdown_clients(BlockExport *exp)
+{
+    list_for_each(n, &exp->clients) {
+        nbd_client_shutdown(link_client(n));
+    }
+}
+
+bool blk_exp_del(const char *id, Error **errp)
+{
+    BlockExport *exp = blk_exp_find(id);
+    json_object *data;
+
+    GLOBAL_STATE_CODE();
+    if (!exp) {
+        error_setg(errp, "Export '%s' is not found", id);
+        return false;
+    }
+    list_del(&exp->node);
+    /* In-flight requests finish; then each connection ends. */
+    exp_shutdown_clients(exp);
+    AIO_WAIT_WHILE_UNLOCKED(NULL, exp->num_clients > 0);
+    data = json_object_new_object();
+    json_object_object_add(data, "id", json_object_new_string(exp->id));
+    blk_exp_unref(exp);
+    qmp_event("BLOCK_EXPORT_DELETED", data);
+    return true;
+}
+
+BlockExport *blk_exp_find(const char *id)
+{
+    GLOBAL_STATE_CODE();
+    list_for_each(n, &exports) {
+        BlockExport *exp = list_entry(n, BlockExport, node);
+        if (strcmp(exp->id, id) == 0) {
+            return exp;
+        }
+    }
+    return NULL;
+}
+
+BlockExport *blk_exp_find_nbd(const char *name)
+{
+    GLOBAL_STATE_CODE();
+    list_for_each(n, &exports) {
+        BlockExport *exp = list_entry(n, BlockExport, node);
+        if (strcmp(exp->nbd_name, name) == 0) {
+            return exp;
+        }
+    }
+    return NULL;
+}
+
+void blk_exp_foreach(void (*fn)(BlockExport *exp, void *opaque), void *opaque)
+{
+    GLOBAL_STATE_CODE();
+    list_for_each_safe(n, &exports) {
+        fn(list_entry(n, BlockExport, node), opaque);
+    }
+}
+
+void blk_exp_close_all(void)
+{
+    GLOBAL_STATE_CODE();
+    while (!list_empty(&exports)) {
+        blk_exp_del(list_entry(exports.next, BlockExport, node)->id, &error_abort);
+    }
+}
+
+const char *blk_exp_id(BlockExport *exp) { return exp->id; }
+const char *blk_exp_nbd_name(BlockExport *exp) { return exp->nbd_name; }
+const char *blk_exp_description(BlockExport *exp) { return exp->description; }
+const char *blk_exp_node_name(BlockExport *exp) { return exp->node_name; }
+bool blk_exp_writable(BlockExport *exp) { return exp->writable; }
+BlockBackend *blk_exp_blk(BlockExport *exp) { return exp->blk; }
+AioContext *blk_exp_ctx(BlockExport *exp) { return exp->ctx; }

@@ -1,0 +1,960 @@
+/*
+ * nbd-client.c - one NBD connection: the fixed-newstyle handshake and the
+ * transmission phase.
+ *
+ * Each connection is a receive coroutine in its export's context that reads
+ * requests and starts one coroutine per request; replies go out under a
+ * send lock, so they may be sent out of order.  What a connection may hold
+ * is bounded (requests and bytes in flight); when the budget is used up it
+ * stops reading, so a client that does not read its replies stalls only
+ * itself.  Anything that breaks the protocol ends the connection; anything
+ * that is merely wrong gets an error reply.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "blockd/aio-wait.h"
+#include "blockd/atomic.h"
+#include "blockd/block-backend-io.h"
+#include "blockd/coroutine.h"
+#include "blockd/defer-call.h"
+#include "blockd/log.h"
+#include "blockd/main-loop.h"
+#include "nbd-internal.h"
+#include "nbd-proto.h"
+
+#define MAX_REQUESTS 32                        /* in flight per connection */
+#define MAX_IN_FLIGHT_BYTES (64 * 1024 * 1024)  /* payloads held per connection */
+#define MAX_STATUS_EXTENTS 1024
+
+struct NbdClient {
+    ListNode link;              /* first: in the export's client list (main) */
+    ListNode all_link;          /* in all_clients (main) */
+    int fd;
+    AioContext *ctx;            /* where the coroutines run */
+    BlockExport *exp;
+    int64_t size;
+    bool structured;
+    bool meta_allocation;
+    bool no_zeroes;
+    int closing;                /* atomic */
+    Coroutine *recv_waiter;     /* ctx thread: waiting to read */
+    Coroutine *send_waiter;     /* ctx thread: waiting to write */
+    CoMutex send_lock;
+    int in_flight;              /* ctx thread */
+    int64_t in_flight_bytes;    /* ctx thread */
+    Coroutine *budget_waiter;   /* the receive loop, waiting for room */
+};
+
+typedef struct NbdRequest {
+    NbdClient *client;
+    uint16_t flags;
+    uint16_t type;
+    uint64_t cookie;
+    uint64_t offset;
+    uint32_t length;
+    void *buf;                  /* the payload of a write */
+    uint32_t charged;           /* bytes counted in in_flight_bytes */
+} NbdRequest;
+
+static ListNode all_clients = LIST_INIT_STATIC(all_clients);
+static int num_clients;
+
+int nbd_client_count(void)
+{
+    return num_clients;
+}
+
+/* ---- Socket I/O from coroutines ---------------------------------------------- */
+
+static void client_ready(NbdClient *c, Coroutine **waiter);
+
+static void client_readable(void *opaque)
+{
+    NbdClient *c = opaque;
+    client_ready(c, &c->recv_waiter);
+}
+
+static void client_writable(void *opaque)
+{
+    NbdClient *c = opaque;
+    client_ready(c, &c->send_waiter);
+}
+
+static void client_update_handlers(NbdClient *c)
+{
+    aio_set_fd_handler(c->ctx, c->fd, c->recv_waiter ? client_readable : NULL,
+                       c->send_waiter ? client_writable : NULL, NULL, c);
+}
+
+static void client_ready(NbdClient *c, Coroutine **waiter)
+{
+    Coroutine *co = *waiter;
+
+    *waiter = NULL;
+    client_update_handlers(c);
+    if (co) {
+        aio_co_wake(co);
+    }
+}
+
+static void coroutine_fn client_wait(NbdClient *c, Coroutine **waiter)
+{
+    *waiter = coroutine_self();
+    client_update_handlers(c);
+    coroutine_yield();
+}
+
+/* Read exactly @len bytes; false on end of file or error. */
+static bool coroutine_fn co_recv_full(NbdClient *c, void *buf, size_t len)
+{
+    char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = recv(c->fd, p, len, 0);
+        if (n > 0) {
+            p += n;
+            len -= n;
+        } else if (n == 0) {
+            return false;
+        } else if (errno == EAGAIN) {
+            if (atomic_read(&c->closing)) {
+                return false;
+            }
+            client_wait(c, &c->recv_waiter);
+        } else if (errno != EINTR) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool coroutine_fn co_sendv(NbdClient *c, struct iovec *iov, int niov)
+{
+    while (niov > 0) {
+        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = niov };
+        ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+
+        if (n < 0) {
+            if (errno == EAGAIN) {
+                if (atomic_read(&c->closing)) {
+                    return false;
+                }
+                client_wait(c, &c->send_waiter);
+                continue;
+            }
+            if (errno == EINTR) {
+                continue;
+            }
+            return false;
+        }
+        while (niov > 0 && (size_t)n >= iov->iov_len) {
+            n -= iov->iov_len;
+            iov++;
+            niov--;
+        }
+        if (niov > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= n;
+        }
+    }
+    return true;
+}
+
+static bool coroutine_fn co_send(NbdClient *c, const void *buf, size_t len)
+{
+    struct iovec iov = { (void *)buf, len };
+    return co_sendv(c, &iov, 1);
+}
+
+/* ---- Handshake ------------------------------------------------------------------ */
+
+static bool coroutine_fn send_option_reply(NbdClient *c, uint32_t option, uint32_t type,
+                                           const void *data, uint32_t len)
+{
+    uint8_t hdr[20];
+    struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)data, len } };
+
+    nbd_put64(hdr, NBD_REP_MAGIC);
+    nbd_put32(hdr + 8, option);
+    nbd_put32(hdr + 12, type);
+    nbd_put32(hdr + 16, len);
+    return co_sendv(c, iov, len ? 2 : 1);
+}
+
+static uint16_t transmission_flags(NbdClient *c, BlockExport *exp)
+{
+    uint16_t flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+                     NBD_FLAG_SEND_CACHE | NBD_FLAG_CAN_MULTI_CONN;
+
+    /* Every connection uses the same node, and a flush flushes the node:
+     * what one connection flushed, all see.  Hence multi-conn. */
+    if (blk_exp_writable(exp)) {
+        flags |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+    } else {
+        flags |= NBD_FLAG_READ_ONLY;
+    }
+    if (c->structured) {
+        flags |= NBD_FLAG_SEND_DF;
+    }
+    return flags;
+}
+
+/* INFO and GO: send what the client may want to know about the export. */
+static bool coroutine_fn send_export_info(NbdClient *c, uint32_t option, BlockExport *exp,
+                                          const uint8_t *requests, int nrequests)
+{
+    uint8_t buf[14];
+    bool want_name = false, want_desc = false;
+    const char *desc = blk_exp_description(exp);
+
+    for (int i = 0; i < nrequests; i++) {
+        uint16_t r = nbd_get16(requests + 2 * i);
+        want_name |= r == NBD_INFO_NAME;
+        want_desc |= r == NBD_INFO_DESCRIPTION;
+    }
+    if (want_name) {
+        size_t len = strlen(blk_exp_nbd_name(exp));
+        char *info = malloc(2 + len);
+        bool ok;
+        nbd_put16((uint8_t *)info, NBD_INFO_NAME);
+        memcpy(info + 2, blk_exp_nbd_name(exp), len);
+        ok = send_option_reply(c, option, NBD_REP_INFO, info, 2 + len);
+        free(info);
+        if (!ok) {
+            return false;
+        }
+    }
+    if (want_desc && desc) {
+        size_t len = strlen(desc);
+        char *info = malloc(2 + len);
+        bool ok;
+        nbd_put16((uint8_t *)info, NBD_INFO_DESCRIPTION);
+        memcpy(info + 2, desc, len);
+        ok = send_option_reply(c, option, NBD_REP_INFO, info, 2 + len);
+        free(info);
+        if (!ok) {
+            return false;
+        }
+    }
+    /* Block sizes: any alignment works (the I/O path bounces); the
+     * preferred size avoids read-modify-write; the maximum bounds buffers. */
+    nbd_put16(buf, NBD_INFO_BLOCK_SIZE);
+    nbd_put32(buf + 2, NBD_MIN_BLOCK_SIZE);
+    nbd_put32(buf + 6, NBD_PREF_BLOCK_SIZE);
+    nbd_put32(buf + 10, NBD_MAX_BUFFER_SIZE);
+    if (!send_option_reply(c, option, NBD_REP_INFO, buf, 14)) {
+        return false;
+    }
+    nbd_put16(buf, NBD_INFO_EXPORT);
+    nbd_put64(buf + 2, blk_co_getlength(blk_exp_blk(exp)));
+    nbd_put16(buf + 10, transmission_flags(c, exp));
+    return send_option_reply(c, option, NBD_REP_INFO, buf, 12);
+}
+
+/* Parse INFO/GO: name, then a list of information requests. */
+static bool parse_info_request(const uint8_t *data, uint32_t len, char *name,
+                               const uint8_t **requests, int *nrequests)
+{
+    uint32_t namelen;
+
+    if (len < 6) {
+        return false;
+    }
+    namelen = nbd_get32(data);
+    if (namelen > len - 6 || namelen > NBD_NAME_MAX) {
+        return false;
+    }
+    memcpy(name, data + 4, namelen);
+    name[namelen] = '\0';
+    *nrequests = nbd_get16(data + 4 + namelen);
+    *requests = data + 6 + namelen;
+    return len == 6 + namelen + 2 * (uint32_t)*nrequests;
+}
+
+static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
+                                             const uint8_t *data, uint32_t len)
+{
+    char name[NBD_NAME_MAX + 1];
+    uint32_t namelen, nqueries, off;
+    bool set = option == NBD_OPT_SET_META_CONTEXT;
+    bool want_alloc = false;
+    BlockExport *exp;
+
+    if (set && !c->structured) {
+        return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+    }
+    if (len < 8 || (namelen = nbd_get32(data)) > len - 8 || namelen > NBD_NAME_MAX) {
+        return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+    }
+    memcpy(name, data + 4, namelen);
+    name[namelen] = '\0';
+    nqueries = nbd_get32(data + 4 + namelen);
+    off = 8 + namelen;
+    for (uint32_t i = 0; i < nqueries; i++) {
+        uint32_t qlen;
+        if (off + 4 > len || (qlen = nbd_get32(data + off)) > len - off - 4) {
+            return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+        }
+        if ((qlen == strlen("base:allocation") &&
+             memcmp(data + off + 4, "base:allocation", qlen) == 0) ||
+            (!set && qlen == 5 && memcmp(data + off + 4, "base:", 5) == 0)) {
+            want_alloc = true;
+        }
+        off += 4 + qlen;
+    }
+    if (off != len) {
+        return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+    }
+    exp = blk_exp_find_nbd(name);
+    if (!exp) {
+        return send_option_reply(c, option, NBD_REP_ERR_UNKNOWN, NULL, 0);
+    }
+    if (!set && nqueries == 0) {
+        want_alloc = true;    /* list everything */
+    }
+    if (set) {
+        c->meta_allocation = want_alloc;
+    }
+    if (want_alloc) {
+        uint8_t reply[4 + 15];
+        nbd_put32(reply, NBD_META_BASE_ALLOCATION_ID);
+        memcpy(reply + 4, "base:allocation", 15);
+        if (!send_option_reply(c, option, NBD_REP_META_CONTEXT, reply, sizeof(reply))) {
+            return false;
+        }
+    }
+    return send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
+}
+
+typedef struct NameList {
+    char **names;
+    int n;
+} NameList;
+
+static void collect_name(BlockExport *exp, void *opaque)
+{
+    NameList *l = opaque;
+
+    l->names = realloc(l->names, (l->n + 1) * sizeof(*l->names));
+    if (!l->names || !(l->names[l->n] = strdup(blk_exp_nbd_name(exp)))) {
+        abort();
+    }
+    l->n++;
+}
+
+static bool coroutine_fn handle_list(NbdClient *c, uint32_t len)
+{
+    NameList l = { NULL, 0 };
+    bool ok = true;
+
+    if (len != 0) {
+        return send_option_reply(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID, NULL, 0);
+    }
+    /* Copy the names first: sending may yield, and exports may change. */
+    blk_exp_foreach(collect_name, &l);
+    for (int i = 0; i < l.n; i++) {
+        size_t nlen = strlen(l.names[i]);
+        uint8_t *reply = malloc(4 + nlen);
+        nbd_put32(reply, nlen);
+        memcpy(reply + 4, l.names[i], nlen);
+        ok = ok && send_option_reply(c, NBD_OPT_LIST, NBD_REP_SERVER, reply, 4 + nlen);
+        free(reply);
+        free(l.names[i]);
+    }
+    free(l.names);
+    return ok && send_option_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+}
+
+/*
+ * Run the option haggling.  Returns the chosen export (referenced by the
+ * caller afterwards), or NULL to end the connection.
+ */
+static BlockExport *coroutine_fn handshake(NbdClient *c)
+{
+    uint8_t greeting[18], cflags[4], opt[16];
+    uint32_t client_flags;
+
+    nbd_put64(greeting, NBD_MAGIC);
+    nbd_put64(greeting + 8, NBD_OPTS_MAGIC);
+    nbd_put16(greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    if (!co_send(c, greeting, sizeof(greeting)) || !co_recv_full(c, cflags, 4)) {
+        return NULL;
+    }
+    client_flags = nbd_get32(cflags);
+    if (client_flags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
+        return NULL;
+    }
+    c->no_zeroes = client_flags & NBD_FLAG_C_NO_ZEROES;
+
+    for (;;) {
+        uint32_t option, len;
+        uint8_t *data = NULL;
+        BlockExport *exp = NULL;
+        bool ok = true;
+
+        if (!co_recv_full(c, opt, sizeof(opt)) || nbd_get64(opt) != NBD_OPTS_MAGIC) {
+            return NULL;
+        }
+        option = nbd_get32(opt + 8);
+        len = nbd_get32(opt + 12);
+        if (len > NBD_MAX_OPTION_LEN) {
+            return NULL;   /* not worth reading: the client is broken */
+        }
+        data = malloc(len + 1);
+        if (!data || !co_recv_full(c, data, len)) {
+            free(data);
+            return NULL;
+        }
+        data[len] = '\0';
+
+        switch (option) {
+        case NBD_OPT_EXPORT_NAME: {
+            uint8_t reply[8 + 2 + 124] = { 0 };
+            if (memchr(data, '\0', len) || !(exp = blk_exp_find_nbd((char *)data))) {
+                free(data);
+                return NULL;        /* the protocol allows no error here */
+            }
+            nbd_put64(reply, blk_co_getlength(blk_exp_blk(exp)));
+            nbd_put16(reply + 8, transmission_flags(c, exp));
+            free(data);
+            return co_send(c, reply, c->no_zeroes ? 10 : sizeof(reply)) ? exp : NULL;
+        }
+        case NBD_OPT_ABORT:
+            send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
+            free(data);
+            return NULL;
+        case NBD_OPT_LIST:
+            ok = handle_list(c, len);
+            break;
+        case NBD_OPT_STARTTLS:
+            ok = send_option_reply(c, option, NBD_REP_ERR_POLICY, NULL, 0);
+            break;
+        case NBD_OPT_INFO:
+        case NBD_OPT_GO: {
+            char name[NBD_NAME_MAX + 1];
+            const uint8_t *requests;
+            int nrequests;
+            if (!parse_info_request(data, len, name, &requests, &nrequests)) {
+                ok = send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+            } else if (!(exp = blk_exp_find_nbd(name))) {
+                ok = send_option_reply(c, option, NBD_REP_ERR_UNKNOWN, NULL, 0);
+            } else {
+                ok = send_export_info(c, option, exp, requests, nrequests) &&
+                     send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
+                if (ok && option == NBD_OPT_GO) {
+                    free(data);
+                    return exp;
+                }
+            }
+            break;
+        }
+        case NBD_OPT_STRUCTURED_REPLY:
+            if (len != 0) {
+                ok = send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+            } else {
+                c->structured = true;
+                ok = send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
+            }
+            break;
+        case NBD_OPT_LIST_META_CONTEXT:
+        case NBD_OPT_SET_META_CONTEXT:
+            ok = handle_meta_context(c, option, data, len);
+            break;
+        default:
+            ok = send_option_reply(c, option, NBD_REP_ERR_UNSUP, NULL, 0);
+            break;
+        }
+        free(data);
+        if (!ok) {
+            return NULL;
+        }
+    }
+}
+
+/* ---- Replies -------------------------------------------------------------------- */
+
+static uint32_t nbd_errno(int err)
+{
+    switch (err) {
+    case EPERM: case EROFS:           return NBD_EPERM;
+    case ENOMEM:                      return NBD_ENOMEM;
+    case EINVAL:                      return NBD_EINVAL;
+    case ENOSPC: case EDQUOT: case EFBIG: return NBD_ENOSPC;
+    case EOVERFLOW:                   return NBD_EOVERFLOW;
+    case ENOTSUP:                     return NBD_ENOTSUP;
+    case ESHUTDOWN:                   return NBD_ESHUTDOWN;
+    default:                          return NBD_EIO;
+    }
+}
+
+static void chunk_header(uint8_t *hdr, uint16_t flags, uint16_t type, uint64_t cookie,
+                         uint32_t len)
+{
+    nbd_put32(hdr, NBD_STRUCTURED_REPLY_MAGIC);
+    nbd_put16(hdr + 4, flags);
+    nbd_put16(hdr + 6, type);
+    nbd_put64(hdr + 8, cookie);
+    nbd_put32(hdr + 16, len);
+}
+
+/* A reply without payload: success or -errno.  Send lock held. */
+static bool coroutine_fn send_status(NbdClient *c, NbdRequest *r, int ret)
+{
+    uint8_t buf[20 + 6];
+
+    if (!c->structured) {
+        nbd_put32(buf, NBD_SIMPLE_REPLY_MAGIC);
+        nbd_put32(buf + 4, ret < 0 ? nbd_errno(-ret) : 0);
+        nbd_put64(buf + 8, r->cookie);
+        return co_send(c, buf, 16);
+    }
+    if (ret >= 0) {
+        chunk_header(buf, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, r->cookie, 0);
+        return co_send(c, buf, 20);
+    }
+    chunk_header(buf, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, r->cookie, 6);
+    nbd_put32(buf + 20, nbd_errno(-ret));
+    nbd_put16(buf + 24, 0);     /* no message */
+    return co_send(c, buf, sizeof(buf));
+}
+
+/* ---- Requests -------------------------------------------------------------------- */
+
+static bool valid_flags(NbdClient *c, NbdRequest *r)
+{
+    uint16_t allowed = 0;
+
+    switch (r->type) {
+    case NBD_CMD_READ:
+        allowed = c->structured ? NBD_CMD_FLAG_DF : 0;
+        break;
+    case NBD_CMD_WRITE:
+    case NBD_CMD_TRIM:
+        allowed = NBD_CMD_FLAG_FUA;
+        break;
+    case NBD_CMD_WRITE_ZEROES:
+        allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+        break;
+    case NBD_CMD_BLOCK_STATUS:
+        allowed = NBD_CMD_FLAG_REQ_ONE;
+        break;
+    default:
+        break;
+    }
+    return !(r->flags & ~allowed);
+}
+
+/* The error for a request that cannot be carried out as given, or 0. */
+static int check_request(NbdClient *c, NbdRequest *r)
+{
+    bool writes = r->type == NBD_CMD_WRITE || r->type == NBD_CMD_TRIM ||
+                  r->type == NBD_CMD_WRITE_ZEROES;
+
+    if (r->type > NBD_CMD_BLOCK_STATUS || r->type == NBD_CMD_DISC) {
+        return -EINVAL;
+    }
+    if (!valid_flags(c, r)) {
+        return -EINVAL;
+    }
+    if (writes && !blk_exp_writable(c->exp)) {
+        return -EPERM;
+    }
+    if (r->type == NBD_CMD_FLUSH) {
+        return 0;
+    }
+    if (r->length == 0) {
+        return -EINVAL;
+    }
+    if (r->offset > (uint64_t)c->size || r->length > (uint64_t)c->size - r->offset) {
+        return writes ? -ENOSPC : -EINVAL;
+    }
+    if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_CACHE) &&
+        r->length > NBD_MAX_BUFFER_SIZE) {
+        return -EINVAL;
+    }
+    if (r->type == NBD_CMD_BLOCK_STATUS && !(c->structured && c->meta_allocation)) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static uint32_t allocation_flags(int status)
+{
+    return (status & BDRV_BLOCK_DATA ? 0 : NBD_STATE_HOLE) |
+           (status & BDRV_BLOCK_ZERO ? NBD_STATE_ZERO : 0);
+}
+
+/* READ with structured replies: holes as hole chunks, data as data chunks. */
+static int coroutine_fn read_structured(NbdClient *c, NbdRequest *r, void *buf)
+{
+    BlockBackend *blk = blk_exp_blk(c->exp);
+    uint64_t done = 0;
+    bool sent_any = false;
+
+    while (done < r->length) {
+        int64_t pnum = r->length - done;
+        int status = 0;
+        uint8_t hdr[20 + 12];
+        bool last, ok;
+
+        if (!(r->flags & NBD_CMD_FLAG_DF)) {
+            status = blk_co_block_status(blk, r->offset + done, r->length - done, &pnum);
+            if (status < 0 || pnum <= 0) {
+                status = 0;
+                pnum = r->length - done;
+            }
+        }
+        last = done + pnum >= r->length;
+        if ((status & BDRV_BLOCK_ZERO) && !(status & BDRV_BLOCK_DATA) && pnum <= UINT32_MAX) {
+            chunk_header(hdr, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_OFFSET_HOLE,
+                         r->cookie, 12);
+            nbd_put64(hdr + 20, r->offset + done);
+            nbd_put32(hdr + 28, pnum);
+            co_mutex_lock(&c->send_lock);
+            ok = co_send(c, hdr, 32);
+            co_mutex_unlock(&c->send_lock);
+        } else {
+            int ret = blk_co_pread(blk, r->offset + done, pnum, (char *)buf + done, 0);
+            struct iovec iov[2] = { { hdr, 28 }, { (char *)buf + done, pnum } };
+            if (ret < 0) {
+                /* Chunks already sent stand; the error ends the reply. */
+                co_mutex_lock(&c->send_lock);
+                ok = send_status(c, r, ret);
+                co_mutex_unlock(&c->send_lock);
+                return ok ? 0 : -EPIPE;
+            }
+            chunk_header(hdr, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_OFFSET_DATA,
+                         r->cookie, 8 + pnum);
+            nbd_put64(hdr + 20, r->offset + done);
+            co_mutex_lock(&c->send_lock);
+            ok = co_sendv(c, iov, 2);
+            co_mutex_unlock(&c->send_lock);
+        }
+        if (!ok) {
+            return -EPIPE;
+        }
+        sent_any = true;
+        done += pnum;
+    }
+    (void)sent_any;
+    return 0;
+}
+
+static int coroutine_fn do_read(NbdClient *c, NbdRequest *r)
+{
+    void *buf = malloc(r->length);
+    int ret;
+    bool ok;
+
+    if (!buf) {
+        co_mutex_lock(&c->send_lock);
+        ok = send_status(c, r, -ENOMEM);
+        co_mutex_unlock(&c->send_lock);
+        return ok ? 0 : -EPIPE;
+    }
+    if (c->structured) {
+        ret = read_structured(c, r, buf);
+        free(buf);
+        return ret;
+    }
+    ret = blk_co_pread(blk_exp_blk(c->exp), r->offset, r->length, buf, 0);
+    co_mutex_lock(&c->send_lock);
+    if (ret < 0) {
+        ok = send_status(c, r, ret);
+    } else {
+        uint8_t hdr[16];
+        struct iovec iov[2] = { { hdr, 16 }, { buf, r->length } };
+        nbd_put32(hdr, NBD_SIMPLE_REPLY_MAGIC);
+        nbd_put32(hdr + 4, 0);
+        nbd_put64(hdr + 8, r->cookie);
+        ok = co_sendv(c, iov, 2);
+    }
+    co_mutex_unlock(&c->send_lock);
+    free(buf);
+    return ok ? 0 : -EPIPE;
+}
+
+static int coroutine_fn do_block_status(NbdClient *c, NbdRequest *r)
+{
+    BlockBackend *blk = blk_exp_blk(c->exp);
+    uint32_t max = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : MAX_STATUS_EXTENTS;
+    uint8_t *buf = malloc(20 + 4 + 8 * max);
+    uint32_t n = 0;
+    uint64_t done = 0;
+    int ret = 0;
+    bool ok;
+
+    while (done < r->length && n < max) {
+        int64_t pnum;
+        int status = blk_co_block_status(blk, r->offset + done, r->length - done, &pnum);
+        if (status < 0) {
+            ret = status;
+            break;
+        }
+        if (pnum <= 0) {
+            break;
+        }
+        if (pnum > UINT32_MAX) {
+            pnum = UINT32_MAX & ~(uint32_t)511;
+        }
+        /* Merge with the previous extent when the flags agree. */
+        if (n > 0 && nbd_get32(buf + 24 + 8 * (n - 1) + 4) == allocation_flags(status) &&
+            (uint64_t)nbd_get32(buf + 24 + 8 * (n - 1)) + pnum <= UINT32_MAX) {
+            nbd_put32(buf + 24 + 8 * (n - 1), nbd_get32(buf + 24 + 8 * (n - 1)) + pnum);
+        } else {
+            nbd_put32(buf + 24 + 8 * n, pnum);
+            nbd_put32(buf + 24 + 8 * n + 4, allocation_flags(status));
+            n++;
+        }
+        done += pnum;
+    }
+    co_mutex_lock(&c->send_lock);
+    if (ret < 0 || n == 0) {
+        ok = send_status(c, r, ret < 0 ? ret : -EIO);
+    } else {
+        chunk_header(buf, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, r->cookie,
+                     4 + 8 * n);
+        nbd_put32(buf + 20, NBD_META_BASE_ALLOCATION_ID);
+        ok = co_send(c, buf, 24 + 8 * n);
+    }
+    co_mutex_unlock(&c->send_lock);
+    free(buf);
+    return ok ? 0 : -EPIPE;
+}
+
+/* Carry out one request and reply; -EPIPE when the client is gone. */
+static int coroutine_fn process_request(NbdClient *c, NbdRequest *r)
+{
+    BlockBackend *blk = blk_exp_blk(c->exp);
+    int fua = (r->flags & NBD_CMD_FLAG_FUA) ? BDRV_REQ_FUA : 0;
+    int ret = check_request(c, r);
+    bool ok;
+
+    if (ret == 0) {
+        switch (r->type) {
+        case NBD_CMD_READ:
+            return do_read(c, r);
+        case NBD_CMD_BLOCK_STATUS:
+            return do_block_status(c, r);
+        case NBD_CMD_WRITE:
+            ret = blk_co_pwrite(blk, r->offset, r->length, r->buf, fua);
+            break;
+        case NBD_CMD_FLUSH:
+            ret = blk_co_flush(blk);
+            break;
+        case NBD_CMD_TRIM:
+            ret = blk_co_pdiscard(blk, r->offset, r->length);
+            if (ret == 0 && fua) {
+                ret = blk_co_flush(blk);
+            }
+            break;
+        case NBD_CMD_WRITE_ZEROES: {
+            int flags = fua;
+            if (!(r->flags & NBD_CMD_FLAG_NO_HOLE)) {
+                flags |= BDRV_REQ_MAY_UNMAP;
+            }
+            if (r->flags & NBD_CMD_FLAG_FAST_ZERO) {
+                flags |= BDRV_REQ_NO_FALLBACK;
+            }
+            ret = blk_co_pwrite_zeroes(blk, r->offset, r->length, flags);
+            break;
+        }
+        case NBD_CMD_CACHE: {
+            /* Prefetch: read and drop. */
+            void *buf = malloc(r->length);
+            ret = buf ? blk_co_pread(blk, r->offset, r->length, buf, 0) : -ENOMEM;
+            free(buf);
+            break;
+        }
+        default:
+            ret = -EINVAL;
+            break;
+        }
+    }
+    co_mutex_lock(&c->send_lock);
+    ok = send_status(c, r, ret);
+    co_mutex_unlock(&c->send_lock);
+    return ok ? 0 : -EPIPE;
+}
+
+static void coroutine_fn request_co(void *opaque)
+{
+    NbdRequest *r = opaque;
+    NbdClient *c = r->client;
+
+    if (process_request(c, r) < 0) {
+        /* The client is gone: the receive loop notices too. */
+        atomic_set(&c->closing, 1);
+        shutdown(c->fd, SHUT_RDWR);
+    }
+    c->in_flight--;
+    c->in_flight_bytes -= r->charged;
+    blk_exp_request_end(c->exp);
+    free(r->buf);
+    free(r);
+    if (c->budget_waiter) {
+        Coroutine *co = c->budget_waiter;
+        c->budget_waiter = NULL;
+        aio_co_wake(co);
+    }
+}
+
+/* ---- The connection --------------------------------------------------------------- */
+
+/* Read the next request; false to end the connection. */
+static bool coroutine_fn receive_request(NbdClient *c, NbdRequest *r)
+{
+    uint8_t hdr[28];
+
+    if (!co_recv_full(c, hdr, sizeof(hdr)) || nbd_get32(hdr) != NBD_REQUEST_MAGIC) {
+        return false;
+    }
+    r->flags = nbd_get16(hdr + 4);
+    r->type = nbd_get16(hdr + 6);
+    r->cookie = nbd_get64(hdr + 8);
+    r->offset = nbd_get64(hdr + 16);
+    r->length = nbd_get32(hdr + 24);
+    r->buf = NULL;
+    if (r->type == NBD_CMD_WRITE) {
+        /* The payload follows whatever we think of the request. */
+        if (r->length > NBD_MAX_BUFFER_SIZE) {
+            return false;      /* too big to buffer or skip cheaply: hang up */
+        }
+        r->buf = malloc(r->length ? r->length : 1);
+        if (!r->buf || !co_recv_full(c, r->buf, r->length)) {
+            free(r->buf);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void coroutine_fn wait_for_budget(NbdClient *c, uint32_t bytes)
+{
+    while (c->in_flight >= MAX_REQUESTS ||
+           (c->in_flight > 0 && c->in_flight_bytes + bytes > MAX_IN_FLIGHT_BYTES)) {
+        c->budget_waiter = coroutine_self();
+        coroutine_yield();
+    }
+}
+
+/* Count a request in the export, waiting while it is drained. */
+static void coroutine_fn enter_export(NbdClient *c)
+{
+    for (;;) {
+        blk_exp_request_begin(c->exp);
+        if (!blk_exp_quiesced(c->exp)) {
+            return;
+        }
+        blk_exp_request_end(c->exp);
+        blk_exp_wait_unquiesced(c->exp);
+    }
+}
+
+static void coroutine_fn transmission(NbdClient *c)
+{
+    for (;;) {
+        NbdRequest *r = calloc(1, sizeof(*r));
+
+        if (!r) {
+            break;
+        }
+        r->client = c;
+        if (atomic_read(&c->closing) || !receive_request(c, r)) {
+            free(r);
+            break;
+        }
+        if (r->type == NBD_CMD_DISC) {
+            free(r->buf);
+            free(r);
+            break;
+        }
+        /* Reads and writes hold a buffer until their reply is out. */
+        r->charged = (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) ? r->length : 0;
+        wait_for_budget(c, r->charged);
+        enter_export(c);
+        c->in_flight++;
+        c->in_flight_bytes += r->charged;
+        aio_co_enter(c->ctx, coroutine_create(request_co, r));
+    }
+    /* Let the requests in flight finish (their replies may fail). */
+    while (c->in_flight > 0) {
+        c->budget_waiter = coroutine_self();
+        coroutine_yield();
+    }
+}
+
+static void client_free_bh(void *opaque)
+{
+    NbdClient *c = opaque;
+
+    if (c->exp) {
+        blk_exp_remove_client(c->exp, &c->link);
+    }
+    list_del(&c->all_link);
+    num_clients--;
+    close(c->fd);
+    free(c);
+    aio_wait_kick();
+}
+
+static void coroutine_fn client_co(void *opaque)
+{
+    NbdClient *c = opaque;
+    BlockExport *exp = handshake(c);
+
+    if (exp && !atomic_read(&c->closing)) {
+        c->exp = exp;
+        c->size = blk_co_getlength(blk_exp_blk(exp));
+        blk_exp_add_client(exp, c, &c->link);
+        if (blk_exp_ctx(exp) != c->ctx) {
+            /* Serve it where the export lives. */
+            aio_set_fd_handler(c->ctx, c->fd, NULL, NULL, NULL, NULL);
+            c->ctx = blk_exp_ctx(exp);
+            aio_co_reschedule_self(c->ctx);
+        }
+        transmission(c);
+    }
+    c->recv_waiter = c->send_waiter = NULL;
+    aio_set_fd_handler(c->ctx, c->fd, NULL, NULL, NULL, NULL);
+    /* Bookkeeping belongs to the main thread. */
+    aio_bh_schedule_oneshot(main_aio_context(), client_free_bh, c);
+}
+
+void nbd_client_new(int fd)
+{
+    NbdClient *c = calloc(1, sizeof(*c));
+
+    GLOBAL_STATE_CODE();
+    if (!c) {
+        abort();
+    }
+    c->fd = fd;
+    c->ctx = main_aio_context();
+    list_init(&c->link);
+    co_mutex_init(&c->send_lock);
+    list_add_tail(&all_clients, &c->all_link);
+    num_clients++;
+    coroutine_enter(coroutine_create(client_co, c));
+}
+
+void nbd_client_shutdown(NbdClient *c)
+{
+    atomic_set(&c->closing, 1);
+    /* Wakes a receive or send that is waiting, wherever it runs. */
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+void nbd_clients_shutdown_all(void)
+{
+    GLOBAL_STATE_CODE();
+    list_for_each(n, &all_clients) {
+        nbd_client_shutdown(list_entry(n, NbdClient, all_link));
+    }
+}

@@ -1,0 +1,198 @@
+/*
+ * qmp-cmds-export.c - nbd-server-start, nbd-server-stop, block-export-add,
+ * block-export-del, query-block-exports, and the schemas shared with
+ * --nbd-server and --export.
+ */
+#include <string.h>
+
+#include "blockd/export.h"
+#include "blockd/main-loop.h"
+#include "blockd/monitor.h"
+#include "qapi-schemas.h"
+
+static const char *const address_types[] = { "unix", "inet", NULL };
+static const char *const export_types[] = { "nbd", NULL };
+static const char *const del_modes[] = { "safe", "hard", NULL };
+
+/* SocketAddress, flat (--nbd-server addr.type=unix,addr.path=...). */
+static const SchemaField address_base_fields[] = {
+    { .name = "type", .type = SCHEMA_ENUM, .enum_values = address_types },
+    { 0 },
+};
+static const SchemaField unix_fields[] = {
+    { .name = "path", .type = SCHEMA_STR },
+    { 0 },
+};
+static const SchemaObject unix_address = { .name = "UnixSocketAddress", .fields = unix_fields };
+static const SchemaField inet_fields[] = {
+    { .name = "host", .type = SCHEMA_STR },
+    { .name = "port", .type = SCHEMA_STR },
+    { .name = "ipv4", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "ipv6", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+static const SchemaObject inet_address = { .name = "InetSocketAddress", .fields = inet_fields };
+static const SchemaVariant address_variants[] = {
+    { "unix", &unix_address },
+    { "inet", &inet_address },
+    { NULL, NULL },
+};
+static const SchemaObject socket_address = {
+    .name = "SocketAddress", .fields = address_base_fields,
+    .discriminator = "type", .variants = address_variants,
+};
+
+static const SchemaField nbd_server_options_fields[] = {
+    { .name = "addr", .type = SCHEMA_OBJECT, .object = &socket_address },
+    { .name = "max-connections", .type = SCHEMA_INT, .optional = true },
+    { 0 },
+};
+
+const SchemaObject qapi_nbd_server_options = {
+    .name = "NbdServerOptions", .fields = nbd_server_options_fields,
+};
+
+/* QMP's nbd-server-start takes the legacy address form: checked in code. */
+static const SchemaField nbd_server_start_fields[] = {
+    { .name = "addr", .type = SCHEMA_ANY },
+    { .name = "max-connections", .type = SCHEMA_INT, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject nbd_server_start_args = {
+    .name = "nbd-server-start-arg", .fields = nbd_server_start_fields,
+};
+
+static const SchemaField export_base_fields[] = {
+    { .name = "type", .type = SCHEMA_ENUM, .enum_values = export_types },
+    { .name = "id", .type = SCHEMA_STR },
+    { .name = "node-name", .type = SCHEMA_STR },
+    { .name = "writable", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "writethrough", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "iothread", .type = SCHEMA_STR, .optional = true },
+    { .name = "fixed-iothread", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+
+static const SchemaField nbd_export_fields[] = {
+    { .name = "name", .type = SCHEMA_STR, .optional = true },
+    { .name = "description", .type = SCHEMA_STR, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject nbd_export_options = {
+    .name = "BlockExportOptionsNbd", .fields = nbd_export_fields,
+};
+
+static const SchemaVariant export_variants[] = {
+    { "nbd", &nbd_export_options },
+    { NULL, NULL },
+};
+
+const SchemaObject qapi_block_export_options = {
+    .name = "BlockExportOptions", .fields = export_base_fields,
+    .discriminator = "type", .variants = export_variants,
+};
+
+static const SchemaField export_del_fields[] = {
+    { .name = "id", .type = SCHEMA_STR },
+    { .name = "mode", .type = SCHEMA_ENUM, .optional = true, .enum_values = del_modes },
+    { 0 },
+};
+
+static const SchemaObject export_del_args = {
+    .name = "block-export-del-arg", .fields = export_del_fields,
+};
+
+static int max_conn(json_object *args)
+{
+    json_object *v;
+    return json_object_object_get_ex(args, "max-connections", &v) ? json_object_get_int(v) : 0;
+}
+
+/* --nbd-server: the flat address. */
+bool qmp_nbd_server_start_flat(json_object *args, Error **errp)
+{
+    json_object *addr;
+
+    json_object_object_get_ex(args, "addr", &addr);
+    return nbd_server_start(addr, max_conn(args), errp);
+}
+
+static json_object *qmp_nbd_server_start(json_object *args, Error **errp)
+{
+    json_object *addr, *data;
+
+    json_object_object_get_ex(args, "addr", &addr);
+    if (!json_object_is_type(addr, json_type_object)) {
+        error_setg(errp, "Invalid parameter type for 'addr', expected: object");
+        return NULL;
+    }
+    /* Accept the legacy form {"type", "data": {...}} and the flat one. */
+    if (json_object_object_get_ex(addr, "data", &data)) {
+        json_object *flat = NULL, *type;
+        bool ok;
+        json_object_deep_copy(data, &flat, NULL);
+        if (json_object_object_get_ex(addr, "type", &type)) {
+            json_object_object_add(flat, "type", json_object_get(type));
+        }
+        ok = schema_check(&socket_address, flat, errp) &&
+             nbd_server_start(flat, max_conn(args), errp);
+        json_object_put(flat);
+        return ok ? json_object_new_object() : NULL;
+    }
+    if (!schema_check(&socket_address, addr, errp) ||
+        !nbd_server_start(addr, max_conn(args), errp)) {
+        return NULL;
+    }
+    return json_object_new_object();
+}
+
+static json_object *qmp_nbd_server_stop(json_object *args, Error **errp)
+{
+    (void)args;
+    return nbd_server_stop(errp) ? json_object_new_object() : NULL;
+}
+
+static json_object *qmp_block_export_add(json_object *args, Error **errp)
+{
+    return blk_exp_add(args, errp) ? json_object_new_object() : NULL;
+}
+
+static json_object *qmp_block_export_del(json_object *args, Error **errp)
+{
+    json_object *v;
+
+    json_object_object_get_ex(args, "id", &v);
+    return blk_exp_del(json_object_get_string(v), errp) ? json_object_new_object() : NULL;
+}
+
+static void add_export_info(BlockExport *exp, void *opaque)
+{
+    json_object *info = json_object_new_object();
+
+    json_object_object_add(info, "type", json_object_new_string("nbd"));
+    json_object_object_add(info, "id", json_object_new_string(blk_exp_id(exp)));
+    json_object_object_add(info, "node-name", json_object_new_string(blk_exp_node_name(exp)));
+    json_object_object_add(info, "shutting-down", json_object_new_boolean(false));
+    json_object_array_add(opaque, info);
+}
+
+static json_object *qmp_query_block_exports(json_object *args, Error **errp)
+{
+    json_object *list = json_object_new_array();
+
+    (void)args;
+    (void)errp;
+    blk_exp_foreach(add_export_info, list);
+    return list;
+}
+
+const QmpCommand qmp_export_commands[] = {
+    { "nbd-server-start", qmp_nbd_server_start, &nbd_server_start_args },
+    { "nbd-server-stop", qmp_nbd_server_stop, NULL },
+    { "block-export-add", qmp_block_export_add, &qapi_block_export_options },
+    { "block-export-del", qmp_block_export_del, &export_del_args },
+    { "query-block-exports", qmp_query_block_exports, NULL },
+    { NULL, NULL, NULL },
+};
