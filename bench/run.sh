@@ -29,3 +29,5 @@ echo "fio io_uring 4k randread, depth 32, same file: $fio_iops IOPS"
 ours_iops=$(echo "$ours" | sed -n 's/.*: \([0-9]*\) IOPS.*/\1/p')
 echo "ratio blockd / fio: $(awk -v a="$ours_iops" -v b="$fio_iops" 'BEGIN { printf "%.2f", a / b }')"
 rm -f "$img"
+echo "== NBD: blockd vs qemu-storage-daemon vs nbdkit (fio --ioengine=nbd, nbdcopy)"
+/usr/bin/python3 "$top/bench/nbd-bench.py" "$seconds"

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -42,6 +43,14 @@ typedef struct FileState {
     bool is_blockdev;
     bool discard_unmap;
     FileLock lock;
+    /*
+     * The last data extent SEEK_HOLE found.  On a large dense file
+     * SEEK_HOLE walks every page up to the end, so asking it on every read
+     * would cost milliseconds; data stays data until a hole is punched.
+     */
+    BdMutex status_lock;
+    int64_t data_start TSA_FIELD_GUARDED_BY(status_lock);
+    int64_t data_end TSA_FIELD_GUARDED_BY(status_lock);
 } FileState;
 
 /* ---- Options and open ------------------------------------------------------ */
@@ -140,6 +149,10 @@ static int file_open(BlockDriverState *bs, json_object *options, int flags,
     s->use_lock = locking != FILE_LOCKING_OFF;
     s->discard_unmap = discard == 1 || discard == 3 || (flags & BDRV_O_UNMAP);
     s->lock.fd = s->fd;
+    bd_mutex_init(&s->status_lock);
+    bd_mutex_lock(&s->status_lock);
+    s->data_start = s->data_end = 0;
+    bd_mutex_unlock(&s->status_lock);
     if (no_flush) {
         bs->open_flags |= BDRV_O_NO_FLUSH;
     }
@@ -184,6 +197,7 @@ static void file_close(BlockDriverState *bs)
 
     if (s->fd >= 0) {
         close(s->fd);    /* releases the OFD locks too */
+        bd_mutex_destroy(&s->status_lock);
     }
     free(s->filename);
 }
@@ -284,6 +298,39 @@ static int coroutine_fn file_co_flush(BlockDriverState *bs) GRAPH_RDLOCK
     return ret < 0 ? ret : 0;
 }
 
+/* ---- The data-extent cache --------------------------------------------------- */
+
+/* Is [offset, ...) inside the cached data extent?  How far, if so. */
+static int64_t cached_data(FileState *s, int64_t offset)
+{
+    int64_t len = 0;
+
+    bd_mutex_lock(&s->status_lock);
+    if (offset >= s->data_start && offset < s->data_end) {
+        len = s->data_end - offset;
+    }
+    bd_mutex_unlock(&s->status_lock);
+    return len;
+}
+
+static void cache_data(FileState *s, int64_t start, int64_t end)
+{
+    bd_mutex_lock(&s->status_lock);
+    s->data_start = start;
+    s->data_end = end;
+    bd_mutex_unlock(&s->status_lock);
+}
+
+/* A hole may have appeared in [offset, offset+bytes): forget the extent. */
+static void uncache_data(FileState *s, int64_t offset, int64_t bytes)
+{
+    bd_mutex_lock(&s->status_lock);
+    if (offset < s->data_end && s->data_start < offset + bytes) {
+        s->data_start = s->data_end = 0;
+    }
+    bd_mutex_unlock(&s->status_lock);
+}
+
 /* ---- Blocking operations on the thread pool ------------------------------------ */
 
 typedef struct FileOp {
@@ -308,7 +355,11 @@ static int do_ftruncate(void *opaque)
 static int coroutine_fn file_fallocate(FileState *s, int mode, int64_t offset, int64_t bytes)
 {
     FileOp op = { s->fd, mode, offset, bytes };
-    int ret = thread_pool_submit_co(do_fallocate, &op);
+    int ret;
+
+    /* Before, so that no reader trusts the old extent once holes exist. */
+    uncache_data(s, offset, bytes);
+    ret = thread_pool_submit_co(do_fallocate, &op);
 
     /* Not supported by this file system (or device): let the caller fall back. */
     return ret == -EOPNOTSUPP || ret == -EINVAL || ret == -ENODEV ? -ENOTSUP : ret;
@@ -348,9 +399,15 @@ static int coroutine_fn file_co_block_status(BlockDriverState *bs, int64_t offse
 {
     FileState *s = bs->opaque;
     off_t data, hole;
+    int64_t cached;
 
     if (s->is_blockdev) {
         *pnum = bytes;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    }
+    cached = cached_data(s, offset);
+    if (cached > 0) {
+        *pnum = cached < bytes ? cached : bytes;
         return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
     }
     data = lseek(s->fd, offset, SEEK_DATA);
@@ -372,6 +429,7 @@ static int coroutine_fn file_co_block_status(BlockDriverState *bs, int64_t offse
         *pnum = bytes;
         return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
     }
+    cache_data(s, offset, hole);
     *pnum = hole - offset < bytes ? hole - offset : bytes;
     return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
 }
@@ -386,6 +444,7 @@ static int coroutine_fn file_co_truncate(BlockDriverState *bs, int64_t size, Err
         error_setg(errp, "Cannot resize block device '%s'", s->filename);
         return -ENOTSUP;
     }
+    uncache_data(s, 0, INT64_MAX);
     ret = thread_pool_submit_co(do_ftruncate, &op);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "Failed to resize '%s'", s->filename);
