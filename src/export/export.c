@@ -2,6 +2,7 @@
  * export.c - block exports: a BlockBackend on a node, the connections
  * that use it, and what they do in drained sections.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,20 @@ static const char *get_str(json_object *o, const char *key)
     return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
 }
 
+/* As QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'. */
+static bool id_wellformed(const char *id)
+{
+    if (!isalpha((unsigned char)id[0])) {
+        return false;
+    }
+    for (const char *p = id + 1; *p; p++) {
+        if (!isalnum((unsigned char)*p) && !strchr("-._", *p)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 BlockExport *blk_exp_add(json_object *options, Error **errp)
 {
     const char *id = get_str(options, "id"), *node_name = get_str(options, "node-name");
@@ -117,13 +132,17 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     if (json_object_object_get_ex(options, "writable", &v)) {
         writable = json_object_get_boolean(v);
     }
+    if (!id_wellformed(id)) {
+        error_setg(errp, "Invalid block export id");
+        return NULL;
+    }
     if (blk_exp_find(id)) {
         error_setg(errp, "Block export id '%s' is already in use", id);
         return NULL;
     }
     bs = bdrv_find_node(node_name);
     if (!bs) {
-        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", node_name, node_name);
+        error_setg(errp, "Cannot find device='' nor node-name='%s'", node_name);
         return NULL;
     }
     if (!name) {
@@ -131,6 +150,10 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     }
     if (strlen(name) > NBD_NAME_MAX) {
         error_setg(errp, "export name '%s' too long", name);
+        return NULL;
+    }
+    if (desc && strlen(desc) > NBD_MAX_STRING) {
+        error_setg(errp, "description '%s' too long", desc);
         return NULL;
     }
     if (blk_exp_find_nbd(name)) {

@@ -334,15 +334,19 @@ static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
 
 typedef struct NameList {
     char **names;
+    char **descs;
     int n;
 } NameList;
 
 static void collect_name(BlockExport *exp, void *opaque)
 {
     NameList *l = opaque;
+    const char *desc = blk_exp_description(exp);
 
     l->names = realloc(l->names, (l->n + 1) * sizeof(*l->names));
-    if (!l->names || !(l->names[l->n] = strdup(blk_exp_nbd_name(exp)))) {
+    l->descs = realloc(l->descs, (l->n + 1) * sizeof(*l->descs));
+    if (!l->names || !l->descs || !(l->names[l->n] = strdup(blk_exp_nbd_name(exp))) ||
+        !(l->descs[l->n] = strdup(desc ? desc : ""))) {
         abort();
     }
     l->n++;
@@ -350,7 +354,7 @@ static void collect_name(BlockExport *exp, void *opaque)
 
 static bool coroutine_fn handle_list(NbdClient *c, uint32_t len)
 {
-    NameList l = { NULL, 0 };
+    NameList l = { NULL, NULL, 0 };
     bool ok = true;
 
     if (len != 0) {
@@ -359,21 +363,49 @@ static bool coroutine_fn handle_list(NbdClient *c, uint32_t len)
     /* Copy the names first: sending may yield, and exports may change. */
     blk_exp_foreach(collect_name, &l);
     for (int i = 0; i < l.n; i++) {
-        size_t nlen = strlen(l.names[i]);
-        uint8_t *reply = malloc(4 + nlen);
+        /* Name length, name, then the description (what is left). */
+        size_t nlen = strlen(l.names[i]), dlen = strlen(l.descs[i]);
+        uint8_t *reply = malloc(4 + nlen + dlen);
+        if (!reply) {
+            abort();
+        }
         nbd_put32(reply, nlen);
         memcpy(reply + 4, l.names[i], nlen);
-        ok = ok && send_option_reply(c, NBD_OPT_LIST, NBD_REP_SERVER, reply, 4 + nlen);
+        memcpy(reply + 4 + nlen, l.descs[i], dlen);
+        ok = ok && send_option_reply(c, NBD_OPT_LIST, NBD_REP_SERVER, reply, 4 + nlen + dlen);
         free(reply);
         free(l.names[i]);
+        free(l.descs[i]);
     }
     free(l.names);
+    free(l.descs);
     return ok && send_option_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
 }
 
+/* Drop a reference the handshake held: outside the coroutine, since the
+ * last one frees the BlockBackend (which waits). */
+static void exp_unref_bh(void *opaque)
+{
+    blk_exp_unref(opaque);
+}
+
+static void handshake_put_exp(BlockExport *exp)
+{
+    aio_bh_schedule_oneshot(main_aio_context(), exp_unref_bh, exp);
+}
+
+/* After a send that may have yielded: is @exp still served as @name?
+ * (block-export-del may have run meanwhile.) */
+static bool exp_still_there(BlockExport *exp, const char *name)
+{
+    return blk_exp_find_nbd(name) == exp;
+}
+
 /*
- * Run the option haggling.  Returns the chosen export (referenced by the
- * caller afterwards), or NULL to end the connection.
+ * Run the option haggling.  Returns the chosen export with a reference
+ * the caller drops (handshake_put_exp), or NULL to end the connection.
+ * Sending may yield, and the export may be deleted meanwhile: it is
+ * referenced across every send that uses it.
  */
 static BlockExport *coroutine_fn handshake(NbdClient *c)
 {
@@ -420,10 +452,17 @@ static BlockExport *coroutine_fn handshake(NbdClient *c)
                 free(data);
                 return NULL;        /* the protocol allows no error here */
             }
+            blk_exp_ref(exp);
             nbd_put64(reply, blk_co_getlength(blk_exp_blk(exp)));
             nbd_put16(reply + 8, transmission_flags(c, exp));
+            ok = co_send(c, reply, c->no_zeroes ? 10 : sizeof(reply)) &&
+                 exp_still_there(exp, (char *)data);
             free(data);
-            return co_send(c, reply, c->no_zeroes ? 10 : sizeof(reply)) ? exp : NULL;
+            if (!ok) {
+                handshake_put_exp(exp);
+                return NULL;
+            }
+            return exp;
         }
         case NBD_OPT_ABORT:
             send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
@@ -445,12 +484,17 @@ static BlockExport *coroutine_fn handshake(NbdClient *c)
             } else if (!(exp = blk_exp_find_nbd(name))) {
                 ok = send_option_reply(c, option, NBD_REP_ERR_UNKNOWN, NULL, 0);
             } else {
+                blk_exp_ref(exp);
                 ok = send_export_info(c, option, exp, requests, nrequests) &&
                      send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
                 if (ok && option == NBD_OPT_GO) {
-                    free(data);
-                    return exp;
+                    if (exp_still_there(exp, name)) {
+                        free(data);
+                        return exp;
+                    }
+                    ok = false;     /* deleted while we told the client about it */
                 }
+                handshake_put_exp(exp);
             }
             break;
         }
@@ -528,21 +572,19 @@ static bool coroutine_fn send_status(NbdClient *c, NbdRequest *r, int ret)
 
 static bool valid_flags(NbdClient *c, NbdRequest *r)
 {
-    uint16_t allowed = 0;
+    /* FUA is advertised, and then "the server MUST accept all commands
+     * with this bit set (even by ignoring the bit)" (proto.md). */
+    uint16_t allowed = NBD_CMD_FLAG_FUA;
 
     switch (r->type) {
     case NBD_CMD_READ:
-        allowed = c->structured ? NBD_CMD_FLAG_DF : 0;
-        break;
-    case NBD_CMD_WRITE:
-    case NBD_CMD_TRIM:
-        allowed = NBD_CMD_FLAG_FUA;
+        allowed |= c->structured ? NBD_CMD_FLAG_DF : 0;
         break;
     case NBD_CMD_WRITE_ZEROES:
-        allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+        allowed |= NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
         break;
     case NBD_CMD_BLOCK_STATUS:
-        allowed = NBD_CMD_FLAG_REQ_ONE;
+        allowed |= NBD_CMD_FLAG_REQ_ONE;
         break;
     default:
         break;
@@ -913,6 +955,7 @@ static void coroutine_fn client_co(void *opaque)
         c->exp = exp;
         c->size = blk_co_getlength(blk_exp_blk(exp));
         blk_exp_add_client(exp, c, &c->link);
+        handshake_put_exp(exp);         /* the client holds its own now */
         if (blk_exp_ctx(exp) != c->ctx) {
             /* Serve it where the export lives. */
             aio_set_fd_handler(c->ctx, c->fd, NULL, NULL, NULL, NULL);
@@ -920,6 +963,8 @@ static void coroutine_fn client_co(void *opaque)
             aio_co_reschedule_self(c->ctx);
         }
         transmission(c);
+    } else if (exp) {
+        handshake_put_exp(exp);
     }
     c->recv_waiter = c->send_waiter = NULL;
     aio_set_fd_handler(c->ctx, c->fd, NULL, NULL, NULL, NULL);

@@ -165,7 +165,9 @@ bool nbd_server_stop(Error **errp)
         free(unix_path);
         unix_path = NULL;
     }
-    /* Connections go too; exports stay (they can be served again). */
+    /* As in QEMU, the NBD exports go too (BLOCK_EXPORT_DELETED each, once
+     * their connections are gone); then connections still haggling. */
+    blk_exp_close_all();
     nbd_clients_shutdown_all();
     return true;
 }

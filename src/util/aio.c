@@ -275,7 +275,7 @@ static AioHandler *find_handler(AioContext *ctx, int fd) TSA_REQUIRES(ctx->handl
 static uint32_t handler_events(const AioHandler *h)
 {
     return (h->io_read ? EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP : 0) |
-           (h->io_write ? EPOLLOUT | EPOLLERR : 0);
+           (h->io_write ? EPOLLOUT | EPOLLERR | EPOLLHUP : 0);
 }
 
 void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read,
@@ -347,7 +347,9 @@ static bool dispatch_event(AioContext *ctx, struct epoll_event *ev)
         copy.io_read(copy.opaque);
         progress = !copy.internal;
     }
-    if ((ev->events & (EPOLLOUT | EPOLLERR)) && copy.io_write &&
+    /* A hang-up ends writing too: a writer waiting for room must learn it
+     * (its send then fails), or it would wait for ever. */
+    if ((ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && copy.io_write &&
         handler_snapshot(ctx, ev->data.ptr, &copy) && copy.io_write) {
         copy.io_write(copy.opaque);
         progress = true;
