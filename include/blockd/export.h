@@ -28,6 +28,9 @@ BlockExport *blk_exp_find_nbd(const char *name);
 void blk_exp_foreach(void (*fn)(BlockExport *exp, void *opaque), void *opaque);
 void blk_exp_close_all(void);
 
+/* Connections currently using @exp.  Global state. */
+int blk_exp_num_clients(BlockExport *exp);
+
 /* Accessors (common). */
 const char *blk_exp_id(BlockExport *exp);
 const char *blk_exp_nbd_name(BlockExport *exp);

@@ -326,6 +326,12 @@ void blk_exp_close_all(void)
     }
 }
 
+int blk_exp_num_clients(BlockExport *exp)
+{
+    GLOBAL_STATE_CODE();
+    return exp->num_clients;
+}
+
 const char *blk_exp_id(BlockExport *exp) { return exp->id; }
 const char *blk_exp_nbd_name(BlockExport *exp) { return exp->nbd_name; }
 const char *blk_exp_description(BlockExport *exp) { return exp->description; }

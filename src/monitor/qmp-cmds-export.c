@@ -162,9 +162,23 @@ static json_object *qmp_block_export_add(json_object *args, Error **errp)
 static json_object *qmp_block_export_del(json_object *args, Error **errp)
 {
     json_object *v;
+    const char *id;
+    BlockExport *exp;
+    bool hard = false;
 
     json_object_object_get_ex(args, "id", &v);
-    return blk_exp_del(json_object_get_string(v), errp) ? json_object_new_object() : NULL;
+    id = json_object_get_string(v);
+    if (json_object_object_get_ex(args, "mode", &v)) {
+        hard = strcmp(json_object_get_string(v), "hard") == 0;
+    }
+    exp = blk_exp_find(id);
+    /* mode=safe (the default) leaves connected clients alone. */
+    if (exp && !hard && blk_exp_num_clients(exp) > 0) {
+        error_setg(errp, "export '%s' still in use", id);
+        error_append_hint(errp, "Use mode='hard' to force client disconnect\n");
+        return NULL;
+    }
+    return blk_exp_del(id, errp) ? json_object_new_object() : NULL;
 }
 
 static void add_export_info(BlockExport *exp, void *opaque)

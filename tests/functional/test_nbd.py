@@ -492,11 +492,6 @@ def test_qmp_server_and_export_lifecycle(blockd, sdir, tmp_path):
     assert srv.alive()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "block-export-del ignores 'mode': the default mode 'safe' must fail with "
-    "\"export 'e0' still in use\" while a client is connected (QEMU, "
-    "qemu-storage-daemon), but blockd disconnects the client and deletes "
-    "(src/monitor/qmp-cmds-export.c qmp_block_export_del -> blk_exp_del)"))
 def test_qmp_block_export_del_safe_mode_with_client(blockd, sdir, tmp_path):
     srv, q = qmp_server(blockd, sdir, tmp_path)
     q.cmd("nbd-server-start", addr={"type": "unix", "data": {"path": srv.sock}})
