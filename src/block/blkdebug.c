@@ -19,6 +19,7 @@
 #include "blockd/atomic.h"
 #include "blockd/block-global-state.h"
 #include "blockd/block-io.h"
+#include "block-internal.h"
 #include "blockd/options.h"
 
 enum { IO_READ, IO_WRITE, IO_ZEROES, IO_DISCARD, IO_FLUSH, IO_STATUS, IO_ANY };

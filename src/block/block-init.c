@@ -4,11 +4,8 @@
 #include "blockd/block.h"
 #include "blockd/block-global-state.h"
 #include "blockd/main-loop.h"
+#include "block-internal.h"
 
-extern const BlockDriver bdrv_null_co;
-extern const BlockDriver bdrv_file;
-extern const BlockDriver bdrv_raw;
-extern const BlockDriver bdrv_blkdebug;
 
 static bool initialised;
 

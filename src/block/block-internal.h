@@ -10,6 +10,12 @@
 bool bdrv_parents_busy(BlockDriverState *bs, BdrvChild *ignore);
 int bdrv_drain_all_depth(void);
 
+/* The drivers (registered by bdrv_init()). */
+extern const BlockDriver bdrv_null_co;
+extern const BlockDriver bdrv_file;
+extern const BlockDriver bdrv_raw;
+extern const BlockDriver bdrv_blkdebug;
+
 /* block.c */
 bool bdrv_child_is_node_parent(BdrvChild *c);
 

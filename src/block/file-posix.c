@@ -21,6 +21,7 @@
 #include "blockd/atomic.h"
 #include "blockd/block-global-state.h"
 #include "blockd/block-io.h"
+#include "block-internal.h"
 #include "blockd/iov.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"

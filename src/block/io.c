@@ -41,7 +41,6 @@ static bool needs_tracking(BlockDriverState *bs)
 
 static void coroutine_fn tracked_begin(BlockDriverState *bs, TrackedRequest *req,
                                        int64_t offset, int64_t bytes, bool serialising)
-    TSA_NO_TSA
 {
     req->offset = offset;
     req->bytes = bytes;
@@ -63,7 +62,6 @@ retry:
 }
 
 static void coroutine_fn tracked_end(BlockDriverState *bs, TrackedRequest *req)
-    TSA_NO_TSA
 {
     co_mutex_lock(&bs->reqs_lock);
     list_del(&req->node);

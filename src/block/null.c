@@ -7,6 +7,7 @@
 
 #include "blockd/block-global-state.h"
 #include "blockd/block-io.h"
+#include "block-internal.h"
 #include "blockd/options.h"
 
 typedef struct NullState {

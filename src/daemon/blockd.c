@@ -20,9 +20,9 @@
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
 #include "cmdline.h"
+#include "../monitor/monitor-internal.h"
 #include "version.h"
 
-void qmp_block_cleanup(void);
 
 static bool signal_quit;
 static int signal_fd = -1;

@@ -14,12 +14,10 @@
 #include "blockd/monitor.h"
 #include "blockd/schema.h"
 #include "cmdline.h"
+#include "../monitor/monitor-internal.h"
 #include "../monitor/qapi-schemas.h"
 #include "version.h"
 
-BlockDriverState *qmp_blockdev_add_node(json_object *options, Error **errp);
-bool qmp_object_add_iothread(json_object *args, Error **errp);
-bool qmp_nbd_server_start_flat(json_object *args, Error **errp);
 
 enum {
     OPT_BLOCKDEV = 256,

@@ -637,7 +637,6 @@ static int coroutine_fn read_structured(NbdClient *c, NbdRequest *r, void *buf)
 {
     BlockBackend *blk = blk_exp_blk(c->exp);
     uint64_t done = 0;
-    bool sent_any = false;
 
     while (done < r->length) {
         int64_t pnum = r->length - done;
@@ -681,10 +680,8 @@ static int coroutine_fn read_structured(NbdClient *c, NbdRequest *r, void *buf)
         if (!ok) {
             return -EPIPE;
         }
-        sent_any = true;
         done += pnum;
     }
-    (void)sent_any;
     return 0;
 }
 

@@ -12,6 +12,8 @@
 void nbd_client_new(int fd);
 /* Ask a connection to end (from the main thread; any state). */
 void nbd_client_shutdown(NbdClient *client);
+/* Ask every connection to end (nbd-server-stop). */
+void nbd_clients_shutdown_all(void);
 /* Connections currently alive (for max-connections). */
 int nbd_client_count(void);
 

@@ -14,8 +14,6 @@
 #include "blockd/main-loop.h"
 #include "nbd-internal.h"
 
-void nbd_clients_shutdown_all(void);
-
 static int listen_fds[8];
 static int num_listen_fds;
 static char *unix_path;

@@ -11,6 +11,7 @@
 #include "blockd/block-global-state.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
+#include "monitor-internal.h"
 #include "qapi-schemas.h"
 
 #define MAX_OWNED 4096

@@ -8,6 +8,7 @@
 #include "blockd/iothread.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
+#include "monitor-internal.h"
 #include "qapi-schemas.h"
 
 static const char *const qom_types[] = { "iothread", NULL };

@@ -6,6 +6,7 @@
 
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
+#include "monitor-internal.h"
 #include "version.h"
 
 #define MAX_COMMANDS 128
@@ -132,9 +133,6 @@ static const QmpCommand protocol_commands[] = {
 
 void qmp_init_commands(void)
 {
-    extern const QmpCommand qmp_block_commands[];
-    extern const QmpCommand qmp_iothread_commands[];
-    extern const QmpCommand qmp_export_commands[];
     static bool done;
 
     GLOBAL_STATE_CODE();

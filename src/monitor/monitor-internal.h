@@ -1,0 +1,29 @@
+/*
+ * monitor-internal.h - what the command line and main() share with the
+ * QMP command implementations.  Global state.
+ */
+#ifndef BLOCKD_MONITOR_INTERNAL_H
+#define BLOCKD_MONITOR_INTERNAL_H
+
+#include <json-c/json.h>
+#include <stdbool.h>
+
+#include "blockd/block-common.h"
+#include "blockd/error.h"
+#include "blockd/monitor.h"
+
+/* The command tables, registered by qmp_init_commands(). */
+extern const QmpCommand qmp_block_commands[];
+extern const QmpCommand qmp_iothread_commands[];
+extern const QmpCommand qmp_export_commands[];
+
+/* blockdev-add and --blockdev: the monitor owns the node it opens. */
+BlockDriverState *qmp_blockdev_add_node(json_object *options, Error **errp);
+/* Drop the monitor's references on nodes (shutdown). */
+void qmp_block_cleanup(void);
+/* object-add and --object for iothreads (checked arguments). */
+bool qmp_object_add_iothread(json_object *args, Error **errp);
+/* --nbd-server: the flat SocketAddress form. */
+bool qmp_nbd_server_start_flat(json_object *args, Error **errp);
+
+#endif /* BLOCKD_MONITOR_INTERNAL_H */
