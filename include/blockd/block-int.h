@@ -23,6 +23,7 @@
 #include "blockd/error.h"
 #include "blockd/graph-lock.h"
 #include "blockd/list.h"
+#include "blockd/thread.h"
 
 #define BDRV_NODE_NAME_MAX 128
 
@@ -131,6 +132,11 @@ struct BlockDriverState {
      * writes) and those waiting for them. */
     CoMutex reqs_lock;
     ListNode tracked_requests TSA_FIELD_GUARDED_BY(reqs_lock);
+
+    /* Dirty bitmaps that writes to this node mark (dirty-bitmap.h). */
+    BdMutex dirty_bitmap_mutex;
+    ListNode dirty_bitmaps TSA_FIELD_GUARDED_BY(dirty_bitmap_mutex);
+    unsigned dirty_bitmap_count;    /* atomic: cheap "none" test */
 
     ListNode all_node;              /* GS: in the list of all nodes */
 };

@@ -29,6 +29,10 @@ void *job_create(const char *id, const JobDriver *driver, JobTxn *txn,
                  AioContext *ctx, int flags, JobCompletionFunc *cb,
                  void *opaque, Error **errp) TSA_EXCLUDES(job_mutex);
 
+/* Would job_create() accept @id with @flags?  Lets a creator check before
+ * it changes the graph.  Main. */
+bool job_check_id(const char *id, int flags, Error **errp) TSA_EXCLUDES(job_mutex);
+
 /* Start the coroutine (state "running").  Main. */
 void job_start(Job *job) TSA_EXCLUDES(job_mutex);
 

@@ -15,6 +15,7 @@
 #include "blockd/aio-wait.h"
 #include "blockd/block-global-state.h"
 #include "blockd/block-io.h"
+#include "blockd/dirty-bitmap.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
 #include "blockd/options.h"
@@ -132,6 +133,7 @@ BlockDriverState *bdrv_open_driver(const BlockDriver *drv, const char *node_name
     list_init(&bs->parents);
     co_mutex_init(&bs->reqs_lock);
     init_tracked_list(bs);
+    bdrv_dirty_bitmap_init_node(bs);
     if (drv->instance_size) {
         bs->opaque = calloc(1, drv->instance_size);
         if (!bs->opaque) {
@@ -257,6 +259,7 @@ static void bdrv_delete(BlockDriverState *bs)
     for (int i = 0; i < bdrv_drain_all_depth(); i++) {
         bdrv_drained_end(bs);
     }
+    bdrv_dirty_bitmap_fini_node(bs);
     list_del(&bs->all_node);
     num_nodes--;
     json_object_put(bs->options);

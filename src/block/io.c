@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "blockd/block-io.h"
+#include "blockd/dirty-bitmap.h"
 #include "blockd/iov.h"
 #include "blockd/main-loop.h"
 
@@ -319,6 +320,7 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes
     } else {
         ret = driver_pwritev(bs, offset, bytes, iov, niov, flags);
     }
+    bdrv_set_dirty(bs, offset, bytes);
     request_end(bs, &req, track);
     return ret < 0 ? ret : 0;
 }
@@ -417,6 +419,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset, int64_t
             ret = zeroes_by_writing(child, end, offset + bytes - end, flags);
         }
     }
+    bdrv_set_dirty(bs, offset, bytes);
     bdrv_dec_in_flight(bs);
     return ret < 0 ? ret : 0;
 }
@@ -440,6 +443,7 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset, int64_t byte
     }
     bdrv_inc_in_flight(bs);
     ret = bs->drv->bdrv_co_pdiscard(bs, start, end - start);
+    bdrv_set_dirty(bs, start, end - start);
     bdrv_dec_in_flight(bs);
     return ret == -ENOTSUP ? 0 : ret;
 }

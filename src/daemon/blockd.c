@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "blockd/job-driver.h"
 #include "blockd/block.h"
 #include "blockd/block-global-state.h"
 #include "blockd/chardev.h"
@@ -163,8 +164,10 @@ int main(int argc, char **argv)
         main_loop_wait(true);
     }
 
-    /* Clean shutdown: stop serving, end the exports (their requests
-     * complete), then monitors, nodes (drained on close), iothreads. */
+    /* Clean shutdown: cancel jobs (their filters leave the graph), stop
+     * serving, end the exports (their requests complete), then monitors,
+     * nodes (drained on close), iothreads. */
+    job_cancel_sync_all();
     if (nbd_server_running()) {
         nbd_server_stop(NULL);
     }

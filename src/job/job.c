@@ -326,6 +326,16 @@ static bool job_check_id_locked(const char *id, int flags, Error **errp)
     return true;
 }
 
+bool job_check_id(const char *id, int flags, Error **errp)
+{
+    bool ok;
+
+    job_lock();
+    ok = job_check_id_locked(id, flags, errp);
+    job_unlock();
+    return ok;
+}
+
 static void job_sleep_timer_cb(void *opaque)
 {
     Job *job = opaque;
@@ -340,12 +350,16 @@ void *job_create(const char *id, const JobDriver *driver, JobTxn *txn,
                  AioContext *ctx, int flags, JobCompletionFunc *cb,
                  void *opaque, Error **errp)
 {
+    /* A job without a transaction gets its own (made before locking:
+     * job_txn_new takes job_mutex). */
+    JobTxn *own = txn ? NULL : job_txn_new();
     Job *job;
 
     GLOBAL_STATE_CODE();
     assert(driver->instance_size >= sizeof(Job));
     job_lock();
     if (!job_check_id_locked(id, flags, errp)) {
+        job_txn_unref_locked(own);
         job_unlock();
         return NULL;
     }
@@ -371,13 +385,8 @@ void *job_create(const char *id, const JobDriver *driver, JobTxn *txn,
     job_state_transition_locked(job, JOB_STATUS_CREATED);
     list_add_head(&job_list, &job->list_node);
 
-    if (txn) {
-        job_txn_add_job_locked(txn, job);
-    } else {
-        JobTxn *own = job_txn_new();
-        job_txn_add_job_locked(own, job);
-        job_txn_unref_locked(own);
-    }
+    job_txn_add_job_locked(txn ? txn : own, job);
+    job_txn_unref_locked(own);
     job_unlock();
     return job;
 }

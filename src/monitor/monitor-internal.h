@@ -16,6 +16,8 @@
 extern const QmpCommand qmp_block_commands[];
 extern const QmpCommand qmp_iothread_commands[];
 extern const QmpCommand qmp_export_commands[];
+extern const QmpCommand qmp_job_commands[];
+extern const QmpCommand qmp_blockjob_commands[];
 
 /* blockdev-add and --blockdev: the monitor owns the node it opens. */
 BlockDriverState *qmp_blockdev_add_node(json_object *options, Error **errp);

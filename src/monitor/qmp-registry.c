@@ -6,6 +6,7 @@
 
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
+#include "blockd/job-common.h"
 #include "monitor-internal.h"
 #include "version.h"
 
@@ -144,4 +145,8 @@ void qmp_init_commands(void)
     qmp_register_commands(qmp_block_commands);
     qmp_register_commands(qmp_iothread_commands);
     qmp_register_commands(qmp_export_commands);
+    qmp_register_commands(qmp_job_commands);
+    qmp_register_commands(qmp_blockjob_commands);
+    /* Job events (from any thread) go to every monitor. */
+    job_set_event_sink(qmp_event);
 }

@@ -1,0 +1,53 @@
+/*
+ * mirror.h - starting mirror and backup jobs (blockdev-mirror,
+ * blockdev-backup).
+ *
+ * Half: global state.
+ */
+#ifndef BLOCKD_MIRROR_H
+#define BLOCKD_MIRROR_H
+
+#include "blockd/blockjob.h"
+
+/* QAPI MirrorSyncMode (the bitmap modes need persistent bitmaps). */
+typedef enum MirrorSyncMode {
+    MIRROR_SYNC_FULL,
+    MIRROR_SYNC_TOP,
+    MIRROR_SYNC_NONE,
+} MirrorSyncMode;
+
+bool mirror_parse_sync(const char *s, MirrorSyncMode *out, Error **errp);
+/* "background" or "write-blocking". */
+bool mirror_parse_copy_mode(const char *s, bool *write_blocking, Error **errp);
+
+typedef struct MirrorArgs {
+    const char *job_id;
+    BlockDriverState *source;
+    BlockDriverState *target;
+    BlockDriverState *to_replace;       /* NULL: the source */
+    const char *filter_node_name;       /* NULL: automatic */
+    JobTxn *txn;                        /* NULL: its own */
+    MirrorSyncMode sync;
+    int64_t speed;
+    int64_t granularity;                /* 0: 64 KiB */
+    int64_t buf_size;                   /* 0: 16 MiB */
+    bool write_blocking;
+    BlockdevOnError on_source_error;
+    BlockdevOnError on_target_error;
+    bool auto_finalize;
+    bool auto_dismiss;
+} MirrorArgs;
+
+/* Start a mirror job; NULL and an error if it cannot start. */
+Job *mirror_start(const MirrorArgs *a, Error **errp);
+
+/*
+ * Create a backup job (uses source, target, filter_node_name, txn, sync,
+ * speed, error policies, auto-*); the copy-before-write filter is in place
+ * when it returns.  It is started by backup_start_job() so that a QMP
+ * transaction can start all its jobs at once.
+ */
+Job *backup_create(const MirrorArgs *a, Error **errp);
+void backup_start_job(Job *job);
+
+#endif /* BLOCKD_MIRROR_H */

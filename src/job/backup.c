@@ -1,0 +1,257 @@
+/*
+ * backup.c - the backup job: a point-in-time copy of a source node.
+ *
+ * A "copy-before-write" filter sits above the source while the job runs.
+ * Before a guest write reaches a range not yet copied, the filter copies
+ * the old content to the target (block_copy_range), so the target ends up
+ * with exactly what the source held when the job started.  Meanwhile the
+ * job copies everything else in the background with the same engine.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "blockd/block-copy.h"
+#include "blockd/block-global-state.h"
+#include "blockd/block-io.h"
+#include "blockd/main-loop.h"
+#include "blockd/mirror.h"
+#include "job-filter.h"
+
+#define BACKUP_CLUSTER   (64 * 1024)
+#define BACKUP_CHUNK     (1 << 20)
+#define BACKUP_MAX_TASKS 16
+#define BACKUP_MAX_BYTES (16 << 20)
+
+typedef struct BackupJob {
+    BlockJob common;
+    /* GS, set up before the job starts */
+    BlockDriverState *source;
+    BlockDriverState *target;
+    BlockDriverState *cbw;
+    BdrvDirtyBitmap *bitmap;            /* granules not yet copied */
+    BlockCopyState *bcs;
+    MirrorSyncMode sync;
+    BlockdevOnError on_source_error, on_target_error;
+    bool exited;
+} BackupJob;
+
+/* ---- The filter's hook ---------------------------------------------------------- */
+
+static int coroutine_fn backup_before_write(void *opaque, int64_t offset, int64_t bytes)
+    GRAPH_RDLOCK
+{
+    BackupJob *s = opaque;
+    bool is_read;
+
+    /* A failed copy fails the guest write: the backup must stay exact. */
+    return block_copy_range(s->bcs, offset, bytes, &is_read);
+}
+
+static const JobFilterOps cbw_ops = {
+    .format_name = "copy-before-write",
+    .before_write = backup_before_write,
+};
+
+/* ---- The job's coroutine ----------------------------------------------------- */
+
+/* sync=top: forget what the source itself does not hold.  Bits are only
+ * cleared: a granule the filter already copied must not be copied again. */
+static int coroutine_fn backup_drop_unallocated(BackupJob *s)
+{
+    int64_t len = dirty_bitmap_size(s->bitmap), pos = 0;
+    int ret = 0;
+
+    graph_co_rdlock();
+    while (pos < len) {
+        int64_t pnum;
+        ret = bdrv_co_block_status(s->source, pos, len - pos, &pnum);
+        if (ret < 0) {
+            break;
+        }
+        if (!(ret & BDRV_BLOCK_ALLOCATED)) {
+            dirty_bitmap_clear_inner(s->bitmap, pos, pnum);
+        }
+        pos += pnum;
+        ret = 0;
+    }
+    graph_co_rdunlock();
+    return ret;
+}
+
+static int coroutine_fn backup_run(Job *job, Error **errp)
+{
+    BackupJob *s = (BackupJob *)job;
+    bool is_read = false;
+    int ret;
+
+    (void)errp;
+    if (s->sync == MIRROR_SYNC_TOP && s->source->backing &&
+        (ret = backup_drop_unallocated(s)) < 0) {
+        return ret;
+    }
+    if (s->sync == MIRROR_SYNC_NONE) {
+        /* Only what guests overwrite is copied, until the user cancels. */
+        while (!job_is_cancelled(job)) {
+            job_yield(job);
+        }
+        return 0;
+    }
+    for (;;) {
+        job_progress_set_remaining(job, dirty_bitmap_count(s->bitmap));
+        if (job_is_cancelled(job)) {
+            return 0;
+        }
+        ret = block_copy_sweep(s->bcs, false, &is_read);
+        if (ret < 0) {
+            BlockErrorAction action = block_job_error_action(
+                &s->common, is_read ? s->on_source_error : s->on_target_error,
+                is_read, -ret);
+            if (action == BLOCK_ERROR_ACTION_REPORT) {
+                return ret;
+            }
+            job_pause_point(job);
+            continue;
+        }
+        if (dirty_bitmap_count(s->bitmap) == 0 && block_copy_in_flight_bytes(s->bcs) == 0) {
+            break;
+        }
+        /* What is left is held by copies for guest writes: let them end. */
+        block_copy_wait_claims(s->bcs);
+    }
+    graph_co_rdlock();
+    ret = bdrv_co_flush(s->target);
+    graph_co_rdunlock();
+    return ret;
+}
+
+/* ---- Callbacks ---------------------------------------------------------------------- */
+
+static void coroutine_fn backup_pause(Job *job)
+{
+    block_copy_wait_idle(((BackupJob *)job)->bcs);
+}
+
+static void backup_clean(Job *job)
+{
+    BackupJob *s = (BackupJob *)job;
+
+    GLOBAL_STATE_CODE();
+    if (s->exited) {
+        return;
+    }
+    s->exited = true;
+    job_filter_deactivate(s->cbw);
+    block_copy_state_free(s->bcs);
+    s->bcs = NULL;
+    block_job_remove_all_bdrv(&s->common);
+    job_filter_remove(s->cbw, s->source, NULL);
+    s->cbw = NULL;
+}
+
+static void backup_free(Job *job)
+{
+    BackupJob *s = (BackupJob *)job;
+
+    backup_clean(job);
+    block_job_free(job);
+    dirty_bitmap_free(s->bitmap);
+    bdrv_unref(s->target);
+    bdrv_unref(s->source);
+}
+
+static const BlockJobDriver backup_job_driver = {
+    .job_driver = {
+        .instance_size = sizeof(BackupJob),
+        .job_type = JOB_TYPE_BACKUP,
+        .is_block_job = true,
+        .run = backup_run,
+        .pause = backup_pause,
+        .user_resume = block_job_user_resume,
+        .clean = backup_clean,
+        .free = backup_free,
+    },
+};
+
+/* ---- Creation ------------------------------------------------------------------------ */
+
+static bool backup_check_args(const MirrorArgs *a, Error **errp)
+{
+    /* Before any graph change: a block job without id gets the empty one. */
+    if (!job_check_id(a->job_id ? a->job_id : "", 0, errp)) {
+        return false;
+    }
+    if (a->source == a->target) {
+        error_setg(errp, "Source and target cannot be the same");
+        return false;
+    }
+    if (bdrv_getlength(a->source) != bdrv_getlength(a->target)) {
+        error_setg(errp, "Source and target image have different sizes");
+        return false;
+    }
+    if (a->target->read_only) {
+        error_setg(errp, "Block node '%s' is read-only", a->target->node_name);
+        return false;
+    }
+    return true;
+}
+
+Job *backup_create(const MirrorArgs *a, Error **errp)
+{
+    BlockCopyOptions copy_opts = {
+        .chunk_size = BACKUP_CHUNK,
+        .max_tasks = BACKUP_MAX_TASKS,
+        .max_bytes = BACKUP_MAX_BYTES,
+    };
+    int flags = (a->auto_finalize ? 0 : JOB_MANUAL_FINALIZE) |
+                (a->auto_dismiss ? 0 : JOB_MANUAL_DISMISS);
+    BlockDriverState *cbw;
+    BackupJob *s;
+
+    GLOBAL_STATE_CODE();
+    if (!backup_check_args(a, errp)) {
+        return NULL;
+    }
+    cbw = job_filter_insert(&cbw_ops, a->filter_node_name, a->source, NULL, errp);
+    if (!cbw) {
+        return NULL;
+    }
+    s = block_job_create(a->job_id, &backup_job_driver, a->txn, cbw, 0, BLK_PERM_ALL,
+                         a->speed, flags, NULL, NULL, errp);
+    if (!s) {
+        job_filter_remove(cbw, a->source, NULL);
+        return NULL;
+    }
+    s->cbw = cbw;
+    s->source = a->source;
+    s->target = a->target;
+    bdrv_ref(s->source);
+    bdrv_ref(s->target);
+    s->sync = a->sync;
+    s->on_source_error = a->on_source_error;
+    s->on_target_error = a->on_target_error;
+    if (block_job_add_bdrv(&s->common, "source", s->source, BLK_PERM_CONSISTENT_READ,
+                           BLK_PERM_ALL & ~BLK_PERM_RESIZE, errp) < 0 ||
+        block_job_add_bdrv(&s->common, "target", s->target,
+                           BLK_PERM_WRITE | BLK_PERM_CONSISTENT_READ,
+                           BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED, errp) < 0) {
+        s->exited = true;
+        block_job_remove_all_bdrv(&s->common);
+        job_filter_remove(cbw, s->source, NULL);
+        s->cbw = NULL;
+        job_early_fail(&s->common.job);
+        return NULL;
+    }
+    s->bitmap = dirty_bitmap_new(bdrv_getlength(s->source), BACKUP_CLUSTER);
+    dirty_bitmap_set_all(s->bitmap);
+    s->bcs = block_copy_state_new(s->common.nodes[1], s->common.nodes[2], s->bitmap,
+                                  &s->common, &copy_opts);
+    /* From here every guest write copies the old data first. */
+    job_filter_activate(cbw, s);
+    return &s->common.job;
+}
+
+void backup_start_job(Job *job)
+{
+    GLOBAL_STATE_CODE();
+    job_start(job);
+}

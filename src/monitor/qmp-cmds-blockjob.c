@@ -1,0 +1,297 @@
+/*
+ * qmp-cmds-blockjob.c - commands that start block jobs: blockdev-mirror,
+ * blockdev-backup, and transaction (blockdev-backup and abort actions,
+ * completion-mode individual or grouped).
+ */
+#include <string.h>
+
+#include "blockd/block-global-state.h"
+#include "blockd/main-loop.h"
+#include "blockd/mirror.h"
+#include "blockd/monitor.h"
+#include "blockd/options.h"
+#include "monitor-internal.h"
+
+static const char *const sync_modes[] = { "full", "top", "none", "incremental", "bitmap",
+                                          NULL };
+static const char *const on_error_values[] = { "report", "ignore", "enospc", "stop", "auto",
+                                               NULL };
+static const char *const copy_modes[] = { "background", "write-blocking", NULL };
+
+#define COMMON_JOB_FIELDS                                                               \
+    { .name = "job-id", .type = SCHEMA_STR, .optional = true },                         \
+    { .name = "device", .type = SCHEMA_STR },                                           \
+    { .name = "target", .type = SCHEMA_STR },                                           \
+    { .name = "sync", .type = SCHEMA_ENUM, .enum_values = sync_modes },                 \
+    { .name = "speed", .type = SCHEMA_INT, .optional = true },                          \
+    { .name = "on-source-error", .type = SCHEMA_ENUM, .optional = true,                 \
+      .enum_values = on_error_values },                                                 \
+    { .name = "on-target-error", .type = SCHEMA_ENUM, .optional = true,                 \
+      .enum_values = on_error_values },                                                 \
+    { .name = "filter-node-name", .type = SCHEMA_STR, .optional = true },               \
+    { .name = "auto-finalize", .type = SCHEMA_BOOL, .optional = true },                 \
+    { .name = "auto-dismiss", .type = SCHEMA_BOOL, .optional = true }
+
+static const SchemaField mirror_fields[] = {
+    COMMON_JOB_FIELDS,
+    { .name = "replaces", .type = SCHEMA_STR, .optional = true },
+    { .name = "granularity", .type = SCHEMA_INT, .optional = true },
+    { .name = "buf-size", .type = SCHEMA_INT, .optional = true },
+    { .name = "copy-mode", .type = SCHEMA_ENUM, .optional = true, .enum_values = copy_modes },
+    { .name = "unmap", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+static const SchemaObject mirror_args = { .name = "blockdev-mirror-arg", .fields = mirror_fields };
+
+static const SchemaField backup_fields[] = {
+    COMMON_JOB_FIELDS,
+    { .name = "compress", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "bitmap", .type = SCHEMA_STR, .optional = true },
+    { .name = "bitmap-mode", .type = SCHEMA_STR, .optional = true },
+    { .name = "discard-source", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "x-perf", .type = SCHEMA_ANY, .optional = true },
+    { 0 },
+};
+static const SchemaObject backup_args = { .name = "BlockdevBackup", .fields = backup_fields };
+
+static const char *const action_types[] = { "abort", "blockdev-backup", "blockdev-mirror",
+    "block-dirty-bitmap-add", "block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
+    "block-dirty-bitmap-enable", "block-dirty-bitmap-disable", "block-dirty-bitmap-merge",
+    "blockdev-snapshot", "blockdev-snapshot-sync", "blockdev-snapshot-internal-sync",
+    "drive-backup", NULL };
+static const SchemaField action_fields[] = {
+    { .name = "type", .type = SCHEMA_ENUM, .enum_values = action_types },
+    { .name = "data", .type = SCHEMA_ANY },
+    { 0 },
+};
+static const SchemaObject action_obj = { .name = "TransactionAction", .fields = action_fields };
+static const SchemaField action_elem = { .type = SCHEMA_OBJECT, .object = &action_obj };
+static const char *const completion_modes[] = { "individual", "grouped", NULL };
+static const SchemaField properties_fields[] = {
+    { .name = "completion-mode", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = completion_modes },
+    { 0 },
+};
+static const SchemaObject properties_obj = {
+    .name = "TransactionProperties", .fields = properties_fields,
+};
+static const SchemaField transaction_fields[] = {
+    { .name = "actions", .type = SCHEMA_LIST, .elem = &action_elem },
+    { .name = "properties", .type = SCHEMA_OBJECT, .optional = true, .object = &properties_obj },
+    { 0 },
+};
+static const SchemaObject transaction_args = {
+    .name = "transaction-arg", .fields = transaction_fields,
+};
+
+/* A node by name, with QEMU's message for device-or-node look-ups. */
+static BlockDriverState *lookup_node(const char *name, Error **errp)
+{
+    BlockDriverState *bs = bdrv_find_node(name);
+
+    if (!bs) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", name, name);
+    }
+    return bs;
+}
+
+/* The arguments both job kinds share. */
+static bool parse_common(json_object *args, MirrorArgs *a, Error **errp)
+{
+    const char *device = NULL, *target = NULL, *sync = "full";
+    const char *on_src = NULL, *on_tgt = NULL;
+
+    memset(a, 0, sizeof(*a));
+    a->auto_finalize = a->auto_dismiss = true;
+    if (!opt_get_str(args, "job-id", &a->job_id, errp) ||
+        !opt_get_str(args, "device", &device, errp) ||
+        !opt_get_str(args, "target", &target, errp) ||
+        !opt_get_str(args, "sync", &sync, errp) ||
+        !opt_get_int(args, "speed", &a->speed, errp) ||
+        !opt_get_str(args, "on-source-error", &on_src, errp) ||
+        !opt_get_str(args, "on-target-error", &on_tgt, errp) ||
+        !opt_get_str(args, "filter-node-name", &a->filter_node_name, errp) ||
+        !opt_get_bool(args, "auto-finalize", &a->auto_finalize, errp) ||
+        !opt_get_bool(args, "auto-dismiss", &a->auto_dismiss, errp)) {
+        return false;
+    }
+    if (!strcmp(sync, "incremental") || !strcmp(sync, "bitmap")) {
+        error_setg(errp, "Sync mode '%s' needs a dirty bitmap, which blockd does not "
+                   "support yet", sync);
+        return false;
+    }
+    if (a->speed < 0) {
+        error_setg(errp, "Parameter 'speed' expects a non-negative value");
+        return false;
+    }
+    if (!mirror_parse_sync(sync, &a->sync, errp) ||
+        !blockdev_on_error_parse("on-source-error", on_src, &a->on_source_error, errp) ||
+        !blockdev_on_error_parse("on-target-error", on_tgt, &a->on_target_error, errp)) {
+        return false;
+    }
+    a->source = lookup_node(device, errp);
+    if (!a->source) {
+        return false;
+    }
+    a->target = lookup_node(target, errp);
+    return a->target != NULL;
+}
+
+static json_object *qmp_blockdev_mirror(json_object *args, Error **errp)
+{
+    const char *replaces = NULL, *copy_mode = "background";
+    MirrorArgs a;
+
+    GLOBAL_STATE_CODE();
+    if (!parse_common(args, &a, errp) ||
+        !opt_get_str(args, "replaces", &replaces, errp) ||
+        !opt_get_int(args, "granularity", &a.granularity, errp) ||
+        !opt_get_int(args, "buf-size", &a.buf_size, errp) ||
+        !opt_get_str(args, "copy-mode", &copy_mode, errp) ||
+        !mirror_parse_copy_mode(copy_mode, &a.write_blocking, errp)) {
+        return NULL;
+    }
+    if (replaces && !(a.to_replace = lookup_node(replaces, errp))) {
+        return NULL;
+    }
+    return mirror_start(&a, errp) ? json_object_new_object() : NULL;
+}
+
+/* Backup arguments blockd refuses rather than ignores. */
+static bool backup_check_unsupported(json_object *args, Error **errp)
+{
+    bool compress = false;
+    json_object *v;
+
+    if (!opt_get_bool(args, "compress", &compress, errp)) {
+        return false;
+    }
+    if (compress) {
+        error_setg(errp, "Compression is not supported for this drive");
+        return false;
+    }
+    if (json_object_object_get_ex(args, "bitmap", &v)) {
+        error_setg(errp, "Dirty bitmaps are not supported by blockd yet");
+        return false;
+    }
+    return true;
+}
+
+static Job *backup_create_from_args(json_object *args, JobTxn *txn, Error **errp)
+{
+    MirrorArgs a;
+
+    if (!parse_common(args, &a, errp) || !backup_check_unsupported(args, errp)) {
+        return NULL;
+    }
+    a.txn = txn;
+    return backup_create(&a, errp);
+}
+
+static json_object *qmp_blockdev_backup(json_object *args, Error **errp)
+{
+    Job *job;
+
+    GLOBAL_STATE_CODE();
+    job = backup_create_from_args(args, NULL, errp);
+    if (!job) {
+        return NULL;
+    }
+    backup_start_job(job);
+    return json_object_new_object();
+}
+
+/* ---- transaction ------------------------------------------------------------------ */
+
+/* Prepare one action; a created job is appended to @jobs. */
+static bool transaction_prepare(json_object *action, JobTxn *txn, bool grouped,
+                                Job **jobs, int *njobs, Error **errp)
+{
+    json_object *type_v, *data;
+    const char *type;
+    Job *job;
+
+    json_object_object_get_ex(action, "type", &type_v);
+    json_object_object_get_ex(action, "data", &data);
+    type = json_object_get_string(type_v);
+    if (grouped && strcmp(type, "blockdev-backup") && strcmp(type, "drive-backup")) {
+        error_setg(errp, "Action '%s' does not support transaction property "
+                   "completion-mode = grouped", type);
+        return false;
+    }
+    if (!strcmp(type, "abort")) {
+        error_setg(errp, "Transaction aborted using Abort action");
+        return false;
+    }
+    if (strcmp(type, "blockdev-backup")) {
+        error_setg(errp, "Transaction action '%s' is not supported by blockd", type);
+        return false;
+    }
+    if (!json_object_is_type(data, json_type_object)) {
+        error_setg(errp, "Invalid parameter type for 'data', expected: object");
+        return false;
+    }
+    if (!schema_check(&backup_args, data, errp)) {
+        return false;
+    }
+    job = backup_create_from_args(data, txn, errp);
+    if (!job) {
+        return false;
+    }
+    jobs[(*njobs)++] = job;
+    return true;
+}
+
+static json_object *qmp_transaction(json_object *args, Error **errp)
+{
+    json_object *actions, *props;
+    const char *mode = "individual";
+    JobTxn *txn = NULL;
+    Job **jobs;
+    int n, njobs = 0;
+    bool ok = true;
+
+    GLOBAL_STATE_CODE();
+    json_object_object_get_ex(args, "actions", &actions);
+    if (json_object_object_get_ex(args, "properties", &props) &&
+        !opt_get_str(props, "completion-mode", &mode, errp)) {
+        return NULL;
+    }
+    n = json_object_array_length(actions);
+    jobs = calloc(n + 1, sizeof(*jobs));
+    if (!jobs) {
+        abort();
+    }
+    if (!strcmp(mode, "grouped")) {
+        txn = job_txn_new();
+    }
+    /* No request may run between the actions: one point in time. */
+    bdrv_drain_all_begin();
+    for (int i = 0; i < n && ok; i++) {
+        ok = transaction_prepare(json_object_array_get_idx(actions, i), txn,
+                                 txn != NULL, jobs, &njobs, errp);
+    }
+    if (ok) {
+        for (int i = 0; i < njobs; i++) {
+            backup_start_job(jobs[i]);
+        }
+    } else {
+        /* Jobs never started: cancelling them undoes their filters. */
+        for (int i = njobs - 1; i >= 0; i--) {
+            job_cancel_sync(jobs[i], true);
+        }
+    }
+    bdrv_drain_all_end();
+    if (txn) {
+        job_txn_unref(txn);
+    }
+    free(jobs);
+    return ok ? json_object_new_object() : NULL;
+}
+
+const QmpCommand qmp_blockjob_commands[] = {
+    { "blockdev-mirror", qmp_blockdev_mirror, &mirror_args },
+    { "blockdev-backup", qmp_blockdev_backup, &backup_args },
+    { "transaction", qmp_transaction, &transaction_args },
+    { NULL, NULL, NULL },
+};
