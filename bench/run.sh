@@ -31,3 +31,5 @@ echo "ratio blockd / fio: $(awk -v a="$ours_iops" -v b="$fio_iops" 'BEGIN { prin
 rm -f "$img"
 echo "== NBD: blockd vs qemu-storage-daemon vs nbdkit (fio --ioengine=nbd, nbdcopy)"
 /usr/bin/python3 "$top/bench/nbd-bench.py" "$seconds"
+echo "== mirror: 1 GiB on /dev/shm to READY, blockd vs qemu-storage-daemon vs cp"
+/usr/bin/python3 "$top/bench/mirror-bench.py" 3

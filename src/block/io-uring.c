@@ -63,6 +63,9 @@ static void luring_cleanup(EngineState *s)
 
 /* ---- Submission --------------------------------------------------------- */
 
+/* Transfers at least this big go straight to io_uring's worker threads. */
+#define LURING_ASYNC_BYTES (256 * 1024)
+
 static void prep_sqe(struct io_uring_sqe *sqe, EngineReq *req)
 {
     switch (req->op) {
@@ -89,6 +92,14 @@ static void prep_sqe(struct io_uring_sqe *sqe, EngineReq *req)
         break;
     default:
         abort();
+    }
+    /*
+     * A big buffered transfer is a long memcpy: done inline it would
+     * serialise every such request on this thread.  Handing it to the
+     * kernel's workers lets several run on other cores at once.
+     */
+    if (req->op != ENGINE_FLUSH && req->total - req->done >= LURING_ASYNC_BYTES) {
+        io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
     }
     io_uring_sqe_set_data(sqe, req);
 }
