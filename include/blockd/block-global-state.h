@@ -50,6 +50,8 @@ BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
 bool bdrv_check_node_name(const char *name, Error **errp);
 
 BlockDriverState *bdrv_find_node(const char *node_name);
+/* No other node has @bs as a child (users such as exports may). */
+bool bdrv_is_root_node(BlockDriverState *bs);
 /* Iterate over all nodes: start with NULL; returns NULL at the end. */
 BlockDriverState *bdrv_next_node(BlockDriverState *bs);
 int bdrv_node_count(void);

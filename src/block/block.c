@@ -327,6 +327,21 @@ static const BdrvChildClass child_of_bds = {
     .get_parent_desc = child_of_bds_desc,
 };
 
+bool bdrv_is_root_node(BlockDriverState *bs)
+{
+    bool root = true;
+
+    GLOBAL_STATE_CODE();
+    graph_rdlock_main_loop();
+    list_for_each(n, &bs->parents) {
+        if (bdrv_child_is_node_parent(list_entry(n, BdrvChild, next_parent))) {
+            root = false;
+        }
+    }
+    graph_rdunlock_main_loop();
+    return root;
+}
+
 bool bdrv_child_is_node_parent(BdrvChild *c)
 {
     return c->klass == &child_of_bds;

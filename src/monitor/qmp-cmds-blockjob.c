@@ -133,6 +133,11 @@ static bool parse_common(json_object *args, MirrorArgs *a, Error **errp)
     if (!a->source) {
         return false;
     }
+    /* A job works on what users see: the top of a chain. */
+    if (!bdrv_is_root_node(a->source)) {
+        error_setg(errp, "Need a root block node");
+        return false;
+    }
     a->target = lookup_node(target, errp);
     return a->target != NULL;
 }

@@ -313,7 +313,11 @@ def test_mirror_events_and_verbs(blockd, sdir, imgdir):
     assert desc == "Parameter 'granularity' expects a power of 2"
     q.cmd("blockdev-mirror", job_id="m4", device="src", target="tgt", sync="full",
           speed=1 * MiB)
+    # The source now sits below the job's filter, as in qemu-storage-daemon.
     cls, desc = q.error("blockdev-mirror", {"job-id": "m4", "device": "src", "target": "tgt",
+                                            "sync": "full"})
+    assert desc == "Need a root block node"
+    cls, desc = q.error("blockdev-mirror", {"job-id": "m4", "device": "tgt", "target": "src",
                                             "sync": "full"})
     assert desc == "Job ID 'm4' already in use"
     cls, desc = q.error("job-complete", {"id": "m4"})
