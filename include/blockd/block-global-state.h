@@ -50,6 +50,15 @@ BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
 bool bdrv_check_node_name(const char *name, Error **errp);
 
 BlockDriverState *bdrv_find_node(const char *node_name);
+/*
+ * Make @ctx the home of @bs and everything below it, drained: jobs on
+ * these nodes continue in @ctx.  Nodes have no thread affinity for I/O;
+ * the home decides where jobs and new exports run.
+ */
+void bdrv_set_aio_context(BlockDriverState *bs, AioContext *ctx) GRAPH_UNLOCKED;
+/* Has a BlockBackend user (an export)? */
+bool bdrv_has_blk(BlockDriverState *bs);
+
 /* No other node has @bs as a child (users such as exports may). */
 bool bdrv_is_root_node(BlockDriverState *bs);
 /* Iterate over all nodes: start with NULL; returns NULL at the end. */

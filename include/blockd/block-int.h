@@ -89,6 +89,10 @@ struct BdrvChildClass {
     bool (*drained_poll)(BdrvChild *c);
     /* "node 'x'", "block device 'y'", "NBD export 'z'", "block job 'j'" */
     char *(*get_parent_desc)(BdrvChild *c);
+    /* The child moves to @ctx (drained): follow it (NULL: stay). */
+    void (*set_aio_ctx)(BdrvChild *c, AioContext *ctx);
+    /* A user of the node that is not a node (BlockBackend: exports). */
+    bool is_backend;
 };
 
 struct BdrvChild {

@@ -78,6 +78,7 @@ static char *blk_root_desc(BdrvChild *c)
 }
 
 static const BdrvChildClass child_root = {
+    .is_backend = true,
     .drained_begin = blk_root_drained_begin,
     .drained_end = blk_root_drained_end,
     .drained_poll = blk_root_drained_poll,

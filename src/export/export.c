@@ -160,6 +160,8 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
         error_setg(errp, "NBD server already has export named '%s'", name);
         return NULL;
     }
+    /* Without an iothread the export runs where its node lives. */
+    ctx = bs->ctx;
     if (iothread) {
         IOThread *iot = iothread_find(iothread);
         if (!iot) {

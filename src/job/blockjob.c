@@ -91,7 +91,21 @@ static bool child_job_drained_poll(BdrvChild *c)
     return drv->drained_poll ? drv->drained_poll(job) : true;
 }
 
+/* The node moved (drained, so the job is parked): the job follows; its
+ * coroutine reschedules itself there when it next wakes. */
+static void child_job_set_aio_ctx(BdrvChild *c, AioContext *ctx)
+{
+    BlockJob *job = c->opaque;
+
+    job_lock();
+    if (job->job.aio_context != ctx) {
+        job_set_aio_context_locked(&job->job, ctx);
+    }
+    job_unlock();
+}
+
 static const BdrvChildClass child_job = {
+    .set_aio_ctx = child_job_set_aio_ctx,
     .drained_begin = child_job_drained_begin,
     .drained_end = child_job_drained_end,
     .drained_poll = child_job_drained_poll,

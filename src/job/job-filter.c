@@ -124,6 +124,7 @@ BlockDriverState *job_filter_insert(const JobFilterOps *ops, const char *node_na
     }
     s = bs->opaque;
     s->ops = ops;
+    bs->ctx = source->ctx;          /* the job runs where the source lives */
     atomic_store_release(&s->opaque, opaque);
     if (bdrv_replace_node(source, bs, errp) < 0) {
         job_filter_deactivate(bs);

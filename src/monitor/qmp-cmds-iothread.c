@@ -5,7 +5,11 @@
  */
 #include <string.h>
 
+#include "blockd/block-global-state.h"
+#include "blockd/export.h"
 #include "blockd/iothread.h"
+#include "blockd/job-monitor.h"
+#include "blockd/options.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
 #include "monitor-internal.h"
@@ -81,6 +85,34 @@ static json_object *qmp_object_add(json_object *args, Error **errp)
     return qmp_object_add_iothread(args, errp) ? json_object_new_object() : NULL;
 }
 
+static void export_uses_ctx(BlockExport *exp, void *opaque)
+{
+    AioContext **ctx = opaque;
+
+    if (*ctx && blk_exp_ctx(exp) == *ctx) {
+        *ctx = NULL;
+    }
+}
+
+/* Does a node, an export or a job still run in @ctx? */
+static bool aio_context_in_use(AioContext *ctx)
+{
+    AioContext *probe = ctx;
+    bool used = false;
+
+    for (BlockDriverState *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        used |= bs->ctx == ctx;
+    }
+    blk_exp_foreach(export_uses_ctx, &probe);
+    used |= probe == NULL;
+    job_lock();
+    for (Job *job = job_next_locked(NULL); job; job = job_next_locked(job)) {
+        used |= job->aio_context == ctx && job->status != JOB_STATUS_NULL;
+    }
+    job_unlock();
+    return used;
+}
+
 static json_object *qmp_object_del(json_object *args, Error **errp)
 {
     json_object *v;
@@ -92,6 +124,10 @@ static json_object *qmp_object_del(json_object *args, Error **errp)
     iot = iothread_find(id);
     if (!iot) {
         error_setg(errp, "object '%s' not found", id);
+        return NULL;
+    }
+    if (aio_context_in_use(iothread_get_aio_context(iot))) {
+        error_setg(errp, "object '%s' is in use, can not be deleted", id);
         return NULL;
     }
     iothread_destroy(iot);
@@ -123,7 +159,63 @@ static json_object *qmp_query_iothreads(json_object *args, Error **errp)
     return list;
 }
 
+static const SchemaField set_iothread_fields[] = {
+    { .name = "node-name", .type = SCHEMA_STR },
+    { .name = "iothread", .type = SCHEMA_ANY },          /* a name, or null */
+    { .name = "force", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject set_iothread_args = {
+    .name = "x-blockdev-set-iothread-arg", .fields = set_iothread_fields,
+};
+
+static json_object *qmp_x_blockdev_set_iothread(json_object *args, Error **errp)
+{
+    const char *node_name = NULL;
+    AioContext *ctx = main_aio_context();
+    BlockDriverState *bs;
+    json_object *v;
+    bool force = false;
+
+    GLOBAL_STATE_CODE();
+    if (!opt_get_str(args, "node-name", &node_name, errp) ||
+        !opt_get_bool(args, "force", &force, errp)) {
+        return NULL;
+    }
+    bs = bdrv_find_node(node_name);
+    if (!bs) {
+        error_setg(errp, "Cannot find node %s", node_name);
+        return NULL;
+    }
+    if (!bdrv_is_root_node(bs)) {
+        error_setg(errp, "Node %s is not a root node", node_name);
+        return NULL;
+    }
+    /* An export is the usual reason: it could be serving requests. */
+    if (!force && bdrv_has_blk(bs)) {
+        error_setg(errp, "Node %s is associated with a BlockBackend and could be in use "
+                   "(use force=true to override this check)", node_name);
+        return NULL;
+    }
+    json_object_object_get_ex(args, "iothread", &v);
+    if (json_object_is_type(v, json_type_string)) {
+        IOThread *iot = iothread_find(json_object_get_string(v));
+        if (!iot) {
+            error_setg(errp, "Cannot find iothread %s", json_object_get_string(v));
+            return NULL;
+        }
+        ctx = iothread_get_aio_context(iot);
+    } else if (v && !json_object_is_type(v, json_type_null)) {
+        error_setg(errp, "Invalid parameter type for 'iothread', expected: string or null");
+        return NULL;
+    }
+    bdrv_set_aio_context(bs, ctx);
+    return json_object_new_object();
+}
+
 const QmpCommand qmp_iothread_commands[] = {
+    { "x-blockdev-set-iothread", qmp_x_blockdev_set_iothread, &set_iothread_args },
     { "object-add", qmp_object_add, &qapi_object_add_args },
     { "object-del", qmp_object_del, &qapi_object_del_args },
     { "query-iothreads", qmp_query_iothreads, NULL },
