@@ -27,6 +27,7 @@ typedef struct BlockCopyOptions {
     int64_t chunk_size;         /* bytes per task, a multiple of the granularity */
     int max_tasks;              /* background tasks in flight */
     int64_t max_bytes;          /* background bytes in flight (buf-size) */
+    bool no_unmap;              /* zeroes stay allocated on the target */
 } BlockCopyOptions;
 
 /* Main.  @bitmap stays the caller's; @job receives progress and pays the

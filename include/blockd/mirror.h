@@ -32,6 +32,7 @@ typedef struct MirrorArgs {
     int64_t granularity;                /* 0: 64 KiB */
     int64_t buf_size;                   /* 0: 16 MiB */
     bool write_blocking;
+    bool no_unmap;                      /* mirror unmap=false */
     BlockdevOnError on_source_error;
     BlockdevOnError on_target_error;
     bool auto_finalize;

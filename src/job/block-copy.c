@@ -278,7 +278,8 @@ static int coroutine_fn copy_range_now(BlockCopyState *s, int64_t offset, int64_
             pnum = bytes;
         }
         if (st & BDRV_BLOCK_ZERO) {
-            ret = bdrv_co_pwrite_zeroes(s->target, offset, pnum, BDRV_REQ_MAY_UNMAP);
+            ret = bdrv_co_pwrite_zeroes(s->target, offset, pnum,
+                                        s->opts.no_unmap ? 0 : BDRV_REQ_MAY_UNMAP);
             *error_is_read = false;
         } else {
             IOVector v;

@@ -497,6 +497,7 @@ Job *mirror_start(const MirrorArgs *a, Error **errp)
         .chunk_size = MIRROR_CHUNK > s->granularity ? MIRROR_CHUNK : s->granularity,
         .max_tasks = MIRROR_MAX_TASKS,
         .max_bytes = s->buf_size,
+        .no_unmap = a->no_unmap,
     };
     s->bcs = block_copy_state_new(s->source_child, s->target_child, s->bitmap,
                                   &s->common, &copy_opts);

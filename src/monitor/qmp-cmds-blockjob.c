@@ -145,6 +145,7 @@ static bool parse_common(json_object *args, MirrorArgs *a, Error **errp)
 static json_object *qmp_blockdev_mirror(json_object *args, Error **errp)
 {
     const char *replaces = NULL, *copy_mode = "background";
+    bool unmap = true;
     MirrorArgs a;
 
     GLOBAL_STATE_CODE();
@@ -153,22 +154,29 @@ static json_object *qmp_blockdev_mirror(json_object *args, Error **errp)
         !opt_get_int(args, "granularity", &a.granularity, errp) ||
         !opt_get_int(args, "buf-size", &a.buf_size, errp) ||
         !opt_get_str(args, "copy-mode", &copy_mode, errp) ||
+        !opt_get_bool(args, "unmap", &unmap, errp) ||
         !mirror_parse_copy_mode(copy_mode, &a.write_blocking, errp)) {
         return NULL;
     }
     if (replaces && !(a.to_replace = lookup_node(replaces, errp))) {
         return NULL;
     }
+    a.no_unmap = !unmap;
     return mirror_start(&a, errp) ? json_object_new_object() : NULL;
 }
 
 /* Backup arguments blockd refuses rather than ignores. */
 static bool backup_check_unsupported(json_object *args, Error **errp)
 {
-    bool compress = false;
+    bool compress = false, discard_source = false;
     json_object *v;
 
-    if (!opt_get_bool(args, "compress", &compress, errp)) {
+    if (!opt_get_bool(args, "compress", &compress, errp) ||
+        !opt_get_bool(args, "discard-source", &discard_source, errp)) {
+        return false;
+    }
+    if (discard_source) {
+        error_setg(errp, "discard-source is not supported by blockd yet");
         return false;
     }
     if (compress) {

@@ -72,7 +72,8 @@ class Jobs:
         self.nbd_path = os.path.join(sdir, "nbd.sock")
         args = []
         for name, spec in nodes.items():
-            args += ["--blockdev", f"driver=file,node-name=f-{name},filename={spec['img']}"]
+            args += ["--blockdev", f"driver=file,node-name=f-{name},filename={spec['img']}"
+                     + spec.get("opts", "")]
             base = f"f-{name}"
             if spec.get("inject"):
                 args += ["--blockdev",
@@ -586,4 +587,31 @@ def test_mirror_in_iothread_under_writes(blockd, sdir, imgdir):
     q.cmd("block-export-del", id="exp")
     j.event("BLOCK_EXPORT_DELETED", id="exp")
     q.cmd("x-blockdev-set-iothread", node_name="src", iothread=None)
+    j.assert_healthy()
+
+
+@pytest.mark.parametrize("unmap", [True, False])
+def test_mirror_zeroes_unmap(blockd, sdir, imgdir, unmap):
+    """Zero ranges are written as zeroes (no data moves); unmap=true
+    deallocates them on the target, unmap=false keeps them allocated."""
+    size = 16 * MiB
+    src = os.path.join(imgdir, "src.raw")
+    tgt = os.path.join(imgdir, "tgt.raw")
+    sparse_image(src, size)
+    with open(src, "r+b") as f:
+        f.write(os.urandom(MiB))
+    write_random(tgt, size, 0)
+    # The target allows deallocation (discard=unmap), as QEMU requires.
+    j = Jobs(blockd, sdir, {"src": {"img": src}, "tgt": {"img": tgt, "opts": ",discard=unmap"}})
+    j.qmp.cmd("blockdev-mirror", job_id="z", device="src", target="tgt", sync="full",
+              unmap=unmap)
+    j.event("BLOCK_JOB_READY", device="z")
+    j.qmp.cmd("job-complete", id="z")
+    j.event("BLOCK_JOB_COMPLETED", device="z")
+    assert file_sha(tgt) == file_sha(src)
+    allocated = os.stat(tgt).st_blocks * 512
+    if unmap:
+        assert allocated <= 2 * MiB, allocated
+    else:
+        assert allocated >= size, allocated
     j.assert_healthy()
