@@ -39,6 +39,10 @@ const char *blk_exp_node_name(BlockExport *exp);
 bool blk_exp_writable(BlockExport *exp);
 BlockBackend *blk_exp_blk(BlockExport *exp);
 AioContext *blk_exp_ctx(BlockExport *exp);
+/* Where the next connection is served (round robin over "iothreads"). */
+AioContext *blk_exp_next_ctx(BlockExport *exp);
+/* Does any connection of @exp run (or may run) in @ctx? */
+bool blk_exp_uses_ctx(BlockExport *exp, AioContext *ctx);
 
 /* For the NBD code: connections register with their export.  I/O (in the
  * export's context). */

@@ -25,7 +25,10 @@ struct BlockExport {
     char *node_name;
     bool writable;
     BlockBackend *blk;
-    AioContext *ctx;
+    AioContext *ctx;              /* the first (or only) home of connections */
+    AioContext **ctxs;            /* immutable: all of them (iothreads=[...]) */
+    int nctxs;
+    unsigned next_ctx;            /* atomic: round robin over ctxs */
     int refcnt;                   /* main thread */
     ListNode clients;             /* main thread: links owned by the clients */
     int num_clients;              /* main thread */
@@ -37,6 +40,47 @@ struct BlockExport {
 };
 
 static ListNode exports = LIST_INIT_STATIC(exports);
+
+/*
+ * "iothreads": a list of iothread names; the export's connections are
+ * spread over them, round robin (beyond qemu-storage-daemon, which has one
+ * "iothread" per export).
+ */
+static bool export_parse_iothreads(json_object *options, bool have_iothread,
+                                   AioContext ***ctxs, int *nctxs, Error **errp)
+{
+    json_object *list;
+    int n;
+
+    *ctxs = NULL;
+    *nctxs = 0;
+    if (!json_object_object_get_ex(options, "iothreads", &list)) {
+        return true;
+    }
+    n = json_object_array_length(list);
+    if (have_iothread || n == 0) {
+        error_setg(errp, have_iothread ? "'iothread' and 'iothreads' are mutually exclusive"
+                                       : "Parameter 'iothreads' expects a non-empty list");
+        return false;
+    }
+    *ctxs = calloc(n, sizeof(**ctxs));
+    if (!*ctxs) {
+        abort();
+    }
+    for (int i = 0; i < n; i++) {
+        const char *name = json_object_get_string(json_object_array_get_idx(list, i));
+        IOThread *iot = iothread_find(name);
+        if (!iot) {
+            error_setg(errp, "iothread \"%s\" not found", name);
+            free(*ctxs);
+            *ctxs = NULL;
+            return false;
+        }
+        (*ctxs)[i] = iothread_get_aio_context(iot);
+    }
+    *nctxs = n;
+    return true;
+}
 
 /* ---- Drained sections ------------------------------------------------------- */
 
@@ -126,6 +170,8 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     BlockDriverState *bs;
     BlockExport *exp;
     AioContext *ctx = main_aio_context();
+    AioContext **ctxs = NULL;
+    int nctxs = 0;
     uint64_t perm = BLK_PERM_CONSISTENT_READ;
 
     GLOBAL_STATE_CODE();
@@ -170,6 +216,12 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
         }
         ctx = iothread_get_aio_context(iot);
     }
+    if (!export_parse_iothreads(options, iothread != NULL, &ctxs, &nctxs, errp)) {
+        return NULL;
+    }
+    if (nctxs) {
+        ctx = ctxs[0];
+    }
     if (writable) {
         if (bs->read_only) {
             error_setg(errp, "Cannot export read-only node as writable");
@@ -185,6 +237,7 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     exp->blk = blk_new(perm, BLK_PERM_ALL);
     if (blk_insert_bs(exp->blk, bs, errp) < 0) {
         blk_unref(exp->blk);
+        free(ctxs);
         free(exp);
         return NULL;
     }
@@ -194,6 +247,8 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     exp->node_name = strdup(node_name);
     exp->writable = writable;
     exp->ctx = ctx;
+    exp->ctxs = ctxs;
+    exp->nctxs = nctxs;
     exp->refcnt = 1;
     list_init(&exp->clients);
     bd_mutex_init(&exp->lock);
@@ -233,6 +288,7 @@ void blk_exp_unref(BlockExport *exp)
     free(exp->nbd_name);
     free(exp->description);
     free(exp->node_name);
+    free(exp->ctxs);
     free(exp);
 }
 
@@ -341,3 +397,21 @@ const char *blk_exp_node_name(BlockExport *exp) { return exp->node_name; }
 bool blk_exp_writable(BlockExport *exp) { return exp->writable; }
 BlockBackend *blk_exp_blk(BlockExport *exp) { return exp->blk; }
 AioContext *blk_exp_ctx(BlockExport *exp) { return exp->ctx; }
+
+AioContext *blk_exp_next_ctx(BlockExport *exp)
+{
+    if (exp->nctxs == 0) {
+        return exp->ctx;
+    }
+    return exp->ctxs[atomic_fetch_add(&exp->next_ctx, 1) % (unsigned)exp->nctxs];
+}
+
+bool blk_exp_uses_ctx(BlockExport *exp, AioContext *ctx)
+{
+    for (int i = 0; i < exp->nctxs; i++) {
+        if (exp->ctxs[i] == ctx) {
+            return true;
+        }
+    }
+    return exp->ctx == ctx;
+}

@@ -953,10 +953,11 @@ static void coroutine_fn client_co(void *opaque)
         c->size = blk_co_getlength(blk_exp_blk(exp));
         blk_exp_add_client(exp, c, &c->link);
         handshake_put_exp(exp);         /* the client holds its own now */
-        if (blk_exp_ctx(exp) != c->ctx) {
+        AioContext *home = blk_exp_next_ctx(exp);
+        if (home != c->ctx) {
             /* Serve it where the export lives. */
             aio_set_fd_handler(c->ctx, c->fd, NULL, NULL, NULL, NULL);
-            c->ctx = blk_exp_ctx(exp);
+            c->ctx = home;
             aio_co_reschedule_self(c->ctx);
         }
         transmission(c);

@@ -64,6 +64,8 @@ static const SchemaObject nbd_server_start_args = {
     .name = "nbd-server-start-arg", .fields = nbd_server_start_fields,
 };
 
+static const SchemaField iothread_name = { .type = SCHEMA_STR };
+
 static const SchemaField export_base_fields[] = {
     { .name = "type", .type = SCHEMA_ENUM, .enum_values = export_types },
     { .name = "id", .type = SCHEMA_STR },
@@ -71,6 +73,7 @@ static const SchemaField export_base_fields[] = {
     { .name = "writable", .type = SCHEMA_BOOL, .optional = true },
     { .name = "writethrough", .type = SCHEMA_BOOL, .optional = true },
     { .name = "iothread", .type = SCHEMA_STR, .optional = true },
+    { .name = "iothreads", .type = SCHEMA_LIST, .optional = true, .elem = &iothread_name },
     { .name = "fixed-iothread", .type = SCHEMA_BOOL, .optional = true },
     { 0 },
 };

@@ -89,7 +89,7 @@ static void export_uses_ctx(BlockExport *exp, void *opaque)
 {
     AioContext **ctx = opaque;
 
-    if (*ctx && blk_exp_ctx(exp) == *ctx) {
+    if (*ctx && blk_exp_uses_ctx(exp, *ctx)) {
         *ctx = NULL;
     }
 }
