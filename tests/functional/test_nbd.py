@@ -4,6 +4,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -715,3 +716,37 @@ def test_export_spread_over_two_iothreads(blockd, sdir, tmp_path):
     cls, desc = q.error("object-del", {"id": "io1"})
     assert desc == "object 'io1' is in use, can not be deleted"
     srv.assert_serving("d", size)
+
+
+def free_tcp_port(family=socket.AF_INET, host="127.0.0.1"):
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("family,host,uri_host", [
+    (socket.AF_INET, "127.0.0.1", "127.0.0.1"),
+    (socket.AF_INET6, "::1", "[::1]"),
+])
+def test_tcp_export(blockd, sdir, tmp_path, family, host, uri_host):
+    """nbd-server-start on TCP (IPv4 and IPv6): nbdinfo, qemu-io and
+    qemu-img compare over nbd://host:port."""
+    try:
+        port = free_tcp_port(family, host)
+    except OSError:
+        pytest.fail(f"no {host} on this machine")
+    size = 8 * MiB
+    img = str(tmp_path / "tcp.raw")
+    random_image(img, size, [(0, MiB), (5 * MiB, 64 * 1024)], seed=9)
+    srv = Server(blockd, sdir, [{"name": "d", "img": img}], nbd=False,
+                 extra=["--nbd-server", f"addr.type=inet,addr.host={host},addr.port={port}",
+                        "--export", "type=nbd,id=e,node-name=d,writable=on"])
+    uri = f"nbd://{uri_host}:{port}/d"
+    info = nbdinfo_json(uri)
+    assert info["exports"][0]["export-size"] == size
+    qemu_io(uri, "write -P 0x5c 4096 8192", "read -P 0x5c 4096 8192")
+    out = str(tmp_path / "copy.raw")
+    run("qemu-img", "convert", "-f", "raw", "-O", "raw", uri, out)
+    assert run("qemu-img", "compare", "-f", "raw", "-F", "raw", img, out,
+               check=False).returncode == 0
+    assert srv.alive()
