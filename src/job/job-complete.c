@@ -215,7 +215,19 @@ static void job_completed_txn_abort_locked(Job *trigger) TSA_REQUIRES(job_mutex)
         job_ref_locked(other);
         if (!job_is_completed_locked(other)) {
             assert(job_cancel_requested_locked(other));
-            job_finish_sync_locked(other, NULL, NULL);
+            if (other->started) {
+                job_finish_sync_locked(other, NULL, NULL);
+            } else {
+                /*
+                 * Never started (e.g. the grouped jobs of a QMP transaction
+                 * that fails before starting them): there is no coroutine
+                 * that could ever complete it, so finish_sync would wait
+                 * forever.  Apply the rc rule here instead (-ECANCELED,
+                 * "created" -> "aborting"), as job_cancel_locked does for
+                 * a lone never-started job.  Found by test-job-txn.
+                 */
+                job_update_rc_locked(other);
+            }
         }
         if (other->txn == txn) {
             job_finalize_single_locked(other);
