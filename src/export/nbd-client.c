@@ -30,6 +30,10 @@
 
 #define MAX_REQUESTS 32                        /* in flight per connection */
 #define MAX_IN_FLIGHT_BYTES (64 * 1024 * 1024)  /* payloads held per connection */
+/* Payloads held by all connections together: past this, a connection
+ * waits for others to drain unless it has nothing in flight itself (so
+ * every connection always progresses). */
+#define SERVER_MAX_IN_FLIGHT_BYTES (96 * 1024 * 1024)
 #define MAX_STATUS_EXTENTS 1024
 
 struct NbdClient {
@@ -63,6 +67,44 @@ typedef struct NbdRequest {
 } NbdRequest;
 
 static ListNode all_clients = LIST_INIT_STATIC(all_clients);
+
+/* The server-wide budget, shared by connections in every thread. */
+static struct {
+    BdMutex lock;
+    int64_t bytes TSA_FIELD_GUARDED_BY(lock);
+    CoQueue waiters TSA_FIELD_GUARDED_BY(lock);   /* receive loops */
+} budget;
+
+__attribute__((constructor)) static void budget_init(void)
+{
+    bd_mutex_init(&budget.lock);
+    bd_mutex_lock(&budget.lock);
+    budget.bytes = 0;
+    co_queue_init(&budget.waiters);
+    bd_mutex_unlock(&budget.lock);
+}
+
+static void budget_release(int64_t bytes)
+{
+    if (!bytes) {
+        return;
+    }
+    bd_mutex_lock(&budget.lock);
+    budget.bytes -= bytes;
+    co_queue_restart_all_bdmutex(&budget.waiters, &budget.lock);
+    bd_mutex_unlock(&budget.lock);
+}
+
+/* Take @bytes of the server budget, waiting while others hold it all. */
+static void coroutine_fn budget_acquire(NbdClient *c, int64_t bytes)
+{
+    bd_mutex_lock(&budget.lock);
+    while (c->in_flight > 0 && budget.bytes + bytes > SERVER_MAX_IN_FLIGHT_BYTES) {
+        co_queue_wait_bdmutex(&budget.waiters, &budget.lock);
+    }
+    budget.bytes += bytes;
+    bd_mutex_unlock(&budget.lock);
+}
 static int num_clients;
 
 int nbd_client_count(void)
@@ -834,6 +876,7 @@ static void coroutine_fn request_co(void *opaque)
     }
     c->in_flight--;
     c->in_flight_bytes -= r->charged;
+    budget_release(r->charged);
     blk_exp_request_end(c->exp);
     free(r->buf);
     free(r);
@@ -917,6 +960,7 @@ static void coroutine_fn transmission(NbdClient *c)
         /* Reads and writes hold a buffer until their reply is out. */
         r->charged = (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) ? r->length : 0;
         wait_for_budget(c, r->charged);
+        budget_acquire(c, r->charged);
         enter_export(c);
         c->in_flight++;
         c->in_flight_bytes += r->charged;

@@ -664,12 +664,6 @@ def test_export_deleted_during_handshake(blockd, tmp_path, monkeypatch):
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "memory held for replies is bounded per connection only: each connection "
-    "may hold MAX_IN_FLIGHT_BYTES (64 MiB) of read buffers whose replies the "
-    "client does not read (src/export/nbd-client.c wait_for_budget), with no "
-    "global budget and no default max-connections, so N such connections pin "
-    "N x 64 MiB (6 connections: ~390 MB RSS)"))
 def test_flood_from_several_connections_is_bounded(blockd, tmp_path):
     s, d = big_server(blockd, tmp_path)
     flood = []
