@@ -22,6 +22,10 @@ bool opt_get_size(json_object *opts, const char *key, int64_t *value, Error **er
 bool opt_get_bool(json_object *opts, const char *key, bool *value, Error **errp);
 /* *value points into @opts (valid while it lives). */
 bool opt_get_str(json_object *opts, const char *key, const char **value, Error **errp);
+/* @value (of parameter @key) as one of @choices (NULL-terminated): *index
+ * is its position; else "Parameter '<key>' does not accept value '<v>'". */
+bool opt_parse_enum(const char *key, const char *value, const char *const *choices,
+                    int *index, Error **errp);
 /* One of @choices (NULL-terminated); *index is the position. */
 bool opt_get_enum(json_object *opts, const char *key, const char *const *choices,
                   int *index, Error **errp);

@@ -204,6 +204,7 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     };
     int flags = (a->auto_finalize ? 0 : JOB_MANUAL_FINALIZE) |
                 (a->auto_dismiss ? 0 : JOB_MANUAL_DISMISS);
+    BdrvChild *source_child, *target_child;
     BlockDriverState *cbw;
     BackupJob *s;
 
@@ -229,11 +230,8 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     s->sync = a->sync;
     s->on_source_error = a->on_source_error;
     s->on_target_error = a->on_target_error;
-    if (block_job_add_bdrv(&s->common, "source", s->source, BLK_PERM_CONSISTENT_READ,
-                           BLK_PERM_ALL & ~BLK_PERM_RESIZE, errp) < 0 ||
-        block_job_add_bdrv(&s->common, "target", s->target,
-                           BLK_PERM_WRITE | BLK_PERM_CONSISTENT_READ,
-                           BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED, errp) < 0) {
+    if (block_job_add_copy_nodes(&s->common, s->source, s->target, &source_child,
+                                 &target_child, errp) < 0) {
         s->exited = true;
         block_job_remove_all_bdrv(&s->common);
         job_filter_remove(cbw, s->source, NULL);
@@ -243,7 +241,7 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     }
     s->bitmap = dirty_bitmap_new(bdrv_getlength(s->source), BACKUP_CLUSTER);
     dirty_bitmap_set_all(s->bitmap);
-    s->bcs = block_copy_state_new(s->common.nodes[1], s->common.nodes[2], s->bitmap,
+    s->bcs = block_copy_state_new(source_child, target_child, s->bitmap,
                                   &s->common, &copy_opts);
     /* From here every guest write copies the old data first. */
     job_filter_activate(cbw, s);

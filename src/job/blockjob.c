@@ -11,26 +11,22 @@
 #include "blockd/block-global-state.h"
 #include "blockd/blockjob.h"
 #include "blockd/main-loop.h"
+#include "blockd/options.h"
 
-static const char *const on_error_names[BLOCKDEV_ON_ERROR__MAX] = {
-    "report", "ignore", "enospc", "stop", "auto",
+static const char *const on_error_names[BLOCKDEV_ON_ERROR__MAX + 1] = {
+    "report", "ignore", "enospc", "stop", "auto", NULL,
 };
 
 bool blockdev_on_error_parse(const char *name, const char *s, BlockdevOnError *out,
                              Error **errp)
 {
-    if (!s) {
-        *out = BLOCKDEV_ON_ERROR_REPORT;
-        return true;
+    int i = BLOCKDEV_ON_ERROR_REPORT;
+
+    if (s && !opt_parse_enum(name, s, on_error_names, &i, errp)) {
+        return false;
     }
-    for (int i = 0; i < BLOCKDEV_ON_ERROR__MAX; i++) {
-        if (!strcmp(s, on_error_names[i])) {
-            *out = i;
-            return true;
-        }
-    }
-    error_setg(errp, "Parameter '%s' does not accept value '%s'", name, s);
-    return false;
+    *out = i;
+    return true;
 }
 
 static BlockJob *to_block_job(Job *job)
@@ -127,6 +123,25 @@ int block_job_add_bdrv(BlockJob *job, const char *name, BlockDriverState *bs,
         abort();
     }
     job->nodes[job->nnodes++] = c;
+    return 0;
+}
+
+int block_job_add_copy_nodes(BlockJob *job, BlockDriverState *source,
+                             BlockDriverState *target, BdrvChild **source_child,
+                             BdrvChild **target_child, Error **errp)
+{
+    /* Reading the source, which guests keep writing; writing the target,
+     * which nobody else may write meanwhile. */
+    if (block_job_add_bdrv(job, "source", source, BLK_PERM_CONSISTENT_READ,
+                           BLK_PERM_ALL & ~BLK_PERM_RESIZE, errp) < 0) {
+        return -EPERM;
+    }
+    *source_child = job->nodes[job->nnodes - 1];
+    if (block_job_add_bdrv(job, "target", target, BLK_PERM_WRITE | BLK_PERM_CONSISTENT_READ,
+                           BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED, errp) < 0) {
+        return -EPERM;
+    }
+    *target_child = job->nodes[job->nnodes - 1];
     return 0;
 }
 

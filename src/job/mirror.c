@@ -22,6 +22,7 @@
 #include "blockd/block-io.h"
 #include "blockd/main-loop.h"
 #include "blockd/mirror.h"
+#include "blockd/options.h"
 #include "job-filter.h"
 
 #define MIRROR_CHUNK        (1 << 20)          /* bytes per copy task */
@@ -59,26 +60,24 @@ static const char *const copy_mode_names[] = { "background", "write-blocking", N
 
 bool mirror_parse_sync(const char *s, MirrorSyncMode *out, Error **errp)
 {
-    for (int i = 0; sync_names[i]; i++) {
-        if (!strcmp(s, sync_names[i])) {
-            *out = i;
-            return true;
-        }
+    int i;
+
+    if (!opt_parse_enum("sync", s, sync_names, &i, errp)) {
+        return false;
     }
-    error_setg(errp, "Parameter 'sync' does not accept value '%s'", s);
-    return false;
+    *out = i;
+    return true;
 }
 
 bool mirror_parse_copy_mode(const char *s, bool *write_blocking, Error **errp)
 {
-    for (int i = 0; copy_mode_names[i]; i++) {
-        if (!strcmp(s, copy_mode_names[i])) {
-            *write_blocking = i == 1;
-            return true;
-        }
+    int i;
+
+    if (!opt_parse_enum("copy-mode", s, copy_mode_names, &i, errp)) {
+        return false;
     }
-    error_setg(errp, "Parameter 'copy-mode' does not accept value '%s'", s);
-    return false;
+    *write_blocking = i == 1;
+    return true;
 }
 
 /* ---- The filter's hook (write-blocking mode) --------------------------------- */
@@ -481,17 +480,10 @@ Job *mirror_start(const MirrorArgs *a, Error **errp)
     s->buf_size = a->buf_size ? a->buf_size : MIRROR_DEFAULT_BUF;
     s->write_blocking = a->write_blocking;
 
-    /* Reading the source, which guests keep writing; writing the target,
-     * which nobody else may write meanwhile. */
-    if (block_job_add_bdrv(&s->common, "source", s->source, BLK_PERM_CONSISTENT_READ,
-                           BLK_PERM_ALL & ~BLK_PERM_RESIZE, errp) < 0 ||
-        block_job_add_bdrv(&s->common, "target", s->target,
-                           BLK_PERM_WRITE | BLK_PERM_CONSISTENT_READ,
-                           BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED, errp) < 0) {
+    if (block_job_add_copy_nodes(&s->common, s->source, s->target, &s->source_child,
+                                 &s->target_child, errp) < 0) {
         goto fail;
     }
-    s->source_child = s->common.nodes[1];
-    s->target_child = s->common.nodes[2];
     s->bitmap = dirty_bitmap_new(bdrv_getlength(s->source), s->granularity);
     copy_opts = (BlockCopyOptions){
         .chunk_size = MIRROR_CHUNK > s->granularity ? MIRROR_CHUNK : s->granularity,

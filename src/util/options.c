@@ -81,6 +81,19 @@ bool opt_get_str(json_object *opts, const char *key, const char **value, Error *
     return true;
 }
 
+bool opt_parse_enum(const char *key, const char *value, const char *const *choices,
+                    int *index, Error **errp)
+{
+    for (int i = 0; choices[i]; i++) {
+        if (strcmp(value, choices[i]) == 0) {
+            *index = i;
+            return true;
+        }
+    }
+    error_setg(errp, "Parameter '%s' does not accept value '%s'", key, value);
+    return false;
+}
+
 bool opt_get_enum(json_object *opts, const char *key, const char *const *choices,
                   int *index, Error **errp)
 {
@@ -89,15 +102,5 @@ bool opt_get_enum(json_object *opts, const char *key, const char *const *choices
     if (!opt_get_str(opts, key, &s, errp)) {
         return false;
     }
-    if (!s) {
-        return true;
-    }
-    for (int i = 0; choices[i]; i++) {
-        if (strcmp(s, choices[i]) == 0) {
-            *index = i;
-            return true;
-        }
-    }
-    error_setg(errp, "Parameter '%s' does not accept value '%s'", key, s);
-    return false;
+    return !s || opt_parse_enum(key, s, choices, index, errp);
 }

@@ -1,7 +1,9 @@
 """Shared fixtures for functional tests: start the real blockd binary."""
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -53,3 +55,12 @@ def blockd(tmp_path):
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+@pytest.fixture
+def sdir():
+    """A short directory for unix sockets (tmp_path may be too long for
+    the 108 bytes of a socket path)."""
+    d = tempfile.mkdtemp(prefix="bdnbd", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

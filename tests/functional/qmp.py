@@ -84,3 +84,20 @@ class QMP:
         reply = self.execute(name, args)
         assert "error" in reply, reply
         return reply["error"]["class"], reply["error"]["desc"]
+
+    def next_event(self, deadline):
+        """The next event, queued or read before @deadline (monotonic), or
+        None at the deadline.  Replies are not expected meanwhile."""
+        if self.events:
+            return self.events.pop(0)
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                msg = self.recv()
+            except socket.timeout:
+                continue
+            finally:
+                self.sock.settimeout(10)
+            if "event" in msg:
+                return msg
+        return None

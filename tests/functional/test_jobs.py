@@ -5,24 +5,16 @@ import hashlib
 import os
 import random
 import shutil
-import socket
 import threading
 import time
 
 import nbd
 import pytest
 
-from nbdutil import MiB, short_dir, sparse_image
+from nbdutil import MiB, sparse_image
 from qmp import QMP
 
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None
-
-
-@pytest.fixture
-def sdir():
-    d = short_dir()
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -90,8 +82,8 @@ class Jobs:
         self.daemon = blockd(*args)
         self.daemon.wait_ready()
         self.qmp = QMP(self.qmp_path)
-        self.log = []
-        self.logged = set()
+        self.log = []          # every event seen, in arrival order
+        self.logged = set()    # their ids
 
     def client(self):
         h = nbd.NBD()
@@ -100,33 +92,29 @@ class Jobs:
         return h
 
     def event(self, name, timeout=60, **match):
-        """Wait for event @name whose data contains @match."""
+        """Wait for event @name whose data contains @match; the events
+        passed over stay queued for later waits."""
         deadline = time.monotonic() + timeout
-        while True:
-            for i, ev in enumerate(self.qmp.events):
-                if ev["event"] == name and all(ev.get("data", {}).get(k) == v
-                                               for k, v in match.items()):
-                    self.statuses("")
-                    del self.qmp.events[i]
-                    return ev.get("data", {})
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {name} {match}; saw {self.qmp.events}")
-            self.qmp.sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                msg = self.qmp.recv()
-            except socket.timeout:
-                continue
-            finally:
-                self.qmp.sock.settimeout(10)
-            if "event" in msg:
-                self.qmp.events.append(msg)
+        passed = []
+        try:
+            while True:
+                ev = self.qmp.next_event(deadline)
+                if ev is None:
+                    raise AssertionError(f"no {name} {match}; saw {passed}")
+                if id(ev) not in self.logged:
+                    self.logged.add(id(ev))
+                    self.log.append(ev)
+                data = ev.get("data", {})
+                if ev["event"] == name and all(data.get(k) == v for k, v in match.items()):
+                    return data
+                passed.append(ev)
+        finally:
+            self.qmp.events[:0] = passed
 
     def statuses(self, job_id):
-        """The JOB_STATUS_CHANGE statuses of @job_id seen so far, in order
-        (replies and event waits both keep the log)."""
-        self.log += [e for e in self.qmp.events if id(e) not in self.logged]
-        self.logged.update(id(e) for e in self.qmp.events)
-        return [e["data"]["status"] for e in sorted(self.log, key=stamp)
+        """The JOB_STATUS_CHANGE statuses of @job_id seen so far, in order."""
+        evs = self.log + [e for e in self.qmp.events if id(e) not in self.logged]
+        return [e["data"]["status"] for e in sorted(evs, key=stamp)
                 if e["event"] == "JOB_STATUS_CHANGE" and e["data"]["id"] == job_id]
 
     def job(self, job_id):

@@ -20,14 +20,6 @@ from qmp import QMP
 
 
 @pytest.fixture
-def sdir():
-    """A short directory for unix sockets (tmp_path may be too long)."""
-    d = short_dir()
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
 def serve(blockd, sdir):
     def start(exports, **kw):
         return Server(blockd, sdir, exports, **kw)

@@ -4,7 +4,6 @@ and text, and jobs the same event sequences with the same payload
 members.  qemu-storage-daemon is the reference a user compares us with."""
 import os
 import shutil
-import socket
 import subprocess
 import time
 
@@ -48,27 +47,14 @@ class Peer:
         """Events up to and including @name for job @device."""
         out = []
         deadline = time.monotonic() + timeout
-        pending = self.qmp.events
-        self.qmp.events = []
         while True:
-            while pending:
-                ev = pending.pop(0)
-                out.append(ev)
-                data = ev.get("data", {})
-                if ev["event"] == name and device in (data.get("device"), data.get("id")):
-                    self.qmp.events = pending
-                    return out
-            if time.monotonic() > deadline:
+            ev = self.qmp.next_event(deadline)
+            if ev is None:
                 raise AssertionError(f"no {name}: {out}")
-            self.qmp.sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                msg = self.qmp.recv()
-            except socket.timeout:
-                continue
-            finally:
-                self.qmp.sock.settimeout(10)
-            if "event" in msg:
-                pending.append(msg)
+            out.append(ev)
+            data = ev.get("data", {})
+            if ev["event"] == name and device in (data.get("device"), data.get("id")):
+                return out
 
 
 @pytest.fixture
