@@ -15,6 +15,7 @@ extern const BlockDriver bdrv_null_co;
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_blkdebug;
+extern const BlockDriver bdrv_qcow2;
 
 /* block.c */
 bool bdrv_child_is_node_parent(BdrvChild *c);
