@@ -959,8 +959,10 @@ int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State
             return host;
         }
         for (int64_t k = 0; k < n; k++) {
+            /* Over a backing file the subclusters stay unallocated: reads
+             * still go to the backing file. */
             L2Entry l = { (uint64_t)(host + (k << s->cluster_bits)) | QCOW2_OFLAG_COPIED,
-                          s->ext_l2 ? QCOW2_SC_ALL_ALLOC : 0 };
+                          s->ext_l2 && !s->backing_file ? QCOW2_SC_ALL_ALLOC : 0 };
             set_entry(s, table, i0 + k, l);
         }
         qcow2_cache_mark_dirty(s->l2_cache, table);

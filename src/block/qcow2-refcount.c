@@ -44,11 +44,11 @@ static uint64_t rb_get(BDRVQcow2State *s, const void *block, int64_t i)
     }
 }
 
-static void rb_set(BDRVQcow2State *s, void *block, int64_t i, uint64_t v)
+void qcow2_rb_set(int order, void *block, int64_t i, uint64_t v)
 {
     uint8_t *b = block;
 
-    switch (s->refcount_order) {
+    switch (order) {
     case 3:
         b[i] = v;
         break;
@@ -63,12 +63,19 @@ static void rb_set(BDRVQcow2State *s, void *block, int64_t i, uint64_t v)
         qcow2_put_be64((uint64_t *)block + i, v);
         break;
     default: {
-        int per_byte = 8 >> s->refcount_order;
-        int shift = (int)(i % per_byte) << s->refcount_order;
-        b[i / per_byte] = (b[i / per_byte] & ~(s->refcount_max << shift)) | (v << shift);
+        /* Sub-byte widths: bit 0 is the least significant bit of the byte. */
+        int per_byte = 8 >> order;
+        int shift = (int)(i % per_byte) << order;
+        uint8_t mask = (1u << (1 << order)) - 1;
+        b[i / per_byte] = (b[i / per_byte] & ~(mask << shift)) | ((v & mask) << shift);
         break;
     }
     }
+}
+
+static void rb_set(BDRVQcow2State *s, void *block, int64_t i, uint64_t v)
+{
+    qcow2_rb_set(s->refcount_order, block, i, v);
 }
 
 /* ---- Open ---------------------------------------------------------------------- */

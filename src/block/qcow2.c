@@ -249,7 +249,9 @@ static int parse_extensions(BDRVQcow2State *s, const uint8_t *buf, int64_t len,
 
 /* Fixed header fields, checked one by one. */
 static int parse_header(BDRVQcow2State *s, const uint8_t *h, int64_t flen, Error **errp)
+    TSA_NO_TSA
 {
+    /* Open: the node is not visible yet, no lock needed (as below). */
     uint32_t cluster_bits = be32(h + 20);
 
     if (flen < QCOW2_V2_HEADER_LEN || be32(h) != QCOW2_MAGIC) {
@@ -317,7 +319,7 @@ static int parse_header(BDRVQcow2State *s, const uint8_t *h, int64_t flen, Error
 }
 
 /* Geometry derived from the header, and its limits. */
-static int check_geometry(BDRVQcow2State *s, int64_t flen, Error **errp)
+static int check_geometry(BDRVQcow2State *s, int64_t flen, Error **errp) TSA_NO_TSA
 {
     int64_t cs = s->cluster_size, max_size, needed;
 
@@ -413,6 +415,7 @@ static int read_backing_name(BDRVQcow2State *s, const uint8_t *h, const uint8_t 
 
 /* Clear autoclear bits we do not maintain (bitmaps): writing is allowed then. */
 static int coroutine_fn clear_autoclear(BlockDriverState *bs, BDRVQcow2State *s)
+    GRAPH_RDLOCK
 {
     uint8_t zero[8] = { 0 };
     int ret;
@@ -675,7 +678,7 @@ static int qcow2_open(BlockDriverState *bs, json_object *options, int flags, Err
     return 0;
 }
 
-static int coroutine_fn close_co(BlockDriverState *bs, void *opaque)
+static int coroutine_fn close_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOCK
 {
     BDRVQcow2State *s = bs->opaque;
     int ret;

@@ -195,7 +195,8 @@ void qcow2_report_corruption(BDRVQcow2State *s, const char *fmt, ...) BD_PRINTF(
 /* ---- Cache (qcow2-cache.c) ---- */
 
 /* Called before a dirty table is written back (ordering); may be NULL. */
-typedef int coroutine_fn Qcow2CacheDepFn(BlockDriverState *bs) GRAPH_RDLOCK;
+/* (Called with the graph read lock held; typedefs cannot say so.) */
+typedef int coroutine_fn Qcow2CacheDepFn(BlockDriverState *bs);
 
 Qcow2Cache *qcow2_cache_new(int entries, int64_t table_size, Qcow2CacheDepFn *dep);
 void qcow2_cache_free(Qcow2Cache *c);
@@ -217,6 +218,9 @@ void qcow2_cache_forget(Qcow2Cache *c, int64_t offset);
 void qcow2_cache_clean(Qcow2Cache *c, int64_t age_ns);
 
 /* ---- Refcounts (qcow2-refcount.c) ---- */
+
+/* Set entry @i of a refcount block of width 2^@order bits (common). */
+void qcow2_rb_set(int order, void *block, int64_t i, uint64_t v);
 
 /* Load the refcount table at open (checks it).  Global state, in a coroutine. */
 int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, BDRVQcow2State *s,
