@@ -14,6 +14,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "blockd/atomic.h"
 #include "blockd/block-io.h"
 #include "blockd/iov.h"
 #include "blockd/main-loop.h"
@@ -442,6 +443,9 @@ int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset, int64_t b
 
         co_mutex_lock(&s->lock);
         ret = get_mapping(bs, s, offset + done, bytes - done, &kind, &host, &n);
+        if (ret >= 0) {
+            atomic_fetch_add(&s->data_inflight, 1);
+        }
         co_mutex_unlock(&s->lock);
         if (ret < 0) {
             break;
@@ -449,6 +453,7 @@ int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset, int64_t b
         iovector_reset(&chunk);
         iovector_concat(&chunk, iov, niov, done, n);
         ret = read_mapped(bs, s, kind, host, offset + done, n, chunk.iov, chunk.niov);
+        atomic_fetch_sub(&s->data_inflight, 1);
         done += n;
     }
     iovector_destroy(&chunk);
@@ -711,6 +716,9 @@ int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t 
 
         co_mutex_lock(&s->lock);
         ret = s->broken ? -EIO : plan_write(bs, s, offset + done, bytes - done, &p);
+        if (ret >= 0 && p.in_place) {
+            atomic_fetch_add(&s->data_inflight, 1);
+        }
         co_mutex_unlock(&s->lock);
         if (ret < 0) {
             break;
@@ -719,6 +727,7 @@ int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t 
             iovector_reset(&chunk);
             iovector_concat(&chunk, iov, niov, done, p.bytes);
             ret = bdrv_co_pwritev(bs->file, p.host, p.bytes, chunk.iov, chunk.niov, 0);
+            atomic_fetch_sub(&s->data_inflight, 1);
         } else {
             ret = write_new_clusters(bs, s, &p, offset + done, iov, niov, done);
             co_mutex_lock(&s->lock);
@@ -927,8 +936,9 @@ int coroutine_fn qcow2_sync_metadata(BlockDriverState *bs, BDRVQcow2State *s)
             s->l1_dirty_lo = s->l1_dirty_hi = 0;
         }
     }
-    /* 4. Only now can clusters that lost a reference be reused. */
-    if (ret >= 0 && s->npending) {
+    /* 4. Only now can clusters that lost a reference be reused -- and not
+     * while a data request may still be using one (they stay pending). */
+    if (ret >= 0 && s->npending && atomic_read(&s->data_inflight) == 0) {
         ret = qcow2_apply_deferred_frees(bs, s);
     }
     if (ret < 0) {

@@ -406,9 +406,6 @@ static int coroutine_fn find_free(BlockDriverState *bs, BDRVQcow2State *s, int64
         uint64_t rc;
         int ret;
 
-        if (c + i >= s->alloc_end) {
-            break;               /* beyond everything allocated: all free */
-        }
         ret = qcow2_get_refcount(bs, s, c + i, &rc);
         if (ret < 0) {
             return ret;
@@ -489,7 +486,16 @@ int coroutine_fn qcow2_apply_deferred_frees(BlockDriverState *bs, BDRVQcow2State
     int ret = 0;
 
     for (int i = 0; i < s->npending && ret >= 0; i++) {
-        ret = qcow2_update_refcount(bs, s, s->pending[i].offset, s->pending[i].bytes, -1);
+        Qcow2PendingFree *f = &s->pending[i];
+        uint64_t rc = 1;
+        ret = qcow2_update_refcount(bs, s, f->offset, f->bytes, -1);
+        if (ret >= 0 && s->discard_unmap) {
+            ret = qcow2_get_refcount(bs, s, f->offset >> s->cluster_bits, &rc);
+        }
+        /* discard=unmap: give the space back to the file system too. */
+        if (ret >= 0 && rc == 0 && !(f->offset & (s->cluster_size - 1))) {
+            bdrv_co_pdiscard(bs->file, f->offset, qcow2_align_up(f->bytes, s->cluster_size));
+        }
     }
     /* On error the remaining ones stay allocated: leaked, not corrupt. */
     s->npending = 0;

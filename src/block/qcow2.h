@@ -149,6 +149,10 @@ typedef struct BDRVQcow2State {
     bool data_unsynced TSA_FIELD_GUARDED_BY(lock);       /* file written since its last flush */
     bool broken TSA_FIELD_GUARDED_BY(lock);              /* metadata write failed: refuse writes */
     int64_t last_clean_ns TSA_FIELD_GUARDED_BY(lock);    /* cache-clean-interval */
+    /* Guest data requests between their mapping lookup and the end of their
+     * I/O (atomic).  Host clusters are freed only while it is zero, so no
+     * read or in-place write can land on a cluster that was reused. */
+    unsigned data_inflight;
 } BDRVQcow2State;
 
 #define QCOW2_LOCKED TSA_REQUIRES(&s->lock)
