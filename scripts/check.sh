@@ -74,12 +74,14 @@ suite() {
     fi
 }
 
-# functional: pytest against the real daemon (Debian's pytest lives in /usr/bin/python3).
+# functional [BUILD [pytest args...]]: pytest against the real daemon of
+# BUILD (default build/; Debian's pytest lives in /usr/bin/python3).
 functional() {
-    local out p f
-    echo "== functional tests (pytest)"
-    out=$(BLOCKD_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-          tests/functional 2>&1)
+    local out p f build=${1:-build}
+    shift || true
+    echo "== functional tests (pytest) on $build $*"
+    out=$(BLOCKD_BUILD="$PWD/$build" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+          "${@:-tests/functional}" 2>&1)
     echo "$out" | tail -30
     p=$(echo "$out" | grep -oE '[0-9]+ passed' | tail -1 | grep -oE '[0-9]+')
     f=$(echo "$out" | grep -oE '[0-9]+ (failed|error|errors)' | awk '{s += $1} END {print s + 0}')
@@ -139,6 +141,10 @@ export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1 ${UBSAN_OPTIONS:-}"
 if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     suite build-asan stress
     suite build-asan unit
+    # Hostile qcow2 images against the sanitized daemon: no crash, no
+    # out-of-bounds access, clear errors.
+    functional build-asan tests/functional/test_qcow2.py \
+        -k "corrupt or unknown_feature or dirty_and_corrupt"
 fi
 
 echo

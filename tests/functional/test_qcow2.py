@@ -731,3 +731,74 @@ def test_crash_consistency(blockd, sdir, tmp_path):
         # Leaks are repairable; afterwards the image is fully clean.
         qimg("check", "-r", "leaks", img, check=False)
         check_clean(img)
+
+
+def test_corrupt_fuzz(blockd, sdir, tmp_path):
+    """Random damage to the metadata of an image with compressed clusters,
+    zero clusters and a snapshot: opening and reading it never crashes the
+    daemon (also run under ASan by make check), read-only opens never write,
+    and writes to what opens read-write do not crash either."""
+    good = str(tmp_path / "good.qcow2")
+    qimg("create", "-f", "qcow2", "-o", "cluster_size=4k", good, str(2 * MiB))
+    qio(good, "write -P 1 0 64k", "write -c -P 2 64k 8k", "write -z 128k 8k",
+        "write -P 3 1M 12k")
+    qimg("snapshot", "-c", "s1", good)
+    qio(good, "write -P 4 8k 4k")
+    with open(good, "rb") as f:
+        pristine = f.read()
+    hdr = pristine[:128]
+    l1 = int.from_bytes(hdr[40:48], "big")
+    rt = int.from_bytes(hdr[48:56], "big")
+    meta = [0, l1, rt, int.from_bytes(pristine[rt:rt + 8], "big"),
+            int.from_bytes(pristine[l1:l1 + 8], "big") & 0x00fffffffffffe00,
+            int.from_bytes(hdr[64:72], "big")]
+    d = Blockd(blockd, sdir)
+    rnd = random.Random(99)
+    img = str(tmp_path / "fuzz.qcow2")
+    opened = 0
+    for it in range(60):
+        data = bytearray(pristine)
+        for _ in range(rnd.randrange(1, 4)):
+            base = rnd.choice(meta)
+            pos = base + rnd.randrange(0, 128 if base == 0 else 64)
+            data[pos] ^= 1 << rnd.randrange(8)
+            if rnd.random() < 0.3:
+                data[pos] = rnd.randrange(256)
+        with open(img, "wb") as f:
+            f.write(data)
+        ro = it % 2 == 0
+        err = blockdev_add_error(d, img, **{"read-only": ro})
+        if err is None:
+            opened += 1
+            d.qmp.cmd("block-export-add", type="nbd", id="e", writable=not ro,
+                      **{"node-name": "disk"})
+            h = d.connect()
+            for off in range(0, 2 * MiB, 256 * KiB):
+                try:
+                    h.pread(256 * KiB, off)
+                except nbd.Error:
+                    pass
+                if not ro:
+                    try:
+                        h.pwrite(b"w" * 6000, off + 100)
+                        h.zero(8192, off + 16384)
+                        h.flush()
+                    except nbd.Error:
+                        pass
+            h.shutdown()
+            d.qmp.cmd("block-export-del", id="e")
+            wait_gone = time.monotonic() + 5
+            while True:
+                try:
+                    d.qmp.cmd("blockdev-del", **{"node-name": "disk"})
+                    break
+                except QMPError:
+                    assert time.monotonic() < wait_gone
+                    time.sleep(0.02)
+        assert d.daemon.proc.poll() is None, d.daemon.stderr_path.read_text()
+        if ro:
+            with open(img, "rb") as f:
+                assert f.read() == bytes(data), f"iteration {it}: read-only open wrote"
+    print("fuzz: opened", opened, "of 60")
+    assert opened > 5
+    d.stop()
