@@ -1,8 +1,8 @@
 #!/bin/sh
 # make bench: micro-benchmarks of the foundation and the block layer, and
 # the same 4 KiB random-read workload through blockd and through fio on one
-# file, with the ratio.  (The NBD benchmarks against qemu-storage-daemon
-# join here with the NBD export.)
+# file, with the ratio; then the NBD benchmarks against qemu-storage-daemon
+# and nbdkit on a raw image (nbd-bench.py) and on qcow2 (qcow2-bench.py).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 b="$top/build/bench"
@@ -31,3 +31,5 @@ echo "ratio blockd / fio: $(awk -v a="$ours_iops" -v b="$fio_iops" 'BEGIN { prin
 rm -f "$img"
 echo "== NBD: blockd vs qemu-storage-daemon vs nbdkit (fio --ioengine=nbd, nbdcopy)"
 /usr/bin/python3 "$top/bench/nbd-bench.py" "$seconds"
+echo "== qcow2 over NBD: blockd vs qemu-storage-daemon (allocating 4k writes, 4k reads)"
+/usr/bin/python3 "$top/bench/qcow2-bench.py" "$seconds"

@@ -245,7 +245,7 @@ static int coroutine_fn get_l2_for_write(BlockDriverState *bs, BDRVQcow2State *s
             return qcow2_cache_get(bs, s->l2_cache, off, table);
         }
     }
-    new = qcow2_alloc_clusters(bs, s, 1);
+    new = qcow2_alloc_clusters(bs, s, 1, NULL);
     if (new < 0) {
         return new;
     }
@@ -531,6 +531,7 @@ static int coroutine_fn in_place(BlockDriverState *bs, BDRVQcow2State *s, void *
 
 typedef struct WritePlan {
     bool in_place;
+    bool fresh;              /* the new clusters are known to hold zeroes */
     int64_t host;            /* in place: where offset goes; else the new clusters */
     int64_t bytes;           /* guest bytes from offset handled by this piece */
     L2Entry head, tail;      /* allocation: old entries of first and last cluster */
@@ -605,7 +606,7 @@ retry:
     p->head = first;
     p->tail = get_entry(s, table, i0 + n - 1);
     qcow2_cache_put(s->l2_cache, table);
-    p->host = qcow2_alloc_clusters(bs, s, n);
+    p->host = qcow2_alloc_clusters(bs, s, n, &p->fresh);
     if (p->host < 0) {
         return p->host;
     }
@@ -658,6 +659,22 @@ static void coroutine_fn end_alloc(BDRVQcow2State *s, WritePlan *p) QCOW2_LOCKED
     co_queue_restart_all(&s->inflight_wait);
 }
 
+/* Does the whole cluster with entry @l (guest offset @guest) read as zeroes? */
+static bool reads_as_zeroes(BlockDriverState *bs, BDRVQcow2State *s, L2Entry l,
+                            int64_t guest) GRAPH_RDLOCK
+{
+    bool no_backing = !bs->backing || guest >= bdrv_getlength(bs->backing->bs);
+
+    if (is_compressed(l)) {
+        return false;
+    }
+    if (s->ext_l2) {
+        return !(l.bitmap & QCOW2_SC_ALL_ALLOC) &&
+               ((l.bitmap >> 32) == 0xffffffffu || no_backing);
+    }
+    return (l.e & QCOW2_OFLAG_ZERO) || (!host_of(l) && no_backing);
+}
+
 /*
  * Write the new clusters of @p: the old content before and after the
  * guest data (copy-on-write from whatever the guest saw: backing file,
@@ -674,6 +691,15 @@ static int coroutine_fn write_new_clusters(BlockDriverState *bs, BDRVQcow2State 
     IOVector v;
     int ret = 0;
 
+    /* Zeroes over zeroes: only the guest data needs writing. */
+    if (p->fresh && (!head || reads_as_zeroes(bs, s, p->head, start)) &&
+        (!tail || reads_as_zeroes(bs, s, p->tail, end - s->cluster_size))) {
+        iovector_init(&v);
+        iovector_concat(&v, iov, niov, done, p->bytes);
+        ret = bdrv_co_pwritev(bs->file, p->host + head, p->bytes, v.iov, v.niov, 0);
+        iovector_destroy(&v);
+        return ret;
+    }
     hbuf = head ? malloc(head) : NULL;
     tbuf = tail ? malloc(tail) : NULL;
     if ((head && !hbuf) || (tail && !tbuf)) {
@@ -963,7 +989,7 @@ int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State
         if (ret < 0) {
             break;
         }
-        host = qcow2_alloc_clusters(bs, s, n);
+        host = qcow2_alloc_clusters(bs, s, n, NULL);
         if (host < 0) {
             qcow2_cache_put(s->l2_cache, table);
             return host;

@@ -119,6 +119,7 @@ int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, BDRVQcow2State *s, Er
         }
     }
     s->alloc_end = qcow2_align_up(s->file_size, s->cluster_size) >> s->cluster_bits;
+    s->zero_start = s->alloc_end << s->cluster_bits;
     s->free_hint = 1;
     return 0;
 }
@@ -201,6 +202,15 @@ int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, BDRVQcow2State *s,
         }
     }
     return 0;
+}
+
+/* [offset, offset+bytes) was handed out (and may be freed and handed out
+ * again): the known-zero region starts after it. */
+static void note_used(BDRVQcow2State *s, int64_t offset, int64_t bytes) QCOW2_LOCKED
+{
+    if (offset + bytes > s->zero_start) {
+        s->zero_start = offset + bytes;
+    }
 }
 
 /* ---- Refcount table growth ---------------------------------------------------- */
@@ -335,6 +345,7 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, BDRVQcow2State *s,
     if (t + n + k > s->alloc_end) {
         s->alloc_end = t + n + k;
     }
+    note_used(s, t << s->cluster_bits, (n + k) << s->cluster_bits);
     /* Nothing points to the old table any more. */
     return qcow2_update_refcount(bs, s, old_off, old_size * 8, -1);
 }
@@ -388,6 +399,7 @@ static int coroutine_fn new_refblock(BlockDriverState *bs, BDRVQcow2State *s, in
         return ret;
     }
     s->reftable[rt] = off;
+    note_used(s, off, s->cluster_size);
     if (c + 1 > s->alloc_end) {
         s->alloc_end = c + 1;
     }
@@ -424,7 +436,8 @@ static int coroutine_fn find_free(BlockDriverState *bs, BDRVQcow2State *s, int64
     return 0;
 }
 
-int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, BDRVQcow2State *s, int64_t n)
+int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, BDRVQcow2State *s, int64_t n,
+                                          bool *fresh)
 {
     int64_t c;
     int ret;
@@ -464,6 +477,10 @@ retry:
     if (s->free_hint == c) {
         s->free_hint = c + n;
     }
+    if (fresh) {
+        *fresh = (c << s->cluster_bits) >= s->zero_start;
+    }
+    note_used(s, c << s->cluster_bits, n << s->cluster_bits);
     return c << s->cluster_bits;
 }
 

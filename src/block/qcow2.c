@@ -36,7 +36,7 @@
 #include "block-internal.h"
 #include "qcow2.h"
 
-#define DEFAULT_L2_CACHE_BYTES (1024 * 1024)
+#define DEFAULT_L2_CACHE_BYTES (32 * 1024 * 1024)   /* at most; see open_co() */
 #define DEFAULT_RB_CACHE_BYTES (256 * 1024)
 #define MIN_CACHE_TABLES 4
 #define FILE_GROW_STEP (1024 * 1024)
@@ -75,8 +75,13 @@ int coroutine_fn qcow2_grow_file(BlockDriverState *bs, BDRVQcow2State *s, int64_
     if (!file->drv->bdrv_co_truncate) {
         return -ENOTSUP;
     }
-    /* Grow in steps: one truncate per allocated cluster would be slow. */
-    size = qcow2_align_up(end, step);
+    /* Grow in steps (an eighth of the file, 1 MiB to 128 MiB): one truncate
+     * per allocated cluster would be slow.  The tail stays a sparse hole. */
+    if (s->file_size / 8 > step) {
+        step = s->file_size / 8 < (128 << 20) ? s->file_size / 8 : (128 << 20);
+    }
+    size = qcow2_align_up(end, s->cluster_size);
+    size = qcow2_align_up(size, step);
     ret = file->drv->bdrv_co_truncate(file, size, NULL);
     if (ret < 0) {
         return ret;
@@ -479,6 +484,12 @@ static int coroutine_fn open_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
     if (ret < 0) {
         return ret;
     }
+    if (a->l2_cache_bytes < 0) {
+        /* As QEMU on Linux: enough to map the whole disk, up to 32 MiB. */
+        int64_t cover = (s->size + (s->cluster_size << s->l2_bits) - 1) >>
+                        (s->cluster_bits + s->l2_bits) << s->cluster_bits;
+        a->l2_cache_bytes = cover < DEFAULT_L2_CACHE_BYTES ? cover : DEFAULT_L2_CACHE_BYTES;
+    }
     s->l2_cache = qcow2_cache_new(cache_tables(a->l2_cache_bytes, s->cluster_size),
                                   s->cluster_size, qcow2_refcounts_stable);
     s->rb_cache = qcow2_cache_new(cache_tables(a->rb_cache_bytes, s->cluster_size),
@@ -598,8 +609,8 @@ static int parse_options(BDRVQcow2State *s, OpenArgs *a, json_object *options, E
         !opt_get_bool(options, "lazy-refcounts", &s->lazy_refcounts, errp)) {
         return -1;
     }
-    if (a->l2_cache_bytes < 0) {
-        a->l2_cache_bytes = cache_size >= 0 ? cache_size * 3 / 4 : DEFAULT_L2_CACHE_BYTES;
+    if (a->l2_cache_bytes < 0 && cache_size >= 0) {
+        a->l2_cache_bytes = cache_size * 3 / 4;
     }
     if (a->rb_cache_bytes < 0) {
         a->rb_cache_bytes = cache_size >= 0 ? cache_size / 4 : DEFAULT_RB_CACHE_BYTES;

@@ -141,6 +141,9 @@ typedef struct BDRVQcow2State {
     int64_t free_hint TSA_FIELD_GUARDED_BY(lock);        /* no free cluster below */
     int64_t alloc_end TSA_FIELD_GUARDED_BY(lock);        /* clusters: all free from here */
     int64_t file_size TSA_FIELD_GUARDED_BY(lock);        /* bytes of the file child */
+    /* From here on the file is known to hold zeroes (it was grown by us and
+     * never handed out): new clusters there need no zero copy-on-write. */
+    int64_t zero_start TSA_FIELD_GUARDED_BY(lock);
     ListNode inflight TSA_FIELD_GUARDED_BY(lock);        /* Qcow2InflightAlloc */
     CoQueue inflight_wait TSA_FIELD_GUARDED_BY(lock);
     Qcow2PendingFree *pending TSA_FIELD_GUARDED_BY(lock);
@@ -236,9 +239,10 @@ int coroutine_fn qcow2_get_refcount(BlockDriverState *bs, BDRVQcow2State *s,
 int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, BDRVQcow2State *s,
                                        int64_t offset, int64_t bytes, int delta)
     GRAPH_RDLOCK QCOW2_LOCKED;
-/* Allocate @n contiguous free host clusters (refcount 1); returns the offset. */
+/* Allocate @n contiguous free host clusters (refcount 1); returns the
+ * offset.  *@fresh (if not NULL): they are known to read as zeroes. */
 int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, BDRVQcow2State *s,
-                                          int64_t n) GRAPH_RDLOCK QCOW2_LOCKED;
+                                          int64_t n, bool *fresh) GRAPH_RDLOCK QCOW2_LOCKED;
 /* Drop a reference to [offset, +bytes) once the current metadata is stable. */
 void qcow2_defer_free(BDRVQcow2State *s, int64_t offset, int64_t bytes) QCOW2_LOCKED;
 /* Apply the deferred frees (after a metadata sync). */

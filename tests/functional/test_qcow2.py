@@ -406,6 +406,32 @@ def test_iothread_and_cache_options(blockd, sdir, tmp_path):
     assert raw_of(img, tmp_path) == ref
 
 
+def test_freed_clusters_reused(blockd, sdir, tmp_path):
+    """Clusters freed by discard are reused after the next flush, and a
+    partial write into a reused cluster fills the rest with zeroes, not
+    with what the cluster held before."""
+    img = str(tmp_path / "r.qcow2")
+    qimg("create", "-f", "qcow2", img, str(64 * MiB))
+    d = Blockd(blockd, sdir, [qcow2_opts(img, {"discard": "unmap"})])
+    h = d.connect()
+    h.pwrite(b"\xee" * (4 * MiB), 0)
+    h.flush()
+    end = os.path.getsize(img)
+    h.trim(4 * MiB, 0)
+    h.flush()                        # the frees become effective here
+    for i in range(64):
+        h.pwrite(b"\x5a" * 4096, 32 * MiB + i * 65536 + 8192)
+    h.flush()
+    got = h.pread(4 * MiB, 32 * MiB)
+    assert got == (bytes(8192) + b"\x5a" * 4096 + bytes(65536 - 12288)) * 64
+    assert h.pread(4 * MiB, 0) == bytes(4 * MiB)
+    h.shutdown()
+    d.stop()
+    check_clean(img)
+    info = json.loads(qimg("check", "--output=json", img).stdout)
+    assert info["image-end-offset"] <= end, "freed clusters were not reused"
+
+
 def test_many_requests_in_flight(blockd, sdir, tmp_path):
     """Concurrent overlapping allocating writes (libnbd AIO, 64 in flight)."""
     size = 64 * MiB
