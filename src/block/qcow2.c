@@ -499,9 +499,12 @@ static int coroutine_fn open_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
         return -EACCES;
     }
     if ((a->flags & BDRV_O_RDWR) && (s->incompat & QCOW2_INCOMPAT_DIRTY)) {
-        error_setg(a->errp, "qcow2: Image is dirty (its refcounts may be wrong); open it "
-                   "read-only or repair it with 'qemu-img check -r all'");
-        return -EACCES;
+        /* Refcounts may be behind (lazy refcounts): rebuild them first. */
+        ret = qcow2_repair_refcounts(bs, s, a->errp);
+        if (ret < 0) {
+            return ret;
+        }
+        info_report("qcow2 image '%s' was dirty: refcounts repaired", s->image_filename);
     }
     ret = qcow2_refcount_init(bs, s, a->errp);
     if (ret >= 0) {

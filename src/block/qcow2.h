@@ -251,6 +251,13 @@ int coroutine_fn qcow2_apply_deferred_frees(BlockDriverState *bs, BDRVQcow2State
 /* Write back refcount blocks and flush the file (the L2 cache's dependency). */
 int coroutine_fn qcow2_refcounts_stable(BlockDriverState *bs) GRAPH_RDLOCK;
 
+/* ---- Repair (qcow2-repair.c) ---- */
+
+/* Rebuild the refcounts of a dirty image and clear its dirty bit.  At open,
+ * before qcow2_refcount_init(). */
+int coroutine_fn qcow2_repair_refcounts(BlockDriverState *bs, BDRVQcow2State *s,
+                                        Error **errp) GRAPH_RDLOCK;
+
 /* ---- Mapping (qcow2-cluster.c) ---- */
 
 int coroutine_fn qcow2_l1_check(BlockDriverState *bs, BDRVQcow2State *s, Error **errp)

@@ -615,18 +615,54 @@ def test_corrupt_l2_entries_give_eio(blockd, sdir, tmp_path):
     assert open(img, "rb").read() == before
 
 
-def test_dirty_and_corrupt_bits(blockd, sdir, tmp_path):
-    dirty = corrupt_image(tmp_path, "dirty", [(72, be64(1))])
+def test_corrupt_bit(blockd, sdir, tmp_path):
+    """The corrupt bit: read-only opens only, nothing written."""
     bad = corrupt_image(tmp_path, "bad", [(72, be64(2))])
+    before = open(bad, "rb").read()
     d = Blockd(blockd, sdir)
-    assert "dirty" in blockdev_add_error(d, dirty)
     assert "corrupt" in blockdev_add_error(d, bad)
-    for img, name in ((dirty, "a"), (bad, "b")):
-        d.qmp.cmd("blockdev-add", **json.loads(qcow2_opts(img, {"read-only": True},
-                                                          name=name)))
-        d.qmp.cmd("block-export-add", type="nbd", id=name, **{"node-name": name})
-        assert d.read_all(name)[:128 * KiB] == b"\x09" * 128 * KiB
+    d.qmp.cmd("blockdev-add", **json.loads(qcow2_opts(bad, {"read-only": True})))
+    d.qmp.cmd("block-export-add", type="nbd", id="e", **{"node-name": "disk"})
+    assert d.read_all()[:128 * KiB] == b"\x09" * 128 * KiB
     d.stop()
+    assert open(bad, "rb").read() == before
+
+
+def test_dirty_image_repaired(blockd, sdir, tmp_path):
+    """QEMU killed while using lazy refcounts leaves a dirty image whose
+    refcounts are behind.  A read-only open leaves it alone; a read-write
+    open rebuilds the refcounts first, and the image is clean."""
+    img = str(tmp_path / "lazy.qcow2")
+    qimg("create", "-f", "qcow2", "-o", "lazy_refcounts=on,cluster_size=4k", img, str(8 * MiB))
+    qio(img, "write -P 1 0 256k")
+    qimg("snapshot", "-c", "s1", img)
+    p = run("qemu-io", "-f", "qcow2", img, "-c", "write -P 2 64k 1M", "-c",
+            "write -c -P 3 2M 64k", "-c", "write -P 4 4M 100k", "-c", "sigraise 9",
+            check=False)
+    assert p.returncode != 0
+    bad = qimg("check", "--output=json", img, check=False)
+    assert bad.returncode != 0, "the image should need repair"
+    ref = raw_of(img, tmp_path)
+    before = open(img, "rb").read()
+    d = Blockd(blockd, sdir)
+    d.qmp.cmd("blockdev-add", **json.loads(qcow2_opts(img, {"read-only": True}, name="ro")))
+    d.qmp.cmd("blockdev-del", **{"node-name": "ro"})
+    assert open(img, "rb").read() == before
+    d.qmp.cmd("blockdev-add", **json.loads(qcow2_opts(img)))
+    d.qmp.cmd("block-export-add", type="nbd", id="e", writable=True, **{"node-name": "disk"})
+    assert d.read_all() == ref
+    h = d.connect()
+    h.pwrite(b"\x55" * 8192, 6 * MiB)
+    h.flush()
+    h.shutdown()
+    d.stop()
+    check_clean(img)
+    got = bytearray(ref)
+    got[6 * MiB:6 * MiB + 8192] = b"\x55" * 8192
+    assert raw_of(img, tmp_path) == got
+    snap = str(tmp_path / "s1.raw")
+    qimg("convert", "-l", "s1", "-O", "raw", img, snap)
+    assert open(snap, "rb").read()[:256 * KiB] == b"\x01" * 256 * KiB
 
 
 def test_unknown_feature_named(blockd, sdir, tmp_path):
