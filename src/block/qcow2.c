@@ -12,11 +12,11 @@
  * is wrong; entries read later are checked when they are used.  Nothing
  * is written to an image unless it is opened read-write and valid.
  *
- * Images whose dirty bit is set (a crash with lazy refcounts) open
- * read-only only: their refcounts may be wrong, and blockd does not
- * repair them; "qemu-img check -r all" does.  blockd itself never needs
- * the dirty bit: its metadata updates are ordered (qcow2.h), so
- * lazy-refcounts=on is accepted and behaves like off.
+ * Images whose dirty bit is set (QEMU crashed while using lazy refcounts)
+ * have their refcounts rebuilt before a read-write open (qcow2-repair.c);
+ * read-only opens leave them alone.  blockd itself never sets the dirty
+ * bit: its metadata updates are ordered (qcow2.h), so lazy-refcounts=on is
+ * accepted and behaves like off.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -12,6 +12,7 @@
  *                    zero clusters, discard, compressed clusters, subclusters
  *   qcow2-refcount.c refcount table/blocks of any width, host allocation,
  *                    deferred frees, table growth
+ *   qcow2-repair.c   rebuilding the refcounts of a dirty image
  *   qcow2-create.c   image creation (bdrv_co_create, block-create.h)
  *
  * Locking: all metadata (L1, caches, refcount table, allocation state)
