@@ -21,9 +21,6 @@
 #include "blockd/thread.h"
 #include "qcow2.h"
 
-/* Largest allocation made for one piece of a write. */
-#define MAX_ALLOC_BYTES (16 * 1024 * 1024)
-
 /* ---- Entries --------------------------------------------------------------------- */
 
 typedef struct L2Entry {
@@ -434,6 +431,8 @@ int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset, int64_t b
     IOVector chunk;
     int ret = 0;
 
+    IO_CODE();
+
     (void)flags;
     iovector_init(&chunk);
     for (int64_t done = 0; done < bytes && ret >= 0;) {
@@ -571,8 +570,8 @@ retry:
     if (last_c - cidx >= s->l2_entries - i0) {
         last_c = cidx + s->l2_entries - i0 - 1;
     }
-    if (!yes && last_c - cidx + 1 > MAX_ALLOC_BYTES / cs) {
-        last_c = cidx + (MAX_ALLOC_BYTES / cs > 1 ? MAX_ALLOC_BYTES / cs : 1) - 1;
+    if (!yes && last_c - cidx + 1 > qcow2_max_alloc_clusters(s)) {
+        last_c = cidx + qcow2_max_alloc_clusters(s) - 1;
     }
     L2Entry first = get_entry(s, table, i0);
     for (n = 1; cidx + n <= last_c; n++) {
@@ -735,6 +734,8 @@ int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t 
     IOVector chunk;
     int ret = 0;
 
+    IO_CODE();
+
     (void)flags;
     iovector_init(&chunk);
     for (int64_t done = 0; done < bytes && ret >= 0;) {
@@ -850,6 +851,8 @@ int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, in
     BDRVQcow2State *s = bs->opaque;
     int64_t cs = s->cluster_size;
 
+    IO_CODE();
+
     /* Whole clusters only (the last one may end with the image). */
     if ((offset & (cs - 1)) ||
         ((bytes & (cs - 1)) && offset + bytes != bs->total_bytes)) {
@@ -869,6 +872,8 @@ int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t
     BDRVQcow2State *s = bs->opaque;
     int64_t cs = s->cluster_size;
     int64_t start = qcow2_align_up(offset, cs), end = (offset + bytes) / cs * cs;
+
+    IO_CODE();
 
     if (!s->discard_unmap) {
         return 0;
@@ -892,6 +897,8 @@ int coroutine_fn qcow2_co_block_status(BlockDriverState *bs, int64_t offset, int
     Qcow2Kind kind;
     uint64_t host = 0;
     int ret;
+
+    IO_CODE();
 
     co_mutex_lock(&s->lock);
     ret = get_mapping(bs, s, offset, bytes, &kind, &host, pnum);
@@ -985,6 +992,7 @@ int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State
         void *table;
 
         n = n < clusters - c ? n : clusters - c;
+        n = n < qcow2_max_alloc_clusters(s) ? n : qcow2_max_alloc_clusters(s);
         ret = get_l2_for_write(bs, s, c >> s->l2_bits, &table);
         if (ret < 0) {
             break;

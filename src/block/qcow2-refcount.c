@@ -225,8 +225,8 @@ static bool rt_missing(BDRVQcow2State *s, int64_t rt) QCOW2_LOCKED
 static int coroutine_fn free_area_at_end(BlockDriverState *bs, BDRVQcow2State *s,
                                          int64_t n, int64_t *start) GRAPH_RDLOCK QCOW2_LOCKED
 {
-    int64_t fc = qcow2_align_up(s->file_size, s->cluster_size) >> s->cluster_bits;
-    int64_t c = s->alloc_end > fc ? s->alloc_end : fc;
+    /* Not the file size: the file grows ahead of allocation (qcow2_grow_file). */
+    int64_t c = s->alloc_end;
 
     for (int64_t i = 0; i < n; i++) {
         uint64_t rc;
@@ -243,79 +243,91 @@ static int coroutine_fn free_area_at_end(BlockDriverState *bs, BDRVQcow2State *s
     return 0;
 }
 
-/*
- * Move the refcount table to a bigger one with at least @min_entries,
- * placed after the end of the image together with the refcount blocks its
- * own clusters need.  The header switches to it in one write once it is
- * stable; the old table is freed afterwards.
- */
-static int coroutine_fn grow_reftable(BlockDriverState *bs, BDRVQcow2State *s,
-                                      int64_t min_entries) GRAPH_RDLOCK QCOW2_LOCKED
-{
-    int64_t epc = s->cluster_size / 8, n, k = 0, t, need;
-    int64_t old_off = s->reftable_offset, old_size = s->reftable_size;
-    uint64_t *table = NULL;
-    void *block = NULL;
-    uint8_t hdr[12];
-    int ret;
+/* Where a bigger refcount table goes: @n clusters at cluster @t, followed
+ * by the @k new refcount blocks that the area [t, t + n + k) needs. */
+typedef struct RefTableArea {
+    int64_t t, n, k;
+} RefTableArea;
 
-    need = min_entries > 2 * old_size ? min_entries : 2 * old_size;
-    n = (need + epc - 1) / epc;
+static int coroutine_fn plan_reftable(BlockDriverState *bs, BDRVQcow2State *s,
+                                      int64_t min_entries, RefTableArea *a)
+    GRAPH_RDLOCK QCOW2_LOCKED
+{
+    int64_t epc = s->cluster_size / 8, old = s->reftable_size;
+    int64_t need = min_entries > 2 * old ? min_entries : 2 * old;
+
+    a->n = (need + epc - 1) / epc;
+    a->k = 0;
+    /* The area's own refcount blocks need table entries, and may need a
+     * bigger area: iterate to a fixed point. */
     for (int iter = 0;; iter++) {
-        int64_t last, kk = 0, needed;
-        ret = free_area_at_end(bs, s, n + k, &t);
+        int64_t last, k = 0, needed;
+        int ret = free_area_at_end(bs, s, a->n + a->k, &a->t);
         if (ret < 0) {
             return ret;
         }
-        last = t + n + k - 1;
-        for (int64_t rt = t >> s->rb_bits; rt <= last >> s->rb_bits; rt++) {
-            kk += rt_missing(s, rt);
+        last = a->t + a->n + a->k - 1;
+        for (int64_t rt = a->t >> s->rb_bits; rt <= last >> s->rb_bits; rt++) {
+            k += rt_missing(s, rt);
         }
-        needed = (last >> s->rb_bits) + 1;
-        if (needed < need) {
-            needed = need;
+        needed = (last >> s->rb_bits) + 1 > need ? (last >> s->rb_bits) + 1 : need;
+        if (k == a->k && (needed + epc - 1) / epc == a->n) {
+            return 0;
         }
-        if (kk == k && (needed + epc - 1) / epc == n) {
-            break;
-        }
-        k = kk;
-        n = (needed + epc - 1) / epc;
-        if (iter > 64 || n * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES) {
+        a->k = k;
+        a->n = (needed + epc - 1) / epc;
+        if (iter > 64 || a->n * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES) {
             return -EFBIG;
         }
     }
+}
 
-    table = calloc(n, s->cluster_size);
-    if (!table || posix_memalign(&block, 4096, s->cluster_size)) {
-        free(table);
+/*
+ * Count the area in the refcount blocks: new ones (written after the new
+ * table and entered into @table, big-endian) where the range had none,
+ * the existing ones (through the cache) elsewhere.
+ */
+static int coroutine_fn count_area(BlockDriverState *bs, BDRVQcow2State *s,
+                                   const RefTableArea *a, uint64_t *table)
+    GRAPH_RDLOCK QCOW2_LOCKED
+{
+    int64_t t = a->t, last = a->t + a->n + a->k - 1, j = 0;
+    void *block = NULL;
+    int ret = 0;
+
+    if (posix_memalign(&block, 4096, s->cluster_size)) {
         return -ENOMEM;
-    }
-    ret = qcow2_grow_file(bs, s, (t + n + k) << s->cluster_bits);
-    /* New refcount blocks for the new area, after the new table. */
-    int64_t j = 0, last = t + n + k - 1;
-    for (int64_t i = 0; i < old_size; i++) {
-        qcow2_put_be64(&table[i], s->reftable[i]);
     }
     for (int64_t rt = t >> s->rb_bits; ret >= 0 && rt <= last >> s->rb_bits; rt++) {
         int64_t lo = rt << s->rb_bits, hi = lo + (1LL << s->rb_bits) - 1;
+        int64_t from = lo > t ? lo : t, to = hi < last ? hi : last;
+        int64_t where = (t + a->n + j) << s->cluster_bits;
+
         if (!rt_missing(s, rt)) {
-            /* An existing block counts the part of the area it covers. */
-            int64_t a = lo > t ? lo : t, b = hi < last ? hi : last;
-            ret = qcow2_update_refcount(bs, s, a << s->cluster_bits,
-                                        (b - a + 1) << s->cluster_bits, 1);
+            ret = qcow2_update_refcount(bs, s, from << s->cluster_bits,
+                                        (to - from + 1) << s->cluster_bits, 1);
             continue;
         }
         memset(block, 0, s->cluster_size);
-        for (int64_t c = lo > t ? lo : t; c <= hi && c <= last; c++) {
+        for (int64_t c = from; c <= to; c++) {
             rb_set(s, block, c - lo, 1);
         }
-        qcow2_put_be64(&table[rt], (uint64_t)(t + n + j) << s->cluster_bits);
-        ret = qcow2_file_pwrite(bs, (t + n + j) << s->cluster_bits, s->cluster_size, block);
+        qcow2_put_be64(&table[rt], (uint64_t)where);
+        ret = qcow2_file_pwrite(bs, where, s->cluster_size, block);
         j++;
     }
-    if (ret >= 0) {
-        ret = qcow2_file_pwrite(bs, t << s->cluster_bits, n * s->cluster_size, table);
-    }
+    free(block);
+    return ret;
+}
+
+/* Make the new table stable, then point the header at it (one write). */
+static int coroutine_fn write_reftable(BlockDriverState *bs, BDRVQcow2State *s,
+                                       const RefTableArea *a, const uint64_t *table)
+    GRAPH_RDLOCK QCOW2_LOCKED
+{
+    uint8_t hdr[12];
+    int ret = qcow2_file_pwrite(bs, a->t << s->cluster_bits, a->n * s->cluster_size, table);
+
     if (ret >= 0) {
         ret = qcow2_cache_writeback(bs, s->rb_cache, NULL);
     }
@@ -323,29 +335,64 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, BDRVQcow2State *s,
         ret = qcow2_file_flush(bs, s);
     }
     if (ret >= 0) {
-        qcow2_put_be64(hdr, (uint64_t)t << s->cluster_bits);
-        hdr[8] = n >> 24; hdr[9] = n >> 16; hdr[10] = n >> 8; hdr[11] = n;
+        qcow2_put_be64(hdr, (uint64_t)a->t << s->cluster_bits);
+        hdr[8] = a->n >> 24; hdr[9] = a->n >> 16; hdr[10] = a->n >> 8; hdr[11] = a->n;
         ret = qcow2_file_pwrite(bs, 48, 12, hdr);
     }
     if (ret >= 0) {
         ret = qcow2_file_flush(bs, s);
     }
-    free(block);
+    return ret;
+}
+
+/*
+ * Move the refcount table to a bigger one with at least @min_entries,
+ * placed after the end of the image together with the refcount blocks its
+ * own clusters need.  The header switches to it in one write once it is
+ * stable; the old table is freed afterwards.  A crash before the switch
+ * leaks the new area, nothing more.
+ */
+static int coroutine_fn grow_reftable(BlockDriverState *bs, BDRVQcow2State *s,
+                                      int64_t min_entries) GRAPH_RDLOCK QCOW2_LOCKED
+{
+    int64_t epc = s->cluster_size / 8;
+    int64_t old_off = s->reftable_offset, old_size = s->reftable_size;
+    RefTableArea a;
+    uint64_t *table;
+    int ret = plan_reftable(bs, s, min_entries, &a);
+
+    if (ret < 0) {
+        return ret;
+    }
+    table = calloc(a.n, s->cluster_size);
+    if (!table) {
+        return -ENOMEM;
+    }
+    for (int64_t i = 0; i < old_size; i++) {
+        qcow2_put_be64(&table[i], s->reftable[i]);
+    }
+    ret = qcow2_grow_file(bs, s, (a.t + a.n + a.k) << s->cluster_bits);
+    if (ret >= 0) {
+        ret = count_area(bs, s, &a, table);
+    }
+    if (ret >= 0) {
+        ret = write_reftable(bs, s, &a, table);
+    }
     if (ret < 0) {
         free(table);
         return ret;
     }
-    for (int64_t i = 0; i < n * epc; i++) {
+    for (int64_t i = 0; i < a.n * epc; i++) {
         table[i] = __builtin_bswap64(table[i]);
     }
     free(s->reftable);
     s->reftable = table;
-    s->reftable_offset = t << s->cluster_bits;
-    s->reftable_size = n * epc;
-    if (t + n + k > s->alloc_end) {
-        s->alloc_end = t + n + k;
+    s->reftable_offset = a.t << s->cluster_bits;
+    s->reftable_size = a.n * epc;
+    if (a.t + a.n + a.k > s->alloc_end) {
+        s->alloc_end = a.t + a.n + a.k;
     }
-    note_used(s, t << s->cluster_bits, (n + k) << s->cluster_bits);
+    note_used(s, a.t << s->cluster_bits, (a.n + a.k) << s->cluster_bits);
     /* Nothing points to the old table any more. */
     return qcow2_update_refcount(bs, s, old_off, old_size * 8, -1);
 }
@@ -442,6 +489,7 @@ int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, BDRVQcow2State *
     int64_t c;
     int ret;
 
+    assert(n >= 1 && n <= qcow2_max_alloc_clusters(s));
 retry:
     ret = find_free(bs, s, n, &c);
     if (ret < 0) {

@@ -79,6 +79,7 @@ int coroutine_fn qcow2_grow_file(BlockDriverState *bs, BDRVQcow2State *s, int64_
      * per allocated cluster would be slow.  The tail stays a sparse hole. */
     if (s->file_size / 8 > step) {
         step = s->file_size / 8 < (128 << 20) ? s->file_size / 8 : (128 << 20);
+        step = qcow2_align_up(step, s->cluster_size);
     }
     size = qcow2_align_up(end, s->cluster_size);
     size = qcow2_align_up(size, step);

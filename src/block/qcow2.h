@@ -240,7 +240,22 @@ int coroutine_fn qcow2_get_refcount(BlockDriverState *bs, BDRVQcow2State *s,
 int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, BDRVQcow2State *s,
                                        int64_t offset, int64_t bytes, int delta)
     GRAPH_RDLOCK QCOW2_LOCKED;
-/* Allocate @n contiguous free host clusters (refcount 1); returns the
+/*
+ * The most clusters one allocation may ask for: less than a refcount block
+ * covers, because a block created on the way sits in the first cluster of
+ * its range and would otherwise split every candidate run (an endless
+ * search with small clusters and wide refcounts).
+ */
+static inline int64_t qcow2_max_alloc_clusters(BDRVQcow2State *s)
+{
+    int64_t by_size = (16 * 1024 * 1024) >> s->cluster_bits;
+    int64_t by_refblock = (1LL << s->rb_bits) - 1;
+    int64_t n = by_size < by_refblock ? by_size : by_refblock;
+    return n > 1 ? n : 1;
+}
+
+/* Allocate @n (<= qcow2_max_alloc_clusters()) contiguous free host clusters
+ * (refcount 1); returns the
  * offset.  *@fresh (if not NULL): they are known to read as zeroes. */
 int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, BDRVQcow2State *s,
                                           int64_t n, bool *fresh) GRAPH_RDLOCK QCOW2_LOCKED;

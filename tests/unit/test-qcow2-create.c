@@ -282,6 +282,8 @@ static void test_qcow2_variants(void **state)
         { "\"refcount-bits\": 4, \"lazy-refcounts\": true", 1 << 20, 65536, "1.1", 4 },
         { "\"extended-l2\": true, \"cluster-size\": 32768", 100 << 20, 32768, "1.1", 16 },
         { "\"preallocation\": \"metadata\"", 48 << 20, 65536, "1.1", 16 },
+        { "\"preallocation\": \"metadata\", \"cluster-size\": 512, \"refcount-bits\": 64",
+          8 << 20, 512, "1.1", 64 },
         { "\"preallocation\": \"metadata\", \"cluster-size\": 4096, \"version\": \"v2\"",
           8 << 20, 4096, "0.10", 16 },
     };
