@@ -134,6 +134,8 @@ export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
 if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     suite build-tsan stress
     suite build-tsan unit
+    # qcow2 metadata shared by many requests and served from an iothread.
+    functional build-tsan tests/functional/test_qcow2.py -k "iothread or many_requests"
 fi
 
 export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
