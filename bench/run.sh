@@ -1,8 +1,8 @@
 #!/bin/sh
 # make bench: micro-benchmarks of the foundation and the block layer, and
 # the same 4 KiB random-read workload through blockd and through fio on one
-# file, with the ratio.  (The NBD benchmarks against qemu-storage-daemon
-# join here with the NBD export.)
+# file, with the ratio; then the NBD benchmarks against qemu-storage-daemon
+# and nbdkit on a raw image (nbd-bench.py) and on qcow2 (qcow2-bench.py).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 b="$top/build/bench"
@@ -33,3 +33,5 @@ echo "== NBD: blockd vs qemu-storage-daemon vs nbdkit (fio --ioengine=nbd, nbdco
 /usr/bin/python3 "$top/bench/nbd-bench.py" "$seconds"
 echo "== mirror: 1 GiB on /dev/shm to READY, blockd vs qemu-storage-daemon vs cp"
 /usr/bin/python3 "$top/bench/mirror-bench.py" 3
+echo "== qcow2 over NBD: blockd vs qemu-storage-daemon (allocating 4k writes, 4k reads)"
+/usr/bin/python3 "$top/bench/qcow2-bench.py" "$seconds"

@@ -74,12 +74,14 @@ suite() {
     fi
 }
 
-# functional: pytest against the real daemon (Debian's pytest lives in /usr/bin/python3).
+# functional [BUILD [pytest args...]]: pytest against the real daemon of
+# BUILD (default build/; Debian's pytest lives in /usr/bin/python3).
 functional() {
-    local out p f
-    echo "== functional tests (pytest)"
-    out=$(BLOCKD_BUILD="$PWD/build" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-          tests/functional 2>&1)
+    local out p f build=${1:-build}
+    shift || true
+    echo "== functional tests (pytest) on $build $*"
+    out=$(BLOCKD_BUILD="$PWD/$build" /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+          "${@:-tests/functional}" 2>&1)
     echo "$out" | tail -30
     p=$(echo "$out" | grep -oE '[0-9]+ passed' | tail -1 | grep -oE '[0-9]+')
     f=$(echo "$out" | grep -oE '[0-9]+ (failed|error|errors)' | awk '{s += $1} END {print s + 0}')
@@ -132,6 +134,8 @@ export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
 if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     suite build-tsan stress
     suite build-tsan unit
+    # qcow2 metadata shared by many requests and served from an iothread.
+    functional build-tsan tests/functional/test_qcow2.py -k "iothread or many_requests"
 fi
 
 export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
@@ -139,6 +143,10 @@ export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1 ${UBSAN_OPTIONS:-}"
 if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     suite build-asan stress
     suite build-asan unit
+    # Hostile qcow2 images against the sanitized daemon: no crash, no
+    # out-of-bounds access, clear errors.
+    functional build-asan tests/functional/test_qcow2.py \
+        -k "corrupt or unknown_feature or dirty"
 fi
 
 echo

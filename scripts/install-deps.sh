@@ -6,7 +6,7 @@ set -eu
 
 PACKAGES="
 meson ninja-build gcc clang clang-19 pkg-config
-liburing-dev libaio-dev libjson-c-dev libcmocka-dev
+liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev
 python3-pytest python3-libnbd
 qemu-utils qemu-system-common libnbd-bin nbdkit fio
 "

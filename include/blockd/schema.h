@@ -72,6 +72,8 @@ struct SchemaField {
     const char *const *enum_values;    /* SCHEMA_ENUM: NULL-terminated */
     const SchemaObject *object;        /* SCHEMA_OBJECT, SCHEMA_STR_OR_OBJECT */
     const SchemaField *elem;           /* SCHEMA_LIST: the element (name unused) */
+    bool nullable;                     /* SCHEMA_STR_OR_OBJECT: JSON null allowed
+                                          (BlockdevRefOrNull; "null" in key=value) */
 };
 
 typedef struct SchemaVariant {

@@ -17,6 +17,7 @@ void bdrv_init(void)
         bdrv_register(&bdrv_file);
         bdrv_register(&bdrv_raw);
         bdrv_register(&bdrv_blkdebug);
+        bdrv_register(&bdrv_qcow2);
         initialised = true;
     }
     /* A graph writer quiesces every node so readers cannot starve it. */

@@ -15,6 +15,19 @@ extern const BlockDriver bdrv_null_co;
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_blkdebug;
+extern const BlockDriver bdrv_qcow2;
+
+/* create.c: helpers of image creation (global state, in a coroutine). */
+/* Run @fn(@opaque) in the main loop outside any coroutine, and wait: graph
+ * changes (attaching children, opening nodes) cannot happen in one. */
+void coroutine_fn bdrv_co_run_in_main_loop(void (*fn)(void *opaque), void *opaque);
+/* "Parameter 'x' is unexpected" for members not in @allowed (NULL-ended). */
+bool create_check_members(json_object *options, const char *const *allowed, Error **errp);
+/* The required "size" member. */
+bool create_get_size(json_object *options, int64_t *size, Error **errp);
+extern const char *const create_prealloc_names[];   /* PreallocMode */
+/* qcow2-create.c */
+int coroutine_fn qcow2_co_create(json_object *options, Error **errp);
 
 /* block.c */
 bool bdrv_child_is_node_parent(BdrvChild *c);

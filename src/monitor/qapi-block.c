@@ -7,7 +7,7 @@
 #include "qapi-schemas.h"
 
 static const char *const driver_names[] = {
-    "blkdebug", "file", "null-co", "raw", NULL,
+    "blkdebug", "file", "null-co", "qcow2", "raw", NULL,
 };
 static const char *const discard_names[] = { "ignore", "unmap", NULL };
 static const char *const detect_zeroes_names[] = { "off", "on", "unmap", NULL };
@@ -102,10 +102,31 @@ static const SchemaObject blkdebug_options = {
     .name = "BlockdevOptionsBlkdebug", .fields = blkdebug_fields,
 };
 
+static const SchemaField qcow2_fields[] = {
+    { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "backing", .type = SCHEMA_STR_OR_OBJECT, .optional = true,
+      .object = &qapi_blockdev_options, .nullable = true },
+    { .name = "lazy-refcounts", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "pass-discard-request", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "pass-discard-snapshot", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "pass-discard-other", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "cache-size", .type = SCHEMA_SIZE, .optional = true },
+    { .name = "l2-cache-size", .type = SCHEMA_SIZE, .optional = true },
+    { .name = "l2-cache-entry-size", .type = SCHEMA_SIZE, .optional = true },
+    { .name = "refcount-cache-size", .type = SCHEMA_SIZE, .optional = true },
+    { .name = "cache-clean-interval", .type = SCHEMA_SIZE, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject qcow2_options = {
+    .name = "BlockdevOptionsQcow2", .fields = qcow2_fields,
+};
+
 static const SchemaVariant driver_variants[] = {
     { "blkdebug", &blkdebug_options },
     { "file", &file_options },
     { "null-co", &null_options },
+    { "qcow2", &qcow2_options },
     { "raw", &raw_options },
     { NULL, NULL },
 };

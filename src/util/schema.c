@@ -578,6 +578,9 @@ static bool walk_typed(const Walk *w, const SchemaField *f, const Path *p,
         if (t == json_type_object) {
             return walk_object(w, f->object, p, val, out, errp);
         }
+        if (t == json_type_null && f->nullable) {
+            break;
+        }
         if (t != json_type_string) {
             return err_alternate(p, f->object, errp);
         }
@@ -603,7 +606,8 @@ static bool walk_kv_string(const Walk *w, const SchemaField *f, const Path *p,
     case SCHEMA_STR:
     case SCHEMA_ANY:
     case SCHEMA_STR_OR_OBJECT:
-        res = json_object_new_string(s);
+        /* BlockdevRefOrNull: "null" stands for JSON null, as in QEMU. */
+        res = f->nullable && strcmp(s, "null") == 0 ? NULL : json_object_new_string(s);
         break;
     case SCHEMA_INT:
         if (!parse_kv_int(s, &i)) {

@@ -1,0 +1,512 @@
+/*
+ * qcow2-create.c - formatting a node as an empty qcow2 image
+ * (BlockdevCreateOptionsQcow2, see block-create.h).
+ *
+ * Half: global state, in a coroutine of the main thread.  Graph changes
+ * (opening the target, attaching a backend) are bounced to the main loop.
+ *
+ * Layout: the header cluster (header, extensions, backing file name), the
+ * refcount table, the refcount blocks that count all of these, then the
+ * (empty) L1 table.  The image is complete and consistent when written;
+ * preallocation=metadata then allocates every L2 table and data cluster
+ * through the driver itself.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockd/block-backend-global-state.h"
+#include "blockd/block-backend-io.h"
+#include "blockd/block-create.h"
+#include "blockd/block-global-state.h"
+#include "blockd/block-io.h"
+#include "blockd/main-loop.h"
+#include "blockd/options.h"
+#include "block-internal.h"
+#include "qcow2.h"
+
+#define V3_HEADER_BYTES 112      /* with the compression type and padding */
+
+typedef struct Qcow2CreateOpts {
+    int64_t size;
+    int version;
+    int64_t cluster_size;
+    int cluster_bits;
+    int refcount_order;
+    const char *backing_file;
+    const char *backing_fmt;
+    bool lazy_refcounts;
+    bool extended_l2;
+    int prealloc;
+} Qcow2CreateOpts;
+
+/* ---- Arguments ---------------------------------------------------------------------- */
+
+static int parse_version(json_object *options, int *version, Error **errp)
+{
+    static const char *const names[] = { "v2", "v3", NULL };
+    int v = 1;
+
+    if (!opt_get_enum(options, "version", names, &v, errp)) {
+        return -EINVAL;
+    }
+    *version = v + 2;
+    return 0;
+}
+
+static int parse_numbers(json_object *options, Qcow2CreateOpts *o, Error **errp)
+{
+    int64_t refcount_bits = 16;
+
+    o->cluster_size = 65536;
+    if (!create_get_size(options, &o->size, errp) ||
+        !opt_get_size(options, "cluster-size", &o->cluster_size, errp) ||
+        !opt_get_size(options, "refcount-bits", &refcount_bits, errp)) {
+        return -EINVAL;
+    }
+    o->cluster_bits = __builtin_ctzll(o->cluster_size | (1ULL << 63));
+    if (o->cluster_bits < QCOW2_MIN_CLUSTER_BITS || o->cluster_bits > QCOW2_MAX_CLUSTER_BITS ||
+        (1LL << o->cluster_bits) != o->cluster_size) {
+        error_setg(errp, "Cluster size must be a power of two between %d and %dk",
+                   1 << QCOW2_MIN_CLUSTER_BITS, 1 << (QCOW2_MAX_CLUSTER_BITS - 10));
+        return -EINVAL;
+    }
+    if (o->size % 512) {
+        error_setg(errp, "Image size must be a multiple of 512 bytes");
+        return -EINVAL;
+    }
+    if (refcount_bits > 64 || refcount_bits < 1 || (refcount_bits & (refcount_bits - 1))) {
+        error_setg(errp, "Refcount width must be a power of two and may not exceed 64 bits");
+        return -EINVAL;
+    }
+    o->refcount_order = __builtin_ctzll(refcount_bits);
+    return 0;
+}
+
+/* Combinations QEMU refuses, with its messages. */
+static int check_combinations(json_object *options, Qcow2CreateOpts *o, Error **errp)
+{
+    const char *ctype = NULL;
+    json_object *v = NULL;
+
+    if (o->version < 3 && o->refcount_order != 4) {
+        error_setg(errp, "Different refcount widths than 16 bits require compatibility "
+                   "level 1.1 or above (use version=v3 or greater)");
+        return -EINVAL;
+    }
+    if (o->version < 3 && o->lazy_refcounts) {
+        error_setg(errp, "Lazy refcounts only supported with compatibility level 1.1 and "
+                   "above (use version=v3 or greater)");
+        return -EINVAL;
+    }
+    if (o->backing_fmt && !o->backing_file) {
+        error_setg(errp, "Backing format cannot be used without backing file");
+        return -EINVAL;
+    }
+    if (o->extended_l2 && o->version < 3) {
+        error_setg(errp, "Extended L2 entries are only supported with compatibility level "
+                   "1.1 and above (use version=v3 or greater)");
+        return -EINVAL;
+    }
+    if (o->extended_l2 && o->cluster_bits < 14) {
+        error_setg(errp, "Extended L2 entries are only supported with cluster sizes of at "
+                   "least 16384 bytes");
+        return -EINVAL;
+    }
+    if (o->backing_file && o->prealloc != 0 && !o->extended_l2) {
+        error_setg(errp, "Backing file and preallocation can only be used at the same time "
+                   "if extended_l2 is on");
+        return -EINVAL;
+    }
+    if (o->prealloc > 1) {
+        error_setg(errp, "Unsupported preallocation mode '%s'",
+                   create_prealloc_names[o->prealloc]);
+        return -ENOTSUP;
+    }
+    if (json_object_object_get_ex(options, "encrypt", &v)) {
+        error_setg(errp, "Encrypted qcow2 images are not supported");
+        return -ENOTSUP;
+    }
+    if (json_object_object_get_ex(options, "data-file", &v)) {
+        error_setg(errp, "External data files are not supported");
+        return -ENOTSUP;
+    }
+    if (!opt_get_str(options, "compression-type", &ctype, errp)) {
+        return -EINVAL;
+    }
+    if (ctype && strcmp(ctype, "zlib") != 0) {
+        error_setg(errp, "Compression type '%s' is not supported", ctype);
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
+static int parse_create_options(json_object *options, Qcow2CreateOpts *o, Error **errp)
+{
+    static const char *const allowed[] = {
+        "driver", "file", "data-file", "data-file-raw", "extended-l2", "size", "version",
+        "backing-file", "backing-fmt", "encrypt", "cluster-size", "preallocation",
+        "lazy-refcounts", "refcount-bits", "compression-type", NULL,
+    };
+    bool data_file_raw = false;
+    int ret;
+
+    memset(o, 0, sizeof(*o));
+    if (!create_check_members(options, allowed, errp)) {
+        return -EINVAL;
+    }
+    ret = parse_version(options, &o->version, errp);
+    if (ret >= 0) {
+        ret = parse_numbers(options, o, errp);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    if (!opt_get_str(options, "backing-file", &o->backing_file, errp) ||
+        !opt_get_str(options, "backing-fmt", &o->backing_fmt, errp) ||
+        !opt_get_bool(options, "lazy-refcounts", &o->lazy_refcounts, errp) ||
+        !opt_get_bool(options, "extended-l2", &o->extended_l2, errp) ||
+        !opt_get_bool(options, "data-file-raw", &data_file_raw, errp) ||
+        !opt_get_enum(options, "preallocation", create_prealloc_names, &o->prealloc, errp)) {
+        return -EINVAL;
+    }
+    if (data_file_raw) {
+        error_setg(errp, "data-file-raw requires data-file");
+        return -EINVAL;
+    }
+    if (o->backing_file && strlen(o->backing_file) > QCOW2_MAX_BACKING_NAME) {
+        error_setg(errp, "Backing file name too long");
+        return -EINVAL;
+    }
+    return check_combinations(options, o, errp);
+}
+
+/* ---- Layout ---------------------------------------------------------------------------- */
+
+typedef struct Layout {
+    int64_t l1_size;             /* entries */
+    int64_t reftable_clusters, refblocks, l1_clusters;
+    int64_t total;               /* clusters of metadata */
+} Layout;
+
+static int compute_layout(const Qcow2CreateOpts *o, Layout *l, Error **errp)
+{
+    int64_t cs = o->cluster_size;
+    int64_t l2_entries = cs / (o->extended_l2 ? 16 : 8);
+    int64_t rb_entries = cs * 8 >> o->refcount_order;
+
+    l->l1_size = (o->size + cs * l2_entries - 1) / (cs * l2_entries);
+    if (l->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+        error_setg(errp, "Image size too large: the L1 table would exceed 32 MiB; use a "
+                   "larger cluster size");
+        return -EFBIG;
+    }
+    l->l1_clusters = l->l1_size ? (l->l1_size * 8 + cs - 1) / cs : 1;
+    l->reftable_clusters = 1;
+    l->refblocks = 1;
+    /* The refcount structures count themselves: iterate to a fixed point. */
+    for (;;) {
+        int64_t total = 1 + l->reftable_clusters + l->refblocks + l->l1_clusters;
+        int64_t rb = (total + rb_entries - 1) / rb_entries;
+        int64_t rt = (rb * 8 + cs - 1) / cs;
+        if (rb == l->refblocks && rt == l->reftable_clusters) {
+            l->total = total;
+            return 0;
+        }
+        l->refblocks = rb;
+        l->reftable_clusters = rt;
+    }
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
+}
+
+/* Append a header extension at *pos; false if it does not fit. */
+static bool add_ext(uint8_t *buf, int64_t cs, int64_t *pos, uint32_t type, const void *data,
+                    uint32_t len)
+{
+    int64_t need = 8 + qcow2_align_up(len, 8);
+
+    if (*pos + need + 8 > cs) {
+        return false;
+    }
+    put32(buf + *pos, type);
+    put32(buf + *pos + 4, len);
+    memcpy(buf + *pos + 8, data, len);
+    *pos += need;
+    return true;
+}
+
+/* The feature name table: names for the bits this format defines. */
+static uint32_t feature_table(uint8_t *t)
+{
+    static const struct { uint8_t type, bit; const char *name; } f[] = {
+        { 0, 0, "dirty bit" }, { 0, 1, "corrupt bit" }, { 0, 2, "external data file" },
+        { 0, 3, "compression type" }, { 0, 4, "extended L2 entries" },
+        { 1, 0, "lazy refcounts" }, { 2, 0, "bitmaps" }, { 2, 1, "raw external data" },
+    };
+
+    memset(t, 0, ARRAY_SIZE(f) * 48);
+    for (unsigned i = 0; i < ARRAY_SIZE(f); i++) {
+        t[i * 48] = f[i].type;
+        t[i * 48 + 1] = f[i].bit;
+        memcpy(t + i * 48 + 2, f[i].name, strlen(f[i].name));
+    }
+    return ARRAY_SIZE(f) * 48;
+}
+
+/* The first cluster: header, extensions, backing file name. */
+static int build_header(const Qcow2CreateOpts *o, const Layout *l, uint8_t *h, Error **errp)
+{
+    int64_t cs = o->cluster_size;
+    int64_t pos = o->version == 3 ? V3_HEADER_BYTES : QCOW2_V2_HEADER_LEN;
+    size_t name_len = o->backing_file ? strlen(o->backing_file) : 0;
+    uint8_t table[8 * 48];
+    uint32_t tlen = feature_table(table);
+
+    memset(h, 0, cs);
+    put32(h, QCOW2_MAGIC);
+    put32(h + 4, o->version);
+    put32(h + 20, o->cluster_bits);
+    qcow2_put_be64(h + 24, o->size);
+    put32(h + 36, l->l1_size);
+    qcow2_put_be64(h + 40, (uint64_t)(1 + l->reftable_clusters + l->refblocks) * cs);
+    qcow2_put_be64(h + 48, (uint64_t)cs);
+    put32(h + 56, l->reftable_clusters);
+    if (o->version == 3) {
+        qcow2_put_be64(h + 72, o->extended_l2 ? QCOW2_INCOMPAT_EXTL2 : 0);
+        qcow2_put_be64(h + 80, o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
+        put32(h + 96, o->refcount_order);
+        put32(h + 100, V3_HEADER_BYTES);
+    }
+    if (o->backing_fmt &&
+        !add_ext(h, cs - name_len, &pos, QCOW2_EXT_BACKING_FMT, o->backing_fmt,
+                 strlen(o->backing_fmt))) {
+        error_setg(errp, "Backing file name and format do not fit in the header cluster");
+        return -EINVAL;
+    }
+    /* The names help tools that do not know a feature; optional if space is short. */
+    if (o->version == 3) {
+        add_ext(h, cs - name_len, &pos, QCOW2_EXT_FEATURES, table, tlen);
+    }
+    pos += 8;                    /* the end-of-extensions marker (zeroes) */
+    if (o->backing_file) {
+        if (pos + (int64_t)name_len > cs) {
+            error_setg(errp, "Backing file name does not fit in the header cluster");
+            return -EINVAL;
+        }
+        qcow2_put_be64(h + 8, pos);
+        put32(h + 16, name_len);
+        memcpy(h + pos, o->backing_file, name_len);
+    }
+    return 0;
+}
+
+/* Header cluster, refcount table and refcount blocks, in one buffer. */
+static uint8_t *build_metadata(const Qcow2CreateOpts *o, const Layout *l, Error **errp)
+{
+    int64_t cs = o->cluster_size, rb_first = 1 + l->reftable_clusters;
+    int64_t rb_entries = cs * 8 >> o->refcount_order;
+    uint8_t *buf = calloc(rb_first + l->refblocks, cs);
+
+    if (!buf) {
+        error_setg(errp, "Could not allocate the image metadata");
+        return NULL;
+    }
+    if (build_header(o, l, buf, errp) < 0) {
+        free(buf);
+        return NULL;
+    }
+    for (int64_t i = 0; i < l->refblocks; i++) {
+        qcow2_put_be64(buf + cs + i * 8, (uint64_t)(rb_first + i) * cs);
+    }
+    for (int64_t c = 0; c < l->total; c++) {
+        qcow2_rb_set(o->refcount_order, buf + (rb_first + c / rb_entries) * cs,
+                     c % rb_entries, 1);
+    }
+    return buf;
+}
+
+/* ---- Writing -------------------------------------------------------------------------- */
+
+typedef struct CreateTarget {
+    json_object *ref;            /* "file": a node name or options */
+    const char *qcow2_file;      /* for opening the qcow2 node on top */
+    BlockDriverState *bs;
+    BlockBackend *blk;
+    BlockDriverState *qbs;
+    Error *err;
+} CreateTarget;
+
+static void target_open_bh(void *opaque)
+{
+    CreateTarget *t = opaque;
+
+    if (json_object_is_type(t->ref, json_type_string)) {
+        t->bs = bdrv_find_node(json_object_get_string(t->ref));
+        if (!t->bs) {
+            error_setg(&t->err, "Cannot find device='' nor node-name='%s'",
+                       json_object_get_string(t->ref));
+            return;
+        }
+        bdrv_ref(t->bs);
+    } else {
+        t->bs = bdrv_open_options(t->ref, &t->err);
+        if (!t->bs) {
+            return;
+        }
+    }
+    t->blk = blk_new(BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE | BLK_PERM_RESIZE,
+                     BLK_PERM_ALL);
+    if (blk_insert_bs(t->blk, t->bs, &t->err) < 0) {
+        blk_unref(t->blk);
+        t->blk = NULL;
+    }
+}
+
+static void target_release_blk_bh(void *opaque)
+{
+    CreateTarget *t = opaque;
+
+    blk_unref(t->blk);
+    t->blk = NULL;
+}
+
+static void target_close_bh(void *opaque)
+{
+    CreateTarget *t = opaque;
+
+    bdrv_unref(t->qbs);
+    t->qbs = NULL;
+    if (t->blk) {
+        blk_unref(t->blk);
+        t->blk = NULL;
+    }
+    bdrv_unref(t->bs);
+    t->bs = NULL;
+}
+
+static void open_qcow2_bh(void *opaque)
+{
+    CreateTarget *t = opaque;
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "driver", json_object_new_string("qcow2"));
+    json_object_object_add(o, "file", json_object_new_string(t->bs->node_name));
+    json_object_object_add(o, "backing", NULL);
+    t->qbs = bdrv_open_options(o, &t->err);
+    json_object_put(o);
+}
+
+/* Resize the target to @size (its driver's truncate). */
+static int coroutine_fn target_truncate(CreateTarget *t, int64_t size, Error **errp)
+{
+    int ret;
+
+    graph_co_rdlock();
+    if (!t->bs->drv->bdrv_co_truncate) {
+        error_setg(errp, "Image format driver does not support resize");
+        ret = -ENOTSUP;
+    } else {
+        ret = t->bs->drv->bdrv_co_truncate(t->bs, size, errp);
+    }
+    graph_co_rdunlock();
+    return ret;
+}
+
+static int coroutine_fn write_image(CreateTarget *t, const Qcow2CreateOpts *o, Error **errp)
+{
+    Layout l;
+    uint8_t *meta;
+    int64_t meta_clusters;
+    int ret = compute_layout(o, &l, errp);
+
+    if (ret < 0) {
+        return ret;
+    }
+    meta = build_metadata(o, &l, errp);
+    if (!meta) {
+        return -EINVAL;
+    }
+    meta_clusters = 1 + l.reftable_clusters + l.refblocks;
+    /* Empty first, so no stale data survives under the new tables. */
+    ret = target_truncate(t, 0, errp);
+    if (ret >= 0) {
+        ret = target_truncate(t, l.total * o->cluster_size, errp);
+    }
+    if (ret >= 0) {
+        ret = blk_co_pwrite(t->blk, 0, meta_clusters * o->cluster_size, meta, 0);
+        if (ret >= 0) {
+            ret = blk_co_flush(t->blk);
+        }
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "Could not write the qcow2 header");
+        }
+    }
+    free(meta);
+    return ret;
+}
+
+static int coroutine_fn preallocate(CreateTarget *t, Error **errp)
+{
+    BDRVQcow2State *s;
+    int ret;
+
+    bdrv_co_run_in_main_loop(target_release_blk_bh, t);
+    t->qcow2_file = t->bs->node_name;
+    bdrv_co_run_in_main_loop(open_qcow2_bh, t);
+    if (!t->qbs) {
+        error_propagate(errp, t->err);
+        t->err = NULL;
+        return -EIO;
+    }
+    s = t->qbs->opaque;
+    graph_co_rdlock();
+    co_mutex_lock(&s->lock);
+    ret = qcow2_preallocate_metadata(t->qbs, s);
+    co_mutex_unlock(&s->lock);
+    graph_co_rdunlock();
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not preallocate metadata");
+    }
+    return ret;
+}
+
+int coroutine_fn qcow2_co_create(json_object *options, Error **errp)
+{
+    CreateTarget t = { 0 };
+    Qcow2CreateOpts o;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    ret = parse_create_options(options, &o, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!json_object_object_get_ex(options, "file", &t.ref) || !t.ref) {
+        error_setg(errp, "Parameter 'file' is missing");
+        return -EINVAL;
+    }
+    if (!json_object_is_type(t.ref, json_type_string) &&
+        !json_object_is_type(t.ref, json_type_object)) {
+        error_setg(errp, "Invalid parameter type for 'file', expected: BlockdevRef");
+        return -EINVAL;
+    }
+    bdrv_co_run_in_main_loop(target_open_bh, &t);
+    if (!t.blk) {
+        error_propagate(errp, t.err);
+        t.err = NULL;
+        ret = -EIO;
+    } else {
+        ret = write_image(&t, &o, errp);
+        if (ret >= 0 && o.prealloc) {
+            ret = preallocate(&t, errp);
+        }
+    }
+    if (t.bs) {
+        bdrv_co_run_in_main_loop(target_close_bh, &t);
+    }
+    return ret;
+}

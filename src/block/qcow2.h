@@ -1,0 +1,298 @@
+/*
+ * qcow2.h - internal interfaces of the qcow2 format driver.
+ *
+ * Half: I/O (everything here runs in coroutines, in any thread, with the
+ * graph read lock held) unless a function says otherwise.
+ *
+ * Layout of the driver:
+ *   qcow2.c          open/close, header, feature bits, extensions, the
+ *                    BlockDriver table and the request entry points
+ *   qcow2-cache.c    the table cache shared by L2 tables and refcount blocks
+ *   qcow2-cluster.c  L1/L2 mapping, cluster allocation for writes, COW,
+ *                    zero clusters, discard, compressed clusters, subclusters
+ *   qcow2-refcount.c refcount table/blocks of any width, host allocation,
+ *                    deferred frees, table growth
+ *   qcow2-repair.c   rebuilding the refcounts of a dirty image
+ *   qcow2-create.c   image creation (bdrv_co_create, block-create.h)
+ *
+ * Locking: all metadata (L1, caches, refcount table, allocation state)
+ * lives under one CoMutex, s->lock.  Data I/O runs without it.  Functions
+ * marked QCOW2_LOCKED need the caller to hold it (they may yield with it).
+ *
+ * Crash safety: metadata is written back in dependency order only at
+ * flush (or on cache eviction): refcount blocks, then a flush of the file
+ * (which also makes the guest data written so far stable), then L2 tables,
+ * a flush, then the L1 table, a flush.  Host clusters that lose their last
+ * reference are freed only after the tables that dropped the reference are
+ * stable.  Whatever point a crash hits, the image on disk is consistent up
+ * to leaked clusters.
+ */
+#ifndef BLOCKD_QCOW2_H
+#define BLOCKD_QCOW2_H
+
+#include <stdint.h>
+
+#include "blockd/block-int.h"
+#include "blockd/coroutine.h"
+
+#define QCOW2_MAGIC 0x514649fbu              /* "QFI\xfb" */
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_MAX_L1_BYTES (32 * 1024 * 1024)
+#define QCOW2_MAX_REFTABLE_BYTES (8 * 1024 * 1024)
+#define QCOW2_MAX_BACKING_NAME 1023
+#define QCOW2_V2_HEADER_LEN 72
+#define QCOW2_V3_HEADER_LEN 104
+
+/* Feature bits. */
+#define QCOW2_INCOMPAT_DIRTY       (1ULL << 0)
+#define QCOW2_INCOMPAT_CORRUPT     (1ULL << 1)
+#define QCOW2_INCOMPAT_DATA_FILE   (1ULL << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ULL << 3)
+#define QCOW2_INCOMPAT_EXTL2       (1ULL << 4)
+#define QCOW2_INCOMPAT_KNOWN       (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | \
+                                    QCOW2_INCOMPAT_COMPRESSION | QCOW2_INCOMPAT_EXTL2)
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+
+/* Header extension types. */
+#define QCOW2_EXT_END          0x00000000u
+#define QCOW2_EXT_BACKING_FMT  0xe2792acau
+#define QCOW2_EXT_FEATURES     0x6803f857u
+#define QCOW2_EXT_BITMAPS      0x23852875u
+#define QCOW2_EXT_CRYPTO       0x0537be77u
+#define QCOW2_EXT_DATA_FILE    0x44415441u
+
+/* L1/L2 entry bits. */
+#define QCOW2_OFLAG_COPIED     (1ULL << 63)
+#define QCOW2_OFLAG_COMPRESSED (1ULL << 62)
+#define QCOW2_OFLAG_ZERO       (1ULL << 0)
+#define QCOW2_OFFSET_MASK      0x00fffffffffffe00ULL   /* bits 9-55 */
+#define QCOW2_L1E_RESERVED     0x7f000000000001ffULL
+#define QCOW2_L2E_RESERVED     0x3f000000000001feULL
+#define QCOW2_REFT_RESERVED    0x00000000000001ffULL
+
+/* Extended L2: the second word. */
+#define QCOW2_SUBCLUSTERS      32
+#define QCOW2_SC_ALL_ALLOC     0x00000000ffffffffULL
+#define QCOW2_SC_ALL_ZERO      0xffffffff00000000ULL
+
+/* What a guest range maps to. */
+typedef enum Qcow2Kind {
+    QCOW2_UNALLOC,      /* not in this layer: backing file or zeroes */
+    QCOW2_ZERO,         /* reads as zeroes */
+    QCOW2_NORMAL,       /* data at a host offset */
+    QCOW2_COMPRESSED,   /* a deflated cluster */
+} Qcow2Kind;
+
+typedef struct Qcow2Cache Qcow2Cache;
+
+/* A write that is allocating guest clusters [first, first + n). */
+typedef struct Qcow2InflightAlloc {
+    int64_t first, n;            /* guest cluster indices */
+    ListNode node;
+} Qcow2InflightAlloc;
+
+/* A host range whose reference was dropped, freed after the next sync. */
+typedef struct Qcow2PendingFree {
+    int64_t offset;
+    int64_t bytes;
+} Qcow2PendingFree;
+
+typedef struct BDRVQcow2State {
+    /* ---- Immutable after open ---- */
+    int version;
+    int cluster_bits;
+    int64_t cluster_size;
+    int l2_bits;                 /* log2 of entries per L2 table */
+    int64_t l2_entries;
+    bool ext_l2;                 /* extended L2 entries (subclusters) */
+    int l2_entry_words;          /* 1 or 2 */
+    int sc_bits;                 /* log2 of the subcluster size */
+    int refcount_order;
+    int refcount_bits;
+    uint64_t refcount_max;
+    int rb_bits;                 /* log2 of entries per refcount block */
+    int csize_shift;             /* compressed descriptor: sector count */
+    uint64_t csize_mask;
+    uint64_t coffset_mask;
+    uint64_t incompat, compat, autoclear;
+    uint32_t header_length;
+    int64_t size;                /* virtual disk size */
+    int64_t l1_offset;
+    uint32_t l1_size;
+    int64_t snapshots_offset;
+    uint32_t nb_snapshots;
+    char *backing_file;          /* from the header, or NULL */
+    char *backing_fmt;
+    char *image_filename;        /* the file child's filename, for messages */
+    bool discard_unmap;          /* discard=unmap: discard frees clusters */
+    bool lazy_refcounts;
+    int64_t cache_clean_ns;      /* 0: never drop clean cache entries */
+
+    /* ---- Metadata, under lock ---- */
+    CoMutex lock;
+    uint64_t *l1 TSA_FIELD_GUARDED_BY(lock);
+    uint32_t l1_dirty_lo TSA_FIELD_GUARDED_BY(lock);    /* dirty entries [lo, hi) */
+    uint32_t l1_dirty_hi TSA_FIELD_GUARDED_BY(lock);
+    uint64_t *reftable TSA_FIELD_GUARDED_BY(lock);
+    int64_t reftable_offset TSA_FIELD_GUARDED_BY(lock);
+    uint32_t reftable_size TSA_FIELD_GUARDED_BY(lock);   /* entries */
+    Qcow2Cache *l2_cache TSA_FIELD_GUARDED_BY(lock);
+    Qcow2Cache *rb_cache TSA_FIELD_GUARDED_BY(lock);
+    int64_t free_hint TSA_FIELD_GUARDED_BY(lock);        /* no free cluster below */
+    int64_t alloc_end TSA_FIELD_GUARDED_BY(lock);        /* clusters: all free from here */
+    int64_t file_size TSA_FIELD_GUARDED_BY(lock);        /* bytes of the file child */
+    /* From here on the file is known to hold zeroes (it was grown by us and
+     * never handed out): new clusters there need no zero copy-on-write. */
+    int64_t zero_start TSA_FIELD_GUARDED_BY(lock);
+    ListNode inflight TSA_FIELD_GUARDED_BY(lock);        /* Qcow2InflightAlloc */
+    CoQueue inflight_wait TSA_FIELD_GUARDED_BY(lock);
+    Qcow2PendingFree *pending TSA_FIELD_GUARDED_BY(lock);
+    int npending TSA_FIELD_GUARDED_BY(lock);
+    int pending_cap TSA_FIELD_GUARDED_BY(lock);
+    bool data_unsynced TSA_FIELD_GUARDED_BY(lock);       /* file written since its last flush */
+    bool broken TSA_FIELD_GUARDED_BY(lock);              /* metadata write failed: refuse writes */
+    int64_t last_clean_ns TSA_FIELD_GUARDED_BY(lock);    /* cache-clean-interval */
+    /* Guest data requests between their mapping lookup and the end of their
+     * I/O (atomic).  Host clusters are freed only while it is zero, so no
+     * read or in-place write can land on a cluster that was reused. */
+    unsigned data_inflight;
+} BDRVQcow2State;
+
+#define QCOW2_LOCKED TSA_REQUIRES(&s->lock)
+
+static inline int64_t qcow2_offset_to_cluster(BDRVQcow2State *s, int64_t off)
+{
+    return off >> s->cluster_bits;
+}
+
+static inline int64_t qcow2_align_up(int64_t v, int64_t a)
+{
+    return (v + a - 1) / a * a;
+}
+
+static inline uint64_t qcow2_be64(const void *p)
+{
+    return __builtin_bswap64(*(const uint64_t *)p);
+}
+
+static inline void qcow2_put_be64(void *p, uint64_t v)
+{
+    *(uint64_t *)p = __builtin_bswap64(v);
+}
+
+/* ---- Generic I/O helpers (qcow2.c) ---- */
+
+/* Read/write @bytes at @offset of the file child through a flat buffer. */
+int coroutine_fn qcow2_file_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                  void *buf) GRAPH_RDLOCK;
+int coroutine_fn qcow2_file_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                   const void *buf) GRAPH_RDLOCK;
+/* Make sure the file is at least @end bytes long (grows it in steps). */
+int coroutine_fn qcow2_grow_file(BlockDriverState *bs, BDRVQcow2State *s, int64_t end)
+    GRAPH_RDLOCK QCOW2_LOCKED;
+/* Flush the file child. */
+int coroutine_fn qcow2_file_flush(BlockDriverState *bs, BDRVQcow2State *s)
+    GRAPH_RDLOCK QCOW2_LOCKED;
+/* Does host range [offset, +bytes) overlap the header, the L1 table, the
+ * refcount table or the snapshot table? */
+bool qcow2_overlaps_metadata(BDRVQcow2State *s, int64_t offset, int64_t bytes) QCOW2_LOCKED;
+/* Report corruption found at run time (the image is not modified). */
+void qcow2_report_corruption(BDRVQcow2State *s, const char *fmt, ...) BD_PRINTF(2, 3);
+
+/* ---- Cache (qcow2-cache.c) ---- */
+
+/* Called before a dirty table is written back (ordering); may be NULL. */
+/* (Called with the graph read lock held; typedefs cannot say so.) */
+typedef int coroutine_fn Qcow2CacheDepFn(BlockDriverState *bs);
+
+Qcow2Cache *qcow2_cache_new(int entries, int64_t table_size, Qcow2CacheDepFn *dep);
+void qcow2_cache_free(Qcow2Cache *c);
+/* Get the table at host @offset, reading it if absent; pinned until put. */
+int coroutine_fn qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, int64_t offset,
+                                 void **table) GRAPH_RDLOCK;
+/* The same for a freshly allocated table: zero-filled, not read. */
+int coroutine_fn qcow2_cache_get_empty(BlockDriverState *bs, Qcow2Cache *c, int64_t offset,
+                                       void **table) GRAPH_RDLOCK;
+void qcow2_cache_put(Qcow2Cache *c, void *table);
+void qcow2_cache_mark_dirty(Qcow2Cache *c, void *table);
+bool qcow2_cache_has_dirty(Qcow2Cache *c);
+/* Write every dirty table (without flushing); *wrote tells if any was. */
+int coroutine_fn qcow2_cache_writeback(BlockDriverState *bs, Qcow2Cache *c, bool *wrote)
+    GRAPH_RDLOCK;
+/* Forget the table at @offset (its cluster was freed); dirty or not. */
+void qcow2_cache_forget(Qcow2Cache *c, int64_t offset);
+/* Drop clean, unpinned tables unused for @age_ns (cache-clean-interval). */
+void qcow2_cache_clean(Qcow2Cache *c, int64_t age_ns);
+
+/* ---- Refcounts (qcow2-refcount.c) ---- */
+
+/* Set entry @i of a refcount block of width 2^@order bits (common). */
+void qcow2_rb_set(int order, void *block, int64_t i, uint64_t v);
+
+/* Load the refcount table at open (checks it).  Global state, in a coroutine. */
+int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, BDRVQcow2State *s,
+                                     Error **errp) GRAPH_RDLOCK QCOW2_LOCKED;
+int coroutine_fn qcow2_get_refcount(BlockDriverState *bs, BDRVQcow2State *s,
+                                    int64_t cluster, uint64_t *refcount)
+    GRAPH_RDLOCK QCOW2_LOCKED;
+/* Add @delta to the refcounts of the clusters touched by [offset, +bytes). */
+int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, BDRVQcow2State *s,
+                                       int64_t offset, int64_t bytes, int delta)
+    GRAPH_RDLOCK QCOW2_LOCKED;
+/*
+ * The most clusters one allocation may ask for: less than a refcount block
+ * covers, because a block created on the way sits in the first cluster of
+ * its range and would otherwise split every candidate run (an endless
+ * search with small clusters and wide refcounts).
+ */
+static inline int64_t qcow2_max_alloc_clusters(BDRVQcow2State *s)
+{
+    int64_t by_size = (16 * 1024 * 1024) >> s->cluster_bits;
+    int64_t by_refblock = (1LL << s->rb_bits) - 1;
+    int64_t n = by_size < by_refblock ? by_size : by_refblock;
+    return n > 1 ? n : 1;
+}
+
+/* Allocate @n (<= qcow2_max_alloc_clusters()) contiguous free host clusters
+ * (refcount 1); returns the
+ * offset.  *@fresh (if not NULL): they are known to read as zeroes. */
+int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, BDRVQcow2State *s,
+                                          int64_t n, bool *fresh) GRAPH_RDLOCK QCOW2_LOCKED;
+/* Drop a reference to [offset, +bytes) once the current metadata is stable. */
+void qcow2_defer_free(BDRVQcow2State *s, int64_t offset, int64_t bytes) QCOW2_LOCKED;
+/* Apply the deferred frees (after a metadata sync). */
+int coroutine_fn qcow2_apply_deferred_frees(BlockDriverState *bs, BDRVQcow2State *s)
+    GRAPH_RDLOCK QCOW2_LOCKED;
+/* Write back refcount blocks and flush the file (the L2 cache's dependency). */
+int coroutine_fn qcow2_refcounts_stable(BlockDriverState *bs) GRAPH_RDLOCK;
+
+/* ---- Repair (qcow2-repair.c) ---- */
+
+/* Rebuild the refcounts of a dirty image and clear its dirty bit.  At open,
+ * before qcow2_refcount_init(). */
+int coroutine_fn qcow2_repair_refcounts(BlockDriverState *bs, BDRVQcow2State *s,
+                                        Error **errp) GRAPH_RDLOCK;
+
+/* ---- Mapping (qcow2-cluster.c) ---- */
+
+int coroutine_fn qcow2_l1_check(BlockDriverState *bs, BDRVQcow2State *s, Error **errp)
+    GRAPH_RDLOCK QCOW2_LOCKED;
+int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                 struct iovec *iov, int niov, int flags) GRAPH_RDLOCK;
+int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                  struct iovec *iov, int niov, int flags) GRAPH_RDLOCK;
+int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
+                                        int64_t bytes, int flags) GRAPH_RDLOCK;
+int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+    GRAPH_RDLOCK;
+int coroutine_fn qcow2_co_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       int64_t *pnum) GRAPH_RDLOCK;
+/* Write all dirty metadata in dependency order, then apply deferred frees. */
+int coroutine_fn qcow2_sync_metadata(BlockDriverState *bs, BDRVQcow2State *s)
+    GRAPH_RDLOCK QCOW2_LOCKED;
+/* Allocate all L2 tables (preallocation=metadata). */
+int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State *s)
+    GRAPH_RDLOCK QCOW2_LOCKED;
+
+#endif /* BLOCKD_QCOW2_H */
