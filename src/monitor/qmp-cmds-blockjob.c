@@ -1,16 +1,18 @@
 /*
- * qmp-cmds-blockjob.c - commands that start block jobs: blockdev-mirror,
- * blockdev-backup, and transaction (blockdev-backup and abort actions,
- * completion-mode individual or grouped).
+ * qmp-cmds-blockjob.c - commands that start jobs: blockdev-mirror,
+ * blockdev-backup, transaction (blockdev-backup and abort actions,
+ * completion-mode individual or grouped) and blockdev-create.
  */
 #include <string.h>
 
 #include "blockd/block-global-state.h"
+#include "blockd/create-job.h"
 #include "blockd/main-loop.h"
 #include "blockd/mirror.h"
 #include "blockd/monitor.h"
 #include "blockd/options.h"
 #include "monitor-internal.h"
+#include "qapi-schemas.h"
 
 static const char *const sync_modes[] = { "full", "top", "none", "incremental", "bitmap",
                                           NULL };
@@ -302,7 +304,94 @@ static json_object *qmp_transaction(json_object *args, Error **errp)
     return ok ? json_object_new_object() : NULL;
 }
 
+/* ---- blockdev-create ---------------------------------------------------------- */
+
+/* QAPI BlockdevCreateOptions, for the drivers blockd can create. */
+static const char *const create_driver_names[] = {
+    "blkdebug", "file", "null-co", "qcow2", "raw", NULL,
+};
+static const char *const prealloc_names[] = { "off", "metadata", "falloc", "full", NULL };
+static const char *const qcow2_versions[] = { "v2", "v3", NULL };
+static const char *const compression_types[] = { "zlib", "zstd", NULL };
+
+static const SchemaField create_base_fields[] = {
+    { .name = "driver", .type = SCHEMA_ENUM, .enum_values = create_driver_names },
+    { 0 },
+};
+static const SchemaField create_file_fields[] = {
+    { .name = "filename", .type = SCHEMA_STR },
+    { .name = "size", .type = SCHEMA_SIZE },
+    { .name = "preallocation", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = prealloc_names },
+    { .name = "nocow", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "extent-size-hint", .type = SCHEMA_SIZE, .optional = true },
+    { 0 },
+};
+static const SchemaObject create_file = {
+    .name = "BlockdevCreateOptionsFile", .fields = create_file_fields,
+};
+static const SchemaField create_qcow2_fields[] = {
+    { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "data-file", .type = SCHEMA_STR_OR_OBJECT, .optional = true,
+      .object = &qapi_blockdev_options },
+    { .name = "data-file-raw", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "extended-l2", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "size", .type = SCHEMA_SIZE },
+    { .name = "version", .type = SCHEMA_ENUM, .optional = true, .enum_values = qcow2_versions },
+    { .name = "backing-file", .type = SCHEMA_STR, .optional = true },
+    { .name = "backing-fmt", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = create_driver_names },
+    { .name = "encrypt", .type = SCHEMA_ANY, .optional = true },
+    { .name = "cluster-size", .type = SCHEMA_SIZE, .optional = true },
+    { .name = "preallocation", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = prealloc_names },
+    { .name = "lazy-refcounts", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "refcount-bits", .type = SCHEMA_INT, .optional = true },
+    { .name = "compression-type", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = compression_types },
+    { 0 },
+};
+static const SchemaObject create_qcow2 = {
+    .name = "BlockdevCreateOptionsQcow2", .fields = create_qcow2_fields,
+};
+static const SchemaVariant create_variants[] = {
+    { "file", &create_file },
+    { "qcow2", &create_qcow2 },
+    { NULL, NULL },
+};
+static const SchemaObject create_options = {
+    .name = "BlockdevCreateOptions", .fields = create_base_fields,
+    .discriminator = "driver", .variants = create_variants,
+};
+static const SchemaField create_fields[] = {
+    { .name = "job-id", .type = SCHEMA_STR },
+    { .name = "options", .type = SCHEMA_OBJECT, .object = &create_options },
+    { 0 },
+};
+static const SchemaObject create_args = { .name = "blockdev-create-arg", .fields = create_fields };
+
+/* Arguments are checked here, as QEMU does; what only the work can find
+ * out (a missing node, an unwritable file) ends the job with an error. */
+static json_object *qmp_blockdev_create(json_object *args, Error **errp)
+{
+    const char *job_id = NULL, *driver = NULL;
+    json_object *options;
+
+    GLOBAL_STATE_CODE();
+    if (!opt_get_str(args, "job-id", &job_id, errp)) {
+        return NULL;
+    }
+    json_object_object_get_ex(args, "options", &options);
+    opt_get_str(options, "driver", &driver, NULL);
+    if (strcmp(driver, "file") && strcmp(driver, "qcow2")) {
+        error_setg(errp, "Driver does not support blockdev-create");
+        return NULL;
+    }
+    return create_job_start(job_id, options, errp) ? json_object_new_object() : NULL;
+}
+
 const QmpCommand qmp_blockjob_commands[] = {
+    { "blockdev-create", qmp_blockdev_create, &create_args },
     { "blockdev-mirror", qmp_blockdev_mirror, &mirror_args },
     { "blockdev-backup", qmp_blockdev_backup, &backup_args },
     { "transaction", qmp_transaction, &transaction_args },

@@ -215,3 +215,45 @@ def test_job_event_sequences_match(peers, scenario):
             evs += p.events_until("JOB_STATUS_CHANGE", "j")
         seqs.append(event_summary(evs, "j"))
     assert seqs[1] == seqs[0]
+
+
+def test_blockdev_create_matches(peers):
+    """blockdev-create of a file and then of a qcow2 on it: the same job
+    events, query-jobs shape and errors as qemu-storage-daemon."""
+    seqs = []
+    for p in peers:
+        q = p.qmp
+        path = os.path.join(p.dir, "new.qcow2")
+        q.cmd("blockdev-create", job_id="c0", options={"driver": "file", "filename": path,
+                                                      "size": 0})
+        evs = p.events_until("JOB_STATUS_CHANGE", "c0")
+        while evs[-1]["data"]["status"] != "concluded":
+            evs += p.events_until("JOB_STATUS_CHANGE", "c0")
+        q.cmd("job-dismiss", id="c0")
+        evs += p.events_until("JOB_STATUS_CHANGE", "c0")
+        q.cmd("blockdev-add", driver="file", node_name="nf", filename=path)
+        q.cmd("blockdev-create", job_id="c1", options={"driver": "qcow2", "file": "nf",
+                                                      "size": 16 * MiB})
+        evs += p.events_until("JOB_STATUS_CHANGE", "c1")
+        while evs[-1]["data"]["status"] != "concluded":
+            evs += p.events_until("JOB_STATUS_CHANGE", "c1")
+        seqs.append((event_summary(evs, "c0"), event_summary(evs, "c1"), shape(q.cmd("query-jobs"))))
+        q.cmd("job-dismiss", id="c1")
+    assert seqs[1] == seqs[0]
+    assert_same_error(peers, "blockdev-create", {"job-id": "c1", "options": {"driver": "raw",
+                                                                            "file": "nf"}})
+    for opts in ({"driver": "raw"}, {"driver": "null-co"}, {"driver": "file"},
+                 {"driver": "file", "filename": "/tmp/x", "size": "a"},
+                 {"driver": "qcow2", "file": "nf"}, {"driver": "bogus"},
+                 {"driver": "qcow2", "file": "nf", "size": 1, "bogus": 1}):
+        assert_same_error(peers, "blockdev-create", {"job-id": "c9", "options": opts})
+    # Errors only the work finds end the job, with the same message.
+    infos = []
+    for p in peers:
+        p.qmp.cmd("blockdev-create", job_id="c2",
+                  options={"driver": "file", "filename": "/nonexistent/x", "size": 0})
+        evs = p.events_until("JOB_STATUS_CHANGE", "c2")
+        while evs[-1]["data"]["status"] != "concluded":
+            evs += p.events_until("JOB_STATUS_CHANGE", "c2")
+        infos.append(p.qmp.cmd("query-jobs"))
+    assert infos[1] == infos[0]

@@ -1,0 +1,17 @@
+/*
+ * create-job.h - the "create" job behind QMP blockdev-create.
+ *
+ * Half: global state.
+ */
+#ifndef BLOCKD_CREATE_JOB_H
+#define BLOCKD_CREATE_JOB_H
+
+#include <json-c/json.h>
+
+#include "blockd/job-common.h"
+
+/* Start a job that creates the image @options describes (a QAPI
+ * BlockdevCreateOptions object; checked by the job, errors end it). */
+Job *create_job_start(const char *job_id, json_object *options, Error **errp);
+
+#endif /* BLOCKD_CREATE_JOB_H */

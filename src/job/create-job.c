@@ -1,0 +1,55 @@
+/*
+ * create-job.c - blockdev-create: image creation run as a job ("create"),
+ * as QEMU does, so that a long preallocation does not block the monitor.
+ * Created with manual dismiss: the user collects the result with
+ * query-jobs and job-dismiss.
+ */
+#include <stdlib.h>
+
+#include "blockd/block-create.h"
+#include "blockd/create-job.h"
+#include "blockd/job-driver.h"
+#include "blockd/main-loop.h"
+
+typedef struct CreateJob {
+    Job common;
+    json_object *options;           /* immutable: the BlockdevCreateOptions */
+} CreateJob;
+
+static int coroutine_fn create_run(Job *job, Error **errp)
+{
+    CreateJob *s = (CreateJob *)job;
+    int ret;
+
+    job_progress_set_remaining(job, 1);
+    ret = bdrv_co_create(s->options, errp);
+    job_progress_update(job, 1);
+    return ret;
+}
+
+static void create_free(Job *job)
+{
+    json_object_put(((CreateJob *)job)->options);
+}
+
+static const JobDriver create_job_driver = {
+    .instance_size = sizeof(CreateJob),
+    .job_type = JOB_TYPE_CREATE,
+    .run = create_run,
+    .free = create_free,
+};
+
+Job *create_job_start(const char *job_id, json_object *options, Error **errp)
+{
+    CreateJob *s;
+
+    GLOBAL_STATE_CODE();
+    s = job_create(job_id, &create_job_driver, NULL, main_aio_context(),
+                   JOB_MANUAL_DISMISS, NULL, NULL, errp);
+    if (!s) {
+        return NULL;
+    }
+    s->options = json_object_get(options);
+    job_start(&s->common);
+    return &s->common;
+}
