@@ -165,7 +165,22 @@ void qmp_block_cleanup(void)
     }
 }
 
+/*
+ * query-block lists the BlockBackends that have a name, i.e. that belong
+ * to a guest device (-drive / -device).  A storage daemon has no guest
+ * devices: its backends (exports, jobs) are anonymous, so the list is
+ * empty, in qemu-storage-daemon and here alike.  The command exists so
+ * that tools which call it keep working.
+ */
+static json_object *qmp_query_block(json_object *args, Error **errp)
+{
+    (void)args;
+    (void)errp;
+    return json_object_new_array();
+}
+
 const QmpCommand qmp_block_commands[] = {
+    { "query-block", qmp_query_block, NULL },
     { "blockdev-add", qmp_blockdev_add, &qapi_blockdev_options },
     { "blockdev-del", qmp_blockdev_del, &qapi_blockdev_del_args },
     { "query-named-block-nodes", qmp_query_named_block_nodes,

@@ -257,3 +257,11 @@ def test_blockdev_create_matches(peers):
             evs += p.events_until("JOB_STATUS_CHANGE", "c2")
         infos.append(p.qmp.cmd("query-jobs"))
     assert infos[1] == infos[0]
+
+
+def test_query_block_matches(peers):
+    """No guest devices in a storage daemon: both list no named backend
+    (the nodes of the session are there, but no device uses them)."""
+    assert_same_shape(peers, "query-block")
+    for p in peers:
+        assert p.qmp.cmd("query-block") == []
