@@ -2,9 +2,11 @@
 the job-* and block-job-* verbs, and their events, with a real NBD client
 writing to the source while the jobs run."""
 import hashlib
+import json
 import os
 import random
 import shutil
+import subprocess
 import threading
 import time
 
@@ -602,4 +604,141 @@ def test_mirror_zeroes_unmap(blockd, sdir, imgdir, unmap):
         assert allocated <= 2 * MiB, allocated
     else:
         assert allocated >= size, allocated
+    j.assert_healthy()
+
+
+# ---- sync modes, replaces, backup error policy ------------------------------------
+
+
+def test_mirror_sync_none_copies_only_new_writes(blockd, sdir, imgdir):
+    j, src, tgt, shadow = mirror_setup(blockd, sdir, imgdir, 8 * MiB)
+    j.qmp.cmd("blockdev-mirror", job_id="n0", device="src", target="tgt", sync="none")
+    j.event("BLOCK_JOB_READY", device="n0")
+    h = j.client()
+    h.pwrite(b"\x77" * 65536, 3 * MiB)
+    h.flush()
+    h.shutdown()
+    j.qmp.cmd("job-complete", id="n0")
+    j.event("BLOCK_JOB_COMPLETED", device="n0")
+    with open(tgt, "rb") as f:
+        data = f.read()
+    assert data[3 * MiB:3 * MiB + 65536] == b"\x77" * 65536
+    assert data[:3 * MiB] == bytes(3 * MiB)            # old data was not copied
+    j.assert_healthy()
+
+
+def qemu_img(*args):
+    p = subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def test_mirror_sync_top_over_qcow2_backing(blockd, sdir, imgdir):
+    """sync=top copies only what the top qcow2 layer holds; the target,
+    with the same backing file, then reads like the source."""
+    base = os.path.join(imgdir, "base.qcow2")
+    top = os.path.join(imgdir, "top.qcow2")
+    tgt = os.path.join(imgdir, "tgt.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "16M")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 1M", base],
+                   check=True, capture_output=True)
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x22 4M 1M", top],
+                   check=True, capture_output=True)
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", tgt)
+    j = Jobs(blockd, sdir, {})
+    q = j.qmp
+    q.cmd("blockdev-add", driver="qcow2", node_name="top",
+          file={"driver": "file", "filename": top})
+    q.cmd("blockdev-add", driver="qcow2", node_name="tgt",
+          file={"driver": "file", "filename": tgt})
+    q.cmd("blockdev-mirror", job_id="t0", device="top", target="tgt", sync="top")
+    ready = j.event("BLOCK_JOB_READY", device="t0")
+    assert ready["len"] < 4 * MiB, ready          # the top layer only, not 16 MiB
+    q.cmd("job-complete", id="t0")
+    assert "error" not in j.event("BLOCK_JOB_COMPLETED", device="t0")
+    j.event("JOB_STATUS_CHANGE", id="t0", status="null")
+    q.cmd("blockdev-del", node_name="top")
+    q.cmd("quit")
+    j.daemon.proc.wait(20)
+    qemu_img("check", tgt)
+    qemu_img("compare", top, tgt)
+    mapping = json.loads(qemu_img("map", "--output=json", tgt))
+    own = [m for m in mapping if m["depth"] == 0 and m["data"]]
+    assert [(m["start"], m["length"]) for m in own] == [(4 * MiB, MiB)], mapping
+
+
+def test_mirror_replaces_a_node_below_a_filter(blockd, sdir, imgdir):
+    """device is a filter (blkdebug without rules) over "disk"; replaces=disk
+    puts the target under the filter, whose user (the export) then writes
+    to the target."""
+    size = 8 * MiB
+    disk = os.path.join(imgdir, "disk.raw")
+    tgt = os.path.join(imgdir, "tgt.raw")
+    write_random(disk, size, 3)
+    sparse_image(tgt, size)
+    j = Jobs(blockd, sdir, {"disk": {"img": disk}, "tgt": {"img": tgt}})
+    q = j.qmp
+    q.cmd("blockdev-add", driver="blkdebug", node_name="dbg", image="disk")
+    q.cmd("block-export-add", type="nbd", id="exp", node_name="dbg", writable=True)
+    j.export = "dbg"
+    cls, desc = q.error("blockdev-mirror", {"job-id": "r0", "device": "dbg", "target": "tgt",
+                                            "sync": "full", "replaces": "f-tgt"})
+    assert desc.startswith("Cannot replace 'f-tgt' by a node mirrored from 'dbg'")
+    q.cmd("blockdev-mirror", job_id="r0", device="dbg", target="tgt", sync="full",
+          replaces="disk")
+    j.event("BLOCK_JOB_READY", device="r0")
+    q.cmd("job-complete", id="r0")
+    assert "error" not in j.event("BLOCK_JOB_COMPLETED", device="r0")
+    j.event("JOB_STATUS_CHANGE", id="r0", status="null")
+    h = j.client()
+    h.pwrite(b"\x42" * 4096, 0)
+    h.flush()
+    h.shutdown()
+    with open(tgt, "rb") as f:
+        assert f.read(4096) == b"\x42" * 4096
+    with open(disk, "rb") as f:
+        assert f.read(4096) != b"\x42" * 4096
+    j.assert_healthy()
+
+
+def test_backup_sync_none_keeps_only_overwritten_data(blockd, sdir, imgdir):
+    size = 8 * MiB
+    src = os.path.join(imgdir, "src.raw")
+    tgt = os.path.join(imgdir, "tgt.raw")
+    original = write_random(src, size, 4)
+    sparse_image(tgt, size)
+    j = Jobs(blockd, sdir, {"src": {"img": src}, "tgt": {"img": tgt}}, export="src")
+    j.qmp.cmd("blockdev-backup", job_id="bn", device="src", target="tgt", sync="none")
+    h = j.client()
+    h.pwrite(b"\x99" * 65536, 2 * MiB)
+    h.flush()
+    h.shutdown()
+    j.qmp.cmd("job-cancel", id="bn")
+    j.event("BLOCK_JOB_CANCELLED", device="bn")
+    j.event("JOB_STATUS_CHANGE", id="bn", status="null")
+    with open(tgt, "rb") as f:
+        data = f.read()
+    assert data[2 * MiB:2 * MiB + 65536] == original[2 * MiB:2 * MiB + 65536]
+    assert data[:2 * MiB] == bytes(2 * MiB)
+    j.assert_healthy()
+
+
+def test_backup_target_error_stop_then_resume(blockd, sdir, imgdir):
+    size = 16 * MiB
+    src = os.path.join(imgdir, "src.raw")
+    tgt = os.path.join(imgdir, "tgt.raw")
+    original = write_random(src, size, 8)
+    sparse_image(tgt, size)
+    inject = '{"iotype": "write", "errno": 5, "once": true, "offset": 8388608, "bytes": 1}'
+    j = Jobs(blockd, sdir, {"src": {"img": src}, "tgt": {"img": tgt, "inject": inject}})
+    j.qmp.cmd("blockdev-backup", job_id="be", device="src", target="tgt", sync="full",
+              on_target_error="stop")
+    assert j.event("BLOCK_JOB_ERROR", device="be") == {"device": "be", "operation": "write",
+                                                         "action": "stop"}
+    info = j.wait_status("be", "paused")
+    assert info["io-status"] == "failed"
+    j.qmp.cmd("job-resume", id="be")
+    assert "error" not in j.event("BLOCK_JOB_COMPLETED", device="be")
+    assert file_sha(tgt) == sha(original)
     j.assert_healthy()
