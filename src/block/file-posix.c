@@ -43,6 +43,8 @@ typedef struct FileState {
     bool use_lock;
     bool is_blockdev;
     bool discard_unmap;
+    bool direct;                /* O_DIRECT: nothing is ever in the page cache */
+    bool nowait_unsupported;    /* atomic: RWF_NOWAIT refused by the kernel/fs */
     FileLock lock;
     /*
      * The last data extent SEEK_HOLE found.  On a large dense file
@@ -160,6 +162,7 @@ static int file_open(BlockDriverState *bs, json_object *options, int flags,
     if (direct) {
         bs->open_flags |= BDRV_O_NOCACHE;
     }
+    s->direct = direct;
 
     bs->total_bytes = lseek(s->fd, 0, SEEK_END);
     if (bs->total_bytes < 0) {
@@ -251,9 +254,49 @@ static void file_abort_perm_update(BlockDriverState *bs)
 
 /* ---- Data ---------------------------------------------------------------------- */
 
+/* Requests up to this size first try to complete from the page cache. */
+#define FILE_NOWAIT_MAX (64 * 1024)
+
+/*
+ * A small buffered transfer that the page cache can serve right away
+ * (RWF_NOWAIT: fail rather than block) costs one system call here,
+ * against a submission, a completion and an event-loop wake-up through
+ * the engine.  Returns the byte count, or -1 to go through the engine.
+ */
+static int file_try_nowait(FileState *s, EngineOp op, int64_t offset,
+                           struct iovec *iov, int niov)
+{
+    size_t total = 0;
+    ssize_t n;
+
+    if (s->direct || atomic_read(&s->nowait_unsupported) ||
+        (op != ENGINE_READ && op != ENGINE_WRITE)) {
+        return -1;
+    }
+    for (int i = 0; i < niov; i++) {
+        total += iov[i].iov_len;
+    }
+    if (total > FILE_NOWAIT_MAX) {
+        return -1;
+    }
+    n = op == ENGINE_READ ? preadv2(s->fd, iov, niov, offset, RWF_NOWAIT)
+                          : pwritev2(s->fd, iov, niov, offset, RWF_NOWAIT);
+    if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL)) {
+        atomic_set(&s->nowait_unsupported, true);
+    }
+    /* A short transfer may be the end of the file, or a page that is not
+     * cached: the engine does it again, whole. */
+    return n == (ssize_t)total ? (int)n : -1;
+}
+
 static int coroutine_fn file_submit(FileState *s, EngineOp op, int64_t offset,
                                     struct iovec *iov, int niov)
 {
+    int ret = file_try_nowait(s, op, offset, iov, niov);
+
+    if (ret >= 0) {
+        return ret;
+    }
     switch (s->aio) {
     case FILE_AIO_IO_URING:
         return luring_co_submit(s->fd, op, offset, iov, niov);

@@ -53,6 +53,8 @@ struct NbdClient {
     int in_flight;              /* ctx thread */
     int64_t in_flight_bytes;    /* ctx thread */
     Coroutine *budget_waiter;   /* the receive loop, waiting for room */
+    bool watch_read;            /* ctx thread: handlers registered */
+    bool watch_write;
 };
 
 typedef struct NbdRequest {
@@ -128,27 +130,46 @@ static void client_writable(void *opaque)
     client_ready(c, &c->send_waiter);
 }
 
-static void client_update_handlers(NbdClient *c)
+/* Watch the socket for reading and/or writing; a system call only when
+ * that changes. */
+static void client_watch(NbdClient *c, bool rd, bool wr)
 {
-    aio_set_fd_handler(c->ctx, c->fd, c->recv_waiter ? client_readable : NULL,
-                       c->send_waiter ? client_writable : NULL, NULL, c);
+    if (rd == c->watch_read && wr == c->watch_write) {
+        return;
+    }
+    c->watch_read = rd;
+    c->watch_write = wr;
+    aio_set_fd_handler(c->ctx, c->fd, rd ? client_readable : NULL,
+                       wr ? client_writable : NULL, NULL, c);
 }
 
+static void client_unwatch(NbdClient *c)
+{
+    client_watch(c, false, false);
+}
+
+/*
+ * The socket is ready.  A busy connection waits for it again and again, so
+ * the handler stays registered after waking the waiter (no epoll_ctl per
+ * wait); only a readiness nobody waits for removes it, since epoll is
+ * level-triggered and would report it again and again.
+ */
 static void client_ready(NbdClient *c, Coroutine **waiter)
 {
     Coroutine *co = *waiter;
 
-    *waiter = NULL;
-    client_update_handlers(c);
-    if (co) {
-        aio_co_wake(co);
+    if (!co) {
+        client_watch(c, c->recv_waiter != NULL, c->send_waiter != NULL);
+        return;
     }
+    *waiter = NULL;
+    aio_co_wake(co);
 }
 
 static void coroutine_fn client_wait(NbdClient *c, Coroutine **waiter)
 {
     *waiter = coroutine_self();
-    client_update_handlers(c);
+    client_watch(c, c->watch_read || c->recv_waiter, c->watch_write || c->send_waiter);
     coroutine_yield();
 }
 
@@ -1000,7 +1021,7 @@ static void coroutine_fn client_co(void *opaque)
         AioContext *home = blk_exp_next_ctx(exp);
         if (home != c->ctx) {
             /* Serve it where the export lives. */
-            aio_set_fd_handler(c->ctx, c->fd, NULL, NULL, NULL, NULL);
+            client_unwatch(c);
             c->ctx = home;
             aio_co_reschedule_self(c->ctx);
         }
@@ -1009,7 +1030,7 @@ static void coroutine_fn client_co(void *opaque)
         handshake_put_exp(exp);
     }
     c->recv_waiter = c->send_waiter = NULL;
-    aio_set_fd_handler(c->ctx, c->fd, NULL, NULL, NULL, NULL);
+    client_unwatch(c);
     /* Bookkeeping belongs to the main thread. */
     aio_bh_schedule_oneshot(main_aio_context(), client_free_bh, c);
 }
