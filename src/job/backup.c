@@ -202,8 +202,6 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
         .max_tasks = BACKUP_MAX_TASKS,
         .max_bytes = BACKUP_MAX_BYTES,
     };
-    int flags = (a->auto_finalize ? 0 : JOB_MANUAL_FINALIZE) |
-                (a->auto_dismiss ? 0 : JOB_MANUAL_DISMISS);
     BdrvChild *source_child, *target_child;
     BlockDriverState *cbw;
     BackupJob *s;
@@ -212,14 +210,8 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     if (!backup_check_args(a, errp)) {
         return NULL;
     }
-    cbw = job_filter_insert(&cbw_ops, a->filter_node_name, a->source, NULL, errp);
-    if (!cbw) {
-        return NULL;
-    }
-    s = block_job_create(a->job_id, &backup_job_driver, a->txn, cbw, 0, BLK_PERM_ALL,
-                         a->speed, flags, NULL, NULL, errp);
+    s = job_filter_create_job(&cbw_ops, &backup_job_driver, a, &cbw, errp);
     if (!s) {
-        job_filter_remove(cbw, a->source, NULL);
         return NULL;
     }
     s->cbw = cbw;

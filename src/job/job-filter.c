@@ -163,3 +163,27 @@ int job_filter_remove(BlockDriverState *filter, BlockDriverState *replacement, E
     bdrv_unref(filter);
     return ret;
 }
+
+void *job_filter_create_job(const JobFilterOps *ops, const BlockJobDriver *drv,
+                            const MirrorArgs *a, BlockDriverState **filter, Error **errp)
+{
+    int flags = (a->auto_finalize ? 0 : JOB_MANUAL_FINALIZE) |
+                (a->auto_dismiss ? 0 : JOB_MANUAL_DISMISS);
+    BlockDriverState *bs;
+    void *job;
+
+    GLOBAL_STATE_CODE();
+    bs = job_filter_insert(ops, a->filter_node_name, a->source, NULL, errp);
+    if (!bs) {
+        return NULL;
+    }
+    /* The job's main node is the filter: draining the source pauses it. */
+    job = block_job_create(a->job_id, drv, a->txn, bs, 0, BLK_PERM_ALL, a->speed, flags,
+                           NULL, NULL, errp);
+    if (!job) {
+        job_filter_remove(bs, a->source, NULL);
+        return NULL;
+    }
+    *filter = bs;
+    return job;
+}

@@ -9,6 +9,7 @@
 #define BLOCKD_JOB_FILTER_H
 
 #include "blockd/block-int.h"
+#include "blockd/mirror.h"
 
 typedef struct JobFilterOps {
     const char *format_name;
@@ -29,6 +30,15 @@ typedef struct JobFilterOps {
  */
 BlockDriverState *job_filter_insert(const JobFilterOps *ops, const char *node_name,
                                     BlockDriverState *source, void *opaque, Error **errp);
+
+/*
+ * Insert a filter of @ops above @a->source and create a block job of @drv
+ * on it, with @a's id, transaction, speed and auto-finalize/dismiss.  On
+ * failure nothing is left in the graph.  *filter: the filter node (the
+ * caller's reference).
+ */
+void *job_filter_create_job(const JobFilterOps *ops, const BlockJobDriver *drv,
+                            const MirrorArgs *a, BlockDriverState **filter, Error **errp);
 
 /* Start calling the hooks with @opaque.  Any thread may see it at once. */
 void job_filter_activate(BlockDriverState *filter, void *opaque);

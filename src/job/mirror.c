@@ -447,21 +447,13 @@ Job *mirror_start(const MirrorArgs *a, Error **errp)
     BlockCopyOptions copy_opts;
     MirrorJob *s;
     BlockDriverState *top;
-    int flags = (a->auto_finalize ? 0 : JOB_MANUAL_FINALIZE) |
-                (a->auto_dismiss ? 0 : JOB_MANUAL_DISMISS);
 
     GLOBAL_STATE_CODE();
     if (!mirror_check_args(a, errp)) {
         return NULL;
     }
-    top = job_filter_insert(&mirror_top_ops, a->filter_node_name, a->source, NULL, errp);
-    if (!top) {
-        return NULL;
-    }
-    s = block_job_create(a->job_id, &mirror_job_driver, a->txn, top, 0, BLK_PERM_ALL,
-                         a->speed, flags, NULL, NULL, errp);
+    s = job_filter_create_job(&mirror_top_ops, &mirror_job_driver, a, &top, errp);
     if (!s) {
-        job_filter_remove(top, a->source, NULL);
         return NULL;
     }
     s->mirror_top = top;

@@ -181,34 +181,32 @@ static void set_speed(BlockJob *bj, int64_t speed, const char *want_err)
     assert_null(m);
 }
 
-static void user_pause(Job *job, const char *want_err)
+/* Apply a user verb under job_mutex; its error must be @want_err (NULL:
+ * none). */
+static void user_verb(const char *what, void (*fn)(Job *job, Error **errp), Job *job,
+                      const char *want_err)
 {
     Error *err = NULL;
     char *m;
 
     job_lock();
-    job_user_pause_locked(job, &err);
+    fn(job, &err);
     job_unlock();
     m = check_err(err, want_err);
     if (m) {
-        fprintf(stderr, "pause: %s\n", m);
+        fprintf(stderr, "%s: %s\n", what, m);
     }
     assert_null(m);
 }
 
+static void user_pause(Job *job, const char *want_err)
+{
+    user_verb("pause", job_user_pause_locked, job, want_err);
+}
+
 static void user_resume(Job *job, const char *want_err)
 {
-    Error *err = NULL;
-    char *m;
-
-    job_lock();
-    job_user_resume_locked(job, &err);
-    job_unlock();
-    m = check_err(err, want_err);
-    if (m) {
-        fprintf(stderr, "resume: %s\n", m);
-    }
-    assert_null(m);
+    user_verb("resume", job_user_resume_locked, job, want_err);
 }
 
 static void complete(Job *job)
