@@ -13,6 +13,8 @@
  *   qcow2-refcount.c refcount table/blocks of any width, host allocation,
  *                    deferred frees, table growth
  *   qcow2-repair.c   rebuilding the refcounts of a dirty image
+ *   qcow2-metaset.c  the set of L2 table and refcount block clusters
+ *                    behind the overlap guard
  *   qcow2-create.c   image creation (bdrv_co_create, block-create.h)
  *
  * Locking: all metadata (L1, caches, refcount table, allocation state)
