@@ -173,6 +173,14 @@ int coroutine_fn qcow2_l1_check(BlockDriverState *bs, BDRVQcow2State *s, Error *
             return -EINVAL;
         }
     }
+    /* After the checks: an L2 table named twice is not "overlapping". */
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t off = s->l1[i] & QCOW2_OFFSET_MASK;
+        if (off && qcow2_meta_add(s, off) < 0) {
+            error_setg(errp, "Could not allocate the metadata cluster set");
+            return -ENOMEM;
+        }
+    }
     return 0;
 }
 
@@ -242,6 +250,10 @@ static int coroutine_fn get_l2_for_write(BlockDriverState *bs, BDRVQcow2State *s
             return qcow2_cache_get(bs, s->l2_cache, off, table);
         }
     }
+    ret = qcow2_meta_reserve(s, 1);
+    if (ret < 0) {
+        return ret;
+    }
     new = qcow2_alloc_clusters(bs, s, 1, NULL);
     if (new < 0) {
         return new;
@@ -269,7 +281,10 @@ static int coroutine_fn get_l2_for_write(BlockDriverState *bs, BDRVQcow2State *s
     qcow2_cache_mark_dirty(s->l2_cache, *table);
     s->l1[l1i] = (uint64_t)new | QCOW2_OFLAG_COPIED;
     l1_mark_dirty(s, l1i);
+    qcow2_meta_add(s, new);      /* cannot fail: reserved */
     if (off) {
+        /* The old table is the snapshots' alone now: no longer active. */
+        qcow2_meta_remove(s, off);
         qcow2_defer_free(s, off, s->cluster_size);
     }
     return 0;
@@ -518,6 +533,10 @@ static int coroutine_fn in_place(BlockDriverState *bs, BDRVQcow2State *s, void *
     if (!simple_in_place(s, l)) {
         return 0;
     }
+    if (qcow2_overlaps_metadata(s, host_of(l), s->cluster_size)) {
+        *yes = true;             /* refused by plan_write(), table untouched */
+        return 0;
+    }
     ret = qcow2_get_refcount(bs, s, host_of(l) >> s->cluster_bits, &rc);
     if (ret < 0 || rc != 1) {
         return ret;
@@ -590,14 +609,14 @@ retry:
         p->bytes = bytes;
     }
     if (yes) {
-        int64_t l2_off = s->l1[cidx >> s->l2_bits] & QCOW2_OFFSET_MASK;
         p->host = host_of(first) + (offset & (cs - 1));
         qcow2_cache_put(s->l2_cache, table);
-        /* Never write guest data over metadata, whatever a corrupt L2 says. */
-        if (qcow2_overlaps_metadata(s, p->host, p->bytes) ||
-            (p->host < l2_off + cs && l2_off < p->host + p->bytes)) {
-            qcow2_report_corruption(s, "data cluster for guest offset 0x%llx overlaps "
-                                    "metadata", (unsigned long long)offset);
+        /* Never write guest data over metadata, whatever a corrupt L2 says
+         * (its own L2 table, another one and the refcount blocks included). */
+        if (qcow2_overlaps_metadata(s, p->host, p->bytes)) {
+            qcow2_report_corruption(s, "data cluster at 0x%llx for guest offset 0x%llx "
+                                    "overlaps metadata", (unsigned long long)host_of(first),
+                                    (unsigned long long)offset);
             return -EIO;
         }
         return 0;
@@ -615,17 +634,30 @@ retry:
     return 0;
 }
 
-/* Release the old host storage of entry @l (after the next sync). */
+/*
+ * Release the old host storage of entry @l (after the next sync).  Storage
+ * that is metadata stays allocated (a corrupt entry pointed at it): freeing
+ * it would let the allocator, or discard=unmap, overwrite the table.
+ */
 static void free_entry_later(BDRVQcow2State *s, L2Entry l) QCOW2_LOCKED
 {
+    int64_t off = host_of(l), bytes = s->cluster_size;
+
     if (is_compressed(l)) {
         uint64_t desc = l.e & s->coffset_mask;
-        int64_t off = desc & ((1ULL << s->csize_shift) - 1);
         int64_t nsect = ((desc >> s->csize_shift) & s->csize_mask) + 1;
-        qcow2_defer_free(s, off & ~511LL, nsect * 512);
-    } else if (host_of(l)) {
-        qcow2_defer_free(s, host_of(l), s->cluster_size);
+        off = (desc & ((1ULL << s->csize_shift) - 1)) & ~511LL;
+        bytes = nsect * 512;
     }
+    if (!off && !is_compressed(l)) {
+        return;
+    }
+    if (qcow2_overlaps_metadata(s, off, bytes)) {
+        qcow2_report_corruption(s, "L2 entry 0x%016llx points at metadata: not freed",
+                                (unsigned long long)l.e);
+        return;
+    }
+    qcow2_defer_free(s, off, bytes);
 }
 
 /* The new clusters hold their data: point the L2 entries at them. */

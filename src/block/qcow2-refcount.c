@@ -117,6 +117,18 @@ int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, BDRVQcow2State *s, Er
                        "image file", i, (unsigned long long)e);
             return -EINVAL;
         }
+        /* (The set is still empty: this compares with the fixed tables.) */
+        if (e && qcow2_overlaps_metadata(s, e, s->cluster_size)) {
+            error_setg(errp, "qcow2: refcount block %u at 0x%llx overlaps other metadata",
+                       i, (unsigned long long)e);
+            return -EINVAL;
+        }
+    }
+    for (uint32_t i = 0; i < s->reftable_size; i++) {
+        if (s->reftable[i] && qcow2_meta_add(s, s->reftable[i]) < 0) {
+            error_setg(errp, "Could not allocate the metadata cluster set");
+            return -ENOMEM;
+        }
     }
     s->alloc_end = qcow2_align_up(s->file_size, s->cluster_size) >> s->cluster_bits;
     s->zero_start = s->alloc_end << s->cluster_bits;
@@ -345,6 +357,20 @@ static int coroutine_fn write_reftable(BlockDriverState *bs, BDRVQcow2State *s,
     return ret;
 }
 
+/* The refcount blocks count_area() created (live now) join the metadata
+ * set; room for them was reserved. */
+static void enter_new_blocks(BDRVQcow2State *s, const RefTableArea *a, const uint64_t *table)
+    QCOW2_LOCKED
+{
+    int64_t last = a->t + a->n + a->k - 1;
+
+    for (int64_t rt = a->t >> s->rb_bits; rt <= last >> s->rb_bits; rt++) {
+        if (rt_missing(s, rt) && table[rt]) {
+            qcow2_meta_add(s, table[rt]);
+        }
+    }
+}
+
 /*
  * Move the refcount table to a bigger one with at least @min_entries,
  * placed after the end of the image together with the refcount blocks its
@@ -373,6 +399,9 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, BDRVQcow2State *s,
     }
     ret = qcow2_grow_file(bs, s, (a.t + a.n + a.k) << s->cluster_bits);
     if (ret >= 0) {
+        ret = qcow2_meta_reserve(s, a.k);
+    }
+    if (ret >= 0) {
         ret = count_area(bs, s, &a, table);
     }
     if (ret >= 0) {
@@ -385,6 +414,7 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, BDRVQcow2State *s,
     for (int64_t i = 0; i < a.n * epc; i++) {
         table[i] = __builtin_bswap64(table[i]);
     }
+    enter_new_blocks(s, &a, table);
     free(s->reftable);
     s->reftable = table;
     s->reftable_offset = a.t << s->cluster_bits;
@@ -422,6 +452,9 @@ static int coroutine_fn new_refblock(BlockDriverState *bs, BDRVQcow2State *s, in
         }
     }
     ret = qcow2_grow_file(bs, s, off + s->cluster_size);
+    if (ret >= 0) {
+        ret = qcow2_meta_reserve(s, 1);
+    }
     if (ret < 0) {
         return ret;
     }
@@ -446,6 +479,7 @@ static int coroutine_fn new_refblock(BlockDriverState *bs, BDRVQcow2State *s, in
         return ret;
     }
     s->reftable[rt] = off;
+    qcow2_meta_add(s, off);      /* cannot fail: reserved */
     note_used(s, off, s->cluster_size);
     if (c + 1 > s->alloc_end) {
         s->alloc_end = c + 1;

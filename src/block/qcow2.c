@@ -109,13 +109,32 @@ bool qcow2_overlaps_metadata(BDRVQcow2State *s, int64_t offset, int64_t bytes)
         { s->snapshots_offset, s->nb_snapshots ? s->cluster_size : 0 },
     };
 
+    int64_t first = offset >> s->cluster_bits;
+
     for (unsigned i = 0; i < ARRAY_SIZE(ranges); i++) {
         if (ranges[i][1] && offset < ranges[i][0] + ranges[i][1] &&
             ranges[i][0] < offset + bytes) {
             return true;
         }
     }
-    return false;
+    return bytes > 0 &&
+           qcow2_metaset_find(&s->meta, first,
+                              ((offset + bytes - 1) >> s->cluster_bits) - first + 1) >= 0;
+}
+
+int qcow2_meta_reserve(BDRVQcow2State *s, int64_t n)
+{
+    return qcow2_metaset_reserve(&s->meta, n);
+}
+
+int qcow2_meta_add(BDRVQcow2State *s, int64_t offset)
+{
+    return qcow2_metaset_add(&s->meta, offset >> s->cluster_bits);
+}
+
+void qcow2_meta_remove(BDRVQcow2State *s, int64_t offset)
+{
+    qcow2_metaset_remove(&s->meta, offset >> s->cluster_bits);
 }
 
 void qcow2_report_corruption(BDRVQcow2State *s, const char *fmt, ...)
@@ -634,6 +653,7 @@ static void free_state(BDRVQcow2State *s) TSA_NO_TSA
     qcow2_cache_free(s->rb_cache);
     free(s->l1);
     free(s->reftable);
+    qcow2_metaset_destroy(&s->meta);
     free(s->pending);
     free(s->backing_file);
     free(s->backing_fmt);
@@ -647,6 +667,7 @@ static void init_state(BDRVQcow2State *s, BlockDriverState *bs) TSA_NO_TSA
     json_object *fo = NULL, *fn = NULL;
 
     co_mutex_init(&s->lock);
+    qcow2_metaset_init(&s->meta);
     list_init(&s->inflight);
     co_queue_init(&s->inflight_wait);
     s->discard_unmap = bs->open_flags & BDRV_O_UNMAP;

@@ -13,6 +13,8 @@
  *   qcow2-refcount.c refcount table/blocks of any width, host allocation,
  *                    deferred frees, table growth
  *   qcow2-repair.c   rebuilding the refcounts of a dirty image
+ *   qcow2-metaset.c  the set of L2 table and refcount block clusters
+ *                    behind the overlap guard
  *   qcow2-create.c   image creation (bdrv_co_create, block-create.h)
  *
  * Locking: all metadata (L1, caches, refcount table, allocation state)
@@ -34,6 +36,7 @@
 
 #include "blockd/block-int.h"
 #include "blockd/coroutine.h"
+#include "qcow2-metaset.h"
 
 #define QCOW2_MAGIC 0x514649fbu              /* "QFI\xfb" */
 #define QCOW2_MIN_CLUSTER_BITS 9
@@ -139,6 +142,9 @@ typedef struct BDRVQcow2State {
     uint32_t reftable_size TSA_FIELD_GUARDED_BY(lock);   /* entries */
     Qcow2Cache *l2_cache TSA_FIELD_GUARDED_BY(lock);
     Qcow2Cache *rb_cache TSA_FIELD_GUARDED_BY(lock);
+    /* Host clusters of the active L2 tables and of the refcount blocks,
+     * for the overlap guard (qcow2_overlaps_metadata). */
+    Qcow2MetaSet meta TSA_FIELD_GUARDED_BY(lock);
     int64_t free_hint TSA_FIELD_GUARDED_BY(lock);        /* no free cluster below */
     int64_t alloc_end TSA_FIELD_GUARDED_BY(lock);        /* clusters: all free from here */
     int64_t file_size TSA_FIELD_GUARDED_BY(lock);        /* bytes of the file child */
@@ -195,8 +201,15 @@ int coroutine_fn qcow2_grow_file(BlockDriverState *bs, BDRVQcow2State *s, int64_
 int coroutine_fn qcow2_file_flush(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK QCOW2_LOCKED;
 /* Does host range [offset, +bytes) overlap the header, the L1 table, the
- * refcount table or the snapshot table? */
+ * refcount table, the snapshot table, an active L2 table or a refcount
+ * block?  Cheap: checked before every in-place data write. */
 bool qcow2_overlaps_metadata(BDRVQcow2State *s, int64_t offset, int64_t bytes) QCOW2_LOCKED;
+/* The set of L2 table and refcount block clusters behind that check:
+ * enter or remove the table at host @offset; make room for @n entries so
+ * that the next @n qcow2_meta_add() cannot fail (0 or -ENOMEM). */
+int qcow2_meta_reserve(BDRVQcow2State *s, int64_t n) QCOW2_LOCKED;
+int qcow2_meta_add(BDRVQcow2State *s, int64_t offset) QCOW2_LOCKED;
+void qcow2_meta_remove(BDRVQcow2State *s, int64_t offset) QCOW2_LOCKED;
 /* Report corruption found at run time (the image is not modified). */
 void qcow2_report_corruption(BDRVQcow2State *s, const char *fmt, ...) BD_PRINTF(2, 3);
 

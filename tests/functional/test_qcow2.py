@@ -510,6 +510,10 @@ def be32(v):
     return v.to_bytes(4, "big")
 
 
+def be16(v):
+    return v.to_bytes(2, "big")
+
+
 def l2_offset(img):
     with open(img, "rb") as f:
         f.seek(40)
@@ -545,6 +549,8 @@ CORRUPT_OPEN = [
     ("l1_entry_past_end", [(0x30000, be64((1 << 63) | (1 << 40)))], None, "beyond the end"),
     ("reftable_entry_unaligned", [(0x10000, be64(0x20000 + 4096))], None, "refcount"),
     ("reftable_entry_header", [(0x10000, be64(0x200))], None, "refcount"),
+    ("l1_entry_refblock", [(0x30000, be64((1 << 63) | 0x20000))], None, "overlaps"),
+    ("reftable_entry_l1", [(0x10000, be64(0x30000))], None, "overlaps"),
 ]
 
 
@@ -615,6 +621,146 @@ def test_corrupt_l2_entries_give_eio(blockd, sdir, tmp_path):
     d.stop()
     assert "is corrupt" in d.daemon.stderr_path.read_text()
     assert open(img, "rb").read() == before
+
+
+OFFSET_MASK = 0x00fffffffffffe00
+COPIED = 1 << 63
+
+
+def two_table_image(tmp_path, name):
+    """A 1 GiB image (64 KiB clusters) with two L2 tables: guest clusters
+    0-1 hold 0x09, guest offset 512 MiB holds 0x07.  Returns the image and
+    its layout: host offsets of both L2 tables and of the first refcount
+    block."""
+    img = str(tmp_path / f"{name}.qcow2")
+    qimg("create", "-f", "qcow2", "-o", "cluster_size=64k", img, "1G")
+    qio(img, "write -P 9 0 128k", "write -P 7 512M 64k")
+    with open(img, "rb") as f:
+        data = f.read()
+    l1 = int.from_bytes(data[40:48], "big")
+    rt = int.from_bytes(data[48:56], "big")
+    lay = {"l2a": int.from_bytes(data[l1:l1 + 8], "big") & OFFSET_MASK,
+           "l2b": int.from_bytes(data[l1 + 8:l1 + 16], "big") & OFFSET_MASK,
+           "rb": int.from_bytes(data[rt:rt + 8], "big")}
+    assert lay["l2a"] and lay["l2b"] and lay["rb"] and len(set(lay.values())) == 3
+    return img, lay
+
+
+def patch(img, offset, data):
+    with open(img, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def cluster_bytes(img, host):
+    with open(img, "rb") as f:
+        f.seek(host)
+        return f.read(64 * KiB)
+
+
+def test_corrupt_data_cluster_on_other_l2_table(blockd, sdir, tmp_path):
+    """An L2 entry whose data cluster is another (active) L2 table: reading
+    it is harmless, writing it fails with an error and a report, nothing is
+    written, and the daemon goes on serving the image."""
+    img, lay = two_table_image(tmp_path, "onl2")
+    patch(img, lay["l2a"] + 8 * 3, be64(COPIED | lay["l2b"]))
+    before = open(img, "rb").read()
+    d = Blockd(blockd, sdir, [qcow2_opts(img)])
+    h = d.connect()
+    assert h.pread(4096, 3 * 64 * KiB) == before[lay["l2b"]:lay["l2b"] + 4096]
+    for off, n in ((3 * 64 * KiB, 4096), (3 * 64 * KiB + 512, 512), (4 * 64 * KiB - 4096, 8192)):
+        with pytest.raises(nbd.Error):
+            h.pwrite(b"x" * n, off)
+    h.flush()
+    assert cluster_bytes(img, lay["l2b"]) == before[lay["l2b"]:lay["l2b"] + 64 * KiB]
+    assert open(img, "rb").read() == before
+    # Still serving: the other table's data, and an in-place write.
+    assert h.pread(64 * KiB, 512 * MiB) == b"\x07" * 64 * KiB
+    h.pwrite(b"\x33" * 4096, 0)
+    h.flush()
+    assert h.pread(8192, 0) == b"\x33" * 4096 + b"\x09" * 4096
+    h.shutdown()
+    d.stop()
+    assert "overlaps metadata" in d.daemon.stderr_path.read_text()
+    after = open(img, "rb").read()
+    assert after[lay["l2b"]:lay["l2b"] + 64 * KiB] == before[lay["l2b"]:lay["l2b"] + 64 * KiB]
+    assert after[lay["l2a"]:lay["l2a"] + 64 * KiB] == before[lay["l2a"]:lay["l2a"] + 64 * KiB]
+
+
+@pytest.mark.parametrize("copied", [True, False], ids=["copied", "no_copied"])
+def test_corrupt_data_cluster_on_refcount_block(blockd, sdir, tmp_path, copied):
+    """The same with a refcount block as the data cluster; without the
+    COPIED flag the driver would otherwise fix the flag (refcount 1) and
+    write the L2 table: nothing may be written either way."""
+    img, lay = two_table_image(tmp_path, "onrb")
+    patch(img, lay["l2a"] + 8 * 3, be64((COPIED if copied else 0) | lay["rb"]))
+    before = open(img, "rb").read()
+    d = Blockd(blockd, sdir, [qcow2_opts(img)])
+    h = d.connect()
+    assert h.pread(512, 3 * 64 * KiB) == before[lay["rb"]:lay["rb"] + 512]
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"\xff" * 4096, 3 * 64 * KiB)
+    h.flush()
+    assert h.pread(128 * KiB, 0) == b"\x09" * 128 * KiB
+    h.shutdown()
+    assert d.daemon.proc.poll() is None
+    d.stop()
+    assert "is corrupt" in d.daemon.stderr_path.read_text()
+    assert open(img, "rb").read() == before
+
+
+def test_corrupt_discard_of_cluster_on_l2_table(blockd, sdir, tmp_path):
+    """Discarding a guest cluster whose entry points at another L2 table
+    drops the bad entry but does not free the table (discard=unmap would
+    punch it, the allocator would hand it out); later allocating writes
+    leave it intact and the image ends up consistent."""
+    img, lay = two_table_image(tmp_path, "disc")
+    patch(img, lay["l2a"] + 8 * 3, be64(COPIED | lay["l2b"]))
+    l2b = cluster_bytes(img, lay["l2b"])
+    d = Blockd(blockd, sdir, [qcow2_opts(img, {"discard": "unmap"})])
+    h = d.connect()
+    h.trim(64 * KiB, 3 * 64 * KiB)
+    h.flush()
+    for c in range(4, 12):
+        h.pwrite(bytes([c]) * 64 * KiB, c * 64 * KiB)
+    h.flush()
+    assert h.pread(64 * KiB, 512 * MiB) == b"\x07" * 64 * KiB
+    h.shutdown()
+    d.stop()
+    assert "points at metadata" in d.daemon.stderr_path.read_text()
+    assert cluster_bytes(img, lay["l2b"]) == l2b
+    check_clean(img)
+    qio(img, "read -P 7 512M 64k", "read -P 0 192k 64k", "read -P 11 704k 64k")
+
+
+@pytest.mark.parametrize("table", ["l2a", "l2b", "rb"])
+def test_corrupt_refcount_zero_for_table(blockd, sdir, tmp_path, table):
+    """A refcount of 0 for an L2 table or a refcount block makes it look
+    free: allocating writes must not land on it.  They fail cleanly (the
+    image is corrupt), the table is unchanged, reads and in-place writes
+    still work."""
+    img, lay = two_table_image(tmp_path, "rc0")
+    # 16-bit refcounts; the first refcount block covers the whole file.
+    patch(img, lay["rb"] + 2 * (lay[table] // (64 * KiB)), be16(0))
+    before = open(img, "rb").read()
+    d = Blockd(blockd, sdir, [qcow2_opts(img)])
+    h = d.connect()
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"\x44" * 4096, 10 * 64 * KiB)
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"\x45" * 4096, 600 * MiB)
+    h.flush()
+    assert open(img, "rb").read() == before
+    assert h.pread(128 * KiB, 0) == b"\x09" * 128 * KiB
+    assert h.pread(64 * KiB, 512 * MiB) == b"\x07" * 64 * KiB
+    h.pwrite(b"\x66" * 4096, 64 * KiB)
+    h.flush()
+    h.shutdown()
+    d.stop()
+    assert "hold metadata but are not counted" in d.daemon.stderr_path.read_text()
+    after = open(img, "rb").read()
+    assert after[lay[table]:lay[table] + 64 * KiB] == before[lay[table]:lay[table] + 64 * KiB]
+    qio(img, "read -P 0x66 64k 4k", "read -P 9 0 64k", "read -P 0 640k 64k")
 
 
 def test_corrupt_bit(blockd, sdir, tmp_path):
