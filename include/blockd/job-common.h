@@ -153,8 +153,8 @@ struct Job {
     void (*on_event)(Job *job, JobEvent ev);
     AioTimer *sleep_timer;              /* object immutable; arm under job_mutex */
 
-    /* ---- set once by job_start (main thread) before entering ---- */
-    Coroutine *co;
+    /* ---- set once by job_start, under job_mutex ---- */
+    Coroutine *co TSA_GUARDED_BY(job_mutex);
 
     /* ---- dual: main thread or job_mutex to read, both to write ---- */
     AioContext *aio_context;

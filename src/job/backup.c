@@ -174,27 +174,6 @@ static const BlockJobDriver backup_job_driver = {
 
 /* ---- Creation ------------------------------------------------------------------------ */
 
-static bool backup_check_args(const MirrorArgs *a, Error **errp)
-{
-    /* Before any graph change: a block job without id gets the empty one. */
-    if (!job_check_id(a->job_id ? a->job_id : "", 0, errp)) {
-        return false;
-    }
-    if (a->source == a->target) {
-        error_setg(errp, "Source and target cannot be the same");
-        return false;
-    }
-    if (bdrv_getlength(a->source) != bdrv_getlength(a->target)) {
-        error_setg(errp, "Source and target image have different sizes");
-        return false;
-    }
-    if (a->target->read_only) {
-        error_setg(errp, "Block node '%s' is read-only", a->target->node_name);
-        return false;
-    }
-    return true;
-}
-
 Job *backup_create(const MirrorArgs *a, Error **errp)
 {
     BlockCopyOptions copy_opts = {
@@ -207,7 +186,8 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     BackupJob *s;
 
     GLOBAL_STATE_CODE();
-    if (!backup_check_args(a, errp)) {
+    if (!job_filter_check_nodes(a, "Source and target cannot be the same", errp) ||
+        !job_filter_check_target(a, errp)) {
         return NULL;
     }
     s = job_filter_create_job(&cbw_ops, &backup_job_driver, a, &cbw, errp);

@@ -187,3 +187,31 @@ void *job_filter_create_job(const JobFilterOps *ops, const BlockJobDriver *drv,
     *filter = bs;
     return job;
 }
+
+bool job_filter_check_nodes(const MirrorArgs *a, const char *same_node_msg, Error **errp)
+{
+    GLOBAL_STATE_CODE();
+    /* Before any graph change: a block job without id gets the empty one. */
+    if (!job_check_id(a->job_id ? a->job_id : "", 0, errp)) {
+        return false;
+    }
+    if (a->source == a->target) {
+        error_setg(errp, "%s", same_node_msg);
+        return false;
+    }
+    return true;
+}
+
+bool job_filter_check_target(const MirrorArgs *a, Error **errp)
+{
+    GLOBAL_STATE_CODE();
+    if (bdrv_getlength(a->source) != bdrv_getlength(a->target)) {
+        error_setg(errp, "Source and target image have different sizes");
+        return false;
+    }
+    if (a->target->read_only) {
+        error_setg(errp, "Block node '%s' is read-only", a->target->node_name);
+        return false;
+    }
+    return true;
+}

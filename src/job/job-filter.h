@@ -40,6 +40,12 @@ BlockDriverState *job_filter_insert(const JobFilterOps *ops, const char *node_na
 void *job_filter_create_job(const JobFilterOps *ops, const BlockJobDriver *drv,
                             const MirrorArgs *a, BlockDriverState **filter, Error **errp);
 
+/* Checks both copying jobs make, in QEMU's order: the job id (before any
+ * graph change), then that source and target differ (@same_node_msg)... */
+bool job_filter_check_nodes(const MirrorArgs *a, const char *same_node_msg, Error **errp);
+/* ... and, after their own options, that the target fits and is writable. */
+bool job_filter_check_target(const MirrorArgs *a, Error **errp);
+
 /* Start calling the hooks with @opaque.  Any thread may see it at once. */
 void job_filter_activate(BlockDriverState *filter, void *opaque);
 

@@ -21,7 +21,7 @@ BdMutex job_mutex;
 /* Every job, newest first. */
 static ListNode job_list TSA_GUARDED_BY(job_mutex) = LIST_INIT_STATIC(job_list);
 
-static JobEventSink *event_sink;
+static JobEventSink *event_sink TSA_GUARDED_BY(job_mutex);
 
 __attribute__((constructor)) static void job_mutex_init(void)
 {

@@ -411,12 +411,7 @@ static bool mirror_check_replaces(BlockDriverState *source, BlockDriverState *to
 
 static bool mirror_check_args(const MirrorArgs *a, Error **errp)
 {
-    /* Before any graph change: a block job without id gets the empty one. */
-    if (!job_check_id(a->job_id ? a->job_id : "", 0, errp)) {
-        return false;
-    }
-    if (a->source == a->target) {
-        error_setg(errp, "Can't mirror node into itself");
+    if (!job_filter_check_nodes(a, "Can't mirror node into itself", errp)) {
         return false;
     }
     if (a->granularity && (a->granularity < 512 || a->granularity > (64LL << 20))) {
@@ -431,12 +426,7 @@ static bool mirror_check_args(const MirrorArgs *a, Error **errp)
         error_setg(errp, "Parameter 'buf-size' expects a positive value");
         return false;
     }
-    if (bdrv_getlength(a->source) != bdrv_getlength(a->target)) {
-        error_setg(errp, "Source and target image have different sizes");
-        return false;
-    }
-    if (a->target->read_only) {
-        error_setg(errp, "Block node '%s' is read-only", a->target->node_name);
+    if (!job_filter_check_target(a, errp)) {
         return false;
     }
     return !a->to_replace || mirror_check_replaces(a->source, a->to_replace, errp);
