@@ -10,11 +10,13 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "blockd/aio-engine.h"
@@ -44,7 +46,11 @@ typedef struct FileState {
     bool is_blockdev;
     bool discard_unmap;
     bool direct;                /* O_DIRECT: nothing is ever in the page cache */
-    bool nowait_unsupported;    /* atomic: RWF_NOWAIT refused by the kernel/fs */
+    /* atomic: RWF_NOWAIT refused by the kernel/fs, per direction (ext4
+     * takes it for buffered reads but not for buffered writes). */
+    bool nowait_unsupported[2];
+    bool memory_fs;             /* tmpfs/ramfs: buffered I/O never waits for a device */
+    uint64_t inline_count;      /* atomic: transfers done without the engine */
     FileLock lock;
     /*
      * The last data extent SEEK_HOLE found.  On a large dense file
@@ -71,6 +77,22 @@ static bool parse_cache(json_object *options, bool *direct, bool *no_flush, Erro
     }
     return opt_get_bool(cache, "direct", direct, errp) &&
            opt_get_bool(cache, "no-flush", no_flush, errp);
+}
+
+/*
+ * Is @fd on a filesystem that lives in memory?  Its page cache is the
+ * file itself: a transfer is a copy that cannot wait for a disk, and such
+ * filesystems refuse RWF_NOWAIT and make io_uring punt every request to a
+ * kernel worker.
+ */
+static bool on_memory_fs(int fd)
+{
+    struct statfs fs;
+
+    if (fstatfs(fd, &fs) < 0) {
+        return false;
+    }
+    return fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC;
 }
 
 /* The smallest request size O_DIRECT accepts on this file. */
@@ -163,6 +185,7 @@ static int file_open(BlockDriverState *bs, json_object *options, int flags,
         bs->open_flags |= BDRV_O_NOCACHE;
     }
     s->direct = direct;
+    s->memory_fs = !direct && on_memory_fs(s->fd);
 
     bs->total_bytes = lseek(s->fd, 0, SEEK_END);
     if (bs->total_bytes < 0) {
@@ -257,20 +280,30 @@ static void file_abort_perm_update(BlockDriverState *bs)
 /* Requests up to this size first try to complete from the page cache. */
 #define FILE_NOWAIT_MAX (64 * 1024)
 
+static ssize_t file_rw_sync(FileState *s, EngineOp op, int64_t offset,
+                            struct iovec *iov, int niov, int rwf)
+{
+    return op == ENGINE_READ ? preadv2(s->fd, iov, niov, offset, rwf)
+                             : pwritev2(s->fd, iov, niov, offset, rwf);
+}
+
 /*
  * A small buffered transfer that the page cache can serve right away
- * (RWF_NOWAIT: fail rather than block) costs one system call here,
- * against a submission, a completion and an event-loop wake-up through
- * the engine.  Returns the byte count, or -1 to go through the engine.
+ * costs one system call here, against a submission, a completion and an
+ * event-loop wake-up through the engine (and on tmpfs a kernel worker
+ * thread too).  On disk filesystems RWF_NOWAIT makes the kernel fail
+ * rather than block; on memory filesystems nothing blocks, so the plain
+ * call is done.  Returns the byte count, or -1 to go through the engine.
  */
-static int file_try_nowait(FileState *s, EngineOp op, int64_t offset,
+static int file_try_inline(FileState *s, EngineOp op, int64_t offset,
                            struct iovec *iov, int niov)
 {
+    bool write = op == ENGINE_WRITE;
     size_t total = 0;
     ssize_t n;
 
-    if (s->direct || atomic_read(&s->nowait_unsupported) ||
-        (op != ENGINE_READ && op != ENGINE_WRITE)) {
+    if (s->direct || (op != ENGINE_READ && op != ENGINE_WRITE) ||
+        (!s->memory_fs && atomic_read(&s->nowait_unsupported[write]))) {
         return -1;
     }
     for (int i = 0; i < niov; i++) {
@@ -279,20 +312,31 @@ static int file_try_nowait(FileState *s, EngineOp op, int64_t offset,
     if (total > FILE_NOWAIT_MAX) {
         return -1;
     }
-    n = op == ENGINE_READ ? preadv2(s->fd, iov, niov, offset, RWF_NOWAIT)
-                          : pwritev2(s->fd, iov, niov, offset, RWF_NOWAIT);
-    if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL)) {
-        atomic_set(&s->nowait_unsupported, true);
+    n = file_rw_sync(s, op, offset, iov, niov, s->memory_fs ? 0 : RWF_NOWAIT);
+    if (n < 0 && !s->memory_fs && (errno == EOPNOTSUPP || errno == EINVAL)) {
+        atomic_set(&s->nowait_unsupported[write], true);
     }
     /* A short transfer may be the end of the file, or a page that is not
-     * cached: the engine does it again, whole. */
-    return n == (ssize_t)total ? (int)n : -1;
+     * cached: the engine does it again, whole, and reports any error. */
+    if (n != (ssize_t)total) {
+        return -1;
+    }
+    atomic_inc(&s->inline_count);
+    return (int)n;
+}
+
+uint64_t file_inline_count(BlockDriverState *bs)
+{
+    FileState *s = bs->opaque;
+
+    assert(bs->drv == &bdrv_file);
+    return atomic_read(&s->inline_count);
 }
 
 static int coroutine_fn file_submit(FileState *s, EngineOp op, int64_t offset,
                                     struct iovec *iov, int niov)
 {
-    int ret = file_try_nowait(s, op, offset, iov, niov);
+    int ret = file_try_inline(s, op, offset, iov, niov);
 
     if (ret >= 0) {
         return ret;

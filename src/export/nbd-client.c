@@ -55,7 +55,14 @@ struct NbdClient {
     Coroutine *budget_waiter;   /* the receive loop, waiting for room */
     bool watch_read;            /* ctx thread: handlers registered */
     bool watch_write;
+    /* Bytes received but not consumed yet (ctx thread): one recv takes in
+     * every request header and small payload the client has queued. */
+    uint8_t *in_buf;
+    size_t in_pos;
+    size_t in_end;
 };
+
+#define IN_BUF_SIZE (64 * 1024)
 
 typedef struct NbdRequest {
     NbdClient *client;
@@ -173,26 +180,59 @@ static void coroutine_fn client_wait(NbdClient *c, Coroutine **waiter)
     coroutine_yield();
 }
 
-/* Read exactly @len bytes; false on end of file or error. */
+/* Receive what the socket has, up to @len bytes; 0 on end of file or
+ * error (waiting while there is nothing). */
+static size_t coroutine_fn co_recv_some(NbdClient *c, void *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, len, 0);
+        if (n > 0) {
+            return n;
+        } else if (n == 0) {
+            return 0;
+        } else if (errno == EAGAIN) {
+            if (atomic_read(&c->closing)) {
+                return 0;
+            }
+            client_wait(c, &c->recv_waiter);
+        } else if (errno != EINTR) {
+            return 0;
+        }
+    }
+}
+
+/*
+ * Read exactly @len bytes; false on end of file or error.  Small reads
+ * are served from the connection's input buffer, refilled with as much
+ * as the socket holds; big payloads go straight to @buf.
+ */
 static bool coroutine_fn co_recv_full(NbdClient *c, void *buf, size_t len)
 {
     char *p = buf;
 
     while (len > 0) {
-        ssize_t n = recv(c->fd, p, len, 0);
-        if (n > 0) {
-            p += n;
-            len -= n;
-        } else if (n == 0) {
-            return false;
-        } else if (errno == EAGAIN) {
-            if (atomic_read(&c->closing)) {
+        size_t have = c->in_end - c->in_pos;
+        size_t n;
+
+        if (have > 0) {
+            n = have < len ? have : len;
+            memcpy(p, c->in_buf + c->in_pos, n);
+            c->in_pos += n;
+        } else if (len >= IN_BUF_SIZE / 2) {
+            n = co_recv_some(c, p, len);
+            if (n == 0) {
                 return false;
             }
-            client_wait(c, &c->recv_waiter);
-        } else if (errno != EINTR) {
-            return false;
+        } else {
+            c->in_pos = 0;
+            c->in_end = co_recv_some(c, c->in_buf, IN_BUF_SIZE);
+            if (c->in_end == 0) {
+                return false;
+            }
+            continue;
         }
+        p += n;
+        len -= n;
     }
     return true;
 }
@@ -1004,6 +1044,7 @@ static void client_free_bh(void *opaque)
     list_del(&c->all_link);
     num_clients--;
     close(c->fd);
+    free(c->in_buf);
     free(c);
     aio_wait_kick();
 }
@@ -1045,6 +1086,10 @@ void nbd_client_new(int fd)
     }
     c->fd = fd;
     c->ctx = main_aio_context();
+    c->in_buf = malloc(IN_BUF_SIZE);
+    if (!c->in_buf) {
+        abort();
+    }
     list_init(&c->link);
     co_mutex_init(&c->send_lock);
     list_add_tail(&all_clients, &c->all_link);

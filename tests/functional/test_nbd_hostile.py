@@ -22,7 +22,8 @@ from nbdutil import (
     NBD_OPT_STARTTLS, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NBD_REP_ERR_INVALID,
     NBD_REP_ERR_POLICY, NBD_REP_ERR_TOO_BIG, NBD_REP_ERR_UNKNOWN, NBD_REP_ERR_UNSUP,
     NBD_REP_INFO, NBD_REP_META_CONTEXT, NBD_REP_SERVER, NBD_REPLY_TYPE_OFFSET_DATA,
-    NBD_STRUCTURED_REPLY_MAGIC, RawClient, Server, short_dir, sparse_image, wait_for,
+    NBD_REQUEST_MAGIC, NBD_STRUCTURED_REPLY_MAGIC, RawClient, Server, short_dir, sparse_image,
+    wait_for,
 )
 from qmp import QMP
 
@@ -255,6 +256,45 @@ def test_structured_reads_block_status_and_pipelining(srv):
         got.add(ck)
     assert got == set(cookies)
     c.disconnect()
+
+
+def burst_of_writes(sizes, base=2 * MiB):
+    """One byte string of writes of @sizes back to back, each of its own
+    pattern; the (cookie, offset, data) of each."""
+    out, writes, off = b"", [], base
+    for i, n in enumerate(sizes):
+        data = bytes((i * 7 + j) & 0xFF for j in range(n))
+        out += struct.pack(">IHHQQI", NBD_REQUEST_MAGIC, 0, NBD_CMD_WRITE, 500 + i, off, n) + data
+        writes.append((500 + i, off, data))
+        off += n
+    return out, writes
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 4093])
+def test_write_burst_split_anywhere(srv, chunk):
+    """Requests and payloads arrive as the client's sends happen to cut them:
+    all at once (several requests in one receive, payloads straddling the
+    server's input buffer), a byte at a time, or in odd-sized pieces."""
+    sizes = [1, 4096, 28, 65536, 70000, 200000, 512, 131072] if chunk != 1 else [1, 600, 33]
+    burst, writes = burst_of_writes(sizes)
+    c = RawClient.connect(srv.sock, "disk")
+    if chunk is None:
+        c.send(burst)
+    else:
+        for i in range(0, len(burst), chunk):
+            c.send(burst[i:i + chunk])
+    got = {}
+    for _ in writes:
+        err, ck, _ = c.reply()
+        got[ck] = err
+    assert got == {ck: 0 for ck, _, _ in writes}
+    for ck, off, data in writes:
+        assert c.cmd(NBD_CMD_READ, off, len(data)) == (0, data)
+    c.disconnect()
+    with open(srv.disk_img, "rb") as f:
+        for _, off, data in writes:
+            f.seek(off)
+            assert f.read(len(data)) == data
 
 
 def test_disc_with_requests_in_flight(srv):

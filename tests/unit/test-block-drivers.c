@@ -6,9 +6,12 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 
+#include "block-internal.h"
 #include "block-test-util.h"
 
 #define IMG_SIZE (4 * 1024 * 1024)
@@ -130,6 +133,100 @@ static void test_roundtrip_native(void **state)
                         &err));
     assert_non_null(strstr(error_get_pretty(err), "requires cache.direct=on"));
     error_clear(&err);
+}
+
+static bool path_on_memory_fs(const char *path)
+{
+    struct statfs fs;
+
+    assert_int_equal(statfs(path, &fs), 0);
+    return fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC;
+}
+
+/* Do @n bytes at 0 of @blk go inline?  The data must round-trip either way. */
+static bool goes_inline(BlockDriverState *bs, BlockBackend *blk, bool write, size_t n)
+{
+    unsigned char *buf = malloc(n), *back = malloc(n);
+    uint64_t before = file_inline_count(bs);
+    bool ret;
+
+    pattern(buf, n, (unsigned)n + write);
+    if (write) {
+        assert_int_equal(blk_pwrite(blk, 0, n, buf, 0), 0);
+    } else {
+        assert_int_equal(blk_pread(blk, 0, n, back, 0), 0);
+    }
+    ret = file_inline_count(bs) != before;
+    if (write) {
+        assert_int_equal(blk_pread(blk, 0, n, back, 0), 0);
+        assert_memory_equal(buf, back, n);
+    }
+    free(buf);
+    free(back);
+    return ret;
+}
+
+/*
+ * Small buffered transfers on a memory filesystem (tmpfs refuses
+ * RWF_NOWAIT, and io_uring hands every request to a kernel worker there)
+ * are done inline; big ones and O_DIRECT ones go through the engine.
+ */
+static void test_inline_io_memory_fs(void **state)
+{
+    char path[64] = "/dev/shm/blockd-test-XXXXXX";
+    int fd = mkstemp(path);
+    BlockDriverState *bs;
+    BlockBackend *blk;
+
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, IMG_SIZE), 0);
+    close(fd);
+    assert_true(path_on_memory_fs(path));
+    bs = open_fmt("{\"driver\": \"file\", \"filename\": \"%s\", \"aio\": \"io_uring\"}", path);
+    blk = bt_backend(bs, BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE, BLK_PERM_ALL);
+    assert_true(goes_inline(bs, blk, true, 4096));
+    assert_true(goes_inline(bs, blk, false, 4096));
+    assert_true(goes_inline(bs, blk, false, 64 * 1024));
+    assert_false(goes_inline(bs, blk, false, 256 * 1024));
+    blk_unref(blk);
+    bdrv_unref(bs);
+    unlink(path);
+}
+
+/*
+ * A filesystem that refuses RWF_NOWAIT for buffered writes (ext4) still
+ * takes it for reads: a refused write must not turn the read fast path
+ * off.  (It did, when one flag covered both directions.)
+ */
+static void test_inline_read_survives_write_refusal(void **state)
+{
+    char path[64] = "blockd-test-XXXXXX";     /* the build tree: a disk filesystem */
+    int fd = mkstemp(path);
+    BlockDriverState *bs;
+    BlockBackend *blk;
+    bool read_inline;
+    static char page[4096];
+
+    (void)state;
+    assert_true(fd >= 0);
+    /* Written data, so the first page is allocated and in the page cache. */
+    assert_int_equal(write(fd, memset(page, 0x5a, sizeof(page)), sizeof(page)),
+                     (ssize_t)sizeof(page));
+    close(fd);
+    bs = open_fmt("{\"driver\": \"file\", \"filename\": \"%s\", \"aio\": \"io_uring\"}", path);
+    blk = bt_backend(bs, BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE, BLK_PERM_ALL);
+    read_inline = goes_inline(bs, blk, false, 4096);
+    for (int i = 0; i < 3; i++) {
+        goes_inline(bs, blk, true, 4096);      /* ext4: refused, goes to the engine */
+        assert_int_equal(goes_inline(bs, blk, false, 4096), read_inline);
+    }
+    if (path_on_memory_fs(path)) {
+        assert_true(read_inline);
+    }
+    blk_unref(blk);
+    bdrv_unref(bs);
+    unlink(path);
 }
 
 /* Segments of the file as SEEK_DATA/SEEK_HOLE describe them. */
@@ -376,6 +473,8 @@ int main(void)
         DRV_TEST(test_roundtrip_threads),
         DRV_TEST(test_roundtrip_io_uring),
         DRV_TEST(test_roundtrip_native),
+        DRV_TEST(test_inline_io_memory_fs),
+        DRV_TEST(test_inline_read_survives_write_refusal),
         DRV_TEST(test_block_status_matches_seek_data),
         DRV_TEST(test_write_zeroes_punches_hole),
         DRV_TEST(test_image_locking_against_qemu_io),
