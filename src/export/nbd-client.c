@@ -21,6 +21,7 @@
 #include "blockd/aio-wait.h"
 #include "blockd/atomic.h"
 #include "blockd/block-backend-io.h"
+#include "blockd/buf-pool.h"
 #include "blockd/coroutine.h"
 #include "blockd/defer-call.h"
 #include "blockd/log.h"
@@ -60,9 +61,25 @@ struct NbdClient {
     uint8_t *in_buf;
     size_t in_pos;
     size_t in_end;
+    /* Replies not sent yet (ctx thread, send_lock): small replies are
+     * gathered here and go out together, in one system call, once the
+     * requests that are ready have all run. */
+    uint8_t *out_buf;
+    size_t out_len;
+    bool flush_pending;         /* ctx thread: the flush is scheduled */
+    /* Payload buffers for reuse (ctx thread), given back to malloc when
+     * the connection has been idle for a while. */
+    BufPool *pool;
+    AioTimer *trim_timer;       /* ctx thread, during transmission */
 };
 
 #define IN_BUF_SIZE (64 * 1024)
+#define OUT_BUF_SIZE (64 * 1024)
+/* Replies larger than this are sent directly, not copied. */
+#define OUT_SMALL_MAX (OUT_BUF_SIZE / 4)
+/* Payload buffers a connection keeps for reuse, and for how long idle. */
+#define POOL_MAX_CACHED (16 * 1024 * 1024)
+#define POOL_IDLE_TRIM_NS (1000 * 1000 * 1000LL)
 
 typedef struct NbdRequest {
     NbdClient *client;
@@ -180,6 +197,25 @@ static void coroutine_fn client_wait(NbdClient *c, Coroutine **waiter)
     coroutine_yield();
 }
 
+static void idle_trim(void *opaque)
+{
+    NbdClient *c = opaque;
+
+    if (c->in_flight == 0 && c->recv_waiter) {
+        buf_pool_trim(c->pool);
+    }
+}
+
+/* About to wait for the client: if nothing is in flight, the buffers kept
+ * for reuse go back after a while unless requests come in. */
+static void idle_trim_arm(NbdClient *c)
+{
+    if (c->trim_timer && c->in_flight == 0 && buf_pool_cached(c->pool) > 0 &&
+        !timer_pending(c->trim_timer)) {
+        timer_mod(c->trim_timer, clock_now_ns() + POOL_IDLE_TRIM_NS);
+    }
+}
+
 /* Receive what the socket has, up to @len bytes; 0 on end of file or
  * error (waiting while there is nothing). */
 static size_t coroutine_fn co_recv_some(NbdClient *c, void *buf, size_t len)
@@ -194,6 +230,7 @@ static size_t coroutine_fn co_recv_some(NbdClient *c, void *buf, size_t len)
             if (atomic_read(&c->closing)) {
                 return 0;
             }
+            idle_trim_arm(c);
             client_wait(c, &c->recv_waiter);
         } else if (errno != EINTR) {
             return 0;
@@ -273,6 +310,88 @@ static bool coroutine_fn co_send(NbdClient *c, const void *buf, size_t len)
 {
     struct iovec iov = { (void *)buf, len };
     return co_sendv(c, &iov, 1);
+}
+
+/* ---- Replies: gathered, then sent together -------------------------------------- */
+
+/* Send what is gathered.  Send lock held. */
+static bool coroutine_fn out_flush(NbdClient *c)
+{
+    struct iovec iov = { c->out_buf, c->out_len };
+    bool ok;
+
+    if (c->out_len == 0) {
+        return true;
+    }
+    ok = co_sendv(c, &iov, 1);
+    c->out_len = 0;
+    return ok;
+}
+
+static void coroutine_fn flush_co(void *opaque)
+{
+    NbdClient *c = opaque;
+    bool ok;
+
+    co_mutex_lock(&c->send_lock);
+    ok = out_flush(c);
+    c->flush_pending = false;
+    co_mutex_unlock(&c->send_lock);
+    if (!ok) {
+        atomic_set(&c->closing, 1);
+        shutdown(c->fd, SHUT_RDWR);
+    }
+    if (c->budget_waiter) {
+        /* The receive loop may be waiting for the flush to end. */
+        Coroutine *co = c->budget_waiter;
+        c->budget_waiter = NULL;
+        aio_co_wake(co);
+    }
+}
+
+/* Runs after the coroutines that were ready: their replies are gathered. */
+static void flush_bh(void *opaque)
+{
+    NbdClient *c = opaque;
+
+    coroutine_enter(coroutine_create(flush_co, c));
+}
+
+/*
+ * Send a reply (or one chunk of it).  Send lock held.  A small one is
+ * copied into the output buffer and sent with the others that are ready
+ * at the end of this round of the event loop: a reply per system call
+ * costs more than the copy.  A big one goes out directly, after what is
+ * gathered.  False when the client is gone.
+ */
+static bool coroutine_fn reply_sendv(NbdClient *c, struct iovec *iov, int niov)
+{
+    size_t total = 0;
+
+    for (int i = 0; i < niov; i++) {
+        total += iov[i].iov_len;
+    }
+    if (total > OUT_SMALL_MAX) {
+        return out_flush(c) && co_sendv(c, iov, niov);
+    }
+    if (c->out_len + total > OUT_BUF_SIZE && !out_flush(c)) {
+        return false;
+    }
+    for (int i = 0; i < niov; i++) {
+        memcpy(c->out_buf + c->out_len, iov[i].iov_base, iov[i].iov_len);
+        c->out_len += iov[i].iov_len;
+    }
+    if (!c->flush_pending) {
+        c->flush_pending = true;
+        aio_bh_schedule_oneshot(c->ctx, flush_bh, c);
+    }
+    return true;
+}
+
+static bool coroutine_fn reply_send(NbdClient *c, const void *buf, size_t len)
+{
+    struct iovec iov = { (void *)buf, len };
+    return reply_sendv(c, &iov, 1);
 }
 
 /* ---- Handshake ------------------------------------------------------------------ */
@@ -659,16 +778,16 @@ static bool coroutine_fn send_status(NbdClient *c, NbdRequest *r, int ret)
         nbd_put32(buf, NBD_SIMPLE_REPLY_MAGIC);
         nbd_put32(buf + 4, ret < 0 ? nbd_errno(-ret) : 0);
         nbd_put64(buf + 8, r->cookie);
-        return co_send(c, buf, 16);
+        return reply_send(c, buf, 16);
     }
     if (ret >= 0) {
         chunk_header(buf, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, r->cookie, 0);
-        return co_send(c, buf, 20);
+        return reply_send(c, buf, 20);
     }
     chunk_header(buf, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, r->cookie, 6);
     nbd_put32(buf + 20, nbd_errno(-ret));
     nbd_put16(buf + 24, 0);     /* no message */
-    return co_send(c, buf, sizeof(buf));
+    return reply_send(c, buf, sizeof(buf));
 }
 
 /* ---- Requests -------------------------------------------------------------------- */
@@ -761,7 +880,7 @@ static int coroutine_fn read_structured(NbdClient *c, NbdRequest *r, void *buf)
             nbd_put64(hdr + 20, r->offset + done);
             nbd_put32(hdr + 28, pnum);
             co_mutex_lock(&c->send_lock);
-            ok = co_send(c, hdr, 32);
+            ok = reply_send(c, hdr, 32);
             co_mutex_unlock(&c->send_lock);
         } else {
             int ret = blk_co_pread(blk, r->offset + done, pnum, (char *)buf + done, 0);
@@ -777,7 +896,7 @@ static int coroutine_fn read_structured(NbdClient *c, NbdRequest *r, void *buf)
                          r->cookie, 8 + pnum);
             nbd_put64(hdr + 20, r->offset + done);
             co_mutex_lock(&c->send_lock);
-            ok = co_sendv(c, iov, 2);
+            ok = reply_sendv(c, iov, 2);
             co_mutex_unlock(&c->send_lock);
         }
         if (!ok) {
@@ -790,7 +909,7 @@ static int coroutine_fn read_structured(NbdClient *c, NbdRequest *r, void *buf)
 
 static int coroutine_fn do_read(NbdClient *c, NbdRequest *r)
 {
-    void *buf = malloc(r->length);
+    void *buf = buf_pool_get(c->pool, r->length);
     int ret;
     bool ok;
 
@@ -802,7 +921,7 @@ static int coroutine_fn do_read(NbdClient *c, NbdRequest *r)
     }
     if (c->structured) {
         ret = read_structured(c, r, buf);
-        free(buf);
+        buf_pool_put(c->pool, buf, r->length);
         return ret;
     }
     ret = blk_co_pread(blk_exp_blk(c->exp), r->offset, r->length, buf, 0);
@@ -815,10 +934,10 @@ static int coroutine_fn do_read(NbdClient *c, NbdRequest *r)
         nbd_put32(hdr, NBD_SIMPLE_REPLY_MAGIC);
         nbd_put32(hdr + 4, 0);
         nbd_put64(hdr + 8, r->cookie);
-        ok = co_sendv(c, iov, 2);
+        ok = reply_sendv(c, iov, 2);
     }
     co_mutex_unlock(&c->send_lock);
-    free(buf);
+    buf_pool_put(c->pool, buf, r->length);
     return ok ? 0 : -EPIPE;
 }
 
@@ -863,7 +982,7 @@ static int coroutine_fn do_block_status(NbdClient *c, NbdRequest *r)
         chunk_header(buf, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, r->cookie,
                      4 + 8 * n);
         nbd_put32(buf + 20, NBD_META_BASE_ALLOCATION_ID);
-        ok = co_send(c, buf, 24 + 8 * n);
+        ok = reply_send(c, buf, 24 + 8 * n);
     }
     co_mutex_unlock(&c->send_lock);
     free(buf);
@@ -909,9 +1028,9 @@ static int coroutine_fn process_request(NbdClient *c, NbdRequest *r)
         }
         case NBD_CMD_CACHE: {
             /* Prefetch: read and drop. */
-            void *buf = malloc(r->length);
+            void *buf = buf_pool_get(c->pool, r->length);
             ret = buf ? blk_co_pread(blk, r->offset, r->length, buf, 0) : -ENOMEM;
-            free(buf);
+            buf_pool_put(c->pool, buf, r->length);
             break;
         }
         default:
@@ -939,7 +1058,7 @@ static void coroutine_fn request_co(void *opaque)
     c->in_flight_bytes -= r->charged;
     budget_release(r->charged);
     blk_exp_request_end(c->exp);
-    free(r->buf);
+    buf_pool_put(c->pool, r->buf, r->length);
     free(r);
     if (c->budget_waiter) {
         Coroutine *co = c->budget_waiter;
@@ -969,9 +1088,9 @@ static bool coroutine_fn receive_request(NbdClient *c, NbdRequest *r)
         if (r->length > NBD_MAX_BUFFER_SIZE) {
             return false;      /* too big to buffer or skip cheaply: hang up */
         }
-        r->buf = malloc(r->length ? r->length : 1);
+        r->buf = buf_pool_get(c->pool, r->length);
         if (!r->buf || !co_recv_full(c, r->buf, r->length)) {
-            free(r->buf);
+            buf_pool_put(c->pool, r->buf, r->length);
             return false;
         }
     }
@@ -1002,6 +1121,7 @@ static void coroutine_fn enter_export(NbdClient *c)
 
 static void coroutine_fn transmission(NbdClient *c)
 {
+    c->trim_timer = aio_timer_new(c->ctx, idle_trim, c);
     for (;;) {
         NbdRequest *r = calloc(1, sizeof(*r));
 
@@ -1014,7 +1134,7 @@ static void coroutine_fn transmission(NbdClient *c)
             break;
         }
         if (r->type == NBD_CMD_DISC) {
-            free(r->buf);
+            buf_pool_put(c->pool, r->buf, r->length);
             free(r);
             break;
         }
@@ -1027,11 +1147,14 @@ static void coroutine_fn transmission(NbdClient *c)
         c->in_flight_bytes += r->charged;
         aio_co_enter(c->ctx, coroutine_create(request_co, r));
     }
-    /* Let the requests in flight finish (their replies may fail). */
-    while (c->in_flight > 0) {
+    /* Let the requests in flight finish (their replies may fail) and
+     * their replies go out. */
+    while (c->in_flight > 0 || c->flush_pending) {
         c->budget_waiter = coroutine_self();
         coroutine_yield();
     }
+    timer_free(c->trim_timer);
+    c->trim_timer = NULL;
 }
 
 static void client_free_bh(void *opaque)
@@ -1045,6 +1168,8 @@ static void client_free_bh(void *opaque)
     num_clients--;
     close(c->fd);
     free(c->in_buf);
+    free(c->out_buf);
+    buf_pool_free(c->pool);
     free(c);
     aio_wait_kick();
 }
@@ -1087,7 +1212,9 @@ void nbd_client_new(int fd)
     c->fd = fd;
     c->ctx = main_aio_context();
     c->in_buf = malloc(IN_BUF_SIZE);
-    if (!c->in_buf) {
+    c->out_buf = malloc(OUT_BUF_SIZE);
+    c->pool = buf_pool_new(POOL_MAX_CACHED);
+    if (!c->in_buf || !c->out_buf || !c->pool) {
         abort();
     }
     list_init(&c->link);
