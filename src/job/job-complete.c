@@ -320,6 +320,11 @@ void job_completed_locked(Job *job)
 void job_cancel_locked(Job *job, bool force)
 {
     GLOBAL_STATE_CODE();
+    if (job->status == JOB_STATUS_NULL) {
+        /* Dismissed already (the caller holds a reference): it left its
+         * transaction, and its outcome is final. */
+        return;
+    }
     if (job->status == JOB_STATUS_CONCLUDED) {
         job_do_dismiss_locked(job);
         return;

@@ -739,7 +739,13 @@ static void test_cancel_running(void **state)
     assert_true(poll_iters_past(&s, 1, 5000));
     cancel_sync_expect(&bj->job, -ECANCELED);
     assert_int_equal(job_get_status(&bj->job), JOB_STATUS_CONCLUDED);
+    job_ref(&bj->job);
     dismiss(&bj->job);
+    /* A soft cancel of the dismissed, cancelled job: nothing to abort. */
+    job_lock();
+    assert_int_equal(job_cancel_sync_locked(&bj->job, false), -ECANCELED);
+    job_unlock();
+    job_unref(&bj->job);
     jt_assert_finished(&s, false, -ECANCELED);
     jt_expect_events("j", "JSC created, JSC running, JSC aborting, BLOCK_JOB_CANCELLED, "
                           "JSC concluded, JSC null");
@@ -853,6 +859,13 @@ static void test_cancel_concluded(void **state)
                                "'cancel'"));
     job_ref(&bj->job);
     cancel_sync_expect(&bj->job, 0);
+    assert_int_equal(job_get_status(&bj->job), JOB_STATUS_NULL);
+    /* Dismissed, out of its transaction: cancelling again changes nothing
+     * (it used to follow a NULL transaction; found by stress-jobs). */
+    cancel_sync_expect(&bj->job, 0);
+    job_lock();
+    assert_int_equal(job_cancel_sync_locked(&bj->job, false), 0);
+    job_unlock();
     assert_int_equal(job_get_status(&bj->job), JOB_STATUS_NULL);
     job_unref(&bj->job);
     jt_assert_finished(&s, true, 0);
