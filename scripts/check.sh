@@ -136,6 +136,9 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     suite build-tsan unit
     # qcow2 metadata shared by many requests and served from an iothread.
     functional build-tsan tests/functional/test_qcow2.py -k "iothread or many_requests"
+    # NBD connections served in iothreads: buffers, reply batching, churn.
+    functional build-tsan tests/functional/test_nbd.py -k "iothread"
+    functional build-tsan tests/functional/test_nbd_hostile.py
 fi
 
 export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
@@ -147,6 +150,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # out-of-bounds access, clear errors.
     functional build-asan tests/functional/test_qcow2.py \
         -k "corrupt or unknown_feature or dirty"
+    # Hostile NBD clients against the sanitized daemon.
+    functional build-asan tests/functional/test_nbd_hostile.py
 fi
 
 echo

@@ -11,6 +11,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("BLOCKD_BUILD", os.path.join(ROOT, "build"))
 BLOCKD = os.path.join(BUILD, "src", "blockd")
+SANITIZER_MARKERS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer",
+                     "ERROR: LeakSanitizer", "runtime error:")
 
 
 class Daemon:
@@ -55,6 +57,13 @@ def blockd(tmp_path):
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+    # A sanitizer build reports to stderr; a report fails the test even
+    # when the daemon carried on (or it came at exit).
+    for d in daemons:
+        err = d.stderr_path.read_text(errors="replace")
+        for marker in SANITIZER_MARKERS:
+            if marker in err:
+                pytest.fail(f"blockd: {marker} report:\n{err[max(0, err.index(marker) - 100):][:4000]}")
 
 
 @pytest.fixture
