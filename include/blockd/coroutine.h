@@ -70,6 +70,8 @@ typedef struct TSA_CAPABILITY("comutex") CoMutex {
 void co_mutex_init(CoMutex *m);
 void coroutine_fn co_mutex_lock(CoMutex *m) TSA_ACQUIRE(m);
 void coroutine_fn co_mutex_unlock(CoMutex *m) TSA_RELEASE(m);
+/* Take @m if nobody holds it, without waiting: true if taken. */
+bool coroutine_fn co_mutex_trylock(CoMutex *m) TSA_TRY_ACQUIRE(true, m);
 /* Does the calling coroutine hold @m?  (For assertions.) */
 bool co_mutex_held(CoMutex *m);
 

@@ -66,7 +66,9 @@ struct NbdClient {
      * requests that are ready have all run. */
     uint8_t *out_buf;
     size_t out_len;
-    bool flush_pending;         /* ctx thread: the flush is scheduled */
+    bool flush_pending;         /* ctx thread: flush_bh scheduled or flush_co running */
+    BH *flush_bh;               /* during transmission */
+    bool spawned;               /* ctx thread: requests started since the last receive */
     /* Payload buffers for reuse (ctx thread), given back to malloc when
      * the connection has been idle for a while. */
     BufPool *pool;
@@ -197,6 +199,8 @@ static void coroutine_fn client_wait(NbdClient *c, Coroutine **waiter)
     coroutine_yield();
 }
 
+static void coroutine_fn before_recv(NbdClient *c);
+
 static void idle_trim(void *opaque)
 {
     NbdClient *c = opaque;
@@ -256,11 +260,13 @@ static bool coroutine_fn co_recv_full(NbdClient *c, void *buf, size_t len)
             memcpy(p, c->in_buf + c->in_pos, n);
             c->in_pos += n;
         } else if (len >= IN_BUF_SIZE / 2) {
+            before_recv(c);
             n = co_recv_some(c, p, len);
             if (n == 0) {
                 return false;
             }
         } else {
+            before_recv(c);
             c->in_pos = 0;
             c->in_end = co_recv_some(c, c->in_buf, IN_BUF_SIZE);
             if (c->in_end == 0) {
@@ -358,6 +364,53 @@ static void flush_bh(void *opaque)
 }
 
 /*
+ * Send what is gathered if the socket takes it now, without waiting (the
+ * receive loop must never wait for the client to read: a client that
+ * reads only once its own sends are through would deadlock).  What is
+ * left stays for flush_bh.
+ */
+static void coroutine_fn out_try_flush(NbdClient *c)
+{
+    ssize_t n;
+
+    if (c->out_len == 0 || !co_mutex_trylock(&c->send_lock)) {
+        return;
+    }
+    n = send(c->fd, c->out_buf, c->out_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+        memmove(c->out_buf, c->out_buf + n, c->out_len - n);
+        c->out_len -= n;
+    }
+    if (c->out_len == 0 && c->flush_pending) {
+        /* The lock was free, so flush_co is not running: the BH is only
+         * scheduled, and has nothing left to do. */
+        bh_cancel(c->flush_bh);
+        c->flush_pending = false;
+    }
+    co_mutex_unlock(&c->send_lock);
+}
+
+/*
+ * The receive loop is about to ask the socket for more.  First let the
+ * requests it has just read run, so that their replies are ready, and
+ * send the replies gathered so far: neither then waits for the next round
+ * of the event loop (at queue depth 1 that round is a system call on the
+ * way to every reply).
+ */
+static void coroutine_fn before_recv(NbdClient *c)
+{
+    if (!c->flush_bh) {
+        return;         /* handshake: replies are sent directly */
+    }
+    if (c->spawned) {
+        c->spawned = false;
+        aio_co_enter(c->ctx, coroutine_self());     /* after them */
+        coroutine_yield();
+    }
+    out_try_flush(c);
+}
+
+/*
  * Send a reply (or one chunk of it).  Send lock held.  A small one is
  * copied into the output buffer and sent with the others that are ready
  * at the end of this round of the event loop: a reply per system call
@@ -383,7 +436,7 @@ static bool coroutine_fn reply_sendv(NbdClient *c, struct iovec *iov, int niov)
     }
     if (!c->flush_pending) {
         c->flush_pending = true;
-        aio_bh_schedule_oneshot(c->ctx, flush_bh, c);
+        bh_schedule(c->flush_bh);
     }
     return true;
 }
@@ -1122,6 +1175,7 @@ static void coroutine_fn enter_export(NbdClient *c)
 static void coroutine_fn transmission(NbdClient *c)
 {
     c->trim_timer = aio_timer_new(c->ctx, idle_trim, c);
+    c->flush_bh = aio_bh_new(c->ctx, flush_bh, c);
     for (;;) {
         NbdRequest *r = calloc(1, sizeof(*r));
 
@@ -1146,6 +1200,7 @@ static void coroutine_fn transmission(NbdClient *c)
         c->in_flight++;
         c->in_flight_bytes += r->charged;
         aio_co_enter(c->ctx, coroutine_create(request_co, r));
+        c->spawned = true;
     }
     /* Let the requests in flight finish (their replies may fail) and
      * their replies go out. */
@@ -1155,6 +1210,8 @@ static void coroutine_fn transmission(NbdClient *c)
     }
     timer_free(c->trim_timer);
     c->trim_timer = NULL;
+    bh_delete(c->flush_bh);
+    c->flush_bh = NULL;
 }
 
 static void client_free_bh(void *opaque)

@@ -71,6 +71,22 @@ void co_mutex_unlock(CoMutex *m) TSA_NO_TSA
     }
 }
 
+bool co_mutex_trylock(CoMutex *m) TSA_NO_TSA
+{
+    Coroutine *self = coroutine_self();
+    bool got = false;
+
+    assert(self);
+    bd_mutex_lock(&m->lock);
+    if (!m->locked) {
+        m->locked = true;
+        m->holder = self;
+        got = true;
+    }
+    bd_mutex_unlock(&m->lock);
+    return got;
+}
+
 bool co_mutex_held(CoMutex *m)
 {
     bool held;

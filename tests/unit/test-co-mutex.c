@@ -202,6 +202,49 @@ static void coroutine_fn held_entry(void *opaque)
     h->held_after_unlock = co_mutex_held(&h->lock);
 }
 
+typedef struct Try {
+    CoMutex lock;
+    bool first, second, after_unlock;
+} Try;
+
+static void coroutine_fn try_other(void *opaque)
+{
+    Try *t = opaque;
+
+    if (co_mutex_trylock(&t->lock)) {           /* held by try_entry: refused */
+        t->second = true;
+        co_mutex_unlock(&t->lock);
+    }
+}
+
+static void coroutine_fn try_entry(void *opaque)
+{
+    Try *t = opaque;
+
+    if (co_mutex_trylock(&t->lock)) {
+        t->first = true;
+        assert_true(co_mutex_held(&t->lock));
+        coroutine_enter(coroutine_create(try_other, t));
+        co_mutex_unlock(&t->lock);
+    }
+    if (co_mutex_trylock(&t->lock)) {
+        t->after_unlock = true;
+        co_mutex_unlock(&t->lock);
+    }
+}
+
+static void test_trylock(void **state)
+{
+    Try t = { 0 };
+
+    (void)state;
+    co_mutex_init(&t.lock);
+    coroutine_enter(coroutine_create(try_entry, &t));
+    assert_true(t.first);
+    assert_false(t.second);
+    assert_true(t.after_unlock);
+}
+
 static void test_held(void **state)
 {
     Held h = { 0 };
@@ -282,6 +325,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TU_TEST(test_fifo_handoff),
         TU_TEST(test_held),
+        TU_TEST(test_trylock),
         TU_TEST(test_handoff_across_threads),
         TU_TEST(test_contended_counter),
     };
