@@ -889,7 +889,9 @@ static int check_request(NbdClient *c, NbdRequest *r)
         return -EINVAL;
     }
     if (r->offset > (uint64_t)c->size || r->length > (uint64_t)c->size - r->offset) {
-        return writes ? -ENOSPC : -EINVAL;
+        /* proto.md: ENOSPC for writes, EINVAL for reads and trims. */
+        return r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES ? -ENOSPC
+                                                                           : -EINVAL;
     }
     if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_CACHE) &&
         r->length > NBD_MAX_BUFFER_SIZE) {
