@@ -151,7 +151,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     functional build-asan tests/functional/test_qcow2.py \
         -k "corrupt or unknown_feature or dirty"
     # Hostile NBD clients against the sanitized daemon.
-    functional build-asan tests/functional/test_nbd_hostile.py tests/functional/test_nbdsh.py
+    functional build-asan tests/functional/test_nbd_hostile.py tests/functional/test_nbdsh.py \
+        tests/functional/test_nbd_errors_compat.py
 fi
 
 echo

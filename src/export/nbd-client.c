@@ -883,15 +883,17 @@ static int check_request(NbdClient *c, NbdRequest *r)
         return -EPERM;
     }
     if (r->type == NBD_CMD_FLUSH) {
-        return 0;
-    }
-    if (r->length == 0) {
-        return -EINVAL;
+        /* Offset and length are reserved: qemu-storage-daemon and nbdkit
+         * both refuse a flush that sets them. */
+        return r->offset || r->length ? -EINVAL : 0;
     }
     if (r->offset > (uint64_t)c->size || r->length > (uint64_t)c->size - r->offset) {
         /* proto.md: ENOSPC for writes, EINVAL for reads and trims. */
         return r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES ? -ENOSPC
                                                                            : -EINVAL;
+    }
+    if (r->length == 0 && r->type == NBD_CMD_BLOCK_STATUS) {
+        return -EINVAL;
     }
     if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_CACHE) &&
         r->length > NBD_MAX_BUFFER_SIZE) {
@@ -1052,7 +1054,9 @@ static int coroutine_fn process_request(NbdClient *c, NbdRequest *r)
     int ret = check_request(c, r);
     bool ok;
 
-    if (ret == 0) {
+    /* A zero length is unspecified by proto.md: like qemu-storage-daemon,
+     * do nothing and succeed (the flush and block status are checked). */
+    if (ret == 0 && (r->length > 0 || r->type == NBD_CMD_FLUSH)) {
         switch (r->type) {
         case NBD_CMD_READ:
             return do_read(c, r);
