@@ -6,13 +6,14 @@ the ratios blockd/qemu-storage-daemon and blockd/nbdkit.
 
   bench/nbd-bench.py [seconds-per-workload]
 """
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchutil import fio_side, wait_socket
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKD = os.path.join(TOP, "build", "src", "blockd")
@@ -42,23 +43,9 @@ def server_commands(sock):
     }
 
 
-def wait_socket(path, proc):
-    deadline = time.monotonic() + 10
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
-    time.sleep(0.1)
-
-
 def run_fio(uri, args, what):
-    out = subprocess.run(["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}",
-                          f"--size={SIZE_MB}M", "--time_based", f"--runtime={SECONDS}",
-                          "--output-format=json"] + args,
-                         capture_output=True, text=True, check=True)
-    text = out.stdout[out.stdout.index("{"):]   # fio prints a line before the JSON
-    job = json.loads(text)["jobs"][0]
-    side = job["read"] if job["read"]["io_bytes"] else job["write"]
+    side = fio_side(["--name=b", "--ioengine=nbd", f"--uri={uri}", f"--size={SIZE_MB}M",
+                     "--time_based", f"--runtime={SECONDS}"] + args)
     if what == "iops":
         return side["iops"]
     if what == "bw":

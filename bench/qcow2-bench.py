@@ -11,13 +11,13 @@ figure and the ratio blockd/qemu-storage-daemon.
 
   bench/qcow2-bench.py [seconds-per-workload]
 """
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
+
+from benchutil import fio_side, wait_socket
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKD = os.path.join(TOP, "build", "src", "blockd")
@@ -38,24 +38,9 @@ def server_command(img, sock, prog):
     return [prog] + args
 
 
-def wait_socket(path, proc):
-    deadline = time.monotonic() + 10
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
-    time.sleep(0.1)
-
-
 def run_fio(uri, size, args):
-    out = subprocess.run(["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}",
-                          f"--size={size}", "--bs=4k", "--iodepth=32",
-                          "--output-format=json"] + args,
-                         capture_output=True, text=True, check=True)
-    text = out.stdout[out.stdout.index("{"):]   # fio prints a line before the JSON
-    job = json.loads(text)["jobs"][0]
-    side = job["read"] if job["read"]["io_bytes"] else job["write"]
-    return side["iops"]
+    return fio_side(["--name=b", "--ioengine=nbd", f"--uri={uri}", f"--size={size}",
+                     "--bs=4k", "--iodepth=32"] + args)["iops"]
 
 
 def make_full_image(path):

@@ -29,9 +29,9 @@ extern const char *const create_prealloc_names[];   /* PreallocMode */
 /* qcow2-create.c */
 int coroutine_fn qcow2_co_create(json_object *options, Error **errp);
 
-/* file-posix.c: reads and writes of @bs (a file node) done inline, without
- * the engine, so far.  Common (any thread); for tests. */
-uint64_t file_inline_count(BlockDriverState *bs);
+/* file-posix.c: reads and writes of file nodes the calling thread has done
+ * inline, without the engine, so far.  Common (any thread); for tests. */
+uint64_t file_inline_count(void);
 
 /* block.c */
 bool bdrv_child_is_node_parent(BdrvChild *c);

@@ -65,7 +65,7 @@ struct NbdClient {
      * gathered here and go out together, in one system call, once the
      * requests that are ready have all run. */
     uint8_t *out_buf;
-    size_t out_len;
+    size_t out_len TSA_FIELD_GUARDED_BY(send_lock);
     bool flush_pending;         /* ctx thread: flush_bh scheduled or flush_co running */
     BH *flush_bh;               /* during transmission */
     bool spawned;               /* ctx thread: requests started since the last receive */
@@ -318,10 +318,29 @@ static bool coroutine_fn co_send(NbdClient *c, const void *buf, size_t len)
     return co_sendv(c, &iov, 1);
 }
 
+/* A send failed, so the client is gone: the receive loop notices too. */
+static void client_gone(NbdClient *c)
+{
+    atomic_set(&c->closing, 1);
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+/* The receive loop waits for room (or, at the end, for the last request
+ * and flush): something it waits for has changed. */
+static void wake_receive_loop(NbdClient *c)
+{
+    Coroutine *co = c->budget_waiter;
+
+    if (co) {
+        c->budget_waiter = NULL;
+        aio_co_wake(co);
+    }
+}
+
 /* ---- Replies: gathered, then sent together -------------------------------------- */
 
 /* Send what is gathered.  Send lock held. */
-static bool coroutine_fn out_flush(NbdClient *c)
+static bool coroutine_fn out_flush(NbdClient *c) TSA_REQUIRES(c->send_lock)
 {
     struct iovec iov = { c->out_buf, c->out_len };
     bool ok;
@@ -344,15 +363,9 @@ static void coroutine_fn flush_co(void *opaque)
     c->flush_pending = false;
     co_mutex_unlock(&c->send_lock);
     if (!ok) {
-        atomic_set(&c->closing, 1);
-        shutdown(c->fd, SHUT_RDWR);
+        client_gone(c);
     }
-    if (c->budget_waiter) {
-        /* The receive loop may be waiting for the flush to end. */
-        Coroutine *co = c->budget_waiter;
-        c->budget_waiter = NULL;
-        aio_co_wake(co);
-    }
+    wake_receive_loop(c);       /* it may be waiting for the flush to end */
 }
 
 /* Runs after the coroutines that were ready: their replies are gathered. */
@@ -373,7 +386,11 @@ static void coroutine_fn out_try_flush(NbdClient *c)
 {
     ssize_t n;
 
-    if (c->out_len == 0 || !co_mutex_trylock(&c->send_lock)) {
+    if (!co_mutex_trylock(&c->send_lock)) {
+        return;
+    }
+    if (c->out_len == 0) {
+        co_mutex_unlock(&c->send_lock);
         return;
     }
     n = send(c->fd, c->out_buf, c->out_len, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -418,6 +435,7 @@ static void coroutine_fn before_recv(NbdClient *c)
  * gathered.  False when the client is gone.
  */
 static bool coroutine_fn reply_sendv(NbdClient *c, struct iovec *iov, int niov)
+    TSA_REQUIRES(c->send_lock)
 {
     size_t total = 0;
 
@@ -442,6 +460,7 @@ static bool coroutine_fn reply_sendv(NbdClient *c, struct iovec *iov, int niov)
 }
 
 static bool coroutine_fn reply_send(NbdClient *c, const void *buf, size_t len)
+    TSA_REQUIRES(c->send_lock)
 {
     struct iovec iov = { (void *)buf, len };
     return reply_sendv(c, &iov, 1);
@@ -824,6 +843,7 @@ static void chunk_header(uint8_t *hdr, uint16_t flags, uint16_t type, uint64_t c
 
 /* A reply without payload: success or -errno.  Send lock held. */
 static bool coroutine_fn send_status(NbdClient *c, NbdRequest *r, int ret)
+    TSA_REQUIRES(c->send_lock)
 {
     uint8_t buf[20 + 6];
 
@@ -1109,9 +1129,7 @@ static void coroutine_fn request_co(void *opaque)
     NbdClient *c = r->client;
 
     if (process_request(c, r) < 0) {
-        /* The client is gone: the receive loop notices too. */
-        atomic_set(&c->closing, 1);
-        shutdown(c->fd, SHUT_RDWR);
+        client_gone(c);
     }
     c->in_flight--;
     c->in_flight_bytes -= r->charged;
@@ -1119,11 +1137,7 @@ static void coroutine_fn request_co(void *opaque)
     blk_exp_request_end(c->exp);
     buf_pool_put(c->pool, r->buf, r->length);
     free(r);
-    if (c->budget_waiter) {
-        Coroutine *co = c->budget_waiter;
-        c->budget_waiter = NULL;
-        aio_co_wake(co);
-    }
+    wake_receive_loop(c);
 }
 
 /* ---- The connection --------------------------------------------------------------- */

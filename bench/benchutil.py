@@ -1,0 +1,25 @@
+"""Shared by the NBD benchmarks: waiting for a server, running fio."""
+import json
+import os
+import subprocess
+import time
+
+
+def wait_socket(path, proc):
+    """Wait until @proc, a server starting, has created its socket @path."""
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.02)
+    time.sleep(0.1)
+
+
+def fio_side(args):
+    """Run fio with @args (JSON output) and return the figures of the
+    direction that moved data (read or write)."""
+    out = subprocess.run(["fio", "--output-format=json"] + args,
+                         capture_output=True, text=True, check=True)
+    text = out.stdout[out.stdout.index("{"):]   # fio prints a line before the JSON
+    job = json.loads(text)["jobs"][0]
+    return job["read"] if job["read"]["io_bytes"] else job["write"]
