@@ -7,7 +7,7 @@
 MESON ?= meson
 NINJA ?= ninja
 
-.PHONY: all deps build run check bench clean
+.PHONY: all deps build run check fresh-check bench clean
 
 all: build
 
@@ -27,6 +27,11 @@ run: build
 # Every test in every build variant; ends with "N passed, N failed".
 check: deps
 	@scripts/check.sh
+
+# make check and make run inside a fresh minimal Debian 12 root (needs root;
+# not part of make check).  Run it whenever a dependency is added.
+fresh-check:
+	@scripts/fresh-check.sh
 
 bench: build
 	@bench/run.sh

@@ -1,15 +1,27 @@
 #!/bin/sh
-# Install what blockd needs to build, test and benchmark, on Debian 12.
+# Install what blockd needs to build, test and benchmark, on Debian 12,
+# then prove that it works: each compiler builds and links with the flags
+# of its build variant, each tool the tests use runs, and Python imports
+# what the tests import.  A missing piece stops with one line naming the
+# Debian package to install.
+#
 # Idempotent: asks apt only for packages that are missing, and runs
 # 'apt-get update' once, only if something must be installed.
 set -eu
 
+# Build: compilers, sanitizer runtimes, libraries.
+# Tests: cmocka, pytest and libnbd's Python binding; the peers
+# (qemu-storage-daemon, qemu-img, qemu-io, nbdinfo, nbdcopy, nbdsh, nbdkit,
+# fio) and 'file', which nbdinfo runs to fill its "content" field.
 PACKAGES="
-meson ninja-build gcc clang clang-19 pkg-config
+make meson ninja-build pkg-config gcc libc6-dev clang-19 libclang-rt-19-dev
 liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev
-python3-pytest python3-libnbd
-qemu-utils qemu-system-common libnbd-bin nbdkit fio
+python3 python3-pytest python3-libnbd
+qemu-utils qemu-system-common libnbd-bin nbdkit fio file
+coreutils util-linux procps
 "
+
+say() { echo "install-deps: $*" >&2; }
 
 missing=""
 for p in $PACKAGES; do
@@ -20,21 +32,100 @@ for p in $PACKAGES; do
     esac
 done
 
-if [ -z "$missing" ]; then
-    exit 0
+if [ -n "$missing" ]; then
+    say "installing:$missing"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            SUDO="sudo"
+        else
+            say "need root (or sudo) to install:$missing"
+            exit 1
+        fi
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -qq --no-install-recommends $missing
 fi
 
-echo "install-deps: installing:$missing"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "install-deps: need root (or sudo) to install:$missing" >&2
-        exit 1
+# ---- capabilities -------------------------------------------------------
+# A package can be installed and still not do the job (a runtime split
+# into another package, a tool that needs a helper); check what we use.
+
+fail() {
+    say "missing: $1 (apt-get install $2)"
+    exit 1
+}
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cat >"$tmp/t.c" <<'EOF'
+#include <pthread.h>
+#include <stdio.h>
+static void *run(void *p) { return p; }
+int main(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, run, NULL);
+    pthread_join(t, NULL);
+    printf("ok\n");
+    return 0;
+}
+EOF
+
+# cc_works PACKAGE CC FLAGS...: CC compiles, links and runs t.c with FLAGS.
+cc_works() {
+    pkg=$1 cc=$2
+    shift 2
+    command -v "$cc" >/dev/null 2>&1 || fail "$cc" "$pkg"
+    if ! "$cc" "$@" -pthread -o "$tmp/t" "$tmp/t.c" >"$tmp/cc.log" 2>&1 ||
+       [ "$("$tmp/t" 2>&1)" != ok ]; then
+        sed 's/^/    /' "$tmp/cc.log" | head -5 >&2
+        fail "$cc $* cannot build a program" "$pkg"
     fi
+}
+
+cc_works gcc gcc -O2
+cc_works gcc gcc -fsanitize=address,undefined
+cc_works clang-19 clang-19 -O2
+cc_works libclang-rt-19-dev clang-19 -fsanitize=thread
+cc_works libclang-rt-19-dev clang-19 -fsanitize=address,undefined
+
+# tool_runs PACKAGE COMMAND...: COMMAND exits 0.
+tool_runs() {
+    pkg=$1
+    shift
+    "$@" >/dev/null 2>&1 || fail "'$*' does not run" "$pkg"
+}
+
+tool_runs meson meson --version
+tool_runs ninja-build ninja --version
+tool_runs make make --version
+tool_runs pkg-config pkg-config --exists liburing
+tool_runs liburing-dev pkg-config --exists liburing
+tool_runs libjson-c-dev pkg-config --exists json-c
+tool_runs zlib1g-dev pkg-config --exists zlib
+tool_runs libcmocka-dev pkg-config --exists cmocka
+tool_runs libaio-dev test -e /usr/include/libaio.h
+tool_runs qemu-system-common qemu-storage-daemon --version
+tool_runs qemu-utils qemu-img --version
+tool_runs qemu-utils qemu-io --version
+tool_runs libnbd-bin nbdinfo --version
+tool_runs libnbd-bin nbdcopy --version
+# nbdsh runs "python3 -m nbd": Debian's python3, as the tests run it.
+tool_runs python3-libnbd env PATH="/usr/bin:$PATH" nbdsh --version
+tool_runs nbdkit nbdkit --version
+tool_runs nbdkit nbdkit file --version
+tool_runs fio fio --version
+tool_runs file file --version
+tool_runs python3-pytest /usr/bin/python3 -m pytest --version
+tool_runs python3-libnbd /usr/bin/python3 -c 'import nbd'
+
+# nbdinfo's "content" comes from file(1): without it the JSON is garbage.
+truncate -s 1M "$tmp/x.img"
+if ! nbdinfo --json -- [ nbdkit file "$tmp/x.img" ] 2>/dev/null |
+        /usr/bin/python3 -c 'import json, sys; json.load(sys.stdin)' 2>/dev/null; then
+    fail "nbdinfo --json does not print valid JSON" "file"
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-# shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $missing
+exit 0

@@ -479,6 +479,20 @@ static int coroutine_fn file_co_pwrite_zeroes(BlockDriverState *bs, int64_t offs
     if (ret == -ENOTSUP) {
         ret = file_fallocate(s, FALLOC_FL_ZERO_RANGE, offset, bytes);
     }
+    if (ret == -ENOTSUP) {
+        /*
+         * Some file systems (tmpfs) punch holes but cannot zero a range:
+         * a hole reads as zeroes, and allocating it again keeps the range
+         * allocated for a caller that did not allow unmapping.
+         */
+        ret = file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes);
+        if (ret == 0) {
+            ret = file_fallocate(s, FALLOC_FL_KEEP_SIZE, offset, bytes);
+            if (ret == -ENOTSUP && (flags & BDRV_REQ_MAY_UNMAP)) {
+                ret = 0;    /* the hole alone will do */
+            }
+        }
+    }
     return ret;
 }
 

@@ -331,6 +331,46 @@ static void test_write_zeroes_punches_hole(void **state)
     bdrv_unref(bs);
 }
 
+/*
+ * Zeroing must work on every file system, fast when asked to be fast:
+ * tmpfs has no FALLOC_FL_ZERO_RANGE but punches holes.  (blockd answered
+ * EOPNOTSUPP to an NBD fast zero on tmpfs, where qemu-storage-daemon
+ * zeroes.)  With and without leave to unmap, with discard=ignore.
+ */
+static void test_fast_zero_on_memory_fs(void **state)
+{
+    char path[64] = "/dev/shm/blockd-test-XXXXXX";
+    static unsigned char buf[1 << 16];
+    int fd = mkstemp(path);
+    BlockDriverState *bs;
+    BlockBackend *blk;
+    const int flags[] = { BDRV_REQ_NO_FALLBACK, BDRV_REQ_NO_FALLBACK | BDRV_REQ_MAY_UNMAP, 0 };
+
+    (void)state;
+    assert_true(fd >= 0);
+    assert_true(path_on_memory_fs(path));
+    memset(buf, 0x5a, sizeof(buf));
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pwrite(fd, buf, sizeof(buf), i * (off_t)sizeof(buf)), (ssize_t)sizeof(buf));
+    }
+    close(fd);
+    bs = open_fmt("{\"driver\": \"raw\", \"file\": {\"driver\": \"file\", "
+                  "\"filename\": \"%s\"}}", path);
+    blk = bt_backend(bs, BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE, BLK_PERM_ALL);
+    for (int i = 0; i < 3; i++) {
+        int64_t off = i * (int64_t)sizeof(buf) + 4096;
+
+        assert_int_equal(bt_run(blk, 'z', off, 8192, flags[i], NULL), 0);
+        assert_int_equal(blk_pread(blk, off - 4096, 16384, buf, 0), 0);
+        for (int j = 0; j < 16384; j++) {
+            assert_int_equal(buf[j], j < 4096 || j >= 12288 ? 0x5a : 0);
+        }
+    }
+    blk_unref(blk);
+    bdrv_unref(bs);
+    unlink(path);
+}
+
 /* Run qemu-io on the image; returns its exit status, stderr in @err. */
 static int run_qemu_io(const char *args, char *err, size_t errlen)
 {
@@ -485,6 +525,7 @@ int main(void)
         DRV_TEST(test_inline_read_survives_write_refusal),
         DRV_TEST(test_block_status_matches_seek_data),
         DRV_TEST(test_write_zeroes_punches_hole),
+        DRV_TEST(test_fast_zero_on_memory_fs),
         DRV_TEST(test_image_locking_against_qemu_io),
         DRV_TEST(test_raw_window),
         DRV_TEST(test_blkdebug_rules),
