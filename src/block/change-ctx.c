@@ -13,8 +13,7 @@
  *      refusal is the error, and nothing has changed;
  *   3. quiesce every node of the component, then wait until none has a
  *      request in flight and no user is busy (jobs park at a pause point);
- *      collect again, and drain what joined meanwhile, until it is stable;
- *   4. ask again, then switch the home context of every node and user;
+ *   4. switch the home context of every node and user;
  *   5. end every drain.
  *
  * Draining only the node that was named is not enough: a job on a child
@@ -158,15 +157,6 @@ int bdrv_try_change_aio_context(BlockDriverState *bs, AioContext *ctx, Error **e
 
     GLOBAL_STATE_CODE();
     assert(!in_coroutine());
-    /* A refusal known now needs no drain (asked again once drained). */
-    graph_rdlock_main_loop();
-    collect(&comp, bs);
-    if (!component_can_move(&comp, ctx, errp)) {
-        graph_rdunlock_main_loop();
-        component_free(&comp);
-        return -EPERM;
-    }
-    graph_rdunlock_main_loop();
     /*
      * Drain until the component stops changing: what runs while we wait
      * (a job finishing in its exit BH) may rewire it.  Once it is drained

@@ -167,7 +167,6 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     const char *iothread = get_str(options, "iothread");
     json_object *v;
     bool writable = false, fixed = false;
-    IOThread *iot = NULL;
     BlockDriverState *bs;
     BlockExport *exp;
     AioContext *ctx = main_aio_context();
@@ -210,26 +209,32 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     if (json_object_object_get_ex(options, "fixed-iothread", &v)) {
         fixed = json_object_get_boolean(v);
     }
-    if (iothread && !(iot = iothread_find(iothread))) {
-        error_setg(errp, "iothread \"%s\" not found", iothread);
-        return NULL;
+    if (iothread) {
+        IOThread *iot = iothread_find(iothread);
+        if (!iot) {
+            error_setg(errp, "iothread \"%s\" not found", iothread);
+            return NULL;
+        }
+        /* The node moves to the export's iothread if it can; if it cannot,
+         * a fixed export fails and another runs where the node stays. */
+        if (bdrv_try_change_aio_context(bs, iothread_get_aio_context(iot),
+                                        fixed ? errp : NULL) < 0 && fixed) {
+            return NULL;
+        }
     }
-    if (writable && bs->read_only) {
-        error_setg(errp, "Cannot export read-only node as writable");
-        return NULL;
-    }
+    /* The export runs where its node lives. */
+    ctx = bs->ctx;
     if (!export_parse_iothreads(options, iothread != NULL, &ctxs, &nctxs, errp)) {
         return NULL;
     }
-    /* The node moves to the export's iothread if it can; if it cannot, a
-     * fixed export fails and another runs where the node stays. */
-    if (iot && bdrv_try_change_aio_context(bs, iothread_get_aio_context(iot),
-                                           fixed ? errp : NULL) < 0 && fixed) {
-        return NULL;
+    if (nctxs) {
+        ctx = ctxs[0];
     }
-    /* The export runs where its node lives, or on its list of iothreads. */
-    ctx = nctxs ? ctxs[0] : bs->ctx;
     if (writable) {
+        if (bs->read_only) {
+            error_setg(errp, "Cannot export read-only node as writable");
+            return NULL;
+        }
         perm |= BLK_PERM_WRITE;
     }
 

@@ -649,19 +649,6 @@ void job_resume(Job *job)
     job_unlock();
 }
 
-bool job_uses_aio_context_locked(Job *job, AioContext *ctx)
-{
-    if (job->status == JOB_STATUS_NULL) {
-        return false;
-    }
-    if (job->aio_context == ctx) {
-        return true;
-    }
-    /* A parked coroutine is woken where it last ran, and only then follows
-     * the job to its new context; it is alive until deferred_to_main_loop. */
-    return job->started && !job->deferred_to_main_loop && coroutine_get_ctx(job->co) == ctx;
-}
-
 void job_set_aio_context_locked(Job *job, AioContext *ctx)
 {
     GLOBAL_STATE_CODE();

@@ -107,7 +107,7 @@ static bool aio_context_in_use(AioContext *ctx)
     used |= probe == NULL;
     job_lock();
     for (Job *job = job_next_locked(NULL); job; job = job_next_locked(job)) {
-        used |= job_uses_aio_context_locked(job, ctx);
+        used |= job->aio_context == ctx && job->status != JOB_STATUS_NULL;
     }
     job_unlock();
     return used;

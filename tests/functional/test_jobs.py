@@ -566,9 +566,8 @@ def test_mirror_in_iothread_under_writes(blockd, sdir, imgdir):
     j.export = "src"
     cls, desc = q.error("x-blockdev-set-iothread", {"node-name": "src", "iothread": None})
     assert "associated with a BlockBackend" in desc
-    # The export's iothread took the node (and so the job to come) along.
-    cls, desc = q.error("object-del", {"id": "io1"})
-    assert desc == "object 'io1' is in use, can not be deleted"
+    cls, desc = q.error("object-del", {"id": "io0"})
+    assert desc == "object 'io0' is in use, can not be deleted"
     w = Writer(j, shadow, 41)
     w.start()
     q.cmd("blockdev-mirror", job_id="mi", device="src", target="tgt", sync="full")

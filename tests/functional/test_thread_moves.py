@@ -41,11 +41,7 @@ def test_move_node_over_mirror_target(blockd, sdir, imgdir):
     j.assert_healthy()
 
 
-# Only write-blocking for now: in background mode, job-complete after a
-# few seconds of moves can leave the job in "ready" for good (issue open;
-# the session note records it).  The test for it is the same with
-# "background" added to this list.
-@pytest.mark.parametrize("mode", ["write-blocking"])
+@pytest.mark.parametrize("mode", ["background", "write-blocking"])
 def test_move_loop_while_mirror_runs(blockd, sdir, imgdir, mode):
     """The source moves among main loop, io0 and io1 in a loop while a
     mirror copies it and a client writes to it, before and after READY,
@@ -84,6 +80,13 @@ def test_move_loop_while_mirror_runs(blockd, sdir, imgdir, mode):
     j.event("BLOCK_JOB_READY", device="m")
     moves += churn(time.monotonic() + seconds / 2)
     q.cmd("job-complete", id="m")
+    # Moves during the final sync: its drained section must hold the job
+    # still for everyone, not only for the job's own drain.
+    deadline = time.monotonic() + 30
+    while j.job("m") and time.monotonic() < deadline:
+        q.cmd("x-blockdev-set-iothread", node_name=rnd.choice(["src", "tgt"]),
+              iothread=rnd.choice(THREADS), force=True)
+        moves += 1
     assert "error" not in j.event("BLOCK_JOB_COMPLETED", device="m")
     w.stop()
     assert moves > 10 and w.count > 0
@@ -109,9 +112,8 @@ def test_move_loop_while_backup_runs(blockd, sdir, imgdir):
     while time.monotonic() < until:
         q.cmd("x-blockdev-set-iothread", node_name=rnd.choice(["src", "tgt", "f-tgt"]),
               iothread=rnd.choice(THREADS), force=True)
-    # The job may have finished already: "not found" is fine then.
-    r = q.execute("block-job-set-speed", {"device": "b", "speed": 0})
-    assert "return" in r or r["error"]["desc"] == "Block job 'b' not found", r
+    if j.job("b"):
+        q.cmd("block-job-set-speed", device="b", speed=0)
     assert "error" not in j.event("BLOCK_JOB_COMPLETED", device="b")
     w.stop()
     assert file_sha(tgt) == sha(before)
@@ -139,36 +141,6 @@ def test_fixed_export_refuses_moves(blockd, sdir, imgdir):
                                              "iothread": "io1", "fixed-iothread": True})
     assert desc == "Cannot change iothread of active block backend"
     q.cmd("block-export-add", type="nbd", id="e2", node_name="f-tgt", iothread="io1")
-    # Nothing moved to io1, so it can go; io0 is still in use.
-    q.cmd("object-del", id="io1")
-    cls, desc = q.error("object-del", {"id": "io0"})
-    assert desc == "object 'io0' is in use, can not be deleted"
     # The other, unrelated component still moves.
-    q.cmd("x-blockdev-set-iothread", node_name="src", iothread="io0", force=True)
-    j.assert_healthy()
-
-
-def test_iothread_of_parked_job_is_in_use(blockd, sdir, imgdir):
-    """A paused job whose nodes moved away is still parked in its old
-    iothread, and is woken there: that iothread cannot be deleted until the
-    job has left it.  (It could be, and the resume then used a freed
-    context.)"""
-    j, src, tgt, shadow = mirror_setup(blockd, sdir, imgdir, 4 * 1024 * 1024)
-    q = j.qmp
-    add_iothreads(q)
-    q.cmd("x-blockdev-set-iothread", node_name="src", iothread="io0", force=True)
-    q.cmd("blockdev-mirror", job_id="m", device="src", target="tgt", sync="full",
-          speed=1024 * 1024)
-    q.cmd("job-pause", id="m")
-    j.wait_status("m", "paused")
-    q.cmd("x-blockdev-set-iothread", node_name="src", iothread=None, force=True)
-    cls, desc = q.error("object-del", {"id": "io0"})
-    assert desc == "object 'io0' is in use, can not be deleted"
-    q.cmd("job-resume", id="m")
-    q.cmd("block-job-set-speed", device="m", speed=0)
-    j.event("BLOCK_JOB_READY", device="m")
-    q.cmd("block-job-cancel", device="m")
-    assert "error" not in j.event("BLOCK_JOB_COMPLETED", device="m")
-    q.cmd("object-del", id="io0")
-    assert file_sha(tgt) == sha(shadow)
+    q.cmd("x-blockdev-set-iothread", node_name="src", iothread="io1", force=True)
     j.assert_healthy()
