@@ -51,16 +51,11 @@ bool bdrv_check_node_name(const char *name, Error **errp);
 
 BlockDriverState *bdrv_find_node(const char *node_name);
 /*
- * Make @ctx the home of @bs and of everything connected to it: children,
- * parent nodes, and the users that are not nodes (jobs follow; a job's
- * other nodes move too).  Every user is asked first; on a refusal nothing
- * moves, @errp names the reason and -EPERM is returned.  The component is
- * drained meanwhile.  Nodes have no thread affinity for I/O; the home
- * decides where jobs and new exports run.  Global state, not in a
- * coroutine (it polls).
+ * Make @ctx the home of @bs and everything below it, drained: jobs on
+ * these nodes continue in @ctx.  Nodes have no thread affinity for I/O;
+ * the home decides where jobs and new exports run.
  */
-int bdrv_try_change_aio_context(BlockDriverState *bs, AioContext *ctx, Error **errp)
-    GRAPH_UNLOCKED;
+void bdrv_set_aio_context(BlockDriverState *bs, AioContext *ctx) GRAPH_UNLOCKED;
 /* Has a BlockBackend user (an export)? */
 bool bdrv_has_blk(BlockDriverState *bs);
 

@@ -327,6 +327,30 @@ static const BdrvChildClass child_of_bds = {
     .get_parent_desc = child_of_bds_desc,
 };
 
+static void set_ctx_recurse(BlockDriverState *bs, AioContext *ctx) GRAPH_RDLOCK
+{
+    bs->ctx = ctx;
+    list_for_each(n, &bs->parents) {
+        BdrvChild *c = list_entry(n, BdrvChild, next_parent);
+        if (!bdrv_child_is_node_parent(c) && c->klass->set_aio_ctx) {
+            c->klass->set_aio_ctx(c, ctx);
+        }
+    }
+    list_for_each(n, &bs->children) {
+        set_ctx_recurse(list_entry(n, BdrvChild, next)->bs, ctx);
+    }
+}
+
+void bdrv_set_aio_context(BlockDriverState *bs, AioContext *ctx)
+{
+    GLOBAL_STATE_CODE();
+    bdrv_drained_begin(bs);
+    graph_rdlock_main_loop();
+    set_ctx_recurse(bs, ctx);
+    graph_rdunlock_main_loop();
+    bdrv_drained_end(bs);
+}
+
 bool bdrv_has_blk(BlockDriverState *bs)
 {
     bool has = false;

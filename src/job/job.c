@@ -472,6 +472,7 @@ void job_event_idle_locked(Job *job)
 
 void job_enter_cond_locked(Job *job, bool (*fn)(Job *job))
 {
+    AioContext *ctx;
     Coroutine *co;
 
     if (!job->started || job->deferred_to_main_loop || job->busy) {
@@ -484,20 +485,15 @@ void job_enter_cond_locked(Job *job, bool (*fn)(Job *job))
     job->sleeping = false;
     job->busy = true;
     co = job->co;
+    ctx = job->aio_context;
     job_unlock();
     /*
      * Scheduled, never entered from here: the caller may be a drained
      * section or a graph change, where running job code now would nest
      * inside it.  The parked coroutine is not scheduled (busy was false),
      * so this is its one wake-up.
-     *
-     * Into the context the coroutine last ran in, not job->aio_context:
-     * the coroutine clears busy before it yields, so it may still be on
-     * its way to yield there.  Its home thread runs the wake-up only after
-     * the yield; if the job has moved meanwhile, job_do_yield_locked()
-     * follows it from there.
      */
-    aio_co_schedule(coroutine_get_ctx(co), co);
+    aio_co_schedule(ctx, co);
     job_lock();
 }
 

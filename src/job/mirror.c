@@ -148,36 +148,27 @@ static int mirror_handle_error(MirrorJob *s, int ret, bool is_read)
     return action == BLOCK_ERROR_ACTION_REPORT ? ret : 0;
 }
 
-/*
- * Drain the source; if nothing is left to copy, flush the target and stay
- * drained until the job exits.  0 when done; -EAGAIN (drain ended) when
- * writes that were in flight left dirty data to copy first; another error
- * (drain ended) if the flush failed.
- *
- * No copying inside the drained section: a drain means no I/O, for
- * everyone, and another drain of these nodes believes it.  The flush is
- * the one request, and it counts as in flight on the target.
- */
+/* With the source drained: copy what is left, flush.  0, or an error with
+ * the drain ended again. */
 static int coroutine_fn mirror_final_sync(MirrorJob *s, bool *is_read)
 {
-    int ret;
+    int ret = 0;
 
-    /* Copies of the last sweep may still be writing to the target. */
-    block_copy_wait_claims(s->bcs);
-    /* Only our own drain may pass a busy job (it would wait for itself). */
     atomic_set(&s->in_drain, true);
     bdrv_drained_begin(s->source);
-    atomic_set(&s->in_drain, false);
-    if (dirty_bitmap_count(s->bitmap) > 0) {
-        bdrv_drained_end(s->source);
-        return -EAGAIN;
+    while (ret == 0 && dirty_bitmap_count(s->bitmap) > 0) {
+        ret = block_copy_sweep(s->bcs, true, is_read);
+        block_copy_wait_claims(s->bcs);
     }
-    graph_co_rdlock();
-    ret = bdrv_co_flush(s->target);
-    graph_co_rdunlock();
-    *is_read = false;
+    if (ret == 0) {
+        graph_co_rdlock();
+        ret = bdrv_co_flush(s->target);
+        graph_co_rdunlock();
+        *is_read = false;
+    }
     if (ret < 0) {
         bdrv_drained_end(s->source);
+        atomic_set(&s->in_drain, false);
         return ret;
     }
     s->drained_for_exit = true;
@@ -225,9 +216,6 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
                 mirror_update_progress(s);
                 return 0;
             }
-            if (ret == -EAGAIN) {
-                continue;
-            }
             if ((ret = mirror_handle_error(s, ret, is_read)) < 0) {
                 return ret;
             }
@@ -249,7 +237,7 @@ static bool mirror_drained_poll(BlockJob *bjob)
 {
     MirrorJob *s = (MirrorJob *)bjob;
 
-    /* While the job's own drain begins, it waits for that drain: not busy. */
+    /* The job drains the source itself at the end: it is not busy then. */
     return !atomic_read(&s->in_drain);
 }
 

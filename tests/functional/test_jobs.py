@@ -553,11 +553,8 @@ def test_mirror_in_iothread_under_writes(blockd, sdir, imgdir):
     q = j.qmp
     q.cmd("object-add", qom_type="iothread", id="io0")
     q.cmd("object-add", qom_type="iothread", id="io1")
-    # A node that is not a root moves with everything connected to it,
-    # as in qemu-storage-daemon.
-    q.cmd("x-blockdev-set-iothread", node_name="f-src", iothread="io0")
-    cls, desc = q.error("x-blockdev-set-iothread", {"node-name": "nope", "iothread": "io0"})
-    assert desc == "Failed to find node with node-name='nope'"
+    cls, desc = q.error("x-blockdev-set-iothread", {"node-name": "f-src", "iothread": "io0"})
+    assert desc == "Node f-src is not a root node"
     cls, desc = q.error("x-blockdev-set-iothread", {"node-name": "src", "iothread": "nope"})
     assert desc == "Cannot find iothread nope"
     q.cmd("x-blockdev-set-iothread", node_name="src", iothread="io0")
