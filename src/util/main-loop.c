@@ -96,8 +96,18 @@ bool main_loop_wait(bool blocking)
     assert(!in_coroutine());
     progress = aio_poll(main_ctx, blocking && !iohandler_ready);
     if (iohandler_ready || !blocking) {
+        bool idle;
+
         iohandler_ready = false;
         progress |= aio_poll(iohandler_ctx, false);
+        /*
+         * A BH scheduled from another thread while that poll ran may have
+         * had its eventfd write consumed after the BHs were run: its
+         * context's epoll fd will not fire for it.  Poll again next time.
+         */
+        if (aio_bh_pending(iohandler_ctx, &idle)) {
+            iohandler_ready = true;
+        }
     }
     if (!iohandler_armed) {
         iohandler_arm();

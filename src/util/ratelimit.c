@@ -29,6 +29,10 @@ void ratelimit_set_speed(RateLimit *rl, uint64_t speed, int64_t slice_ns)
     rl->slice_ns = slice_ns;
     /* At least one byte per slice, so a tiny speed still moves. */
     rl->slice_quota = speed ? (speed * (uint64_t)slice_ns + 999999999) / 1000000000 : 0;
+    /* A new speed counts from now: work done before (perhaps unlimited)
+     * is not owed to it. */
+    rl->slice_start_ns = rl->slice_end_ns = 0;
+    rl->dispatched = 0;
     bd_mutex_unlock(&rl->lock);
 }
 
@@ -37,6 +41,10 @@ void ratelimit_account(RateLimit *rl, uint64_t bytes)
     int64_t now = clock_now_ns();
 
     bd_mutex_lock(&rl->lock);
+    if (!rl->slice_quota) {
+        bd_mutex_unlock(&rl->lock);   /* unlimited: nothing to remember */
+        return;
+    }
     if (now >= rl->slice_end_ns) {
         rl->slice_start_ns = now;
         rl->slice_end_ns = now + rl->slice_ns;
