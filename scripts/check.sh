@@ -139,6 +139,8 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     # NBD connections served in iothreads: buffers, reply batching, churn.
     functional build-tsan tests/functional/test_nbd.py -k "iothread"
     functional build-tsan tests/functional/test_nbd_hostile.py
+    # Nodes, jobs and exports moving between threads while they work.
+    functional build-tsan tests/functional/test_thread_moves.py
 fi
 
 export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
@@ -152,7 +154,7 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
         -k "corrupt or unknown_feature or dirty"
     # Hostile NBD clients against the sanitized daemon.
     functional build-asan tests/functional/test_nbd_hostile.py tests/functional/test_nbdsh.py \
-        tests/functional/test_nbd_errors_compat.py
+        tests/functional/test_nbd_errors_compat.py tests/functional/test_thread_moves.py
 fi
 
 echo

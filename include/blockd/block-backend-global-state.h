@@ -42,6 +42,10 @@ void blk_set_dev_ops(BlockBackend *blk, const BlockDevOps *ops, void *opaque);
 /* When off, requests issued while drained run anyway (for the jobs and
  * internal users that are drained on purpose). Default on. */
 void blk_set_allow_queuing(BlockBackend *blk, bool allow);
+/* When on, the node (and everything connected to it) may not move to
+ * another thread: bdrv_try_change_aio_context() is refused with "Cannot
+ * change iothread of active block backend".  Default off. */
+void blk_set_fixed_aio_context(BlockBackend *blk, bool fixed);
 
 BlockDriverState *blk_bs(BlockBackend *blk) GRAPH_UNLOCKED;
 

@@ -51,11 +51,16 @@ bool bdrv_check_node_name(const char *name, Error **errp);
 
 BlockDriverState *bdrv_find_node(const char *node_name);
 /*
- * Make @ctx the home of @bs and everything below it, drained: jobs on
- * these nodes continue in @ctx.  Nodes have no thread affinity for I/O;
- * the home decides where jobs and new exports run.
+ * Make @ctx the home of @bs and of everything connected to it: children,
+ * parent nodes, and the users that are not nodes (jobs follow; a job's
+ * other nodes move too).  Every user is asked first; on a refusal nothing
+ * moves, @errp names the reason and -EPERM is returned.  The component is
+ * drained meanwhile.  Nodes have no thread affinity for I/O; the home
+ * decides where jobs and new exports run.  Global state, not in a
+ * coroutine (it polls).
  */
-void bdrv_set_aio_context(BlockDriverState *bs, AioContext *ctx) GRAPH_UNLOCKED;
+int bdrv_try_change_aio_context(BlockDriverState *bs, AioContext *ctx, Error **errp)
+    GRAPH_UNLOCKED;
 /* Has a BlockBackend user (an export)? */
 bool bdrv_has_blk(BlockDriverState *bs);
 
@@ -97,9 +102,10 @@ BdrvChild *bdrv_root_attach_child(BlockDriverState *child_bs, const char *name,
 void bdrv_unref_child(BlockDriverState *parent, BdrvChild *child) GRAPH_UNLOCKED;
 void bdrv_root_unref_child(BdrvChild *child) GRAPH_UNLOCKED;
 
-/* Change what a (root) parent needs and shares; on error nothing changes. */
+/* Change what a (root) parent needs and shares; on error nothing changes.
+ * Write lock: requests read the edge's permissions under the read lock. */
 int bdrv_child_try_set_perm(BdrvChild *c, uint64_t perm, uint64_t shared,
-                            Error **errp) GRAPH_RDLOCK;
+                            Error **errp) GRAPH_WRLOCK;
 
 /*
  * Make every parent of @from use @to instead (except @to itself if it is
@@ -109,8 +115,9 @@ int bdrv_child_try_set_perm(BdrvChild *c, uint64_t perm, uint64_t shared,
 int bdrv_replace_node(BlockDriverState *from, BlockDriverState *to, Error **errp)
     GRAPH_UNLOCKED;
 
-/* Recompute the permissions of @bs and everything below it. */
-int bdrv_refresh_perms(BlockDriverState *bs, Error **errp) GRAPH_RDLOCK;
+/* Recompute the permissions of @bs and everything below it (written to
+ * edges that requests read: write lock). */
+int bdrv_refresh_perms(BlockDriverState *bs, Error **errp) GRAPH_WRLOCK;
 
 /* A description of the parent of @c for messages ("node 'x'", ...). */
 char *bdrv_child_user_desc(BdrvChild *c);
@@ -124,6 +131,15 @@ char *bdrv_child_user_desc(BdrvChild *c);
  * to the main loop.
  */
 void bdrv_drained_begin(BlockDriverState *bs) GRAPH_UNLOCKED;
+/*
+ * From the coroutine of a parent of @bs (a job) that must not wait for
+ * itself: as bdrv_drained_begin(), with *@self_draining true exactly while
+ * this drain waits in the main loop.  The parent's drained_poll reports
+ * idle only then: another drain that waits meanwhile, or later, sees it
+ * busy once this one has returned.
+ */
+void coroutine_fn bdrv_co_drained_begin_self(BlockDriverState *bs, bool *self_draining)
+    GRAPH_UNLOCKED;
 void bdrv_drained_end(BlockDriverState *bs) GRAPH_UNLOCKED;
 /* Quiesce without waiting (used by the graph writer). */
 void bdrv_do_drained_begin_quiesce(BlockDriverState *bs) GRAPH_UNLOCKED;

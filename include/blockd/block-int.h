@@ -89,8 +89,14 @@ struct BdrvChildClass {
     bool (*drained_poll)(BdrvChild *c);
     /* "node 'x'", "block device 'y'", "NBD export 'z'", "block job 'j'" */
     char *(*get_parent_desc)(BdrvChild *c);
+    /* May the child (and so this parent) move to @ctx?  NULL: yes.  A
+     * refusal sets @errp; the move then changes nothing. */
+    bool (*can_set_aio_ctx)(BdrvChild *c, AioContext *ctx, Error **errp);
     /* The child moves to @ctx (drained): follow it (NULL: stay). */
     void (*set_aio_ctx)(BdrvChild *c, AioContext *ctx);
+    /* The parent's other edges, whose nodes must move with this one (a
+     * job's nodes: one job runs in one context).  NULL: none. */
+    BdrvChild **(*get_siblings)(BdrvChild *c, int *n);
     /* A user of the node that is not a node (BlockBackend: exports). */
     bool is_backend;
 };

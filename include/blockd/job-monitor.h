@@ -70,6 +70,9 @@ int job_complete_sync_locked(Job *job, Error **errp) TSA_REQUIRES(job_mutex);
 /* Move a paused or completed job to @ctx (its coroutine follows on its
  * next wake-up). */
 void job_set_aio_context_locked(Job *job, AioContext *ctx) TSA_REQUIRES(job_mutex);
+/* Does @job still run in @ctx, or will its parked coroutine be woken there?
+ * (An iothread in use by a job cannot be deleted.) */
+bool job_uses_aio_context_locked(Job *job, AioContext *ctx) TSA_REQUIRES(job_mutex);
 
 /* QAPI JobInfo of @job (for query-jobs). */
 json_object *job_query_locked(Job *job) TSA_REQUIRES(job_mutex);

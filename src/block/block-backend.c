@@ -24,6 +24,7 @@ struct BlockBackend {
     const BlockDevOps *dev_ops;      /* GS */
     void *dev_opaque;
     bool allow_queuing;              /* GS */
+    bool fixed_ctx;                  /* GS: refuse to let the node move */
     int quiesce_counter;             /* atomic; written by the main thread */
     unsigned in_flight;              /* atomic */
     BdMutex queue_lock;
@@ -77,8 +78,21 @@ static char *blk_root_desc(BdrvChild *c)
     return s;
 }
 
+static bool blk_root_can_set_aio_ctx(BdrvChild *c, AioContext *ctx, Error **errp)
+    GRAPH_RDLOCK
+{
+    BlockBackend *blk = c->opaque;
+
+    if (blk->fixed_ctx && c->bs->ctx != ctx) {
+        error_setg(errp, "Cannot change iothread of active block backend");
+        return false;
+    }
+    return true;
+}
+
 static const BdrvChildClass child_root = {
     .is_backend = true,
+    .can_set_aio_ctx = blk_root_can_set_aio_ctx,
     .drained_begin = blk_root_drained_begin,
     .drained_end = blk_root_drained_end,
     .drained_poll = blk_root_drained_poll,
@@ -153,11 +167,12 @@ int blk_set_perm(BlockBackend *blk, uint64_t perm, uint64_t shared_perm, Error *
     int ret = 0;
 
     GLOBAL_STATE_CODE();
-    graph_rdlock_main_loop();
+    /* The I/O path reads the edge's permissions under the read lock. */
+    graph_wrlock();
     if (blk->root) {
         ret = bdrv_child_try_set_perm(blk->root, perm, shared_perm, errp);
     }
-    graph_rdunlock_main_loop();
+    graph_wrunlock();
     if (ret == 0) {
         blk->perm = perm;
         blk->shared_perm = shared_perm;
@@ -190,6 +205,12 @@ void blk_set_allow_queuing(BlockBackend *blk, bool allow)
 {
     GLOBAL_STATE_CODE();
     blk->allow_queuing = allow;
+}
+
+void blk_set_fixed_aio_context(BlockBackend *blk, bool fixed)
+{
+    GLOBAL_STATE_CODE();
+    blk->fixed_ctx = fixed;
 }
 
 BlockDriverState *blk_bs(BlockBackend *blk)

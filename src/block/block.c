@@ -327,30 +327,6 @@ static const BdrvChildClass child_of_bds = {
     .get_parent_desc = child_of_bds_desc,
 };
 
-static void set_ctx_recurse(BlockDriverState *bs, AioContext *ctx) GRAPH_RDLOCK
-{
-    bs->ctx = ctx;
-    list_for_each(n, &bs->parents) {
-        BdrvChild *c = list_entry(n, BdrvChild, next_parent);
-        if (!bdrv_child_is_node_parent(c) && c->klass->set_aio_ctx) {
-            c->klass->set_aio_ctx(c, ctx);
-        }
-    }
-    list_for_each(n, &bs->children) {
-        set_ctx_recurse(list_entry(n, BdrvChild, next)->bs, ctx);
-    }
-}
-
-void bdrv_set_aio_context(BlockDriverState *bs, AioContext *ctx)
-{
-    GLOBAL_STATE_CODE();
-    bdrv_drained_begin(bs);
-    graph_rdlock_main_loop();
-    set_ctx_recurse(bs, ctx);
-    graph_rdunlock_main_loop();
-    bdrv_drained_end(bs);
-}
-
 bool bdrv_has_blk(BlockDriverState *bs)
 {
     bool has = false;
@@ -406,6 +382,27 @@ static void child_unlink(BdrvChild *c) GRAPH_WRLOCK
         c->klass->drained_end(c);
     }
     c->bs = NULL;
+}
+
+/*
+ * Move @c from its node to @to.  A parent quiesced for the old node stays
+ * quiesced when @to is drained too: ending and beginning again would let
+ * it send requests in between, which would reach @to inside its drain.
+ */
+static void child_relink(BdrvChild *c, BlockDriverState *to) GRAPH_WRLOCK
+{
+    list_del(&c->next_parent);
+    c->bs = to;
+    list_add_tail(&to->parents, &c->next_parent);
+    if (c->quiesced_parent && !to->quiesce_counter) {
+        c->quiesced_parent = false;
+        if (c->klass->drained_end) {
+            c->klass->drained_end(c);
+        }
+    } else if (!c->quiesced_parent && to->quiesce_counter && c->klass->drained_begin) {
+        c->klass->drained_begin(c);
+        c->quiesced_parent = true;
+    }
 }
 
 static BdrvChild *child_new(const char *name, const BdrvChildClass *klass,
@@ -580,16 +577,14 @@ int bdrv_replace_node(BlockDriverState *from, BlockDriverState *to, Error **errp
             abort();
         }
         moved[nmoved++] = c;
-        child_unlink(c);
-        child_link(c, to);
+        child_relink(c, to);
     }
     ret = bdrv_refresh_perms(to, errp);
     if (ret == 0) {
         bdrv_refresh_perms(from, NULL);
     } else {
         for (int i = nmoved - 1; i >= 0; i--) {
-            child_unlink(moved[i]);
-            child_link(moved[i], from);
+            child_relink(moved[i], from);
         }
         bdrv_refresh_perms(to, NULL);
         bdrv_refresh_perms(from, NULL);

@@ -120,6 +120,7 @@ static void do_drained_end(BlockDriverState *bs)
 typedef struct DrainBounce {
     BlockDriverState *bs;
     bool begin;
+    bool *self_draining;          /* set while the drain begins (or NULL) */
     Coroutine *co;
 } DrainBounce;
 
@@ -129,16 +130,23 @@ static void drain_bounce_bh(void *opaque)
 
     bdrv_dec_in_flight(d->bs);
     if (d->begin) {
+        if (d->self_draining) {
+            atomic_set_mb(d->self_draining, true);
+        }
         bdrv_drained_begin(d->bs);
+        if (d->self_draining) {
+            atomic_set_mb(d->self_draining, false);
+        }
     } else {
         bdrv_drained_end(d->bs);
     }
     aio_co_wake(d->co);
 }
 
-static void coroutine_fn drain_bounce(BlockDriverState *bs, bool begin)
+static void coroutine_fn drain_bounce(BlockDriverState *bs, bool begin, bool *self_draining)
 {
-    DrainBounce d = { .bs = bs, .begin = begin, .co = coroutine_self() };
+    DrainBounce d = { .bs = bs, .begin = begin, .self_draining = self_draining,
+                      .co = coroutine_self() };
 
     /* Hold an in-flight reference so the node stays busy until the BH runs. */
     bdrv_inc_in_flight(bs);
@@ -146,10 +154,16 @@ static void coroutine_fn drain_bounce(BlockDriverState *bs, bool begin)
     coroutine_yield();
 }
 
+void coroutine_fn bdrv_co_drained_begin_self(BlockDriverState *bs, bool *self_draining)
+{
+    assert(in_coroutine());
+    drain_bounce(bs, true, self_draining);
+}
+
 void bdrv_drained_begin(BlockDriverState *bs)
 {
     if (in_coroutine()) {
-        drain_bounce(bs, true);
+        drain_bounce(bs, true, NULL);
         return;
     }
     GLOBAL_STATE_CODE();
@@ -162,7 +176,7 @@ void bdrv_drained_begin(BlockDriverState *bs)
 void bdrv_drained_end(BlockDriverState *bs)
 {
     if (in_coroutine()) {
-        drain_bounce(bs, false);
+        drain_bounce(bs, false, NULL);
         return;
     }
     GLOBAL_STATE_CODE();

@@ -51,8 +51,12 @@ static long orphaned_count TSA_GUARDED_BY(reader_list_lock);
 static CoQueue reader_queue TSA_GUARDED_BY(reader_list_lock);
 
 static int has_writer;            /* atomic */
-/* atomic: a writer is inside graph_wrlock(), possibly polling with
- * has_writer clear; readers that unlock must kick it. */
+/*
+ * atomic: the number of writers inside graph_wrlock(), possibly polling
+ * with has_writer clear; readers that unlock must kick them.  A count, not
+ * a flag: a writer can nest inside another's wait loop (a BH that changes
+ * the graph), and when the inner one is done the outer one still waits.
+ */
 static int writer_waiting;
 static ListNode deferred_work;    /* main thread, write lock held to add */
 static void (*drain_begin_nopoll_hook)(void);
@@ -110,14 +114,19 @@ static inline int reader_peek(int *flag)
     return use_membarrier ? atomic_load_acquire(flag) : atomic_read_mb(flag);
 }
 
-/* The writer's half: a store to @flag, then a barrier in every thread. */
-static void writer_publish(int *flag, int value)
+/* The writer's half, after its store: a barrier in every thread. */
+static void writer_fence_all(void)
 {
-    atomic_set_mb(flag, value);
     if (use_membarrier &&
         syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) < 0) {
         abort();   /* registered at start-up: cannot fail */
     }
+}
+
+static void writer_publish(int *flag, int value)
+{
+    atomic_set_mb(flag, value);
+    writer_fence_all();
 }
 
 static GraphReader *reader_register(void)
@@ -233,6 +242,20 @@ static bool readers_present(void)
     return graph_reader_count() > 0;
 }
 
+/*
+ * Clear has_writer and let the queued readers go.  Also before the writer
+ * polls again after a failed re-check: readers that queued in that window
+ * would otherwise wait for graph_wrunlock(), and what the writer polls
+ * for (a BH that drains, say) may be waiting for them.
+ */
+static void writer_clear_and_restart_readers(void)
+{
+    bd_mutex_lock(&reader_list_lock);
+    atomic_set_mb(&has_writer, 0);
+    co_queue_restart_all_bdmutex(&reader_queue, &reader_list_lock);
+    bd_mutex_unlock(&reader_list_lock);
+}
+
 void graph_wrlock(void)
 {
     GLOBAL_STATE_CODE();
@@ -240,7 +263,8 @@ void graph_wrlock(void)
     assert(!atomic_read(&has_writer));
     pthread_once(&graph_once, graph_lock_init);
 
-    writer_publish(&writer_waiting, 1);
+    atomic_inc(&writer_waiting);          /* a full barrier */
+    writer_fence_all();
     /* Stop new requests so that readers cannot starve the writer. */
     if (drain_begin_nopoll_hook) {
         drain_begin_nopoll_hook();
@@ -251,11 +275,11 @@ void graph_wrlock(void)
          * lock to finish.  Then announce ourselves and check again, which
          * closes the window in which a reader could slip in.
          */
-        atomic_set_mb(&has_writer, 0);
+        writer_clear_and_restart_readers();
         AIO_WAIT_WHILE_UNLOCKED(NULL, readers_present());
         writer_publish(&has_writer, 1);
     } while (readers_present());
-    atomic_set_mb(&writer_waiting, 0);
+    atomic_dec(&writer_waiting);
 
     if (drain_end_hook) {
         drain_end_hook();
@@ -269,10 +293,7 @@ void graph_wrunlock(void)
     GLOBAL_STATE_CODE();
     assert(atomic_read(&has_writer));
 
-    bd_mutex_lock(&reader_list_lock);
-    atomic_set_mb(&has_writer, 0);
-    co_queue_restart_all_bdmutex(&reader_queue, &reader_list_lock);
-    bd_mutex_unlock(&reader_list_lock);
+    writer_clear_and_restart_readers();
 
     /*
      * Now draining is allowed again: run the deferred work (node deletion).

@@ -204,6 +204,7 @@ int bdrv_refresh_perms(BlockDriverState *bs, Error **errp)
     uint64_t *perm, *shared;
 
     GLOBAL_STATE_CODE();
+    assert_graph_writable();
     collect_topological(bs, &order);
     perm = calloc(order.n, sizeof(*perm));
     shared = calloc(order.n, sizeof(*shared));

@@ -166,7 +166,8 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     const char *name = get_str(options, "name"), *desc = get_str(options, "description");
     const char *iothread = get_str(options, "iothread");
     json_object *v;
-    bool writable = false;
+    bool writable = false, fixed = false;
+    IOThread *iot = NULL;
     BlockDriverState *bs;
     BlockExport *exp;
     AioContext *ctx = main_aio_context();
@@ -206,27 +207,29 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
         error_setg(errp, "NBD server already has export named '%s'", name);
         return NULL;
     }
-    /* Without an iothread the export runs where its node lives. */
-    ctx = bs->ctx;
-    if (iothread) {
-        IOThread *iot = iothread_find(iothread);
-        if (!iot) {
-            error_setg(errp, "iothread \"%s\" not found", iothread);
-            return NULL;
-        }
-        ctx = iothread_get_aio_context(iot);
+    if (json_object_object_get_ex(options, "fixed-iothread", &v)) {
+        fixed = json_object_get_boolean(v);
+    }
+    if (iothread && !(iot = iothread_find(iothread))) {
+        error_setg(errp, "iothread \"%s\" not found", iothread);
+        return NULL;
+    }
+    if (writable && bs->read_only) {
+        error_setg(errp, "Cannot export read-only node as writable");
+        return NULL;
     }
     if (!export_parse_iothreads(options, iothread != NULL, &ctxs, &nctxs, errp)) {
         return NULL;
     }
-    if (nctxs) {
-        ctx = ctxs[0];
+    /* The node moves to the export's iothread if it can; if it cannot, a
+     * fixed export fails and another runs where the node stays. */
+    if (iot && bdrv_try_change_aio_context(bs, iothread_get_aio_context(iot),
+                                           fixed ? errp : NULL) < 0 && fixed) {
+        return NULL;
     }
+    /* The export runs where its node lives, or on its list of iothreads. */
+    ctx = nctxs ? ctxs[0] : bs->ctx;
     if (writable) {
-        if (bs->read_only) {
-            error_setg(errp, "Cannot export read-only node as writable");
-            return NULL;
-        }
         perm |= BLK_PERM_WRITE;
     }
 
@@ -263,6 +266,7 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     /* Requests already read are finished during a drain; new ones wait
      * in the export, not in the backend. */
     blk_set_allow_queuing(exp->blk, false);
+    blk_set_fixed_aio_context(exp->blk, fixed);
     blk_set_dev_ops(exp->blk, &exp_dev_ops, exp);
     list_add_tail(&exports, &exp->node);
     return exp;

@@ -100,8 +100,18 @@ static void child_job_set_aio_ctx(BdrvChild *c, AioContext *ctx)
     job_unlock();
 }
 
+/* Every node of the job moves with any one of them. */
+static BdrvChild **child_job_get_siblings(BdrvChild *c, int *n)
+{
+    BlockJob *job = c->opaque;
+
+    *n = job->nnodes;
+    return job->nodes;
+}
+
 static const BdrvChildClass child_job = {
     .set_aio_ctx = child_job_set_aio_ctx,
+    .get_siblings = child_job_get_siblings,
     .drained_begin = child_job_drained_begin,
     .drained_end = child_job_drained_end,
     .drained_poll = child_job_drained_poll,

@@ -472,7 +472,6 @@ void job_event_idle_locked(Job *job)
 
 void job_enter_cond_locked(Job *job, bool (*fn)(Job *job))
 {
-    AioContext *ctx;
     Coroutine *co;
 
     if (!job->started || job->deferred_to_main_loop || job->busy) {
@@ -485,15 +484,20 @@ void job_enter_cond_locked(Job *job, bool (*fn)(Job *job))
     job->sleeping = false;
     job->busy = true;
     co = job->co;
-    ctx = job->aio_context;
     job_unlock();
     /*
      * Scheduled, never entered from here: the caller may be a drained
      * section or a graph change, where running job code now would nest
      * inside it.  The parked coroutine is not scheduled (busy was false),
      * so this is its one wake-up.
+     *
+     * Into the context the coroutine last ran in, not job->aio_context:
+     * the coroutine clears busy before it yields, so it may still be on
+     * its way to yield there.  Its home thread runs the wake-up only after
+     * the yield; if the job has moved meanwhile, job_do_yield_locked()
+     * follows it from there.
      */
-    aio_co_schedule(ctx, co);
+    aio_co_schedule(coroutine_get_ctx(co), co);
     job_lock();
 }
 
@@ -643,6 +647,19 @@ void job_resume(Job *job)
     job_lock();
     job_resume_locked(job);
     job_unlock();
+}
+
+bool job_uses_aio_context_locked(Job *job, AioContext *ctx)
+{
+    if (job->status == JOB_STATUS_NULL) {
+        return false;
+    }
+    if (job->aio_context == ctx) {
+        return true;
+    }
+    /* A parked coroutine is woken where it last ran, and only then follows
+     * the job to its new context; it is alive until deferred_to_main_loop. */
+    return job->started && !job->deferred_to_main_loop && coroutine_get_ctx(job->co) == ctx;
 }
 
 void job_set_aio_context_locked(Job *job, AioContext *ctx)

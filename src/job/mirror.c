@@ -49,7 +49,8 @@ typedef struct MirrorJob {
     bool write_blocking;                /* atomic: copy mode */
     bool should_complete;               /* atomic: job-complete was called */
     bool ready;                         /* job coroutine */
-    bool in_drain;                      /* atomic: the job drains the source itself */
+    bool in_drain;                      /* atomic: the job's own drain of the source
+                                         * is waiting (main loop) */
     bool drained_for_exit;              /* source stays drained until the switch */
     bool exited;                        /* GS */
     bool actively_synced;               /* atomic */
@@ -148,14 +149,21 @@ static int mirror_handle_error(MirrorJob *s, int ret, bool is_read)
     return action == BLOCK_ERROR_ACTION_REPORT ? ret : 0;
 }
 
-/* With the source drained: copy what is left, flush.  0, or an error with
- * the drain ended again. */
+/*
+ * With the source drained: copy what is left, flush the target, and stay
+ * drained until the job exits.  0, or an error with the drain ended.
+ *
+ * Copying inside the drained section must not let another drain of these
+ * nodes pass: the job's drained_poll calls it idle only while the job's
+ * own drain is waiting (the job waits for it); any other drain sees a busy
+ * job, and waits until it has finished and exited.  So a drain that has
+ * returned always means no I/O.
+ */
 static int coroutine_fn mirror_final_sync(MirrorJob *s, bool *is_read)
 {
     int ret = 0;
 
-    atomic_set(&s->in_drain, true);
-    bdrv_drained_begin(s->source);
+    bdrv_co_drained_begin_self(s->source, &s->in_drain);
     while (ret == 0 && dirty_bitmap_count(s->bitmap) > 0) {
         ret = block_copy_sweep(s->bcs, true, is_read);
         block_copy_wait_claims(s->bcs);
@@ -168,7 +176,6 @@ static int coroutine_fn mirror_final_sync(MirrorJob *s, bool *is_read)
     }
     if (ret < 0) {
         bdrv_drained_end(s->source);
-        atomic_set(&s->in_drain, false);
         return ret;
     }
     s->drained_for_exit = true;
@@ -237,7 +244,7 @@ static bool mirror_drained_poll(BlockJob *bjob)
 {
     MirrorJob *s = (MirrorJob *)bjob;
 
-    /* The job drains the source itself at the end: it is not busy then. */
+    /* While the job's own drain waits, the job waits for it: not busy. */
     return !atomic_read(&s->in_drain);
 }
 

@@ -107,7 +107,7 @@ static bool aio_context_in_use(AioContext *ctx)
     used |= probe == NULL;
     job_lock();
     for (Job *job = job_next_locked(NULL); job; job = job_next_locked(job)) {
-        used |= job->aio_context == ctx && job->status != JOB_STATUS_NULL;
+        used |= job_uses_aio_context_locked(job, ctx);
     }
     job_unlock();
     return used;
@@ -185,11 +185,7 @@ static json_object *qmp_x_blockdev_set_iothread(json_object *args, Error **errp)
     }
     bs = bdrv_find_node(node_name);
     if (!bs) {
-        error_setg(errp, "Cannot find node %s", node_name);
-        return NULL;
-    }
-    if (!bdrv_is_root_node(bs)) {
-        error_setg(errp, "Node %s is not a root node", node_name);
+        error_setg(errp, "Failed to find node with node-name='%s'", node_name);
         return NULL;
     }
     /* An export is the usual reason: it could be serving requests. */
@@ -210,7 +206,9 @@ static json_object *qmp_x_blockdev_set_iothread(json_object *args, Error **errp)
         error_setg(errp, "Invalid parameter type for 'iothread', expected: string or null");
         return NULL;
     }
-    bdrv_set_aio_context(bs, ctx);
+    if (bdrv_try_change_aio_context(bs, ctx, errp) < 0) {
+        return NULL;
+    }
     return json_object_new_object();
 }
 

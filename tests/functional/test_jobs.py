@@ -553,8 +553,11 @@ def test_mirror_in_iothread_under_writes(blockd, sdir, imgdir):
     q = j.qmp
     q.cmd("object-add", qom_type="iothread", id="io0")
     q.cmd("object-add", qom_type="iothread", id="io1")
-    cls, desc = q.error("x-blockdev-set-iothread", {"node-name": "f-src", "iothread": "io0"})
-    assert desc == "Node f-src is not a root node"
+    # A node that is not a root moves with everything connected to it,
+    # as in qemu-storage-daemon.
+    q.cmd("x-blockdev-set-iothread", node_name="f-src", iothread="io0")
+    cls, desc = q.error("x-blockdev-set-iothread", {"node-name": "nope", "iothread": "io0"})
+    assert desc == "Failed to find node with node-name='nope'"
     cls, desc = q.error("x-blockdev-set-iothread", {"node-name": "src", "iothread": "nope"})
     assert desc == "Cannot find iothread nope"
     q.cmd("x-blockdev-set-iothread", node_name="src", iothread="io0")
@@ -563,8 +566,9 @@ def test_mirror_in_iothread_under_writes(blockd, sdir, imgdir):
     j.export = "src"
     cls, desc = q.error("x-blockdev-set-iothread", {"node-name": "src", "iothread": None})
     assert "associated with a BlockBackend" in desc
-    cls, desc = q.error("object-del", {"id": "io0"})
-    assert desc == "object 'io0' is in use, can not be deleted"
+    # The export's iothread took the node (and so the job to come) along.
+    cls, desc = q.error("object-del", {"id": "io1"})
+    assert desc == "object 'io1' is in use, can not be deleted"
     w = Writer(j, shadow, 41)
     w.start()
     q.cmd("blockdev-mirror", job_id="mi", device="src", target="tgt", sync="full")

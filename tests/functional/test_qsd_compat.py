@@ -265,3 +265,37 @@ def test_query_block_matches(peers):
     assert_same_shape(peers, "query-block")
     for p in peers:
         assert p.qmp.cmd("query-block") == []
+
+
+def test_thread_moves_match(peers):
+    """x-blockdev-set-iothread and block-export-add's iothread: the same
+    successes and errors.  A node that is not a root moves (with the
+    mirror's filter and job above it); an export fixed to an iothread
+    refuses every move of its node."""
+    for p in peers:
+        p.qmp.cmd("nbd-server-start", addr={"type": "unix",
+                                            "data": {"path": os.path.join(p.dir, "nbd.sock")}})
+        for io in ("io0", "io1"):
+            p.qmp.cmd("object-add", qom_type="iothread", id=io)
+        p.qmp.cmd("blockdev-mirror", job_id="m", device="src", target="tgt", sync="full",
+                  speed=MiB)
+    assert_same_error(peers, "x-blockdev-set-iothread", {"node-name": "nope", "iothread": "io0"})
+    assert_same_error(peers, "x-blockdev-set-iothread", {"node-name": "fs", "iothread": "nope"})
+    for name, io in (("fs", "io0"), ("src", "io1"), ("ft", "io0")):
+        assert_same_shape(peers, "x-blockdev-set-iothread", {"node-name": name, "iothread": io})
+    assert_same_shape(peers, "x-blockdev-set-iothread",
+                      {"node-name": "tgt", "iothread": None, "force": True})
+    assert_same_shape(peers, "block-export-add", {"type": "nbd", "id": "e0", "node-name": "fs",
+                                                  "iothread": "io1", "fixed-iothread": True})
+    assert_same_error(peers, "x-blockdev-set-iothread",
+                      {"node-name": "fs", "iothread": "io0", "force": True})
+    assert_same_error(peers, "block-export-add", {"type": "nbd", "id": "e1", "node-name": "src",
+                                                  "name": "e1", "iothread": "io0",
+                                                  "fixed-iothread": True})
+    # Not fixed: the export runs where the node can be.
+    assert_same_shape(peers, "block-export-add", {"type": "nbd", "id": "e2", "node-name": "src",
+                                                  "name": "e2", "iothread": "io0"})
+    assert_same_error(peers, "x-blockdev-set-iothread", {"node-name": "src", "iothread": "io0"})
+    for p in peers:
+        p.qmp.cmd("job-cancel", id="m")
+        p.events_until("BLOCK_JOB_CANCELLED", "m")

@@ -34,17 +34,20 @@ static BlockDriverState *open_null(const char *name, bool writable)
 typedef struct TestUser {
     const char *name;
     int drained;          /* begin - end */
+    int begins, ends;     /* calls */
     int in_flight;        /* what drained_poll reports */
 } TestUser;
 
 static void user_drained_begin(BdrvChild *c)
 {
     ((TestUser *)c->opaque)->drained++;
+    ((TestUser *)c->opaque)->begins++;
 }
 
 static void user_drained_end(BdrvChild *c)
 {
     ((TestUser *)c->opaque)->drained--;
+    ((TestUser *)c->opaque)->ends++;
 }
 
 static bool user_drained_poll(BdrvChild *c)
@@ -90,9 +93,9 @@ static int set_perm(BdrvChild *c, uint64_t perm, uint64_t shared, Error **errp)
 {
     int ret;
 
-    graph_rdlock_main_loop();
+    graph_wrlock();
     ret = bdrv_child_try_set_perm(c, perm, shared, errp);
-    graph_rdunlock_main_loop();
+    graph_wrunlock();
     return ret;
 }
 
@@ -284,6 +287,31 @@ static void test_replace_node(void **state)
     assert_int_equal(bdrv_node_count(), 0);
 }
 
+/*
+ * A parent moved by bdrv_replace_node() stays quiesced from the drain of
+ * the old node into the drain of the new one: one begin, one end.  (It
+ * was resumed and quiesced again under the write lock, which let it send
+ * requests that reached the new node inside its drained section.)
+ */
+static void test_replace_node_keeps_parents_quiesced(void **state)
+{
+    BlockDriverState *from = open_null("from", true);
+    BlockDriverState *to = open_null("to", true);
+    TestUser a = { .name = "A" };
+    BdrvChild *ca = attach_user(from, &a, BLK_PERM_WRITE, BLK_PERM_ALL, &error_abort);
+
+    (void)state;
+    a.begins = a.ends = 0;
+    assert_int_equal(bdrv_replace_node(from, to, &error_abort), 0);
+    assert_int_equal(a.drained, 0);
+    assert_int_equal(a.begins, 1);
+    assert_int_equal(a.ends, 1);
+    bdrv_root_unref_child(ca);
+    bdrv_unref(from);
+    bdrv_unref(to);
+    assert_int_equal(bdrv_node_count(), 0);
+}
+
 static void test_replace_node_conflict_changes_nothing(void **state)
 {
     BlockDriverState *from = open_null("from", true);
@@ -434,6 +462,7 @@ int main(void)
         GRAPH_TEST(test_permissions_propagate_to_children),
         GRAPH_TEST(test_schedule_unref_runs_after_unlock),
         GRAPH_TEST(test_replace_node),
+        GRAPH_TEST(test_replace_node_keeps_parents_quiesced),
         GRAPH_TEST(test_replace_node_conflict_changes_nothing),
         GRAPH_TEST(test_drain_quiesces_parents),
         GRAPH_TEST(test_drain_waits_for_requests_in_iothread),

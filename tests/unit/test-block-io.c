@@ -588,10 +588,42 @@ static void test_replace_node_under_io(void **state)
     bdrv_unref(other);
 }
 
+/*
+ * Permission changes while requests run in an iothread: the requests read
+ * the edge's permissions under the read lock, so the change takes the
+ * write lock.  (It wrote them under the main loop's read lock: a data race
+ * that the ThreadSanitizer build of this test reports.)
+ */
+static void test_set_perm_under_io(void **state)
+{
+    IOThread *a = tu_iothread_new("ioA");
+    Stream s1 = { .first = 0, .count = 400 };
+    uint64_t perm, shared;
+    int changes = 0;
+
+    (void)state;
+    open_disk(&memdisk_plain, 1, 0, 0, 10 * 1000);
+    s1.blk = test_blk;
+    blk_get_perm(test_blk, &perm, &shared);
+    aio_co_schedule(iothread_get_aio_context(a), coroutine_create(stream_co, &s1));
+    while (!atomic_load_acquire(&s1.done)) {
+        uint64_t extra = changes % 2 ? BLK_PERM_RESIZE : 0;
+
+        assert_int_equal(blk_set_perm(test_blk, perm | extra, shared, &error_abort), 0);
+        changes++;
+        tu_run_main_loop_ms(1);
+    }
+    assert_int_equal(blk_set_perm(test_blk, perm, shared, &error_abort), 0);
+    assert_int_equal(atomic_read(&s1.errors), 0);
+    assert_true(changes > 4);
+    iothread_destroy(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         IO_TEST(test_aligned_roundtrip),
+        IO_TEST(test_set_perm_under_io),
         IO_TEST(test_unaligned_write_read_modify_write),
         IO_TEST(test_unaligned_read_bounces),
         IO_TEST(test_misaligned_memory_bounces),

@@ -12,6 +12,7 @@ typedef struct Reader {
     bool release_now;    /* atomic: main asks it to drop the lock */
     int64_t hold_ns;     /* how long to hold (if release_now is not used) */
     AioContext *unlock_ctx;  /* move here before unlocking (NULL: stay) */
+    bool quiet;          /* no kicks of its own: only the lock may wake a writer */
 } Reader;
 
 static void coroutine_fn reader_co(void *opaque)
@@ -20,7 +21,9 @@ static void coroutine_fn reader_co(void *opaque)
 
     graph_co_rdlock();
     atomic_store_release(&r->locked, true);
-    aio_wait_kick();
+    if (!r->quiet) {
+        aio_wait_kick();
+    }
     if (r->hold_ns) {
         co_sleep_ns(r->hold_ns);
     }
@@ -33,7 +36,9 @@ static void coroutine_fn reader_co(void *opaque)
     atomic_store_release(&r->unlocking, true);
     graph_co_rdunlock();
     atomic_store_release(&r->released, true);
-    aio_wait_kick();
+    if (!r->quiet) {
+        aio_wait_kick();
+    }
 }
 
 static IOThread *start_iothread(const char *id)
@@ -192,6 +197,76 @@ static void test_writer_quiesces_through_drain_hooks(void **state)
     graph_lock_set_drain_hooks(NULL, NULL);
 }
 
+/*
+ * A writer nested inside another writer's wait loop (a BH that changes the
+ * graph) must leave the outer writer waiting with its kicks intact: a
+ * reader that arrives after the inner writer is gone and unlocks later
+ * must wake the outer one.  (With a writer_waiting flag, the inner writer
+ * cleared it and the outer one slept until something else woke the main
+ * loop.)
+ */
+typedef struct Nested {
+    AioContext *ctx;
+    Reader *first, *late;
+    bool outer_done;     /* atomic */
+    bool rescued;        /* atomic: the watchdog had to wake the writer */
+} Nested;
+
+static void nested_writer_bh(void *opaque)
+{
+    Nested *n = opaque;
+
+    /* Inside the outer writer's wait loop. */
+    atomic_store_release(&n->first->release_now, true);
+    while (!atomic_load_acquire(&n->first->released)) {
+        tu_sleep_ms(1);
+    }
+    graph_wrlock();
+    graph_wrunlock();
+    aio_co_schedule(n->ctx, coroutine_create(reader_co, n->late));
+    while (!atomic_load_acquire(&n->late->locked)) {
+        tu_sleep_ms(1);
+    }
+}
+
+static void *writer_watchdog(void *opaque)
+{
+    Nested *n = opaque;
+
+    for (int i = 0; i < 300 && !atomic_load_acquire(&n->outer_done); i++) {
+        tu_sleep_ms(10);
+    }
+    while (!atomic_load_acquire(&n->outer_done)) {
+        atomic_store_release(&n->rescued, true);
+        aio_wait_kick();
+        tu_sleep_ms(10);
+    }
+    return NULL;
+}
+
+static void test_nested_writer_keeps_outer_writer_woken(void **state)
+{
+    IOThread *iot = start_iothread("io0");
+    Reader first = { .hold_ns = 0 };
+    Reader late = { .hold_ns = 50 * TU_MS, .quiet = true };
+    Nested n = { .ctx = iothread_get_aio_context(iot), .first = &first, .late = &late };
+    pthread_t watchdog;
+
+    (void)state;
+    aio_co_schedule(n.ctx, coroutine_create(reader_co, &first));
+    assert_true(TU_POLL_UNTIL(atomic_load_acquire(&first.locked), 5000));
+    aio_bh_schedule_oneshot(main_aio_context(), nested_writer_bh, &n);
+    assert_int_equal(pthread_create(&watchdog, NULL, writer_watchdog, &n), 0);
+    graph_wrlock();
+    atomic_store_release(&n.outer_done, true);
+    pthread_join(watchdog, NULL);
+    assert_true(atomic_load_acquire(&late.unlocking));
+    assert_false(atomic_load_acquire(&n.rescued));
+    graph_wrunlock();
+    assert_true(TU_POLL_UNTIL(atomic_load_acquire(&late.released), 5000));
+    iothread_destroy(iot);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +277,7 @@ int main(void)
         TU_TEST(test_deferred_work_runs_after_unlock),
         TU_TEST(test_reader_moving_threads_keeps_sum),
         TU_TEST(test_writer_quiesces_through_drain_hooks),
+        TU_TEST(test_nested_writer_keeps_outer_writer_woken),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
