@@ -92,6 +92,7 @@ typedef struct NbdRequest {
     uint32_t length;
     void *buf;                  /* the payload of a write */
     uint32_t charged;           /* bytes counted in in_flight_bytes */
+    bool io_done;               /* no longer counted in the export */
 } NbdRequest;
 
 static ListNode all_clients = LIST_INIT_STATIC(all_clients);
@@ -931,17 +932,42 @@ static uint32_t allocation_flags(int status)
            (status & BDRV_BLOCK_ZERO ? NBD_STATE_ZERO : 0);
 }
 
-/* READ with structured replies: holes as hole chunks, data as data chunks. */
-static int coroutine_fn read_structured(NbdClient *c, NbdRequest *r, void *buf)
+/*
+ * The request's block I/O is over (its data, if any, is in its buffer): it
+ * no longer counts in the export, so a drain does not wait for its reply,
+ * which waits for the client to read as long as the client likes.
+ */
+static void request_io_done(NbdClient *c, NbdRequest *r)
+{
+    if (!r->io_done) {
+        r->io_done = true;
+        blk_exp_request_end(c->exp);
+    }
+}
+
+typedef struct ReadExtent {
+    uint64_t done;              /* offset into the request */
+    uint64_t len;
+    bool hole;
+} ReadExtent;
+
+/*
+ * The block I/O of a structured READ: the extents of the range (holes
+ * unread) and the data of the others, into @buf.  Returns the number of
+ * extents in *@out, or -errno (extents before the error stand).
+ */
+static int coroutine_fn read_extents(NbdClient *c, NbdRequest *r, void *buf,
+                                     ReadExtent **out, int *n)
 {
     BlockBackend *blk = blk_exp_blk(c->exp);
     uint64_t done = 0;
 
+    *out = NULL;
+    *n = 0;
     while (done < r->length) {
         int64_t pnum = r->length - done;
         int status = 0;
-        uint8_t hdr[20 + 12];
-        bool last, ok;
+        bool hole;
 
         if (!(r->flags & NBD_CMD_FLAG_DF)) {
             status = blk_co_block_status(blk, r->offset + done, r->length - done, &pnum);
@@ -950,38 +976,60 @@ static int coroutine_fn read_structured(NbdClient *c, NbdRequest *r, void *buf)
                 pnum = r->length - done;
             }
         }
-        last = done + pnum >= r->length;
-        if ((status & BDRV_BLOCK_ZERO) && !(status & BDRV_BLOCK_DATA) && pnum <= UINT32_MAX) {
-            chunk_header(hdr, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_OFFSET_HOLE,
-                         r->cookie, 12);
-            nbd_put64(hdr + 20, r->offset + done);
-            nbd_put32(hdr + 28, pnum);
-            co_mutex_lock(&c->send_lock);
-            ok = reply_send(c, hdr, 32);
-            co_mutex_unlock(&c->send_lock);
-        } else {
+        hole = (status & BDRV_BLOCK_ZERO) && !(status & BDRV_BLOCK_DATA) && pnum <= UINT32_MAX;
+        if (!hole) {
             int ret = blk_co_pread(blk, r->offset + done, pnum, (char *)buf + done, 0);
-            struct iovec iov[2] = { { hdr, 28 }, { (char *)buf + done, pnum } };
             if (ret < 0) {
-                /* Chunks already sent stand; the error ends the reply. */
-                co_mutex_lock(&c->send_lock);
-                ok = send_status(c, r, ret);
-                co_mutex_unlock(&c->send_lock);
-                return ok ? 0 : -EPIPE;
+                return ret;
             }
-            chunk_header(hdr, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_OFFSET_DATA,
-                         r->cookie, 8 + pnum);
-            nbd_put64(hdr + 20, r->offset + done);
-            co_mutex_lock(&c->send_lock);
-            ok = reply_sendv(c, iov, 2);
-            co_mutex_unlock(&c->send_lock);
         }
-        if (!ok) {
-            return -EPIPE;
+        if ((*n & (*n - 1)) == 0) {
+            *out = realloc(*out, (*n ? 2 * *n : 4) * sizeof(**out));
+            if (!*out) {
+                abort();
+            }
         }
+        (*out)[(*n)++] = (ReadExtent){ .done = done, .len = pnum, .hole = hole };
         done += pnum;
     }
     return 0;
+}
+
+/* READ with structured replies: holes as hole chunks, data as data chunks;
+ * all block I/O first, then the chunks. */
+static int coroutine_fn read_structured(NbdClient *c, NbdRequest *r, void *buf)
+{
+    ReadExtent *ext;
+    int n, ret = read_extents(c, r, buf, &ext, &n);
+    bool ok = true;
+
+    request_io_done(c, r);
+    co_mutex_lock(&c->send_lock);
+    for (int i = 0; ok && i < n; i++) {
+        uint8_t hdr[20 + 12];
+        bool last = ret == 0 && i == n - 1;
+
+        if (ext[i].hole) {
+            chunk_header(hdr, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_OFFSET_HOLE,
+                         r->cookie, 12);
+            nbd_put64(hdr + 20, r->offset + ext[i].done);
+            nbd_put32(hdr + 28, ext[i].len);
+            ok = reply_send(c, hdr, 32);
+        } else {
+            struct iovec iov[2] = { { hdr, 28 }, { (char *)buf + ext[i].done, ext[i].len } };
+            chunk_header(hdr, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_OFFSET_DATA,
+                         r->cookie, 8 + ext[i].len);
+            nbd_put64(hdr + 20, r->offset + ext[i].done);
+            ok = reply_sendv(c, iov, 2);
+        }
+    }
+    /* Chunks sent stand; an error ends the reply. */
+    if (ok && ret < 0) {
+        ok = send_status(c, r, ret);
+    }
+    co_mutex_unlock(&c->send_lock);
+    free(ext);
+    return ok ? 0 : -EPIPE;
 }
 
 static int coroutine_fn do_read(NbdClient *c, NbdRequest *r)
@@ -991,6 +1039,7 @@ static int coroutine_fn do_read(NbdClient *c, NbdRequest *r)
     bool ok;
 
     if (!buf) {
+        request_io_done(c, r);
         co_mutex_lock(&c->send_lock);
         ok = send_status(c, r, -ENOMEM);
         co_mutex_unlock(&c->send_lock);
@@ -1002,6 +1051,7 @@ static int coroutine_fn do_read(NbdClient *c, NbdRequest *r)
         return ret;
     }
     ret = blk_co_pread(blk_exp_blk(c->exp), r->offset, r->length, buf, 0);
+    request_io_done(c, r);
     co_mutex_lock(&c->send_lock);
     if (ret < 0) {
         ok = send_status(c, r, ret);
@@ -1052,6 +1102,7 @@ static int coroutine_fn do_block_status(NbdClient *c, NbdRequest *r)
         }
         done += pnum;
     }
+    request_io_done(c, r);
     co_mutex_lock(&c->send_lock);
     if (ret < 0 || n == 0) {
         ok = send_status(c, r, ret < 0 ? ret : -EIO);
@@ -1117,6 +1168,7 @@ static int coroutine_fn process_request(NbdClient *c, NbdRequest *r)
             break;
         }
     }
+    request_io_done(c, r);
     co_mutex_lock(&c->send_lock);
     ok = send_status(c, r, ret);
     co_mutex_unlock(&c->send_lock);
@@ -1134,7 +1186,7 @@ static void coroutine_fn request_co(void *opaque)
     c->in_flight--;
     c->in_flight_bytes -= r->charged;
     budget_release(r->charged);
-    blk_exp_request_end(c->exp);
+    request_io_done(c, r);
     buf_pool_put(c->pool, r->buf, r->length);
     free(r);
     wake_receive_loop(c);

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from nbdutil import NBD_CMD_READ, RawClient
 from test_jobs import Writer, file_sha, imgdir, mirror_setup, sha  # noqa: F401 (fixture)
 
 THREADS = ("io0", "io1", None)
@@ -178,4 +179,38 @@ def test_iothread_of_parked_job_is_in_use(blockd, sdir, imgdir):
     assert "error" not in j.event("BLOCK_JOB_COMPLETED", device="m")
     q.cmd("object-del", id="io0")
     assert file_sha(tgt) == sha(shadow)
+    j.assert_healthy()
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_drain_does_not_wait_for_a_client_that_never_reads(blockd, sdir, imgdir, structured):
+    """A client sends reads and never reads the replies: its socket fills
+    and the replies wait to be sent.  Drains of the node (a move between
+    threads, a mirror's completion) still finish: a block request is done
+    once its data is in a buffer; sending the reply is not block I/O.
+    (The drain waited for that client as long as it liked.)"""
+    j, src, tgt, shadow = mirror_setup(blockd, sdir, imgdir, 64 * 1024 * 1024)
+    q = j.qmp
+    add_iothreads(q)
+    c = RawClient.connect(j.nbd_path, "src", structured=structured)
+    for i in range(48):
+        c.request(NBD_CMD_READ, offset=i * 1024 * 1024, length=1024 * 1024, cookie=i)
+    time.sleep(0.5)
+    start = time.monotonic()
+    q.cmd("x-blockdev-set-iothread", node_name="src", iothread="io0", force=True)
+    q.cmd("x-blockdev-set-iothread", node_name="src", iothread=None, force=True)
+    assert time.monotonic() - start < 5
+    q.cmd("blockdev-mirror", job_id="m", device="src", target="tgt", sync="full")
+    j.event("BLOCK_JOB_READY", device="m", timeout=30)
+    q.cmd("job-complete", id="m")
+    assert "error" not in j.event("BLOCK_JOB_COMPLETED", device="m", timeout=30)
+    assert file_sha(tgt) == sha(shadow)
+    # The replies were kept, not dropped: the client can still read them.
+    got = 0
+    for _ in range(48):
+        err, cookie, data = c.reply(read_len=1024 * 1024)
+        assert err == 0 and data == shadow[cookie * 1024 * 1024:(cookie + 1) * 1024 * 1024]
+        got += 1
+    assert got == 48
+    c.close()
     j.assert_healthy()
