@@ -107,11 +107,12 @@ struct BdrvChild {
     unsigned role;                  /* BDRV_CHILD_* */
     const BdrvChildClass *klass;
     void *opaque;                   /* the parent object */
-    uint64_t perm;                  /* GS */
-    uint64_t shared_perm;           /* GS */
+    /* Written under the write lock, read by requests under the read lock. */
+    uint64_t perm TSA_GUARDED_BY(graph_lock);
+    uint64_t shared_perm TSA_GUARDED_BY(graph_lock);
     bool quiesced_parent;           /* GS: parent told to quiesce for us */
-    ListNode next;                  /* graph: in the parent node's children */
-    ListNode next_parent;           /* graph: in the child node's parents */
+    ListNode next TSA_GUARDED_BY(graph_lock);        /* in the parent's children */
+    ListNode next_parent TSA_GUARDED_BY(graph_lock); /* in the child's parents */
 };
 
 struct BlockDriverState {
@@ -127,10 +128,10 @@ struct BlockDriverState {
     AioContext *ctx;                /* GS: home context */
     int refcnt;                     /* GS */
 
-    ListNode children;              /* graph: BdrvChild.next */
-    ListNode parents;               /* graph: BdrvChild.next_parent */
-    BdrvChild *file;                /* graph: shortcuts into children */
-    BdrvChild *backing;
+    ListNode children TSA_GUARDED_BY(graph_lock);   /* BdrvChild.next */
+    ListNode parents TSA_GUARDED_BY(graph_lock);    /* BdrvChild.next_parent */
+    BdrvChild *file TSA_GUARDED_BY(graph_lock);     /* shortcuts into children */
+    BdrvChild *backing TSA_GUARDED_BY(graph_lock);
 
     uint64_t perm;                  /* GS: cumulative, committed */
     uint64_t shared_perm;

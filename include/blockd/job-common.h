@@ -151,12 +151,16 @@ struct Job {
     void *opaque;
     /* Hook for JobEvent (block jobs); job_mutex held when called. */
     void (*on_event)(Job *job, JobEvent ev);
-    AioTimer *sleep_timer;              /* object immutable; arm under job_mutex */
+    /* The pointer is immutable; arming and deleting happen under job_mutex
+     * (the timer keeps its own lock, so no field annotation fits). */
+    AioTimer *sleep_timer;
 
     /* ---- set once by job_start, under job_mutex ---- */
     Coroutine *co TSA_GUARDED_BY(job_mutex);
 
-    /* ---- dual: main thread or job_mutex to read, both to write ---- */
+    /* ---- dual: main thread or job_mutex to read, both to write ----
+     * (and changed only while the job's nodes are drained); the analysis
+     * has no "either of two" capability, so it is not annotated. */
     AioContext *aio_context;
 
     /* ---- self-locked ---- */

@@ -97,6 +97,28 @@ int bdrv_node_count(void)
     return num_nodes;
 }
 
+/* The first child of @bs, or NULL (main thread: the graph cannot change
+ * under the caller). */
+static BdrvChild *first_child(BlockDriverState *bs)
+{
+    BdrvChild *c = NULL;
+
+    graph_rdlock_main_loop();
+    if (!list_empty(&bs->children)) {
+        c = list_entry(bs->children.next, BdrvChild, next);
+    }
+    graph_rdunlock_main_loop();
+    return c;
+}
+
+/* Permissions of an edge not linked yet: no request can see it, so no
+ * lock is needed (the analysis cannot know that). */
+static void child_init_perm(BdrvChild *c, uint64_t perm, uint64_t shared) TSA_NO_TSA
+{
+    c->perm = perm;
+    c->shared_perm = shared;
+}
+
 BlockDriverState *bdrv_open_driver(const BlockDriver *drv, const char *node_name,
                                    json_object *options, int flags, Error **errp)
 {
@@ -142,8 +164,8 @@ BlockDriverState *bdrv_open_driver(const BlockDriver *drv, const char *node_name
     }
     if (drv->bdrv_open && drv->bdrv_open(bs, options, flags, errp) < 0) {
         /* Children the driver attached before failing go with it. */
-        while (!list_empty(&bs->children)) {
-            bdrv_unref_child(bs, list_entry(bs->children.next, BdrvChild, next));
+        for (BdrvChild *c; (c = first_child(bs));) {
+            bdrv_unref_child(bs, c);
         }
         free(bs->opaque);
         free(bs);
@@ -251,8 +273,8 @@ static void bdrv_delete(BlockDriverState *bs)
         bs->drv->bdrv_close(bs);
     }
     /* Children the driver left attached go now. */
-    while (!list_empty(&bs->children)) {
-        bdrv_unref_child(bs, list_entry(bs->children.next, BdrvChild, next));
+    for (BdrvChild *c; (c = first_child(bs));) {
+        bdrv_unref_child(bs, c);
     }
     bdrv_drained_end(bs);
     /* Dying inside a drain-all: end the drains it inherited. */
@@ -492,8 +514,7 @@ BdrvChild *bdrv_root_attach_child(BlockDriverState *child_bs, const char *name,
     BdrvChild *c = child_new(name, klass, role, opaque);
 
     GLOBAL_STATE_CODE();
-    c->perm = perm;
-    c->shared_perm = shared_perm;
+    child_init_perm(c, perm, shared_perm);
     return attach_edge(c, child_bs, NULL, errp);
 }
 

@@ -58,7 +58,9 @@ static int has_writer;            /* atomic */
  * the graph), and when the inner one is done the outer one still waits.
  */
 static int writer_waiting;
-static ListNode deferred_work;    /* main thread, write lock held to add */
+/* Main thread only, added to with the write lock held and run after it is
+ * dropped: not annotated, as graph_lock here is the lock it outlives. */
+static ListNode deferred_work;
 static void (*drain_begin_nopoll_hook)(void);
 static void (*drain_end_hook)(void);
 

@@ -25,7 +25,9 @@ typedef struct TrackedRequest {
     int64_t offset;
     int64_t bytes;
     bool serialising;
-    CoQueue waiters;          /* bs->reqs_lock */
+    /* bs->reqs_lock (a CoMutex of the node, which the analysis cannot name
+     * from here: the request does not point to its node) */
+    CoQueue waiters;
     ListNode node;            /* bs->tracked_requests */
 } TrackedRequest;
 
@@ -236,7 +238,7 @@ int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset, int64_t bytes,
 
 /* ---- Write ------------------------------------------------------------------ */
 
-static bool may_write(BdrvChild *child)
+static bool may_write(BdrvChild *child) GRAPH_RDLOCK
 {
     return (child->perm & (BLK_PERM_WRITE | BLK_PERM_WRITE_UNCHANGED)) != 0;
 }

@@ -64,9 +64,12 @@ struct NbdClient {
     /* Replies not sent yet (ctx thread, send_lock): small replies are
      * gathered here and go out together, in one system call, once the
      * requests that are ready have all run. */
-    uint8_t *out_buf;
+    uint8_t *out_buf;           /* contents: send_lock (the pointer is immutable,
+                                 * and a guard on it would not cover the bytes) */
     size_t out_len TSA_FIELD_GUARDED_BY(send_lock);
-    bool flush_pending;         /* ctx thread: flush_bh scheduled or flush_co running */
+    /* ctx thread only (no lock: one thread reads and writes it):
+     * flush_bh scheduled or flush_co running */
+    bool flush_pending;
     BH *flush_bh;               /* during transmission */
     bool spawned;               /* ctx thread: requests started since the last receive */
     /* Payload buffers for reuse (ctx thread), given back to malloc when

@@ -81,12 +81,14 @@ static int coroutine_fn backup_drop_unallocated(BackupJob *s)
 static int coroutine_fn backup_run(Job *job, Error **errp)
 {
     BackupJob *s = (BackupJob *)job;
-    bool is_read = false;
+    bool is_read = false, has_backing;
     int ret;
 
     (void)errp;
-    if (s->sync == MIRROR_SYNC_TOP && s->source->backing &&
-        (ret = backup_drop_unallocated(s)) < 0) {
+    graph_co_rdlock();
+    has_backing = s->source->backing != NULL;
+    graph_co_rdunlock();
+    if (s->sync == MIRROR_SYNC_TOP && has_backing && (ret = backup_drop_unallocated(s)) < 0) {
         return ret;
     }
     if (s->sync == MIRROR_SYNC_NONE) {

@@ -102,6 +102,16 @@ static const JobFilterOps mirror_top_ops = {
 
 /* ---- The job's coroutine ----------------------------------------------------- */
 
+static bool coroutine_fn source_has_backing(BlockDriverState *bs)
+{
+    bool has;
+
+    graph_co_rdlock();
+    has = bs->backing != NULL;
+    graph_co_rdunlock();
+    return has;
+}
+
 /* Mark what the sync mode asks to copy at the start. */
 static int coroutine_fn mirror_init_bitmap(MirrorJob *s)
 {
@@ -111,7 +121,7 @@ static int coroutine_fn mirror_init_bitmap(MirrorJob *s)
     if (s->sync == MIRROR_SYNC_NONE) {
         return 0;
     }
-    if (s->sync == MIRROR_SYNC_FULL || !s->source->backing) {
+    if (s->sync == MIRROR_SYNC_FULL || !source_has_backing(s->source)) {
         dirty_bitmap_set_all(s->bitmap);
         return 0;
     }

@@ -153,7 +153,9 @@ static void test_children_and_references(void **state)
 
     (void)state;
     c = bdrv_attach_child(top, bottom, "file", BDRV_CHILD_FILTERED, &error_abort);
+    graph_rdlock_main_loop();
     assert_ptr_equal(top->file, c);
+    graph_rdunlock_main_loop();
     assert_ptr_equal(child_node(c), bottom);
     assert_int_equal(bottom->refcnt, 2);
     assert_false(list_empty(&bottom->parents));
