@@ -100,8 +100,24 @@ functional() {
 
 start=$(date +%s)
 
+# The graph lock's production ordering (readers with compiler barriers,
+# the writer's membarrier) in the production build: a litmus run that
+# counts any reader inside while the writer is.  The sanitizer builds run
+# it too, TSan on the seq-cst fallback it can model.
+litmus() {
+    echo "== build: stress-graph-lock, membarrier ordering, 100000 write locks"
+    if STRESS_WRLOCKS=100000 build/tests/stress/stress-graph-lock >build/litmus.log 2>&1 &&
+       grep -q "membarrier (production)" build/litmus.log; then
+        passed=$((passed + 1))
+    else
+        tail -30 build/litmus.log
+        note_fail "graph lock litmus (build/litmus.log)"
+    fi
+}
+
 if setup build; then
     suite build unit
+    litmus
     functional
 fi
 
@@ -142,8 +158,11 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     # NBD connections served in iothreads: buffers, reply batching, churn.
     functional build-tsan tests/functional/test_nbd.py -k "iothread"
     functional build-tsan tests/functional/test_nbd_hostile.py
-    # Nodes, jobs and exports moving between threads while they work.
+    # Nodes, jobs and exports moving between threads while they work; the
+    # stress matrix for a minute (BLOCKD_STRESS_SECONDS for longer).
     functional build-tsan tests/functional/test_thread_moves.py
+    BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-60} \
+        functional build-tsan tests/functional/test_thread_stress.py
 fi
 
 export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
@@ -158,6 +177,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # Hostile NBD clients against the sanitized daemon.
     functional build-asan tests/functional/test_nbd_hostile.py tests/functional/test_nbdsh.py \
         tests/functional/test_nbd_errors_compat.py tests/functional/test_thread_moves.py
+    BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-60} \
+        functional build-asan tests/functional/test_thread_stress.py
 fi
 
 echo

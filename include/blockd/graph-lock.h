@@ -86,10 +86,23 @@ void graph_defer_after_wrunlock(GraphDeferFn *fn, void *opaque) GRAPH_WRLOCK;
  */
 void graph_lock_set_drain_hooks(void (*begin_nopoll)(void), void (*end)(void));
 
+/*
+ * For tests: @fn runs inside graph_wrlock() each time the writer has
+ * found no readers, first with @announced false (has_writer still clear:
+ * a reader may still get in), then with @announced true (has_writer set,
+ * about to count the readers again: arriving readers queue).  NULL: none.
+ * Global state.
+ */
+void graph_lock_set_recheck_hook(void (*fn)(bool announced));
+
 /* Debug helpers: is the write lock held (main thread)?  The number of
  * readers (sum of all threads' counters; takes a lock, slow). */
 bool graph_is_write_locked(void);
 long graph_reader_count(void);
+/* Does the lock use the production ordering (membarrier() on the writer's
+ * side, compiler barriers only in readers)?  False under ThreadSanitizer
+ * and where the kernel lacks membarrier: then both sides are seq-cst. */
+bool graph_lock_uses_membarrier(void);
 void assert_graph_writable(void);
 void assert_graph_readable(void);
 

@@ -63,6 +63,7 @@ static int writer_waiting;
 static ListNode deferred_work;
 static void (*drain_begin_nopoll_hook)(void);
 static void (*drain_end_hook)(void);
+static void (*recheck_hook)(bool announced);    /* tests only */
 
 static pthread_once_t graph_once = PTHREAD_ONCE_INIT;
 static bool use_membarrier;       /* set once, before any reader runs */
@@ -239,6 +240,12 @@ void graph_lock_set_drain_hooks(void (*begin_nopoll)(void), void (*end)(void))
     drain_end_hook = end;
 }
 
+void graph_lock_set_recheck_hook(void (*fn)(bool announced))
+{
+    GLOBAL_STATE_CODE();
+    recheck_hook = fn;
+}
+
 static bool readers_present(void)
 {
     return graph_reader_count() > 0;
@@ -279,7 +286,13 @@ void graph_wrlock(void)
          */
         writer_clear_and_restart_readers();
         AIO_WAIT_WHILE_UNLOCKED(NULL, readers_present());
+        if (recheck_hook) {
+            recheck_hook(false);
+        }
         writer_publish(&has_writer, 1);
+        if (recheck_hook) {
+            recheck_hook(true);
+        }
     } while (readers_present());
     atomic_dec(&writer_waiting);
 
@@ -324,6 +337,12 @@ void graph_defer_after_wrunlock(GraphDeferFn *fn, void *opaque)
     w->fn = fn;
     w->opaque = opaque;
     list_add_tail(&deferred_work, &w->node);
+}
+
+bool graph_lock_uses_membarrier(void)
+{
+    pthread_once(&graph_once, graph_lock_init);
+    return use_membarrier;
 }
 
 bool graph_is_write_locked(void)

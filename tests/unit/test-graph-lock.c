@@ -267,6 +267,87 @@ static void test_nested_writer_keeps_outer_writer_woken(void **state)
     iothread_destroy(iot);
 }
 
+/*
+ * Readers that queue while the writer re-checks (has_writer set) must not
+ * wait for graph_wrunlock() when the re-check fails and the writer polls
+ * again: what it waits for may need them.  Here the reader that holds the
+ * lock lets go only once a reader that arrived in that window has got in.
+ * (That reader stayed queued until the unlock, which could never come.)
+ */
+typedef struct Holder {
+    bool locked;         /* atomic */
+    bool released;       /* atomic */
+    bool gave_up;        /* atomic: the late reader never got in */
+    Reader *late;
+} Holder;
+
+static Holder recheck_holder;
+static Reader recheck_late;
+static AioContext *recheck_ctx;
+static int recheck_calls;
+
+static void coroutine_fn holder_co(void *opaque)
+{
+    Holder *h = opaque;
+    int64_t deadline;
+
+    graph_co_rdlock();
+    atomic_store_release(&h->locked, true);
+    deadline = clock_now_ns() + 2 * TU_SEC;
+    while (!atomic_load_acquire(&h->late->locked)) {
+        if (clock_now_ns() > deadline) {
+            atomic_store_release(&h->gave_up, true);
+            break;
+        }
+        co_sleep_ns(TU_MS);
+    }
+    graph_co_rdunlock();
+    atomic_store_release(&h->released, true);
+    aio_wait_kick();
+}
+
+static void recheck_hook_fn(bool announced)
+{
+    switch (recheck_calls++) {
+    case 0:
+        /* No reader yet, has_writer clear: the holder gets in. */
+        assert_false(announced);
+        aio_co_schedule(recheck_ctx, coroutine_create(holder_co, &recheck_holder));
+        while (!atomic_load_acquire(&recheck_holder.locked)) {
+            tu_sleep_ms(1);
+        }
+        break;
+    case 1:
+        /* has_writer set: the late reader queues; the re-check then finds
+         * the holder, and the writer polls again. */
+        assert_true(announced);
+        aio_co_schedule(recheck_ctx, coroutine_create(reader_co, &recheck_late));
+        tu_sleep_ms(50);
+        break;
+    }
+}
+
+static void test_readers_queued_at_recheck_are_restarted(void **state)
+{
+    IOThread *iot = start_iothread("io0");
+
+    (void)state;
+    recheck_holder = (Holder){ .late = &recheck_late };
+    recheck_late = (Reader){ .hold_ns = 1 };
+    recheck_ctx = iothread_get_aio_context(iot);
+    recheck_calls = 0;
+    graph_lock_set_recheck_hook(recheck_hook_fn);
+    graph_wrlock();
+    graph_lock_set_recheck_hook(NULL);
+    assert_true(recheck_calls >= 4);             /* it did poll again */
+    assert_false(atomic_load_acquire(&recheck_holder.gave_up));
+    assert_true(atomic_load_acquire(&recheck_late.unlocking));
+    graph_wrunlock();
+    assert_true(TU_POLL_UNTIL(atomic_load_acquire(&recheck_late.released), 5000));
+    assert_true(TU_POLL_UNTIL(atomic_load_acquire(&recheck_holder.released), 5000));
+    iothread_destroy(iot);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +359,7 @@ int main(void)
         TU_TEST(test_reader_moving_threads_keeps_sum),
         TU_TEST(test_writer_quiesces_through_drain_hooks),
         TU_TEST(test_nested_writer_keeps_outer_writer_woken),
+        TU_TEST(test_readers_queued_at_recheck_are_restarted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
