@@ -214,3 +214,34 @@ def test_drain_does_not_wait_for_a_client_that_never_reads(blockd, sdir, imgdir,
     assert got == 48
     c.close()
     j.assert_healthy()
+
+
+def test_cancel_during_final_sync_while_moving(blockd, sdir, imgdir):
+    """job-complete, then at once a forced cancel, while the nodes move:
+    the mirror ends one way or the other (switched over, or cancelled with
+    the source kept), never hangs or aborts, and the data follows the way
+    it ended."""
+    j, src, tgt, shadow = mirror_setup(blockd, sdir, imgdir, 32 * 1024 * 1024)
+    q = j.qmp
+    add_iothreads(q)
+    rnd = random.Random(21)
+    w = Writer(j, shadow, 23)
+    w.start()
+    q.cmd("blockdev-mirror", job_id="m", device="src", target="tgt", sync="full")
+    j.event("BLOCK_JOB_READY", device="m")
+    q.cmd("x-blockdev-set-iothread", node_name="src", iothread="io0", force=True)
+    q.cmd("job-complete", id="m")
+    q.execute("block-job-cancel", {"device": "m", "force": True})
+    deadline = time.monotonic() + 30
+    while j.job("m") and time.monotonic() < deadline:
+        q.cmd("x-blockdev-set-iothread", node_name=rnd.choice(["src", "tgt"]),
+              iothread=rnd.choice(THREADS), force=True)
+    j.event("JOB_STATUS_CHANGE", id="m", status="null")
+    w.stop()
+    seen = {id(e): e for e in j.log + j.qmp.events}.values()
+    ended = [e["event"] for e in seen
+             if e["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")]
+    assert len(ended) == 1, ended
+    # Switched over: the export wrote to the target since; else to the source.
+    assert file_sha(tgt if ended[0] == "BLOCK_JOB_COMPLETED" else src) == sha(shadow)
+    j.assert_healthy()
