@@ -170,7 +170,7 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     IOThread *iot = NULL;
     BlockDriverState *bs;
     BlockExport *exp;
-    AioContext *ctx = main_aio_context();
+    AioContext *ctx;
     AioContext **ctxs = NULL;
     int nctxs = 0;
     uint64_t perm = BLK_PERM_CONSISTENT_READ;
@@ -214,17 +214,19 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
         error_setg(errp, "iothread \"%s\" not found", iothread);
         return NULL;
     }
-    if (writable && bs->read_only) {
-        error_setg(errp, "Cannot export read-only node as writable");
+    if (!export_parse_iothreads(options, iothread != NULL, &ctxs, &nctxs, errp)) {
         return NULL;
     }
-    if (!export_parse_iothreads(options, iothread != NULL, &ctxs, &nctxs, errp)) {
+    if (writable && bs->read_only) {
+        error_setg(errp, "Cannot export read-only node as writable");
+        free(ctxs);
         return NULL;
     }
     /* The node moves to the export's iothread if it can; if it cannot, a
      * fixed export fails and another runs where the node stays. */
     if (iot && bdrv_try_change_aio_context(bs, iothread_get_aio_context(iot),
                                            fixed ? errp : NULL) < 0 && fixed) {
+        free(ctxs);
         return NULL;
     }
     /* The export runs where its node lives, or on its list of iothreads. */
