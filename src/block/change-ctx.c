@@ -37,8 +37,8 @@ typedef struct Component {
 
 static void *grow(void *array, int n, size_t size)
 {
-    /* Powers of two: room for one more whenever n reaches one. */
-    if (n == 0 || (n & (n - 1)) == 0) {
+    /* Capacity 4, 8, 16...: grown when @n reaches it. */
+    if (n == 0 || (n >= 4 && (n & (n - 1)) == 0)) {
         array = realloc(array, (n ? 2 * n : 4) * size);
         if (!array) {
             abort();

@@ -964,6 +964,7 @@ static int coroutine_fn read_extents(NbdClient *c, NbdRequest *r, void *buf,
 {
     BlockBackend *blk = blk_exp_blk(c->exp);
     uint64_t done = 0;
+    int cap = 0;
 
     *out = NULL;
     *n = 0;
@@ -986,8 +987,9 @@ static int coroutine_fn read_extents(NbdClient *c, NbdRequest *r, void *buf,
                 return ret;
             }
         }
-        if ((*n & (*n - 1)) == 0) {
-            *out = realloc(*out, (*n ? 2 * *n : 4) * sizeof(**out));
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 4;
+            *out = realloc(*out, cap * sizeof(**out));
             if (!*out) {
                 abort();
             }

@@ -25,14 +25,19 @@ void ratelimit_destroy(RateLimit *rl)
 
 void ratelimit_set_speed(RateLimit *rl, uint64_t speed, int64_t slice_ns)
 {
-    bd_mutex_lock(&rl->lock);
-    rl->slice_ns = slice_ns;
     /* At least one byte per slice, so a tiny speed still moves. */
-    rl->slice_quota = speed ? (speed * (uint64_t)slice_ns + 999999999) / 1000000000 : 0;
+    uint64_t quota = speed ? (speed * (uint64_t)slice_ns + 999999999) / 1000000000 : 0;
+
+    bd_mutex_lock(&rl->lock);
     /* A new speed counts from now: work done before (perhaps unlimited)
-     * is not owed to it. */
-    rl->slice_start_ns = rl->slice_end_ns = 0;
-    rl->dispatched = 0;
+     * is not owed to it.  The same speed again changes nothing, or asking
+     * for it repeatedly would lift the limit. */
+    if (quota != rl->slice_quota || slice_ns != rl->slice_ns) {
+        rl->slice_start_ns = rl->slice_end_ns = 0;
+        rl->dispatched = 0;
+    }
+    rl->slice_ns = slice_ns;
+    rl->slice_quota = quota;
     bd_mutex_unlock(&rl->lock);
 }
 

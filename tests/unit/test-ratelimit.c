@@ -64,12 +64,28 @@ static void test_new_speed_starts_fresh(void **state)
     ratelimit_destroy(&rl);
 }
 
+/* Setting the same speed again keeps what is owed: repeating it must not
+ * lift the limit. */
+static void test_same_speed_keeps_debt(void **state)
+{
+    RateLimit rl;
+
+    (void)state;
+    ratelimit_init(&rl);
+    ratelimit_set_speed(&rl, 1 << 20, SLICE);
+    ratelimit_account(&rl, 20 * 104858);           /* ~2 s of debt */
+    ratelimit_set_speed(&rl, 1 << 20, SLICE);
+    assert_true(ratelimit_delay_ns(&rl) > TU_SEC);
+    ratelimit_destroy(&rl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_limit_spreads_work_over_slices),
         TU_TEST(test_unlimited_work_is_not_owed_later),
         TU_TEST(test_new_speed_starts_fresh),
+        TU_TEST(test_same_speed_keeps_debt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
