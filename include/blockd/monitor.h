@@ -23,6 +23,7 @@ typedef struct QmpCommand {
     const char *name;
     QmpCommandFn *fn;
     const SchemaObject *args;     /* NULL: takes no arguments */
+    bool allow_oob;               /* may run with "exec-oob" */
 } QmpCommand;
 
 /* Register a table of commands (terminated by a NULL name). */

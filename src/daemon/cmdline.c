@@ -9,6 +9,7 @@
 #include "blockd/block-global-state.h"
 #include "blockd/chardev.h"
 #include "blockd/export.h"
+#include "blockd/json-stream.h"
 #include "blockd/keyval.h"
 #include "blockd/log.h"
 #include "blockd/monitor.h"
@@ -73,8 +74,10 @@ static json_object *parse_arg(const char *arg, const char *implied_key,
     json_object *obj, *kv;
 
     if (arg[0] == '{') {
-        obj = json_tokener_parse(arg);
-        if (!obj || !json_object_is_type(obj, json_type_object)) {
+        if (!json_parse_text(arg, &obj, errp)) {
+            return NULL;
+        }
+        if (!json_object_is_type(obj, json_type_object)) {
             json_object_put(obj);
             error_setg(errp, "Invalid JSON");
             return NULL;

@@ -180,10 +180,10 @@ static json_object *qmp_query_block(json_object *args, Error **errp)
 }
 
 const QmpCommand qmp_block_commands[] = {
-    { "query-block", qmp_query_block, NULL },
-    { "blockdev-add", qmp_blockdev_add, &qapi_blockdev_options },
-    { "blockdev-del", qmp_blockdev_del, &qapi_blockdev_del_args },
-    { "query-named-block-nodes", qmp_query_named_block_nodes,
-      &qapi_query_named_block_nodes_args },
-    { NULL, NULL, NULL },
+    { .name = "query-block", .fn = qmp_query_block, .args = NULL },
+    { .name = "blockdev-add", .fn = qmp_blockdev_add, .args = &qapi_blockdev_options },
+    { .name = "blockdev-del", .fn = qmp_blockdev_del, .args = &qapi_blockdev_del_args },
+    { .name = "query-named-block-nodes", .fn = qmp_query_named_block_nodes,
+      .args = &qapi_query_named_block_nodes_args },
+    { 0 },
 };

@@ -391,9 +391,9 @@ static json_object *qmp_blockdev_create(json_object *args, Error **errp)
 }
 
 const QmpCommand qmp_blockjob_commands[] = {
-    { "blockdev-create", qmp_blockdev_create, &create_args },
-    { "blockdev-mirror", qmp_blockdev_mirror, &mirror_args },
-    { "blockdev-backup", qmp_blockdev_backup, &backup_args },
-    { "transaction", qmp_transaction, &transaction_args },
-    { NULL, NULL, NULL },
+    { .name = "blockdev-create", .fn = qmp_blockdev_create, .args = &create_args },
+    { .name = "blockdev-mirror", .fn = qmp_blockdev_mirror, .args = &mirror_args },
+    { .name = "blockdev-backup", .fn = qmp_blockdev_backup, .args = &backup_args },
+    { .name = "transaction", .fn = qmp_transaction, .args = &transaction_args },
+    { 0 },
 };

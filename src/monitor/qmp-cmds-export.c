@@ -207,10 +207,10 @@ static json_object *qmp_query_block_exports(json_object *args, Error **errp)
 }
 
 const QmpCommand qmp_export_commands[] = {
-    { "nbd-server-start", qmp_nbd_server_start, &nbd_server_start_args },
-    { "nbd-server-stop", qmp_nbd_server_stop, NULL },
-    { "block-export-add", qmp_block_export_add, &qapi_block_export_options },
-    { "block-export-del", qmp_block_export_del, &export_del_args },
-    { "query-block-exports", qmp_query_block_exports, NULL },
-    { NULL, NULL, NULL },
+    { .name = "nbd-server-start", .fn = qmp_nbd_server_start, .args = &nbd_server_start_args },
+    { .name = "nbd-server-stop", .fn = qmp_nbd_server_stop, .args = NULL },
+    { .name = "block-export-add", .fn = qmp_block_export_add, .args = &qapi_block_export_options },
+    { .name = "block-export-del", .fn = qmp_block_export_del, .args = &export_del_args },
+    { .name = "query-block-exports", .fn = qmp_query_block_exports, .args = NULL },
+    { 0 },
 };

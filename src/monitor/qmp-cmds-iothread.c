@@ -213,9 +213,9 @@ static json_object *qmp_x_blockdev_set_iothread(json_object *args, Error **errp)
 }
 
 const QmpCommand qmp_iothread_commands[] = {
-    { "x-blockdev-set-iothread", qmp_x_blockdev_set_iothread, &set_iothread_args },
-    { "object-add", qmp_object_add, &qapi_object_add_args },
-    { "object-del", qmp_object_del, &qapi_object_del_args },
-    { "query-iothreads", qmp_query_iothreads, NULL },
-    { NULL, NULL, NULL },
+    { .name = "x-blockdev-set-iothread", .fn = qmp_x_blockdev_set_iothread, .args = &set_iothread_args },
+    { .name = "object-add", .fn = qmp_object_add, .args = &qapi_object_add_args },
+    { .name = "object-del", .fn = qmp_object_del, .args = &qapi_object_del_args },
+    { .name = "query-iothreads", .fn = qmp_query_iothreads, .args = NULL },
+    { 0 },
 };

@@ -4,6 +4,7 @@
  */
 #include <string.h>
 
+#include "blockd/export.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
 #include "blockd/job-common.h"
@@ -62,17 +63,12 @@ json_object *qmp_version_object(void)
     return ver;
 }
 
+/* The one optional capability, "oob", is enabled by the monitor itself
+ * (qmp.c) once this succeeds; the schema refuses any other. */
 static json_object *qmp_capabilities(json_object *args, Error **errp)
 {
-    json_object *enable;
-
-    /* No optional capability (such as out-of-band execution) is offered. */
-    if (json_object_object_get_ex(args, "enable", &enable) &&
-        json_object_array_length(enable) > 0) {
-        error_setg(errp, "Capability '%s' not available",
-                   json_object_get_string(json_object_array_get_idx(enable, 0)));
-        return NULL;
-    }
+    (void)args;
+    (void)errp;
     return json_object_new_object();
 }
 
@@ -101,10 +97,13 @@ static json_object *qmp_query_commands(json_object *args, Error **errp)
     return list;
 }
 
+/* As qemu-storage-daemon, the exports go (BLOCK_EXPORT_DELETED each)
+ * before the reply; the rest of the shutdown follows in main(). */
 static json_object *qmp_quit(json_object *args, Error **errp)
 {
     (void)args;
     (void)errp;
+    blk_exp_close_all();
     qmp_quit_requested = true;
     return json_object_new_object();
 }
@@ -125,11 +124,11 @@ static const SchemaObject qmp_capabilities_args = {
 };
 
 static const QmpCommand protocol_commands[] = {
-    { "qmp_capabilities", qmp_capabilities, &qmp_capabilities_args },
-    { "query-version", qmp_query_version, NULL },
-    { "query-commands", qmp_query_commands, NULL },
-    { "quit", qmp_quit, NULL },
-    { NULL, NULL, NULL },
+    { .name = "qmp_capabilities", .fn = qmp_capabilities, .args = &qmp_capabilities_args },
+    { .name = "query-version", .fn = qmp_query_version, .args = NULL },
+    { .name = "query-commands", .fn = qmp_query_commands, .args = NULL },
+    { .name = "quit", .fn = qmp_quit, .args = NULL },
+    { 0 },
 };
 
 void qmp_init_commands(void)

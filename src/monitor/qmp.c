@@ -2,11 +2,14 @@
  * qmp.c - the QMP protocol: greeting, capabilities negotiation, a streaming
  * JSON reader, dispatch, replies and events.
  *
- * Input is fed to a json-c tokener as it arrives, so a message split over
- * several reads and several messages in one read both work.  A malformed
- * message gets an error reply and the rest of its line is dropped; the
- * connection stays usable.  Output is queued per client and bounded: a
- * client that stops reading is disconnected rather than buffered for ever.
+ * Input goes through a JSON stream (json-stream.h) as it arrives, so a
+ * message split over several reads and several messages in one read both
+ * work, and malformed input gets one error per bad value, after which the
+ * next well-formed command runs, exactly as with QEMU.  Commands run in
+ * order of arrival; "exec-oob" is accepted once negotiated, for the
+ * commands marked allow_oob (qemu-storage-daemon has none).  Output is
+ * queued per client and bounded: a client that stops reading is
+ * disconnected rather than buffered for ever.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -15,13 +18,12 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "blockd/json-stream.h"
 #include "blockd/list.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
 
-#define QMP_MAX_DEPTH 1024
-#define QMP_MAX_MESSAGE (64 * 1024 * 1024)
 #define QMP_MAX_OUTPUT (16 * 1024 * 1024)
 
 typedef struct Monitor {
@@ -29,9 +31,8 @@ typedef struct Monitor {
     int fd;                      /* -1: no client */
     bool pretty;
     bool negotiated;
-    json_tokener *tok;
-    size_t message_bytes;        /* fed into the current message so far */
-    bool skip_line;              /* after a parse error: drop up to '\n' */
+    bool oob;                    /* out-of-band execution enabled */
+    JsonStream *in;
     char *out;
     size_t out_len;
     size_t out_cap;
@@ -112,23 +113,24 @@ static json_object *error_object(ErrorClass cls, const char *desc)
     return reply;
 }
 
-static void send_error(Monitor *mon, json_object *id, ErrorClass cls, const char *desc)
+static void send_error(Monitor *mon, bool has_id, json_object *id, ErrorClass cls,
+                       const char *desc)
 {
     json_object *reply = error_object(cls, desc);
 
-    if (id) {
+    if (has_id) {
         json_object_object_add(reply, "id", json_object_get(id));
     }
     monitor_send(mon, reply);
     json_object_put(reply);
 }
 
-static void send_return(Monitor *mon, json_object *id, json_object *ret)
+static void send_return(Monitor *mon, bool has_id, json_object *id, json_object *ret)
 {
     json_object *reply = json_object_new_object();
 
     json_object_object_add(reply, "return", ret ? ret : json_object_new_object());
-    if (id) {
+    if (has_id) {
         json_object_object_add(reply, "id", json_object_get(id));
     }
     monitor_send(mon, reply);
@@ -137,15 +139,21 @@ static void send_return(Monitor *mon, json_object *id, json_object *ret)
 
 /* ---- Dispatch ---------------------------------------------------------------- */
 
-static bool check_envelope(json_object *req, json_object **args, const char **name,
-                           Error **errp)
+/*
+ * The envelope of a request: "execute" (or, once out-of-band execution is
+ * enabled, "exec-oob") naming the command, optional "arguments" and "id".
+ */
+static bool check_envelope(Monitor *mon, json_object *req, json_object **args,
+                           const char **name, bool *oob, Error **errp)
 {
-    json_object *execute = NULL;
+    json_object *execute = NULL, *exec_oob = NULL;
 
     *args = NULL;
     json_object_object_foreach(req, key, val) {
         if (strcmp(key, "execute") == 0) {
             execute = val;
+        } else if (strcmp(key, "exec-oob") == 0 && mon->oob) {
+            exec_oob = val;
         } else if (strcmp(key, "arguments") == 0) {
             *args = val;
         } else if (strcmp(key, "id") != 0) {
@@ -153,12 +161,21 @@ static bool check_envelope(json_object *req, json_object **args, const char **na
             return false;
         }
     }
+    if (execute && exec_oob) {
+        error_setg(errp, "QMP input member 'execute' clashes with 'exec-oob'");
+        return false;
+    }
+    *oob = exec_oob != NULL;
+    if (exec_oob) {
+        execute = exec_oob;
+    }
     if (!execute) {
         error_setg(errp, "QMP input lacks member 'execute'");
         return false;
     }
     if (!json_object_is_type(execute, json_type_string)) {
-        error_setg(errp, "QMP input member 'execute' must be a string");
+        error_setg(errp, "QMP input member '%s' must be a string",
+                   *oob ? "exec-oob" : "execute");
         return false;
     }
     if (*args && !json_object_is_type(*args, json_type_object)) {
@@ -169,8 +186,38 @@ static bool check_envelope(json_object *req, json_object **args, const char **na
     return true;
 }
 
+static bool check_arguments(const QmpCommand *cmd, json_object *args, Error **errp)
+{
+    if (cmd->args) {
+        return schema_check(cmd->args, args, errp);
+    }
+    json_object_object_foreach(args, key, val) {
+        (void)val;
+        error_setg(errp, "Parameter '%s' is unexpected", key);
+        return false;
+    }
+    return true;
+}
+
+/* Does @args of qmp_capabilities ask for out-of-band execution? */
+static bool wants_oob(json_object *args)
+{
+    json_object *enable;
+
+    if (!args || !json_object_object_get_ex(args, "enable", &enable)) {
+        return false;
+    }
+    for (size_t i = 0; i < json_object_array_length(enable); i++) {
+        if (strcmp(json_object_get_string(json_object_array_get_idx(enable, i)),
+                   "oob") == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static json_object *dispatch(Monitor *mon, const char *name, json_object *args,
-                             Error **errp)
+                             bool oob, Error **errp)
 {
     const QmpCommand *cmd;
     json_object *empty = NULL, *ret;
@@ -191,30 +238,26 @@ static json_object *dispatch(Monitor *mon, const char *name, json_object *args,
                   "The command %s has not been found", name);
         return NULL;
     }
+    if (oob && !cmd->allow_oob) {
+        error_setg(errp, "The command %s does not support OOB", name);
+        return NULL;
+    }
     if (!args) {
         args = empty = json_object_new_object();
     }
-    if (cmd->args) {
-        if (!schema_check(cmd->args, args, errp)) {
-            json_object_put(empty);
-            return NULL;
-        }
-    } else {
-        json_object_object_foreach(args, key, val) {
-            (void)val;
-            error_setg(errp, "Parameter '%s' is unexpected", key);
-            json_object_put(empty);
-            return NULL;
-        }
+    if (!check_arguments(cmd, args, errp)) {
+        json_object_put(empty);
+        return NULL;
     }
     ret = cmd->fn(args, errp);
-    json_object_put(empty);
     if (ret == NULL && !*errp) {
         ret = json_object_new_object();
     }
     if (strcmp(name, "qmp_capabilities") == 0 && ret) {
         mon->negotiated = true;
+        mon->oob = wants_oob(args);
     }
+    json_object_put(empty);
     return ret;
 }
 
@@ -223,75 +266,47 @@ static void handle_message(Monitor *mon, json_object *req)
     Error *err = NULL;
     json_object *args, *id = NULL, *ret;
     const char *name;
+    bool oob;
 
     if (!json_object_is_type(req, json_type_object)) {
-        send_error(mon, NULL, ERROR_CLASS_GENERIC_ERROR, "QMP input must be a JSON object");
+        send_error(mon, false, NULL, ERROR_CLASS_GENERIC_ERROR,
+                   "QMP input must be a JSON object");
         return;
     }
-    json_object_object_get_ex(req, "id", &id);
-    if (!check_envelope(req, &args, &name, &err)) {
-        send_error(mon, id, error_get_class(err), error_get_pretty(err));
+    /* "id": null is an id too, and comes back as null. */
+    bool has_id = json_object_object_get_ex(req, "id", &id);
+    if (!check_envelope(mon, req, &args, &name, &oob, &err)) {
+        send_error(mon, has_id, id, error_get_class(err), error_get_pretty(err));
         error_free(err);
         return;
     }
-    ret = dispatch(mon, name, args, &err);
+    ret = dispatch(mon, name, args, oob, &err);
     if (err) {
-        send_error(mon, id, error_get_class(err), error_get_pretty(err));
+        send_error(mon, has_id, id, error_get_class(err), error_get_pretty(err));
         error_free(err);
         json_object_put(ret);
         return;
     }
-    send_return(mon, id, ret);
+    send_return(mon, has_id, id, ret);
 }
 
 /* ---- Input ------------------------------------------------------------------- */
 
-static void feed(Monitor *mon, const char *buf, size_t len)
+/* One value or one parse error from the client's stream. */
+static bool monitor_input(void *opaque, json_object *value, Error *err)
 {
-    size_t off = 0;
+    Monitor *mon = opaque;
 
-    while (off < len && mon->fd >= 0) {
-        json_object *obj;
-        enum json_tokener_error jerr;
-        size_t used;
-
-        if (mon->skip_line) {
-            const char *nl = memchr(buf + off, '\n', len - off);
-            if (!nl) {
-                return;
-            }
-            off = nl - buf + 1;
-            mon->skip_line = false;
-            continue;
-        }
-        obj = json_tokener_parse_ex(mon->tok, buf + off, (int)(len - off));
-        jerr = json_tokener_get_error(mon->tok);
-        used = json_tokener_get_parse_end(mon->tok);
-        if (jerr == json_tokener_continue) {
-            mon->message_bytes += len - off;
-            if (mon->message_bytes > QMP_MAX_MESSAGE) {
-                send_error(mon, NULL, ERROR_CLASS_GENERIC_ERROR,
-                           "JSON parse error, message too large");
-                monitor_disconnect(mon);
-            }
-            return;
-        }
-        json_tokener_reset(mon->tok);
-        mon->message_bytes = 0;
-        if (jerr != json_tokener_success) {
-            char desc[256];
-            snprintf(desc, sizeof(desc), "JSON parse error, %s",
-                     json_tokener_error_desc(jerr));
-            send_error(mon, NULL, ERROR_CLASS_GENERIC_ERROR, desc);
-            /* Resynchronise at the next line. */
-            off += used;
-            mon->skip_line = buf[off > 0 ? off - 1 : 0] != '\n';
-            continue;
-        }
-        off += used;
-        handle_message(mon, obj);
-        json_object_put(obj);
+    if (err) {
+        send_error(mon, false, NULL, error_get_class(err), error_get_pretty(err));
+        error_free(err);
+    } else {
+        handle_message(mon, value);
+        json_object_put(value);
     }
+    /* The reply may have overflowed the output, or the command ended the
+     * connection: the rest of the input then has no one to answer. */
+    return mon->fd >= 0;
 }
 
 static void monitor_read(void *opaque)
@@ -305,7 +320,7 @@ static void monitor_read(void *opaque)
         return;
     }
     if (n > 0) {
-        feed(mon, buf, n);
+        json_stream_feed(mon->in, buf, n);
     }
 }
 
@@ -326,7 +341,8 @@ static void monitor_disconnect(Monitor *mon)
     mon->fd = -1;
     mon->out_len = 0;
     mon->negotiated = false;
-    json_tokener_reset(mon->tok);
+    mon->oob = false;
+    json_stream_reset(mon->in);
     chardev_client_closed(mon->chr);
 }
 
@@ -335,7 +351,10 @@ static void monitor_greet(Monitor *mon)
     json_object *qmp = json_object_new_object(), *greeting = json_object_new_object();
 
     json_object_object_add(qmp, "version", qmp_version_object());
-    json_object_object_add(qmp, "capabilities", json_object_new_array());
+    json_object *caps = json_object_new_array();
+
+    json_object_array_add(caps, json_object_new_string("oob"));
+    json_object_object_add(qmp, "capabilities", caps);
     json_object_object_add(greeting, "QMP", qmp);
     monitor_send(mon, greeting);
     json_object_put(greeting);
@@ -348,9 +367,8 @@ static void monitor_connected(Chardev *chr, int fd, void *opaque)
     (void)chr;
     mon->fd = fd;
     mon->negotiated = false;
-    mon->skip_line = false;
-    mon->message_bytes = 0;
-    json_tokener_reset(mon->tok);
+    mon->oob = false;
+    json_stream_reset(mon->in);
     monitor_update_handlers(mon);
     monitor_greet(mon);
 }
@@ -366,10 +384,9 @@ bool monitor_new_qmp(Chardev *chr, bool pretty, Error **errp)
     mon->chr = chr;
     mon->fd = -1;
     mon->pretty = pretty;
-    mon->tok = json_tokener_new_ex(QMP_MAX_DEPTH);
-    json_tokener_set_flags(mon->tok, JSON_TOKENER_VALIDATE_UTF8);
+    mon->in = json_stream_new(monitor_input, mon);
     if (!chardev_set_handler(chr, monitor_connected, mon, errp)) {
-        json_tokener_free(mon->tok);
+        json_stream_free(mon->in);
         free(mon);
         return false;
     }
@@ -384,7 +401,7 @@ void monitor_cleanup(void)
         monitor_flush(mon);
         monitor_disconnect(mon);
         list_del(&mon->node);
-        json_tokener_free(mon->tok);
+        json_stream_free(mon->in);
         free(mon->out);
         free(mon);
     }
