@@ -178,6 +178,9 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # Hostile NBD clients against the sanitized daemon.
     functional build-asan tests/functional/test_nbd_hostile.py tests/functional/test_nbdsh.py \
         tests/functional/test_nbd_errors_compat.py tests/functional/test_thread_moves.py
+    # Hostile QMP input (the JSON stream) against the sanitized daemon.
+    functional build-asan tests/functional/test_qmp_hostile.py \
+        tests/functional/test_qsd_compat_protocol.py
     BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-60} \
         functional build-asan tests/functional/test_thread_stress.py
 fi

@@ -23,6 +23,8 @@ typedef struct QmpCommand {
     const char *name;
     QmpCommandFn *fn;
     const SchemaObject *args;     /* NULL: takes no arguments */
+    const SchemaField *ret;       /* what "return" holds (query-qmp-schema);
+                                     NULL: always {} */
     bool allow_oob;               /* may run with "exec-oob" */
 } QmpCommand;
 

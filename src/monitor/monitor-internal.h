@@ -18,6 +18,17 @@ extern const QmpCommand qmp_iothread_commands[];
 extern const QmpCommand qmp_export_commands[];
 extern const QmpCommand qmp_job_commands[];
 extern const QmpCommand qmp_blockjob_commands[];
+extern const QmpCommand qmp_introspect_commands[];
+
+/* The "return" of a command that answers with data not described further. */
+extern const SchemaField qmp_ret_any;
+
+/* An event blockd emits and what its "data" holds (query-qmp-schema). */
+typedef struct QmpEventInfo {
+    const char *name;                 /* NULL ends the table */
+    const SchemaObject *data;         /* NULL: no data */
+} QmpEventInfo;
+extern const QmpEventInfo qmp_events[];
 
 /* blockdev-add and --blockdev: the monitor owns the node it opens. */
 BlockDriverState *qmp_blockdev_add_node(json_object *options, Error **errp);

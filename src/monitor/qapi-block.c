@@ -68,10 +68,10 @@ static const SchemaField null_fields[] = {
 static const SchemaObject null_options = { .name = "BlockdevOptionsNull", .fields = null_fields };
 
 static const SchemaField inject_error_fields[] = {
-    /* QEMU's members (event and state are accepted for compatibility; the
-     * rule applies to requests of iotype, whatever the event)... */
-    { .name = "event", .type = SCHEMA_STR, .optional = true },
-    { .name = "state", .type = SCHEMA_INT, .optional = true },
+    /* QEMU's members, but not "event" and "state": a rule applies to every
+     * request of its iotype, so they are refused rather than ignored.
+     * Errors are always immediate; "immediately" changes nothing a client
+     * can observe... */
     { .name = "iotype", .type = SCHEMA_ENUM, .optional = true, .enum_values = iotype_names },
     { .name = "errno", .type = SCHEMA_INT, .optional = true },
     { .name = "sector", .type = SCHEMA_INT, .optional = true },

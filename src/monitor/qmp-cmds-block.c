@@ -180,10 +180,10 @@ static json_object *qmp_query_block(json_object *args, Error **errp)
 }
 
 const QmpCommand qmp_block_commands[] = {
-    { .name = "query-block", .fn = qmp_query_block, .args = NULL },
+    { .name = "query-block", .ret = &qmp_ret_any, .fn = qmp_query_block, .args = NULL },
     { .name = "blockdev-add", .fn = qmp_blockdev_add, .args = &qapi_blockdev_options },
     { .name = "blockdev-del", .fn = qmp_blockdev_del, .args = &qapi_blockdev_del_args },
-    { .name = "query-named-block-nodes", .fn = qmp_query_named_block_nodes,
+    { .name = "query-named-block-nodes", .ret = &qmp_ret_any, .fn = qmp_query_named_block_nodes,
       .args = &qapi_query_named_block_nodes_args },
     { 0 },
 };

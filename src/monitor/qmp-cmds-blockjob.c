@@ -39,8 +39,10 @@ static const SchemaField mirror_fields[] = {
     { .name = "replaces", .type = SCHEMA_STR, .optional = true },
     { .name = "granularity", .type = SCHEMA_INT, .optional = true },
     { .name = "buf-size", .type = SCHEMA_INT, .optional = true },
+    /* No "unmap": qemu-storage-daemon's blockdev-mirror has none (the
+     * target is unmapped where the source has zeroes; drive-mirror's
+     * "unmap" is not a blockdev-mirror member). */
     { .name = "copy-mode", .type = SCHEMA_ENUM, .optional = true, .enum_values = copy_modes },
-    { .name = "unmap", .type = SCHEMA_BOOL, .optional = true },
     { 0 },
 };
 static const SchemaObject mirror_args = { .name = "blockdev-mirror-arg", .fields = mirror_fields };
@@ -56,17 +58,33 @@ static const SchemaField backup_fields[] = {
 };
 static const SchemaObject backup_args = { .name = "BlockdevBackup", .fields = backup_fields };
 
-static const char *const action_types[] = { "abort", "blockdev-backup", "blockdev-mirror",
-    "block-dirty-bitmap-add", "block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
-    "block-dirty-bitmap-enable", "block-dirty-bitmap-disable", "block-dirty-bitmap-merge",
-    "blockdev-snapshot", "blockdev-snapshot-sync", "blockdev-snapshot-internal-sync",
-    "drive-backup", NULL };
+/* The actions blockd carries out; QEMU's others are refused by the schema
+ * ("Parameter 'type' does not accept value ..."), so query-qmp-schema
+ * lists exactly these. */
+static const char *const action_types[] = { "abort", "blockdev-backup", NULL };
 static const SchemaField action_fields[] = {
     { .name = "type", .type = SCHEMA_ENUM, .enum_values = action_types },
-    { .name = "data", .type = SCHEMA_ANY },
     { 0 },
 };
-static const SchemaObject action_obj = { .name = "TransactionAction", .fields = action_fields };
+static const SchemaObject abort_obj = { .name = "Abort" };
+static const SchemaField abort_wrapper_fields[] = {
+    { .name = "data", .type = SCHEMA_OBJECT, .object = &abort_obj },
+    { 0 },
+};
+static const SchemaField backup_wrapper_fields[] = {
+    { .name = "data", .type = SCHEMA_OBJECT, .object = &backup_args },
+    { 0 },
+};
+static const SchemaVariant action_variants[] = {
+    { "abort", &(const SchemaObject){ .name = "AbortWrapper", .fields = abort_wrapper_fields } },
+    { "blockdev-backup", &(const SchemaObject){ .name = "BlockdevBackupWrapper",
+                                                .fields = backup_wrapper_fields } },
+    { NULL, NULL },
+};
+static const SchemaObject action_obj = {
+    .name = "TransactionAction", .fields = action_fields,
+    .discriminator = "type", .variants = action_variants,
+};
 static const SchemaField action_elem = { .type = SCHEMA_OBJECT, .object = &action_obj };
 static const char *const completion_modes[] = { "individual", "grouped", NULL };
 static const SchemaField properties_fields[] = {
@@ -147,7 +165,6 @@ static bool parse_common(json_object *args, MirrorArgs *a, Error **errp)
 static json_object *qmp_blockdev_mirror(json_object *args, Error **errp)
 {
     const char *replaces = NULL, *copy_mode = "background";
-    bool unmap = true;
     MirrorArgs a;
 
     GLOBAL_STATE_CODE();
@@ -156,14 +173,12 @@ static json_object *qmp_blockdev_mirror(json_object *args, Error **errp)
         !opt_get_int(args, "granularity", &a.granularity, errp) ||
         !opt_get_int(args, "buf-size", &a.buf_size, errp) ||
         !opt_get_str(args, "copy-mode", &copy_mode, errp) ||
-        !opt_get_bool(args, "unmap", &unmap, errp) ||
         !mirror_parse_copy_mode(copy_mode, &a.write_blocking, errp)) {
         return NULL;
     }
     if (replaces && !(a.to_replace = lookup_node(replaces, errp))) {
         return NULL;
     }
-    a.no_unmap = !unmap;
     return mirror_start(&a, errp) ? json_object_new_object() : NULL;
 }
 
@@ -236,17 +251,6 @@ static bool transaction_prepare(json_object *action, JobTxn *txn, bool grouped,
     }
     if (!strcmp(type, "abort")) {
         error_setg(errp, "Transaction aborted using Abort action");
-        return false;
-    }
-    if (strcmp(type, "blockdev-backup")) {
-        error_setg(errp, "Transaction action '%s' is not supported by blockd", type);
-        return false;
-    }
-    if (!json_object_is_type(data, json_type_object)) {
-        error_setg(errp, "Invalid parameter type for 'data', expected: object");
-        return false;
-    }
-    if (!schema_check(&backup_args, data, errp)) {
         return false;
     }
     job = backup_create_from_args(data, txn, errp);

@@ -211,6 +211,6 @@ const QmpCommand qmp_export_commands[] = {
     { .name = "nbd-server-stop", .fn = qmp_nbd_server_stop, .args = NULL },
     { .name = "block-export-add", .fn = qmp_block_export_add, .args = &qapi_block_export_options },
     { .name = "block-export-del", .fn = qmp_block_export_del, .args = &export_del_args },
-    { .name = "query-block-exports", .fn = qmp_query_block_exports, .args = NULL },
+    { .name = "query-block-exports", .ret = &qmp_ret_any, .fn = qmp_query_block_exports, .args = NULL },
     { 0 },
 };

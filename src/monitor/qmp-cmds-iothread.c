@@ -216,6 +216,6 @@ const QmpCommand qmp_iothread_commands[] = {
     { .name = "x-blockdev-set-iothread", .fn = qmp_x_blockdev_set_iothread, .args = &set_iothread_args },
     { .name = "object-add", .fn = qmp_object_add, .args = &qapi_object_add_args },
     { .name = "object-del", .fn = qmp_object_del, .args = &qapi_object_del_args },
-    { .name = "query-iothreads", .fn = qmp_query_iothreads, .args = NULL },
+    { .name = "query-iothreads", .ret = &qmp_ret_any, .fn = qmp_query_iothreads, .args = NULL },
     { 0 },
 };

@@ -253,7 +253,7 @@ const QmpCommand qmp_job_commands[] = {
     { .name = "job-complete", .fn = qmp_job_complete, .args = &id_args },
     { .name = "job-finalize", .fn = qmp_job_finalize, .args = &id_args },
     { .name = "job-dismiss", .fn = qmp_job_dismiss, .args = &id_args },
-    { .name = "query-jobs", .fn = qmp_query_jobs, .args = NULL },
+    { .name = "query-jobs", .ret = &qmp_ret_any, .fn = qmp_query_jobs, .args = NULL },
     { .name = "block-job-cancel", .fn = qmp_block_job_cancel, .args = &cancel_args },
     { .name = "block-job-pause", .fn = qmp_block_job_pause, .args = &device_args },
     { .name = "block-job-resume", .fn = qmp_block_job_resume, .args = &device_args },
@@ -262,6 +262,6 @@ const QmpCommand qmp_job_commands[] = {
     { .name = "block-job-dismiss", .fn = qmp_block_job_dismiss, .args = &id_args },
     { .name = "block-job-set-speed", .fn = qmp_block_job_set_speed, .args = &set_speed_args },
     { .name = "block-job-change", .fn = qmp_block_job_change, .args = &change_args },
-    { .name = "query-block-jobs", .fn = qmp_query_block_jobs, .args = NULL },
+    { .name = "query-block-jobs", .ret = &qmp_ret_any, .fn = qmp_query_block_jobs, .args = NULL },
     { 0 },
 };

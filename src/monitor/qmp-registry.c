@@ -125,8 +125,8 @@ static const SchemaObject qmp_capabilities_args = {
 
 static const QmpCommand protocol_commands[] = {
     { .name = "qmp_capabilities", .fn = qmp_capabilities, .args = &qmp_capabilities_args },
-    { .name = "query-version", .fn = qmp_query_version, .args = NULL },
-    { .name = "query-commands", .fn = qmp_query_commands, .args = NULL },
+    { .name = "query-version", .ret = &qmp_ret_any, .fn = qmp_query_version, .args = NULL },
+    { .name = "query-commands", .ret = &qmp_ret_any, .fn = qmp_query_commands, .args = NULL },
     { .name = "quit", .fn = qmp_quit, .args = NULL },
     { 0 },
 };
@@ -146,6 +146,7 @@ void qmp_init_commands(void)
     qmp_register_commands(qmp_export_commands);
     qmp_register_commands(qmp_job_commands);
     qmp_register_commands(qmp_blockjob_commands);
+    qmp_register_commands(qmp_introspect_commands);
     /* Job events (from any thread) go to every monitor. */
     job_set_event_sink(qmp_event);
 }
