@@ -77,6 +77,15 @@ void aio_context_set_poll_params(AioContext *ctx, int64_t poll_max_ns,
 void aio_context_set_max_batch(AioContext *ctx, int64_t max_batch);
 int64_t aio_context_get_max_batch(AioContext *ctx);
 
+/*
+ * The limits of @ctx's thread pool (thread-pool-min/-max): at least @min
+ * workers stay alive once started, at most @max run.  Defaults 0 and 64.
+ * Any thread; the pool applies them from its next request on.
+ */
+#define AIO_THREAD_POOL_DEFAULT_MAX 64
+void aio_context_set_thread_pool_params(AioContext *ctx, int min, int max);
+void aio_context_get_thread_pool_params(AioContext *ctx, int *min, int *max);
+
 /* The current adaptive poll duration in ns (for tests and stats). */
 int64_t aio_context_poll_ns(AioContext *ctx);
 
@@ -90,6 +99,7 @@ int64_t aio_context_poll_ns(AioContext *ctx);
 typedef enum AioContextDataKey {
     AIO_DATA_IO_URING,
     AIO_DATA_LINUX_AIO,
+    AIO_DATA_THREAD_POOL,
     AIO_DATA__MAX,
 } AioContextDataKey;
 

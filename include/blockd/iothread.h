@@ -22,17 +22,23 @@ typedef struct IOThreadParams {
     int64_t poll_grow;       /* 0: double */
     int64_t poll_shrink;     /* 0: drop to zero */
     int64_t aio_max_batch;   /* 0: backend default */
+    int64_t thread_pool_min; /* workers kept alive; default 0 */
+    int64_t thread_pool_max; /* workers at most; default 64 */
 } IOThreadParams;
 
 #define IOTHREAD_DEFAULT_POLL_MAX_NS 32768
 
-/* Fill @p with the defaults (negative values are rejected by create). */
+/* Fill @p with the defaults (create and iothread_check_params() reject
+ * negative values, and a thread pool range that is empty or beyond int). */
 void iothread_params_init(IOThreadParams *p);
 
 /*
  * Start an iothread named @id (unique among iothreads) and wait until its
  * loop runs.  Global state.
  */
+/* The checks of create, with QEMU's messages. */
+bool iothread_check_params(const IOThreadParams *params, Error **errp);
+
 IOThread *iothread_create(const char *id, const IOThreadParams *params,
                           Error **errp);
 

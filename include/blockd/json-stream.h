@@ -68,4 +68,8 @@ void json_stream_reset(JsonStream *js);
  */
 bool json_parse_text(const char *text, json_object **value, Error **errp);
 
+/* Copy @len bytes of @s into a new string, every invalid UTF-8 sequence
+ * replaced by U+FFFD (for echoing arbitrary bytes in JSON output). */
+char *json_sanitize_utf8(const char *s, size_t len);
+
 #endif /* BLOCKD_JSON_STREAM_H */

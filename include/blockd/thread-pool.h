@@ -1,5 +1,6 @@
 /*
- * thread-pool.h - worker threads for blocking system calls.
+ * thread-pool.h - worker threads for blocking system calls, one pool per
+ * context (limits: aio_context_set_thread_pool_params()).
  *
  * Half: I/O (callable from any thread that runs an event loop).
  *
@@ -30,10 +31,7 @@ void thread_pool_submit_aio(ThreadPoolFunc *fn, void *arg,
  * Coroutine only. */
 int coroutine_fn thread_pool_submit_co(ThreadPoolFunc *fn, void *arg);
 
-/* Limit the number of workers (default 64).  Any thread. */
-void thread_pool_set_max_workers(int max);
-
-/* Number of workers currently alive (tests). */
-int thread_pool_num_workers(void);
+/* Number of workers alive in @ctx's pool (tests).  @ctx's home thread. */
+int thread_pool_num_workers(AioContext *ctx);
 
 #endif /* BLOCKD_THREAD_POOL_H */

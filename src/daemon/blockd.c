@@ -156,8 +156,10 @@ int main(int argc, char **argv)
     if (daemon_fd >= 0) {
         daemon_fd = (daemonize_finish(daemon_fd), -1);
     } else {
-        printf("blockd " BLOCKD_VERSION " ready (pid %d)\n", (int)getpid());
-        fflush(stdout);
+        /* Standard output may carry QMP (--chardev stdio): then stderr. */
+        FILE *out = chardev_stdio_in_use() ? stderr : stdout;
+        fprintf(out, "blockd " BLOCKD_VERSION " ready (pid %d)\n", (int)getpid());
+        fflush(out);
     }
 
     while (!signal_quit && !qmp_quit_requested) {

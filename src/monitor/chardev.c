@@ -1,31 +1,40 @@
 /*
- * chardev.c - server sockets for monitors.
+ * chardev.c - character devices: the registry, the frontend session, byte
+ * I/O on file descriptors, and the stdio, null, file and ring buffer
+ * backends (sockets are in chardev-socket.c).
+ *
+ * Both forms of options end up in one flat set of keys (the command
+ * line's): QMP's {"type": T, "data": {...}} is flattened first, so both
+ * create a chardev the same way and refuse the same things.
  */
 #include <errno.h>
-#include <netdb.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
+#include <termios.h>
 #include <unistd.h>
 
-#include "blockd/chardev.h"
-#include "blockd/list.h"
 #include "blockd/main-loop.h"
 #include "blockd/options.h"
+#include "chardev-internal.h"
 
-struct Chardev {
-    char *id;
-    char *path;                 /* unix socket to unlink, or NULL */
-    int listen_fd;
-    bool connected;
-    ChardevConnectFn *connect_fn;
-    void *opaque;
-    ListNode node;
+#define RINGBUF_DEFAULT_SIZE 65536
+
+const char *const chardev_backend_names[] = {
+    "socket", "stdio", "null", "file", "ringbuf", "memory", NULL,
+};
+
+/* QEMU backends blockd does not have: refused with a message naming them. */
+static const char *const unsupported_backends[] = {
+    "pty", "udp", "pipe", "serial", "parallel", "mux", "vc", "spicevmc",
+    "spiceport", "qemu-vdagent", "dbus", "braille", "msmouse", "wctablet",
+    "testdev", "console", NULL,
 };
 
 static ListNode chardevs = LIST_INIT_STATIC(chardevs);
+static bool stdio_in_use;
+static struct termios saved_tty;
 
 Chardev *chardev_find(const char *id)
 {
@@ -39,128 +48,413 @@ Chardev *chardev_find(const char *id)
     return NULL;
 }
 
-const char *chardev_id(Chardev *chr)
+const char *chardev_id(Chardev *chr) { return chr->id; }
+const char *chardev_backend(Chardev *chr) { return chr->backend; }
+bool chardev_is_open(Chardev *chr) { return chr->open; }
+bool chardev_has_frontend(Chardev *chr) { return chr->h != NULL; }
+bool chardev_stdio_in_use(void) { return stdio_in_use; }
+
+void chardev_foreach(void (*fn)(Chardev *chr, void *opaque), void *opaque)
 {
-    return chr->id;
+    GLOBAL_STATE_CODE();
+    list_for_each_safe(n, &chardevs) {
+        fn(list_entry(n, Chardev, node), opaque);
+    }
 }
 
-static int listen_unix(const char *path, Error **errp)
+char *chardev_filename(Chardev *chr)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd;
+    char *s;
 
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        error_setg(errp, "UNIX socket path '%s' is too long", path);
-        return -1;
-    }
-    strcpy(sa.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "Failed to create socket");
-        return -1;
-    }
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        error_setg_errno(errp, errno, "Failed to bind socket to %s", path);
-        close(fd);
-        return -1;
-    }
-    if (listen(fd, 16) < 0) {
-        error_setg_errno(errp, errno, "Failed to listen on socket");
-        close(fd);
-        unlink(path);
-        return -1;
-    }
-    return fd;
-}
-
-static int listen_inet(const char *host, const char *port, Error **errp)
-{
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE };
-    struct addrinfo *res, *ai;
-    int fd = -1, err, one = 1;
-
-    err = getaddrinfo(host && *host ? host : NULL, port, &hints, &res);
-    if (err) {
-        error_setg(errp, "address resolution failed for %s:%s: %s",
-                   host ? host : "", port, gai_strerror(err));
-        return -1;
-    }
-    for (ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0) {
-            continue;
+    switch (chr->kind) {
+    case CHR_SOCKET:
+        if (asprintf(&s, "%s%s%s", chr->open || !chr->server ? "" : "disconnected:",
+                     chr->address, chr->server ? ",server=on" : "") < 0) {
+            abort();
         }
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0) {
-            break;
+        return s;
+    case CHR_STDIO:   return strdup("stdio");
+    case CHR_NULL:    return strdup("null");
+    case CHR_FILE:    return strdup("file");
+    case CHR_RINGBUF: return strdup("ringbuf");
+    }
+    abort();
+}
+
+/* ---- The session: byte I/O on the peer's descriptors ------------------------- */
+
+static void chardev_update_handlers(Chardev *chr);
+
+static void chardev_readable(void *opaque)
+{
+    Chardev *chr = opaque;
+    char buf[65536];
+    ssize_t n = read(chr->in_fd, buf, sizeof(buf));
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return;
+    }
+    if (n <= 0) {
+        chardev_session_close(chr);
+        return;
+    }
+    if (chr->h) {
+        chr->h->receive(chr->opaque, buf, n);
+    }
+}
+
+static void chardev_writable(void *opaque)
+{
+    Chardev *chr = opaque;
+
+    if (chr->h && chr->want_write) {
+        chr->h->write_ready(chr->opaque);
+    }
+}
+
+/* A regular file cannot be watched (epoll refuses it, and it is always
+ * ready): its input is read in chunks from a bottom half until its end. */
+static void file_input_bh(void *opaque)
+{
+    Chardev *chr = opaque;
+    char buf[65536];
+    ssize_t n;
+
+    if (!chr->open || chr->in_fd < 0 || !chr->h) {
+        return;
+    }
+    n = read(chr->in_fd, buf, sizeof(buf));
+    if (n <= 0) {
+        close(chr->in_fd);          /* the end: output goes on */
+        chr->in_fd = -1;
+        return;
+    }
+    chr->h->receive(chr->opaque, buf, n);
+    if (chr->open && chr->in_fd >= 0) {
+        bh_schedule(chr->input_bh);
+    }
+}
+
+static void chardev_update_handlers(Chardev *chr)
+{
+    AioContext *ctx = iohandler_aio_context();
+    bool want = chr->want_write && chr->h;
+
+    if (!chr->open) {
+        return;
+    }
+    if (chr->kind == CHR_FILE) {
+        if (chr->h && chr->in_fd >= 0) {
+            if (!chr->input_bh) {
+                chr->input_bh = aio_bh_new(ctx, file_input_bh, chr);
+            }
+            bh_schedule(chr->input_bh);
         }
-        close(fd);
-        fd = -1;
+        return;
     }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "Failed to listen on %s:%s", host ? host : "", port);
+    if (chr->in_fd >= 0 && chr->in_fd == chr->out_fd) {
+        aio_set_fd_handler(ctx, chr->in_fd, chr->h ? chardev_readable : NULL,
+                           want ? chardev_writable : NULL, NULL, chr);
+        return;
     }
-    return fd;
+    if (chr->in_fd >= 0) {
+        aio_set_fd_handler(ctx, chr->in_fd, chr->h ? chardev_readable : NULL, NULL, NULL, chr);
+    }
+    if (chr->out_fd >= 0) {
+        aio_set_fd_handler(ctx, chr->out_fd, NULL, want ? chardev_writable : NULL, NULL, chr);
+    }
 }
 
-static const char *str_opt(json_object *o, const char *key)
+static void clear_handlers(Chardev *chr)
 {
-    json_object *v;
-    return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
-           ? json_object_get_string(v) : NULL;
+    if (chr->kind == CHR_FILE) {
+        return;
+    }
+    if (chr->in_fd >= 0) {
+        aio_set_fd_handler(iohandler_aio_context(), chr->in_fd, NULL, NULL, NULL, NULL);
+    }
+    if (chr->out_fd >= 0 && chr->out_fd != chr->in_fd) {
+        aio_set_fd_handler(iohandler_aio_context(), chr->out_fd, NULL, NULL, NULL, NULL);
+    }
 }
 
-Chardev *chardev_new(json_object *options, Error **errp)
+void chardev_session_open(Chardev *chr, int in_fd, int out_fd, bool own)
 {
-    const char *id = str_opt(options, "id"), *backend = str_opt(options, "backend");
-    const char *path = str_opt(options, "path"), *host = str_opt(options, "host");
-    const char *port = str_opt(options, "port");
-    bool server = false, wait = true;
+    chr->in_fd = in_fd;
+    chr->out_fd = out_fd;
+    chr->own_fds = own;
+    chr->open = true;
+    chardev_update_handlers(chr);
+    if (chr->h) {
+        chr->h->opened(chr->opaque);
+    }
+}
+
+void chardev_session_close(Chardev *chr)
+{
+    if (!chr->open) {
+        return;
+    }
+    clear_handlers(chr);
+    if (chr->own_fds) {
+        if (chr->in_fd >= 0) {
+            close(chr->in_fd);
+        }
+        if (chr->out_fd >= 0 && chr->out_fd != chr->in_fd) {
+            close(chr->out_fd);
+        }
+    }
+    chr->in_fd = chr->out_fd = -1;
+    chr->open = false;
+    chr->want_write = false;
+    if (chr->h) {
+        chr->h->closed(chr->opaque);
+    }
+    if (chr->kind == CHR_SOCKET && chr->server) {
+        chardev_socket_listen_again(chr);
+    }
+}
+
+bool chardev_attach(Chardev *chr, const ChardevHandlers *h, void *opaque, Error **errp)
+{
+    GLOBAL_STATE_CODE();
+    if (chr->h) {
+        error_setg(errp, "Chardev '%s' is busy", chr->id);
+        return false;
+    }
+    chr->h = h;
+    chr->opaque = opaque;
+    chardev_update_handlers(chr);
+    if (chr->open) {
+        h->opened(opaque);
+    }
+    return true;
+}
+
+static void ring_put(Chardev *chr, const char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        chr->ring[chr->prod++ & (chr->ring_size - 1)] = buf[i];
+        if (chr->prod - chr->cons > chr->ring_size) {
+            chr->cons = chr->prod - chr->ring_size;     /* the oldest byte goes */
+        }
+    }
+}
+
+ssize_t chardev_write(Chardev *chr, const char *buf, size_t len)
+{
+    ssize_t n;
+
+    if (chr->kind == CHR_RINGBUF) {
+        ring_put(chr, buf, len);
+        return len;
+    }
+    if (chr->kind == CHR_NULL || !chr->open || chr->out_fd < 0) {
+        return chr->kind == CHR_NULL || chr->open ? (ssize_t)len : -1;
+    }
+    /* Standard output may be a blocking pipe: a write of at most a page
+     * fits once the loop reported it writable. */
+    if (chr->kind == CHR_STDIO && len > 4096) {
+        len = 4096;
+    }
+    n = write(chr->out_fd, buf, len);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) {
+            return 0;
+        }
+        chardev_session_close(chr);
+        return -1;
+    }
+    if (chr->log_fd >= 0 && n > 0 && write(chr->log_fd, buf, n) < 0) {
+        /* The log is a copy; losing it must not end the session. */
+    }
+    return n;
+}
+
+void chardev_want_write(Chardev *chr, bool on)
+{
+    if (chr->want_write != on) {
+        chr->want_write = on;
+        chardev_update_handlers(chr);
+    }
+}
+
+void chardev_hangup(Chardev *chr)
+{
+    GLOBAL_STATE_CODE();
+    if (chr->kind == CHR_SOCKET) {
+        chardev_session_close(chr);
+    }
+}
+
+/* ---- Ring buffers ---------------------------------------------------------------- */
+
+bool chardev_ring_write(Chardev *chr, const char *buf, size_t len, Error **errp)
+{
+    if (chr->kind != CHR_RINGBUF) {
+        error_setg(errp, "%s is not a ringbuf device", chr->id);
+        return false;
+    }
+    ring_put(chr, buf, len);
+    return true;
+}
+
+char *chardev_ring_read(Chardev *chr, size_t size, size_t *len, Error **errp)
+{
+    char *out;
+    size_t n = 0;
+
+    if (chr->kind != CHR_RINGBUF) {
+        error_setg(errp, "%s is not a ringbuf device", chr->id);
+        return NULL;
+    }
+    out = malloc(size + 1);
+    if (!out) {
+        abort();
+    }
+    while (n < size && chr->cons < chr->prod) {
+        out[n++] = chr->ring[chr->cons++ & (chr->ring_size - 1)];
+    }
+    out[n] = '\0';
+    *len = n;
+    return out;
+}
+
+/* ---- Backends -------------------------------------------------------------------- */
+
+static bool open_stdio(Chardev *chr, json_object *opts, Error **errp)
+{
+    bool signal = true;
+
+    if (!opt_get_bool(opts, "signal", &signal, errp)) {
+        return false;
+    }
+    if (stdio_in_use) {
+        error_setg(errp, "cannot use stdio by multiple character devices");
+        return false;
+    }
+    /* signal=off: ^C on a terminal is input for the monitor, not SIGINT. */
+    if (!signal && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved_tty) == 0) {
+        struct termios raw = saved_tty;
+        raw.c_lflag &= ~(tcflag_t)ISIG;
+        tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+        chr->restore_tty = true;
+    }
+    fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+    stdio_in_use = true;
+    chardev_session_open(chr, STDIN_FILENO, STDOUT_FILENO, false);
+    return true;
+}
+
+static bool open_file(Chardev *chr, json_object *opts, Error **errp)
+{
+    const char *path = NULL, *in = NULL;
+    bool append = false;
+    int out_fd, in_fd = -1;
+
+    if (!opt_get_str(opts, "path", &path, errp) ||
+        !opt_get_str(opts, "input-path", &in, errp) ||
+        !opt_get_bool(opts, "append", &append, errp)) {
+        return false;
+    }
+    if (!path) {
+        error_setg(errp, "chardev: file: no filename given");
+        return false;
+    }
+    out_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK |
+                  (append ? O_APPEND : O_TRUNC), 0666);
+    if (out_fd < 0) {
+        error_setg_errno(errp, errno, "Could not open '%s'", path);
+        return false;
+    }
+    if (in && (in_fd = open(in, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
+        error_setg_errno(errp, errno, "Could not open '%s'", in);
+        close(out_fd);
+        return false;
+    }
+    chardev_session_open(chr, in_fd, out_fd, true);
+    return true;
+}
+
+static bool open_ringbuf(Chardev *chr, json_object *opts, Error **errp)
+{
+    int64_t size = RINGBUF_DEFAULT_SIZE;
+
+    if (!opt_get_size(opts, "size", &size, errp)) {
+        return false;
+    }
+    if (size <= 0 || (size & (size - 1))) {
+        error_setg(errp, "size of ringbuf chardev must be power of two");
+        return false;
+    }
+    chr->ring = calloc(1, size);
+    if (!chr->ring) {
+        error_setg(errp, "ringbuf chardev of %lld bytes: out of memory", (long long)size);
+        return false;
+    }
+    chr->ring_size = size;
+    chr->kind = CHR_RINGBUF;
+    return true;
+}
+
+static bool open_logfile(Chardev *chr, json_object *opts, Error **errp)
+{
+    const char *logfile = NULL;
+    bool logappend = false;
+
+    if (!opt_get_str(opts, "logfile", &logfile, errp) ||
+        !opt_get_bool(opts, "logappend", &logappend, errp)) {
+        return false;
+    }
+    if (logfile) {
+        chr->log_fd = open(logfile, O_WRONLY | O_CREAT | O_CLOEXEC |
+                           (logappend ? O_APPEND : O_TRUNC), 0666);
+        if (chr->log_fd < 0) {
+            error_setg_errno(errp, errno, "Unable to open logfile %s", logfile);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool chardev_open(Chardev *chr, const char *backend, json_object *opts, Error **errp)
+{
+    if (!open_logfile(chr, opts, errp)) {
+        return false;
+    }
+    if (strcmp(backend, "socket") == 0) {
+        chr->kind = CHR_SOCKET;
+        return chardev_socket_open(chr, opts, errp);
+    } else if (strcmp(backend, "stdio") == 0) {
+        chr->kind = CHR_STDIO;
+        return open_stdio(chr, opts, errp);
+    } else if (strcmp(backend, "null") == 0) {
+        chr->kind = CHR_NULL;
+        return true;
+    } else if (strcmp(backend, "file") == 0) {
+        chr->kind = CHR_FILE;
+        return open_file(chr, opts, errp);
+    } else if (strcmp(backend, "ringbuf") == 0 || strcmp(backend, "memory") == 0) {
+        return open_ringbuf(chr, opts, errp);
+    }
+    for (int i = 0; unsupported_backends[i]; i++) {
+        if (strcmp(backend, unsupported_backends[i]) == 0) {
+            error_setg(errp, "chardev backend '%s' is not supported by blockd", backend);
+            return false;
+        }
+    }
+    error_setg(errp, "'%s' is not a valid char driver name", backend);
+    return false;
+}
+
+static Chardev *chardev_create(const char *id, const char *backend, json_object *opts,
+                               Error **errp)
+{
     Chardev *chr;
-    int fd;
 
     GLOBAL_STATE_CODE();
-    if (!opt_get_bool(options, "server", &server, errp) ||
-        !opt_get_bool(options, "wait", &wait, errp)) {
-        return NULL;
-    }
-    if (!id) {
-        error_setg(errp, "Parameter 'id' is missing");
-        return NULL;
-    }
     if (chardev_find(id)) {
-        error_setg(errp, "attempt to add duplicate property '%s' to object (type 'container')", id);
-        return NULL;
-    }
-    if (!backend || strcmp(backend, "socket") != 0) {
-        error_setg(errp, "chardev backend '%s' is not supported (only 'socket')",
-                   backend ? backend : "");
-        return NULL;
-    }
-    if (!server) {
-        error_setg(errp, "chardev '%s': only server=on sockets are supported", id);
-        return NULL;
-    }
-    if (wait) {
-        error_setg(errp, "chardev '%s': wait=on is not supported, use wait=off", id);
-        return NULL;
-    }
-    if (path && (host || port)) {
-        error_setg(errp, "chardev: socket: 'path' and 'host'/'port' are mutually exclusive");
-        return NULL;
-    }
-    if (path) {
-        fd = listen_unix(path, errp);
-    } else if (port) {
-        fd = listen_inet(host, port, errp);
-    } else {
-        error_setg(errp, "chardev: socket: no host or path given");
-        return NULL;
-    }
-    if (fd < 0) {
+        error_setg(errp, "Chardev with id '%s' already exists", id);
         return NULL;
     }
     chr = calloc(1, sizeof(*chr));
@@ -168,61 +462,102 @@ Chardev *chardev_new(json_object *options, Error **errp)
         abort();
     }
     chr->id = strdup(id);
-    chr->path = path ? strdup(path) : NULL;
-    chr->listen_fd = fd;
+    chr->in_fd = chr->out_fd = chr->listen_fd = chr->log_fd = -1;
+    for (int i = 0; chardev_backend_names[i]; i++) {
+        if (strcmp(backend, chardev_backend_names[i]) == 0) {
+            chr->backend = chardev_backend_names[i];
+        }
+    }
+    if (!chardev_open(chr, backend, opts, errp)) {
+        if (chr->log_fd >= 0) {
+            close(chr->log_fd);
+        }
+        free(chr->id);
+        free(chr);
+        return NULL;
+    }
     list_add_tail(&chardevs, &chr->node);
     return chr;
 }
 
-static void chardev_accept(void *opaque)
+Chardev *chardev_new_flat(json_object *options, Error **errp)
 {
-    Chardev *chr = opaque;
-    int fd = accept4(chr->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    const char *id = NULL, *backend = NULL;
 
-    if (fd < 0) {
-        return;     /* EAGAIN or a client that gave up: nothing to do */
+    if (!opt_get_str(options, "id", &id, errp) ||
+        !opt_get_str(options, "backend", &backend, errp)) {
+        return NULL;
     }
-    chr->connected = true;
-    /* One client at a time: stop accepting until this one leaves. */
-    aio_set_fd_handler(iohandler_aio_context(), chr->listen_fd, NULL, NULL, NULL, NULL);
-    chr->connect_fn(chr, fd, chr->opaque);
+    return chardev_create(id, backend, options, errp);
 }
 
-bool chardev_set_handler(Chardev *chr, ChardevConnectFn *fn, void *opaque, Error **errp)
+/* QMP's SocketAddressLegacy into the flat keys: path, host+port, fd. */
+static void flatten_addr(json_object *addr, json_object *flat)
 {
-    GLOBAL_STATE_CODE();
-    if (chr->connect_fn) {
-        error_setg(errp, "Chardev '%s' is busy", chr->id);
-        return false;
+    json_object *type, *data;
+
+    json_object_object_get_ex(addr, "type", &type);
+    json_object_object_get_ex(addr, "data", &data);
+    if (strcmp(json_object_get_string(type), "fd") == 0) {
+        json_object_object_add(flat, "fd", json_object_get(json_object_object_get(data, "str")));
+        return;
     }
-    chr->connect_fn = fn;
-    chr->opaque = opaque;
-    aio_set_fd_handler(iohandler_aio_context(), chr->listen_fd, chardev_accept, NULL,
-                       NULL, chr);
-    return true;
+    json_object_object_foreach(data, key, val) {
+        json_object_object_add(flat, key, json_object_get(val));
+    }
 }
 
-void chardev_client_closed(Chardev *chr)
+Chardev *chardev_new_qmp(const char *id, json_object *backend, Error **errp)
 {
-    GLOBAL_STATE_CODE();
-    chr->connected = false;
-    if (chr->connect_fn) {
-        aio_set_fd_handler(iohandler_aio_context(), chr->listen_fd, chardev_accept, NULL,
-                           NULL, chr);
+    json_object *type, *data = NULL, *flat = json_object_new_object();
+    const char *t;
+    Chardev *chr;
+
+    json_object_object_get_ex(backend, "type", &type);
+    json_object_object_get_ex(backend, "data", &data);
+    t = json_object_get_string(type);
+    json_object_object_foreach(data, key, val) {
+        if (strcmp(key, "addr") == 0) {
+            flatten_addr(val, flat);
+        } else if (strcmp(key, "out") == 0) {
+            json_object_object_add(flat, "path", json_object_get(val));
+        } else if (strcmp(key, "in") == 0) {
+            json_object_object_add(flat, "input-path", json_object_get(val));
+        } else {
+            json_object_object_add(flat, key, json_object_get(val));
+        }
     }
+    chr = chardev_create(id, t, flat, errp);
+    json_object_put(flat);
+    if (!chr) {
+        error_prepend(errp, "Failed to add chardev '%s': ", id);
+    }
+    return chr;
 }
 
 void chardev_free(Chardev *chr)
 {
     GLOBAL_STATE_CODE();
-    aio_set_fd_handler(iohandler_aio_context(), chr->listen_fd, NULL, NULL, NULL, NULL);
-    close(chr->listen_fd);
-    if (chr->path) {
-        unlink(chr->path);
+    chr->h = NULL;              /* no closed() to a frontend that is gone */
+    chardev_session_close(chr);
+    if (chr->kind == CHR_SOCKET) {
+        chardev_socket_free(chr);
+    }
+    if (chr->kind == CHR_STDIO) {
+        if (chr->restore_tty) {
+            tcsetattr(STDIN_FILENO, TCSANOW, &saved_tty);
+        }
+        stdio_in_use = false;
+    }
+    if (chr->input_bh) {
+        bh_delete(chr->input_bh);
+    }
+    if (chr->log_fd >= 0) {
+        close(chr->log_fd);
     }
     list_del(&chr->node);
+    free(chr->ring);
     free(chr->id);
-    free(chr->path);
     free(chr);
 }
 

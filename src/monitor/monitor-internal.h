@@ -19,6 +19,8 @@ extern const QmpCommand qmp_export_commands[];
 extern const QmpCommand qmp_job_commands[];
 extern const QmpCommand qmp_blockjob_commands[];
 extern const QmpCommand qmp_introspect_commands[];
+extern const QmpCommand qmp_chardev_commands[];
+extern const QmpCommand qmp_qom_commands[];
 
 /* The "return" of a command that answers with data not described further. */
 extern const SchemaField qmp_ret_any;

@@ -28,6 +28,8 @@ static const SchemaField iothread_fields[] = {
     { .name = "poll-grow", .type = SCHEMA_INT, .optional = true },
     { .name = "poll-shrink", .type = SCHEMA_INT, .optional = true },
     { .name = "aio-max-batch", .type = SCHEMA_INT, .optional = true },
+    { .name = "thread-pool-min", .type = SCHEMA_INT, .optional = true },
+    { .name = "thread-pool-max", .type = SCHEMA_INT, .optional = true },
     { 0 },
 };
 
@@ -77,6 +79,8 @@ bool qmp_object_add_iothread(json_object *args, Error **errp)
     get_param(args, "poll-grow", &p.poll_grow);
     get_param(args, "poll-shrink", &p.poll_shrink);
     get_param(args, "aio-max-batch", &p.aio_max_batch);
+    get_param(args, "thread-pool-min", &p.thread_pool_min);
+    get_param(args, "thread-pool-max", &p.thread_pool_max);
     return iothread_create(json_object_get_string(id), &p, errp) != NULL;
 }
 

@@ -147,6 +147,8 @@ void qmp_init_commands(void)
     qmp_register_commands(qmp_job_commands);
     qmp_register_commands(qmp_blockjob_commands);
     qmp_register_commands(qmp_introspect_commands);
+    qmp_register_commands(qmp_chardev_commands);
+    qmp_register_commands(qmp_qom_commands);
     /* Job events (from any thread) go to every monitor. */
     job_set_event_sink(qmp_event);
 }

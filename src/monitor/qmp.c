@@ -28,7 +28,6 @@
 
 typedef struct Monitor {
     Chardev *chr;
-    int fd;                      /* -1: no client */
     bool pretty;
     bool negotiated;
     bool oob;                    /* out-of-band execution enabled */
@@ -44,32 +43,25 @@ bool qmp_quit_requested;
 
 /* ---- Output --------------------------------------------------------------- */
 
-static void monitor_disconnect(Monitor *mon);
-static void monitor_flush(Monitor *mon);
-static void monitor_update_handlers(Monitor *mon);
-
-static void monitor_write_ready(void *opaque)
-{
-    monitor_flush(opaque);
-}
-
 static void monitor_flush(Monitor *mon)
 {
-    while (mon->fd >= 0 && mon->out_len > 0) {
-        ssize_t n = write(mon->fd, mon->out, mon->out_len);
+    while (mon->out_len > 0) {
+        ssize_t n = chardev_write(mon->chr, mon->out, mon->out_len);
         if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) {
-                break;
-            }
-            monitor_disconnect(mon);
-            return;
+            return;                 /* the peer went away: closed() ran */
+        }
+        if (n == 0) {
+            break;
         }
         memmove(mon->out, mon->out + n, mon->out_len - n);
         mon->out_len -= n;
     }
-    if (mon->fd >= 0) {
-        monitor_update_handlers(mon);
-    }
+    chardev_want_write(mon->chr, mon->out_len > 0);
+}
+
+static void monitor_write_ready(void *opaque)
+{
+    monitor_flush(opaque);
 }
 
 static void monitor_send(Monitor *mon, json_object *obj)
@@ -80,13 +72,13 @@ static void monitor_send(Monitor *mon, json_object *obj)
     const char *text = json_object_to_json_string_ext(obj, flags);
     size_t len = strlen(text);
 
-    if (mon->fd < 0) {
+    if (!chardev_is_open(mon->chr)) {
         return;
     }
     if (mon->out_len + len + 1 > QMP_MAX_OUTPUT) {
         warn_report("QMP client on '%s' does not read its replies; disconnecting",
                     chardev_id(mon->chr));
-        monitor_disconnect(mon);
+        chardev_hangup(mon->chr);
         return;
     }
     if (mon->out_len + len + 1 > mon->out_cap) {
@@ -306,72 +298,53 @@ static bool monitor_input(void *opaque, json_object *value, Error *err)
     }
     /* The reply may have overflowed the output, or the command ended the
      * connection: the rest of the input then has no one to answer. */
-    return mon->fd >= 0;
+    return chardev_is_open(mon->chr);
 }
 
-static void monitor_read(void *opaque)
+static void monitor_receive(void *opaque, const char *buf, size_t len)
 {
     Monitor *mon = opaque;
-    char buf[65536];
-    ssize_t n = read(mon->fd, buf, sizeof(buf));
 
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        monitor_disconnect(mon);
-        return;
-    }
-    if (n > 0) {
-        json_stream_feed(mon->in, buf, n);
-    }
+    json_stream_feed(mon->in, buf, len);
 }
 
-/* Watch for input always, for writability only while output is queued. */
-static void monitor_update_handlers(Monitor *mon)
+static void monitor_closed(void *opaque)
 {
-    aio_set_fd_handler(iohandler_aio_context(), mon->fd, monitor_read,
-                       mon->out_len ? monitor_write_ready : NULL, NULL, mon);
-}
+    Monitor *mon = opaque;
 
-static void monitor_disconnect(Monitor *mon)
-{
-    if (mon->fd < 0) {
-        return;
-    }
-    aio_set_fd_handler(iohandler_aio_context(), mon->fd, NULL, NULL, NULL, NULL);
-    close(mon->fd);
-    mon->fd = -1;
     mon->out_len = 0;
     mon->negotiated = false;
     mon->oob = false;
     json_stream_reset(mon->in);
-    chardev_client_closed(mon->chr);
 }
 
 static void monitor_greet(Monitor *mon)
 {
     json_object *qmp = json_object_new_object(), *greeting = json_object_new_object();
-
-    json_object_object_add(qmp, "version", qmp_version_object());
     json_object *caps = json_object_new_array();
 
     json_object_array_add(caps, json_object_new_string("oob"));
+    json_object_object_add(qmp, "version", qmp_version_object());
     json_object_object_add(qmp, "capabilities", caps);
     json_object_object_add(greeting, "QMP", qmp);
     monitor_send(mon, greeting);
     json_object_put(greeting);
 }
 
-static void monitor_connected(Chardev *chr, int fd, void *opaque)
+static void monitor_opened(void *opaque)
 {
     Monitor *mon = opaque;
 
-    (void)chr;
-    mon->fd = fd;
-    mon->negotiated = false;
-    mon->oob = false;
-    json_stream_reset(mon->in);
-    monitor_update_handlers(mon);
+    monitor_closed(mon);        /* a fresh session */
     monitor_greet(mon);
 }
+
+static const ChardevHandlers monitor_handlers = {
+    .opened = monitor_opened,
+    .closed = monitor_closed,
+    .receive = monitor_receive,
+    .write_ready = monitor_write_ready,
+};
 
 bool monitor_new_qmp(Chardev *chr, bool pretty, Error **errp)
 {
@@ -382,15 +355,15 @@ bool monitor_new_qmp(Chardev *chr, bool pretty, Error **errp)
         abort();
     }
     mon->chr = chr;
-    mon->fd = -1;
     mon->pretty = pretty;
     mon->in = json_stream_new(monitor_input, mon);
-    if (!chardev_set_handler(chr, monitor_connected, mon, errp)) {
+    list_add_tail(&monitors, &mon->node);
+    if (!chardev_attach(chr, &monitor_handlers, mon, errp)) {
+        list_del(&mon->node);
         json_stream_free(mon->in);
         free(mon);
         return false;
     }
-    list_add_tail(&monitors, &mon->node);
     return true;
 }
 
@@ -399,7 +372,7 @@ void monitor_cleanup(void)
     while (!list_empty(&monitors)) {
         Monitor *mon = list_entry(monitors.next, Monitor, node);
         monitor_flush(mon);
-        monitor_disconnect(mon);
+        chardev_free(mon->chr);
         list_del(&mon->node);
         json_stream_free(mon->in);
         free(mon->out);
@@ -413,7 +386,7 @@ static void broadcast(json_object *event)
 {
     list_for_each(n, &monitors) {
         Monitor *mon = list_entry(n, Monitor, node);
-        if (mon->fd >= 0 && mon->negotiated) {
+        if (chardev_is_open(mon->chr) && mon->negotiated) {
             monitor_send(mon, event);
         }
     }

@@ -76,6 +76,7 @@ struct AioContext {
     int64_t poll_shrink;            /* atomic */
     int64_t poll_ns;                /* home thread (read atomically by others) */
     int64_t max_batch;              /* atomic; 0: engine default */
+    int pool_min, pool_max;         /* atomic; the thread pool's limits */
 
     struct {
         void *data;

@@ -75,6 +75,7 @@ AioContext *aio_context_new(const char *name, Error **errp)
     AioContext *ctx = xcalloc(1, sizeof(*ctx));
 
     ctx->name = strdup(name ? name : "");
+    ctx->pool_max = AIO_THREAD_POOL_DEFAULT_MAX;
     ctx->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (ctx->epfd < 0) {
         error_setg_errno(errp, errno, "Failed to create event loop '%s'", ctx->name);
@@ -252,6 +253,18 @@ void aio_context_set_max_batch(AioContext *ctx, int64_t max_batch)
 int64_t aio_context_get_max_batch(AioContext *ctx)
 {
     return atomic_read(&ctx->max_batch);
+}
+
+void aio_context_set_thread_pool_params(AioContext *ctx, int min, int max)
+{
+    atomic_set(&ctx->pool_min, min);
+    atomic_set(&ctx->pool_max, max);
+}
+
+void aio_context_get_thread_pool_params(AioContext *ctx, int *min, int *max)
+{
+    *min = atomic_read(&ctx->pool_min);
+    *max = atomic_read(&ctx->pool_max);
 }
 
 int64_t aio_context_poll_ns(AioContext *ctx)

@@ -30,6 +30,34 @@ void iothread_params_init(IOThreadParams *p)
     p->poll_grow = 0;
     p->poll_shrink = 0;
     p->aio_max_batch = 0;
+    p->thread_pool_min = 0;
+    p->thread_pool_max = AIO_THREAD_POOL_DEFAULT_MAX;
+}
+
+bool iothread_check_params(const IOThreadParams *params, Error **errp)
+{
+    const struct { const char *name; int64_t value; } checks[] = {
+        { "poll-max-ns", params->poll_max_ns },
+        { "poll-grow", params->poll_grow },
+        { "poll-shrink", params->poll_shrink },
+        { "aio-max-batch", params->aio_max_batch },
+        { "thread-pool-min", params->thread_pool_min },
+        { "thread-pool-max", params->thread_pool_max },
+    };
+
+    for (unsigned i = 0; i < ARRAY_SIZE(checks); i++) {
+        if (checks[i].value < 0) {
+            error_setg(errp, "%s value must be in range [0, %lld]",
+                       checks[i].name, (long long)INT64_MAX);
+            return false;
+        }
+    }
+    if (params->thread_pool_max < 1 || params->thread_pool_max > INT32_MAX ||
+        params->thread_pool_min > params->thread_pool_max) {
+        error_setg(errp, "bad thread-pool-min/thread-pool-max values");
+        return false;
+    }
+    return true;
 }
 
 static void *iothread_run(void *opaque)
@@ -54,6 +82,8 @@ static void apply_params(IOThread *iot)
     aio_context_set_poll_params(iot->ctx, iot->params.poll_max_ns,
                                 iot->params.poll_grow, iot->params.poll_shrink);
     aio_context_set_max_batch(iot->ctx, iot->params.aio_max_batch);
+    aio_context_set_thread_pool_params(iot->ctx, (int)iot->params.thread_pool_min,
+                                       (int)iot->params.thread_pool_max);
 }
 
 IOThread *iothread_create(const char *id, const IOThreadParams *params,
@@ -66,20 +96,8 @@ IOThread *iothread_create(const char *id, const IOThreadParams *params,
         error_setg(errp, "attempt to add duplicate property '%s' to object (type 'container')", id);
         return NULL;
     }
-    if (params) {
-        const struct { const char *name; int64_t value; } checks[] = {
-            { "poll-max-ns", params->poll_max_ns },
-            { "poll-grow", params->poll_grow },
-            { "poll-shrink", params->poll_shrink },
-            { "aio-max-batch", params->aio_max_batch },
-        };
-        for (unsigned i = 0; i < ARRAY_SIZE(checks); i++) {
-            if (checks[i].value < 0) {
-                error_setg(errp, "%s value must be in range [0, %lld]",
-                           checks[i].name, (long long)INT64_MAX);
-                return NULL;
-            }
-        }
+    if (params && !iothread_check_params(params, errp)) {
+        return NULL;
     }
     iot = calloc(1, sizeof(*iot));
     if (!iot) {

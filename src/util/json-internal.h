@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "blockd/error.h"
+#include "blockd/json-stream.h"
 
 typedef enum JsonTokenType {
     JSON_TK_LBRACE,
@@ -38,9 +39,5 @@ typedef struct JsonToken {
  */
 bool json_parse_tokens(const JsonToken *tokens, size_t count, const char *text,
                        json_object **value, Error **errp);
-
-/* Copy @len bytes of @s into a new string with every invalid UTF-8
- * sequence replaced by U+FFFD (for echoing bad input in messages). */
-char *json_sanitize_utf8(const char *s, size_t len);
 
 #endif /* BLOCKD_JSON_INTERNAL_H */

@@ -1,10 +1,12 @@
 /*
  * thread-pool.c - worker threads for blocking system calls.
  *
- * One process-wide set of workers serves every context: a request records
- * the context it came from, and its completion is delivered there by a
- * one-shot bottom half.  Workers start on demand up to max_workers and exit
- * after WORKER_IDLE_NS without work.
+ * Each context has its own pool (created on its first request, freed with
+ * the context), so an iothread's thread-pool-min/-max bound the workers
+ * that serve it alone.  A request records the context it came from; its
+ * completion is delivered there by a one-shot bottom half.  Workers start
+ * on demand up to the maximum, and exit after WORKER_IDLE_NS without work
+ * unless the pool would drop below its minimum.
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -28,25 +30,17 @@ typedef struct PoolRequest {
     ListNode node;
 } PoolRequest;
 
-static BdMutex pool_lock;
-static BdCond pool_cond;
-static ListNode pool_queue TSA_GUARDED_BY(pool_lock);
-static int pool_queued TSA_GUARDED_BY(pool_lock);
-static int pool_workers TSA_GUARDED_BY(pool_lock);
-static int pool_idle TSA_GUARDED_BY(pool_lock);
-static int pool_max_workers TSA_GUARDED_BY(pool_lock);
-
-static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
-
-static void pool_init(void)
-{
-    bd_mutex_init(&pool_lock);
-    bd_cond_init(&pool_cond);
-    bd_mutex_lock(&pool_lock);
-    list_init(&pool_queue);
-    pool_max_workers = 64;
-    bd_mutex_unlock(&pool_lock);
-}
+typedef struct ThreadPool {
+    AioContext *ctx;
+    BdMutex lock;
+    BdCond cond;                       /* work queued, or the pool is dying */
+    BdCond exited;                     /* a worker left */
+    ListNode queue TSA_GUARDED_BY(lock);
+    int queued TSA_GUARDED_BY(lock);
+    int workers TSA_GUARDED_BY(lock);
+    int idle TSA_GUARDED_BY(lock);
+    bool dying TSA_GUARDED_BY(lock);
+} ThreadPool;
 
 static void request_complete_bh(void *opaque)
 {
@@ -56,37 +50,46 @@ static void request_complete_bh(void *opaque)
     free(req);
 }
 
-/* Take the next request, or NULL when idle for too long (the worker exits). */
-static PoolRequest *worker_next(void)
+/* Take the next request, or NULL when the worker should exit. */
+static PoolRequest *worker_next(ThreadPool *pool)
 {
     PoolRequest *req = NULL;
+    int min, max;
 
-    bd_mutex_lock(&pool_lock);
-    while (list_empty(&pool_queue)) {
+    bd_mutex_lock(&pool->lock);
+    while (list_empty(&pool->queue)) {
         bool signalled;
 
-        pool_idle++;
-        signalled = bd_cond_timedwait_ns(&pool_cond, &pool_lock, WORKER_IDLE_NS);
-        pool_idle--;
-        if (!signalled && list_empty(&pool_queue)) {
-            pool_workers--;
-            bd_mutex_unlock(&pool_lock);
-            return NULL;
+        aio_context_get_thread_pool_params(pool->ctx, &min, &max);
+        if (pool->dying || pool->workers > max) {
+            goto exit;
+        }
+        pool->idle++;
+        signalled = bd_cond_timedwait_ns(&pool->cond, &pool->lock, WORKER_IDLE_NS);
+        pool->idle--;
+        if (!signalled && list_empty(&pool->queue) && pool->workers > min) {
+            goto exit;
         }
     }
-    req = list_entry(pool_queue.next, PoolRequest, node);
+    req = list_entry(pool->queue.next, PoolRequest, node);
     list_del(&req->node);
-    pool_queued--;
-    bd_mutex_unlock(&pool_lock);
+    pool->queued--;
+    bd_mutex_unlock(&pool->lock);
     return req;
+
+exit:
+    pool->workers--;
+    bd_cond_broadcast(&pool->exited);
+    bd_mutex_unlock(&pool->lock);
+    return NULL;
 }
 
 static void *worker_thread(void *opaque)
 {
+    ThreadPool *pool = opaque;
     PoolRequest *req;
 
-    (void)opaque;
-    while ((req = worker_next()) != NULL) {
+    while ((req = worker_next(pool)) != NULL) {
         AioContext *ctx = req->ctx;
 
         req->ret = req->fn(req->arg);
@@ -99,38 +102,90 @@ static void *worker_thread(void *opaque)
     return NULL;
 }
 
+static void spawn_worker(ThreadPool *pool)
+{
+    BdThread t;
+
+    bd_thread_create(&t, "worker", worker_thread, pool);
+    pthread_detach(t.thread);
+}
+
+/* The context is going: its workers finish what is queued and leave. */
+static void pool_free(void *opaque)
+{
+    ThreadPool *pool = opaque;
+
+    bd_mutex_lock(&pool->lock);
+    pool->dying = true;
+    bd_cond_broadcast(&pool->cond);
+    while (pool->workers > 0) {
+        bd_cond_wait(&pool->exited, &pool->lock);
+    }
+    bd_mutex_unlock(&pool->lock);
+    bd_cond_destroy(&pool->cond);
+    bd_cond_destroy(&pool->exited);
+    bd_mutex_destroy(&pool->lock);
+    free(pool);
+}
+
+static ThreadPool *pool_get(AioContext *ctx)
+{
+    ThreadPool *pool = aio_context_get_data(ctx, AIO_DATA_THREAD_POOL);
+
+    if (!pool) {
+        pool = calloc(1, sizeof(*pool));
+        if (!pool) {
+            abort();
+        }
+        pool->ctx = ctx;
+        bd_mutex_init(&pool->lock);
+        bd_cond_init(&pool->cond);
+        bd_cond_init(&pool->exited);
+        bd_mutex_lock(&pool->lock);
+        list_init(&pool->queue);
+        bd_mutex_unlock(&pool->lock);
+        aio_context_set_data(ctx, AIO_DATA_THREAD_POOL, pool, pool_free);
+    }
+    return pool;
+}
+
 void thread_pool_submit_aio(ThreadPoolFunc *fn, void *arg,
                             ThreadPoolCompletion *cb, void *cb_opaque)
 {
     PoolRequest *req = calloc(1, sizeof(*req));
-    bool spawn = false;
+    ThreadPool *pool;
+    int spawn = 0, min, max;
 
     IO_CODE();
     if (!req) {
         abort();
     }
-    pthread_once(&pool_once, pool_init);
     req->fn = fn;
     req->arg = arg;
     req->cb = cb;
     req->cb_opaque = cb_opaque;
     req->ctx = current_aio_context();
+    pool = pool_get(req->ctx);
+    aio_context_get_thread_pool_params(req->ctx, &min, &max);
 
-    bd_mutex_lock(&pool_lock);
-    list_add_tail(&pool_queue, &req->node);
-    pool_queued++;
-    if (pool_idle >= pool_queued) {
-        bd_cond_signal(&pool_cond);
-    } else if (pool_workers < pool_max_workers) {
-        pool_workers++;
-        spawn = true;
+    bd_mutex_lock(&pool->lock);
+    list_add_tail(&pool->queue, &req->node);
+    pool->queued++;
+    if (pool->idle >= pool->queued) {
+        bd_cond_signal(&pool->cond);
+    } else if (pool->workers < (max > 0 ? max : 1)) {
+        pool->workers++;
+        spawn = 1;
     }
-    bd_mutex_unlock(&pool_lock);
+    /* Bring the pool up to its minimum (thread-pool-min). */
+    while (pool->workers < min && pool->workers < max) {
+        pool->workers++;
+        spawn++;
+    }
+    bd_mutex_unlock(&pool->lock);
 
-    if (spawn) {
-        BdThread t;
-        bd_thread_create(&t, "worker", worker_thread, NULL);
-        pthread_detach(t.thread);
+    while (spawn-- > 0) {
+        spawn_worker(pool);
     }
 }
 
@@ -157,21 +212,16 @@ int thread_pool_submit_co(ThreadPoolFunc *fn, void *arg)
     return data.ret;
 }
 
-void thread_pool_set_max_workers(int max)
+int thread_pool_num_workers(AioContext *ctx)
 {
-    pthread_once(&pool_once, pool_init);
-    bd_mutex_lock(&pool_lock);
-    pool_max_workers = max > 0 ? max : 1;
-    bd_mutex_unlock(&pool_lock);
-}
-
-int thread_pool_num_workers(void)
-{
+    ThreadPool *pool = aio_context_get_data(ctx, AIO_DATA_THREAD_POOL);
     int n;
 
-    pthread_once(&pool_once, pool_init);
-    bd_mutex_lock(&pool_lock);
-    n = pool_workers;
-    bd_mutex_unlock(&pool_lock);
+    if (!pool) {
+        return 0;
+    }
+    bd_mutex_lock(&pool->lock);
+    n = pool->workers;
+    bd_mutex_unlock(&pool->lock);
     return n;
 }

@@ -82,26 +82,26 @@ static void test_max_workers(void **state)
 
     (void)state;
     reset_running();
-    assert_int_equal(thread_pool_num_workers(), 0);
-    thread_pool_set_max_workers(2);
+    assert_int_equal(thread_pool_num_workers(main_aio_context()), 0);
+    aio_context_set_thread_pool_params(main_aio_context(), 0, 2);
     memset(jobs, 0, sizeof(jobs));
     start = clock_now_ns();
     for (int i = 0; i < 6; i++) {
         jobs[i].input = i;
         jobs[i].sleep_ms = 40;
         thread_pool_submit_aio(job_fn, &jobs[i], job_done, &jobs[i]);
-        assert_true(thread_pool_num_workers() <= 2);
+        assert_true(thread_pool_num_workers(main_aio_context()) <= 2);
     }
     for (int i = 0; i < 6; i++) {
         AIO_WAIT_WHILE(NULL, !atomic_load_acquire(&jobs[i].done));
         assert_int_equal(jobs[i].ret, i * 3 + 1);
     }
     elapsed = clock_now_ns() - start;
-    assert_true(thread_pool_num_workers() <= 2);
+    assert_true(thread_pool_num_workers(main_aio_context()) <= 2);
     assert_true(atomic_read(&max_running) <= 2);
     /* Six 40 ms jobs, two at a time: at least three rounds. */
     assert_true(elapsed >= 3 * 40 * TU_MS);
-    thread_pool_set_max_workers(64);
+    aio_context_set_thread_pool_params(main_aio_context(), 0, AIO_THREAD_POOL_DEFAULT_MAX);
 }
 
 static void test_submit_from_main(void **state)
@@ -120,7 +120,7 @@ static void test_submit_from_main(void **state)
     /* Exactly once. */
     tu_run_main_loop_ms(10);
     assert_int_equal(j.completions, 1);
-    assert_true(thread_pool_num_workers() >= 1);
+    assert_true(thread_pool_num_workers(main_aio_context()) >= 1);
 }
 
 static void submit_bh(void *opaque)
@@ -156,6 +156,61 @@ static void test_submit_from_iothread(void **state)
         assert_false(pthread_equal(j[i].worker, info.thread));
         assert_false(pthread_equal(j[i].worker, pthread_self()));
     }
+}
+
+/* ---- Per-context pools ------------------------------------------------------------- */
+
+static void count_workers_bh(void *opaque)
+{
+    int *n = opaque;
+    atomic_store_release(n, thread_pool_num_workers(current_aio_context()) + 1);
+    aio_wait_kick();
+}
+
+static int workers_of(AioContext *ctx)
+{
+    int n = 0;
+
+    aio_bh_schedule_oneshot(ctx, count_workers_bh, &n);
+    AIO_WAIT_WHILE(NULL, !atomic_load_acquire(&n));
+    return n - 1;
+}
+
+/* An iothread's thread-pool-min/-max bound its own pool: at most max run
+ * at once, min stay, the main loop's pool is another one, and the pool's
+ * workers leave with the iothread. */
+static void test_per_context_limits(void **state)
+{
+    IOThread *iot = tu_iothread_new("pool-limits");
+    AioContext *ctx = iothread_get_aio_context(iot);
+    int main_workers = thread_pool_num_workers(main_aio_context());
+    Job j[9];
+
+    (void)state;
+    aio_context_set_thread_pool_params(ctx, 2, 3);
+    reset_running();
+    memset(j, 0, sizeof(j));
+    for (int i = 0; i < 9; i++) {
+        j[i].input = i;
+        j[i].sleep_ms = 30;
+        aio_bh_schedule_oneshot(ctx, submit_bh, &j[i]);
+    }
+    for (int i = 0; i < 9; i++) {
+        AIO_WAIT_WHILE(NULL, !atomic_load_acquire(&j[i].done));
+        assert_int_equal(j[i].ret, i * 3 + 1);
+    }
+    assert_true(atomic_read(&max_running) <= 3);
+    assert_true(atomic_read(&max_running) >= 2);
+    assert_int_equal(workers_of(ctx), 3);
+    assert_int_equal(thread_pool_num_workers(main_aio_context()), main_workers);
+    /* A lower maximum: extra workers leave once idle. */
+    aio_context_set_thread_pool_params(ctx, 2, 2);
+    j[0].done = 0;
+    aio_bh_schedule_oneshot(ctx, submit_bh, &j[0]);
+    AIO_WAIT_WHILE(NULL, !atomic_load_acquire(&j[0].done));
+    TU_POLL_UNTIL(workers_of(ctx) <= 2, 5000);
+    assert_true(workers_of(ctx) >= 2);      /* the minimum stays */
+    iothread_destroy(iot);                  /* must not hang on the workers */
 }
 
 /* ---- From coroutines ---------------------------------------------------------------- */
@@ -355,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_submit_from_main),
         cmocka_unit_test(test_submit_from_iothread),
         cmocka_unit_test(test_submit_co),
+        cmocka_unit_test(test_per_context_limits),
         cmocka_unit_test(test_many_concurrent),
         cmocka_unit_test(test_parallel),
         cmocka_unit_test(test_destroy_context_after_completion),

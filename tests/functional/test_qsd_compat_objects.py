@@ -1,0 +1,331 @@
+"""Objects, chardevs and the command line against qemu-storage-daemon: the
+QOM commands, chardev-* and ringbuf-*, monitors on stdio, on passed
+descriptors, on client sockets and files, and --help/help answers.  The
+same session runs against both daemons and the replies must be equal."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import BLOCKD
+from nbdutil import short_dir
+from qmp import QMP
+from test_qsd_compat import QSD
+
+DAEMONS = {"qsd": QSD, "blockd": BLOCKD}
+
+
+@pytest.fixture
+def pair():
+    """Start both daemons with the same extra arguments; yields a function
+    returning [(qsd QMP, dir), (blockd QMP, dir)]."""
+    if not QSD:
+        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
+    procs, dirs = [], []
+
+    def start(*extra):
+        out = []
+        for prog in (QSD, BLOCKD):
+            d = short_dir()
+            dirs.append(d)
+            sock = os.path.join(d, "qmp.sock")
+            args = [a.replace("@DIR@", d) for a in extra]
+            p = subprocess.Popen([prog, "--chardev", f"socket,id=m,path={sock},server=on,wait=off",
+                                  "--monitor", "chardev=m", *args],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            procs.append(p)
+            out.append((QMP(sock), d))
+        return out
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def same_session(peers, calls):
+    """Run @calls ((command, args) with @DIR@ in strings) on both; compare."""
+    results = []
+    for q, d in peers:
+        out = []
+        for name, args in calls:
+            args = json.loads(json.dumps(args).replace("@DIR@", d))
+            r = q.execute(name, args)
+            if name == "query-chardev" and "return" in r:
+                r["return"].sort(key=lambda c: c["label"])     # QEMU's is hash order
+            out.append(json.loads(json.dumps(r).replace(d, "@DIR@")))
+        results.append(out)
+    for call, a, b in zip(calls, *results):
+        assert b == a, (call, a, b)
+    return results[1]
+
+
+def test_qom_matches(pair):
+    peers = pair("--object", "iothread,id=io0,poll-max-ns=1000")
+    same_session(peers, [
+        ("qom-list", {"path": "/"}),
+        ("qom-list", {"path": "/objects"}),
+        ("qom-list", {"path": "/objects/io0"}),
+        ("qom-list", {"path": "/objects/io0/nope"}),
+        ("qom-get", {"path": "/objects/io0", "property": "poll-max-ns"}),
+        ("qom-get", {"path": "/objects/io0", "property": "thread-pool-max"}),
+        ("qom-get", {"path": "/objects/io0", "property": "type"}),
+        ("qom-get", {"path": "/objects/io0", "property": "nope"}),
+        ("qom-get", {"path": "/objects/nope", "property": "poll-max-ns"}),
+        ("qom-get", {"path": "io0", "property": "poll-max-ns"}),
+        ("qom-set", {"path": "/objects/io0", "property": "poll-max-ns", "value": 5000}),
+        ("qom-get", {"path": "/objects/io0", "property": "poll-max-ns"}),
+        ("qom-set", {"path": "/objects/io0", "property": "poll-max-ns", "value": "x"}),
+        ("qom-set", {"path": "/objects/io0", "property": "poll-max-ns", "value": -1}),
+        ("qom-set", {"path": "/objects/io0", "property": "aio-max-batch", "value": 2 ** 63}),
+        ("qom-set", {"path": "/objects/io0", "property": "thread-pool-min", "value": 4}),
+        ("qom-set", {"path": "/objects/io0", "property": "thread-pool-max", "value": 2}),
+        ("qom-get", {"path": "/objects/io0", "property": "thread-pool-min"}),
+        ("qom-set", {"path": "/objects/io0", "property": "type", "value": "x"}),
+        ("qom-list-types", {"implements": "iothread"}),
+        ("qom-list-types", {"implements": "nope"}),
+        ("qom-list-properties", {"typename": "iothread"}),
+        ("qom-list-properties", {"typename": "nope"}),
+        ("qom-list-properties", {"typename": "user-creatable"}),
+    ])
+
+
+def test_qom_types_are_what_object_add_takes(pair):
+    """Every user-creatable type blockd lists can be created, and its
+    properties are the ones object-add accepts."""
+    (qsd, _), (ours, _) = pair()
+    types = ours.cmd("qom-list-types", implements="user-creatable", abstract=False)
+    theirs = {t["name"]: t for t in qsd.cmd("qom-list-types", implements="user-creatable")}
+    assert [t["name"] for t in types] == ["iothread"]
+    for t in types:
+        assert t == theirs[t["name"]]
+        props = ours.cmd("qom-list-properties", typename=t["name"])
+        assert props == qsd.cmd("qom-list-properties", typename=t["name"])
+        args = {p["name"]: 1 for p in props if p["type"] == "int"}
+        ours.cmd("object-add", qom_type=t["name"], id="x", **args)
+        for name in args:
+            assert ours.cmd("qom-get", path="/objects/x", property=name) == 1
+
+
+def test_qom_set_reaches_the_running_iothread(pair):
+    (_, _), (ours, _) = pair("--object", "iothread,id=io0")
+    ours.cmd("qom-set", path="/objects/io0", property="poll-max-ns", value=777)
+    ours.cmd("qom-set", path="/objects/io0", property="aio-max-batch", value=3)
+    info = [i for i in ours.cmd("query-iothreads") if i["id"] == "io0"][0]
+    assert (info["poll-max-ns"], info["aio-max-batch"]) == (777, 3)
+
+
+def test_chardevs_match(pair):
+    peers = pair("--chardev", "ringbuf,id=r0,size=16", "--chardev", "null,id=n0",
+                 "--chardev", "socket,id=s2,path=@DIR@/s2.sock,server=on,wait=off")
+    same_session(peers, [
+        ("query-chardev", None),
+        ("ringbuf-write", {"device": "r0", "data": "hello world, this is long"}),
+        ("ringbuf-read", {"device": "r0", "size": 100}),
+        ("ringbuf-write", {"device": "r0", "data": "aGVsbG8=", "format": "base64"}),
+        ("ringbuf-read", {"device": "r0", "size": 3, "format": "base64"}),
+        ("ringbuf-read", {"device": "r0", "size": 100}),
+        ("ringbuf-read", {"device": "n0", "size": 10}),
+        ("ringbuf-read", {"device": "nope", "size": 10}),
+        ("ringbuf-read", {"device": "r0", "size": -1}),
+        ("ringbuf-write", {"device": "r0", "data": "!!!", "format": "base64"}),
+        ("chardev-add", {"id": "r1", "backend": {"type": "ringbuf", "data": {"size": 32}}}),
+        ("chardev-add", {"id": "r1", "backend": {"type": "ringbuf", "data": {"size": 32}}}),
+        ("chardev-add", {"id": "r2", "backend": {"type": "ringbuf", "data": {"size": 30}}}),
+        ("chardev-add", {"id": "u1", "backend": {"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": "@DIR@/u1.sock"}},
+            "server": True, "wait": False}}}),
+        ("chardev-add", {"id": "fl", "backend": {"type": "file",
+                                                 "data": {"out": "@DIR@/fl.out"}}}),
+        ("query-chardev", None),
+        ("chardev-send-break", {"id": "r1"}),
+        ("chardev-send-break", {"id": "nope"}),
+        ("chardev-change", {"id": "r1", "backend": {"type": "null", "data": {}}}),
+        ("chardev-change", {"id": "m", "backend": {"type": "null", "data": {}}}),
+        ("chardev-remove", {"id": "r1"}),
+        ("chardev-remove", {"id": "m"}),
+        ("chardev-remove", {"id": "nope"}),
+        ("query-chardev", None),
+    ])
+
+
+def test_chardev_backends(pair):
+    (qsd, _), (ours, _) = pair()
+    mine = {b["name"] for b in ours.cmd("query-chardev-backends")}
+    assert mine == {"socket", "stdio", "null", "file", "ringbuf", "memory"}
+    assert mine <= {b["name"] for b in qsd.cmd("query-chardev-backends")}
+    r = ours.execute("chardev-add", {"id": "p", "backend": {"type": "pty", "data": {}}})
+    assert r["error"]["desc"] == "Parameter 'type' does not accept value 'pty'"
+
+
+def stdio_session(prog):
+    p = subprocess.Popen([prog, "--chardev", "stdio,id=s", "--monitor", "s"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    out = [json.loads(p.stdout.readline())]
+    for cmd in ('{"execute": "qmp_capabilities"}', '{"execute": "query-chardev"}',
+                '{"execute": "quit"}'):
+        p.stdin.write(cmd.encode() + b"\n")
+        p.stdin.flush()
+        out.append(json.loads(p.stdout.readline()))
+    assert p.wait(timeout=10) == 0
+    return out
+
+
+def test_monitor_on_stdio(pair):
+    """QMP over standard input and output, as test harnesses drive it."""
+    qsd, ours = stdio_session(QSD), stdio_session(BLOCKD)
+    assert ours[0]["QMP"]["capabilities"] == qsd[0]["QMP"]["capabilities"]
+    assert ours[1:] == qsd[1:]
+
+
+def test_monitor_on_passed_descriptors(tmp_path):
+    """fd=N: a listening socket given at start (server=on), or a connected
+    one (server=off)."""
+    d = short_dir()
+    try:
+        lsock = socket.socket(socket.AF_UNIX)
+        lsock.bind(os.path.join(d, "l.sock"))
+        lsock.listen(1)
+        a, b = socket.socketpair()
+        p = subprocess.Popen([BLOCKD,
+                              "--chardev", f"socket,id=l,fd={lsock.fileno()},server=on,wait=off",
+                              "--monitor", "l",
+                              "--chardev", f"socket,id=c,fd={b.fileno()},server=off",
+                              "--monitor", "c"],
+                             pass_fds=[lsock.fileno(), b.fileno()],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        b.close()
+        q = QMP(os.path.join(d, "l.sock"))
+        assert q.cmd("query-version")
+        f = a.makefile("rb")
+        assert "QMP" in json.loads(f.readline())
+        a.sendall(b'{"execute": "qmp_capabilities"}\n{"execute": "query-chardev"}\n')
+        assert json.loads(f.readline()) == {"return": {}}
+        labels = {c["label"]: c for c in json.loads(f.readline())["return"]}
+        assert labels["c"]["frontend-open"] and labels["l"]["frontend-open"]
+        p.kill()
+        p.wait()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_monitor_as_client_and_waiting_server():
+    """server=off connects to a listening QMP client; wait=on holds the
+    start until the first client is there."""
+    d = short_dir()
+    try:
+        lsock = socket.socket(socket.AF_UNIX)
+        lsock.bind(os.path.join(d, "c.sock"))
+        lsock.listen(1)
+        wsock = os.path.join(d, "w.sock")
+        p = subprocess.Popen([BLOCKD,
+                              "--chardev", f"socket,id=c,path={d}/c.sock,server=off",
+                              "--monitor", "c",
+                              "--chardev", f"socket,id=w,path={wsock},server=on,wait=on",
+                              "--monitor", "w"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        conn, _ = lsock.accept()
+        time.sleep(0.3)
+        assert p.poll() is None
+        q = QMP(wsock)          # the waiting server's first client
+        line = p.stdout.readline()
+        assert b"ready" in line
+        assert q.cmd("query-version")
+        f = conn.makefile("rb")
+        assert "QMP" in json.loads(f.readline())
+        p.kill()
+        p.wait()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_monitor_on_file_chardev():
+    """file: the greeting and replies go to path, commands come from
+    input-path."""
+    d = short_dir()
+    try:
+        inp = os.path.join(d, "in")
+        with open(inp, "w") as f:
+            f.write('{"execute": "qmp_capabilities"}\n{"execute": "query-version", "id": 1}\n')
+        out = os.path.join(d, "out")
+        p = subprocess.Popen([BLOCKD, "--chardev", f"file,id=f,path={out},input-path={inp}",
+                              "--monitor", "f"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            lines = open(out).read().splitlines() if os.path.exists(out) else []
+            if len(lines) >= 3:
+                break
+            time.sleep(0.05)
+        p.kill()
+        p.wait()
+        msgs = [json.loads(x) for x in lines]
+        assert "QMP" in msgs[0] and msgs[1] == {"return": {}} and msgs[2]["id"] == 1
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("args", [
+    ["--object", "help"],
+    ["--object", "iothread,help"],
+    ["--object", "qom-type=iothread,?"],
+    ["--object", "iothread,id=i,thread-pool-min=5,thread-pool-max=2"],
+    ["--object", "iothread,id=i,thread-pool-max=-1"],
+    ["--blockdev", "help"],
+    ["--export", "help"],
+    ["--monitor", "help"],
+    ["--nbd-server", "help"],
+    ["--chardev", "foo,id=x"],
+])
+def test_help_and_option_errors_match(args):
+    """Same output and exit status (blockd lists only the object types it
+    has: the iothread)."""
+    runs = []
+    for prog in (QSD, BLOCKD):
+        r = subprocess.run([prog] + args, capture_output=True, text=True, timeout=10)
+        text = (r.stdout + r.stderr).replace(os.path.basename(prog) + ":", "PROG:")
+        runs.append((r.returncode, text))
+    if args == ["--object", "help"]:
+        assert runs[1] == (0, "List of user creatable objects:\n  iothread\n")
+        assert "  iothread\n" in runs[0][1]
+    else:
+        assert runs[1] == runs[0]
+
+
+def test_implied_keys_are_accepted(tmp_path):
+    """--blockdev's first word is the driver, as qemu-storage-daemon reads
+    it (--export, --chardev, --object and --monitor have theirs too)."""
+    img = tmp_path / "x.img"
+    img.write_bytes(b"\0" * 65536)
+    d = short_dir()
+    try:
+        sock = os.path.join(d, "q.sock")
+        p = subprocess.Popen([BLOCKD, "--blockdev", f"file,node-name=f0,filename={img}",
+                              "--blockdev", "raw,node-name=r0,file=f0",
+                              "--chardev", f"socket,id=m,path={sock},server=on,wait=off",
+                              "--monitor", "m",
+                              "--object", "iothread,id=io0",
+                              "--nbd-server", f"addr.type=unix,addr.path={d}/n.sock",
+                              "--export", "nbd,id=e0,node-name=r0"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        q = QMP(sock)
+        names = {n["node-name"]: n["drv"] for n in q.cmd("query-named-block-nodes")}
+        assert names == {"f0": "file", "r0": "raw"}
+        assert [e["id"] for e in q.cmd("query-block-exports")] == ["e0"]
+        p.kill()
+        p.wait()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_help_names_every_option():
+    out = subprocess.run([BLOCKD, "--help"], capture_output=True, text=True).stdout
+    for opt in ("--blockdev", "--chardev", "--export", "--monitor", "--nbd-server",
+                "--object", "--pidfile", "--daemonize", "thread-pool-min"):
+        assert opt in out, opt
