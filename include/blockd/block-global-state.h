@@ -151,4 +151,11 @@ void bdrv_drain_all_end(void) GRAPH_UNLOCKED;
 /* Close every node (shutdown): drain all, drop the monitor's references. */
 void bdrv_close_all(void) GRAPH_UNLOCKED;
 
+/*
+ * x-debug-query-block-graph: {"nodes": [{id, type, name}], "edges":
+ * [{parent, child, name, perm, shared-perm}]} with nodes, exports'
+ * backends and jobs as nodes.  A new object.
+ */
+json_object *bdrv_query_graph(void);
+
 #endif /* BLOCKD_BLOCK_GLOBAL_STATE_H */

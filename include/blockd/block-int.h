@@ -99,6 +99,10 @@ struct BdrvChildClass {
     BdrvChild **(*get_siblings)(BdrvChild *c, int *n);
     /* A user of the node that is not a node (BlockBackend: exports). */
     bool is_backend;
+    /* x-debug-query-block-graph: what the parent is ("block-driver",
+     * "block-backend", "job") and its name (NULL: ""). */
+    const char *parent_type;
+    const char *(*get_parent_name)(BdrvChild *c);
 };
 
 struct BdrvChild {

@@ -30,12 +30,14 @@ void blk_exp_close_all(void);
 
 /* Connections currently using @exp.  Global state. */
 int blk_exp_num_clients(BlockExport *exp);
+/* The name of the node @exp serves now (after a mirror's switch, the
+ * target's).  Global state. */
+const char *blk_exp_node_name(BlockExport *exp);
 
 /* Accessors (common). */
 const char *blk_exp_id(BlockExport *exp);
 const char *blk_exp_nbd_name(BlockExport *exp);
 const char *blk_exp_description(BlockExport *exp);
-const char *blk_exp_node_name(BlockExport *exp);
 bool blk_exp_writable(BlockExport *exp);
 BlockBackend *blk_exp_blk(BlockExport *exp);
 AioContext *blk_exp_ctx(BlockExport *exp);

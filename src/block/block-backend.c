@@ -92,6 +92,7 @@ static bool blk_root_can_set_aio_ctx(BdrvChild *c, AioContext *ctx, Error **errp
 
 static const BdrvChildClass child_root = {
     .is_backend = true,
+    .parent_type = "block-backend",
     .can_set_aio_ctx = blk_root_can_set_aio_ctx,
     .drained_begin = blk_root_drained_begin,
     .drained_end = blk_root_drained_end,

@@ -342,7 +342,14 @@ static bool child_of_bds_drained_poll(BdrvChild *c)
     return atomic_read(&parent->in_flight) > 0 || bdrv_parents_busy(parent, NULL);
 }
 
+static const char *child_of_bds_name(BdrvChild *c)
+{
+    return ((BlockDriverState *)c->opaque)->node_name;
+}
+
 static const BdrvChildClass child_of_bds = {
+    .parent_type = "block-driver",
+    .get_parent_name = child_of_bds_name,
     .drained_begin = child_of_bds_drained_begin,
     .drained_end = child_of_bds_drained_end,
     .drained_poll = child_of_bds_drained_poll,

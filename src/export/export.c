@@ -192,6 +192,10 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
         error_setg(errp, "Cannot find device='' nor node-name='%s'", node_name);
         return NULL;
     }
+    if (!nbd_server_running()) {
+        error_setg(errp, "NBD server not running");
+        return NULL;
+    }
     if (!name) {
         name = node_name;
     }
@@ -249,7 +253,7 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     exp->id = strdup(id);
     exp->nbd_name = strdup(name);
     exp->description = desc ? strdup(desc) : NULL;
-    exp->node_name = strdup(node_name);
+    exp->node_name = strdup(node_name);     /* until the node is gone */
     exp->writable = writable;
     exp->ctx = ctx;
     exp->ctxs = ctxs;
@@ -399,7 +403,16 @@ int blk_exp_num_clients(BlockExport *exp)
 const char *blk_exp_id(BlockExport *exp) { return exp->id; }
 const char *blk_exp_nbd_name(BlockExport *exp) { return exp->nbd_name; }
 const char *blk_exp_description(BlockExport *exp) { return exp->description; }
-const char *blk_exp_node_name(BlockExport *exp) { return exp->node_name; }
+/* The node the export serves now: a mirror that completed may have moved
+ * its users to another node since the export was added. */
+const char *blk_exp_node_name(BlockExport *exp)
+{
+    BlockDriverState *bs;
+
+    GLOBAL_STATE_CODE();
+    bs = blk_bs(exp->blk);
+    return bs ? bs->node_name : exp->node_name;
+}
 bool blk_exp_writable(BlockExport *exp) { return exp->writable; }
 BlockBackend *blk_exp_blk(BlockExport *exp) { return exp->blk; }
 AioContext *blk_exp_ctx(BlockExport *exp) { return exp->ctx; }

@@ -109,7 +109,15 @@ static BdrvChild **child_job_get_siblings(BdrvChild *c, int *n)
     return job->nodes;
 }
 
+static const char *child_job_get_parent_name(BdrvChild *c)
+{
+    BlockJob *job = c->opaque;
+    return job->job.id;
+}
+
 static const BdrvChildClass child_job = {
+    .parent_type = "job",
+    .get_parent_name = child_job_get_parent_name,
     .set_aio_ctx = child_job_set_aio_ctx,
     .get_siblings = child_job_get_siblings,
     .drained_begin = child_job_drained_begin,

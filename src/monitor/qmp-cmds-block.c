@@ -179,7 +179,16 @@ static json_object *qmp_query_block(json_object *args, Error **errp)
     return json_object_new_array();
 }
 
+static json_object *qmp_x_debug_query_block_graph(json_object *args, Error **errp)
+{
+    (void)args;
+    (void)errp;
+    return bdrv_query_graph();
+}
+
 const QmpCommand qmp_block_commands[] = {
+    { .name = "x-debug-query-block-graph", .fn = qmp_x_debug_query_block_graph,
+      .ret = &qmp_ret_any },
     { .name = "query-block", .ret = &qmp_ret_any, .fn = qmp_query_block, .args = NULL },
     { .name = "blockdev-add", .fn = qmp_blockdev_add, .args = &qapi_blockdev_options },
     { .name = "blockdev-del", .fn = qmp_blockdev_del, .args = &qapi_blockdev_del_args },

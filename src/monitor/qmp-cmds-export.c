@@ -5,6 +5,7 @@
  */
 #include <string.h>
 
+#include "blockd/block-global-state.h"
 #include "blockd/export.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
@@ -108,6 +109,27 @@ static const SchemaObject export_del_args = {
     .name = "block-export-del-arg", .fields = export_del_fields,
 };
 
+static const SchemaField nbd_server_add_fields[] = {
+    { .name = "device", .type = SCHEMA_STR },
+    { .name = "name", .type = SCHEMA_STR, .optional = true },
+    { .name = "description", .type = SCHEMA_STR, .optional = true },
+    { .name = "writable", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "bitmap", .type = SCHEMA_STR, .optional = true },
+    { 0 },
+};
+static const SchemaObject nbd_server_add_args = {
+    .name = "NbdServerAddOptions", .fields = nbd_server_add_fields,
+};
+
+static const SchemaField nbd_server_remove_fields[] = {
+    { .name = "name", .type = SCHEMA_STR },
+    { .name = "mode", .type = SCHEMA_ENUM, .optional = true, .enum_values = del_modes },
+    { 0 },
+};
+static const SchemaObject nbd_server_remove_args = {
+    .name = "nbd-server-remove-arg", .fields = nbd_server_remove_fields,
+};
+
 static int max_conn(json_object *args)
 {
     json_object *v;
@@ -185,6 +207,54 @@ static json_object *qmp_block_export_del(json_object *args, Error **errp)
     return blk_exp_del(id, errp) ? json_object_new_object() : NULL;
 }
 
+/* The deprecated forms older scripts use: the export's id is its name. */
+static json_object *qmp_nbd_server_add(json_object *args, Error **errp)
+{
+    const char *device = json_object_get_string(json_object_object_get(args, "device"));
+    json_object *name = json_object_object_get(args, "name"), *opts, *v;
+    BlockExport *exp;
+
+    if (!nbd_server_running()) {
+        error_setg(errp, "NBD server not running");
+        return NULL;
+    }
+    if (!bdrv_find_node(device)) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", device, device);
+        return NULL;
+    }
+    if (json_object_object_get_ex(args, "bitmap", &v)) {
+        /* blockd has no user-visible dirty bitmaps yet: none can be found. */
+        error_setg(errp, "Bitmap '%s' is not found", json_object_get_string(v));
+        return NULL;
+    }
+    opts = json_object_new_object();
+    json_object_object_add(opts, "type", json_object_new_string("nbd"));
+    json_object_object_add(opts, "id", json_object_new_string(
+        name ? json_object_get_string(name) : device));
+    json_object_object_add(opts, "node-name", json_object_new_string(device));
+    json_object_object_foreach(args, key, val) {
+        if (strcmp(key, "device") != 0) {
+            json_object_object_add(opts, key, json_object_get(val));
+        }
+    }
+    exp = blk_exp_add(opts, errp);
+    json_object_put(opts);
+    return exp ? json_object_new_object() : NULL;
+}
+
+static json_object *qmp_nbd_server_remove(json_object *args, Error **errp)
+{
+    json_object *del = json_object_new_object(), *v, *ret;
+
+    json_object_object_add(del, "id", json_object_get(json_object_object_get(args, "name")));
+    if (json_object_object_get_ex(args, "mode", &v)) {
+        json_object_object_add(del, "mode", json_object_get(v));
+    }
+    ret = qmp_block_export_del(del, errp);
+    json_object_put(del);
+    return ret;
+}
+
 static void add_export_info(BlockExport *exp, void *opaque)
 {
     json_object *info = json_object_new_object();
@@ -211,6 +281,9 @@ const QmpCommand qmp_export_commands[] = {
     { .name = "nbd-server-stop", .fn = qmp_nbd_server_stop, .args = NULL },
     { .name = "block-export-add", .fn = qmp_block_export_add, .args = &qapi_block_export_options },
     { .name = "block-export-del", .fn = qmp_block_export_del, .args = &export_del_args },
+    { .name = "nbd-server-add", .fn = qmp_nbd_server_add, .args = &nbd_server_add_args },
+    { .name = "nbd-server-remove", .fn = qmp_nbd_server_remove,
+      .args = &nbd_server_remove_args },
     { .name = "query-block-exports", .ret = &qmp_ret_any, .fn = qmp_query_block_exports, .args = NULL },
     { 0 },
 };

@@ -21,7 +21,8 @@ typedef struct TypeKey {
     int kind;                  /* which field type the entry describes */
     const void *ptr;           /* the table, enum list, or element field */
     bool flag;                 /* nullable alternate */
-    char name[24];
+    char *name;                /* its own allocation: stays put while the
+                                  key array grows */
 } TypeKey;
 
 typedef struct Introspect {
@@ -57,8 +58,11 @@ static char *reserve(Introspect *in, int kind, const void *ptr, bool flag)
         }
     }
     k = &in->keys[in->nkeys];
-    *k = (TypeKey){ .kind = kind, .ptr = ptr, .flag = flag };
-    snprintf(k->name, sizeof(k->name), "%zu", in->nkeys);
+    *k = (TypeKey){ .kind = kind, .ptr = ptr, .flag = flag, .name = malloc(24) };
+    if (!k->name) {
+        abort();
+    }
+    snprintf(k->name, 24, "%zu", in->nkeys);
     in->nkeys++;
     return k->name;
 }
@@ -207,7 +211,7 @@ static const char *object_type(Introspect *in, const SchemaObject *o)
 static const char *array_type(Introspect *in, const SchemaField *elem)
 {
     const char *element = type_of_field(in, elem);
-    char name[sizeof(in->keys[0].name)];
+    char name[24];
     json_object *info;
     char *reserved;
 
@@ -328,6 +332,9 @@ static json_object *qmp_query_qmp_schema(json_object *args, Error **errp)
         json_object_array_add(in.list, info);
     }
     add_builtins(&in);
+    for (size_t i = 0; i < in.nkeys; i++) {
+        free(in.keys[i].name);
+    }
     free(in.keys);
     return in.list;
 }

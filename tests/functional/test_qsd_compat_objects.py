@@ -329,3 +329,43 @@ def test_help_names_every_option():
     for opt in ("--blockdev", "--chardev", "--export", "--monitor", "--nbd-server",
                 "--object", "--pidfile", "--daemonize", "thread-pool-min"):
         assert opt in out, opt
+
+
+def test_deprecated_nbd_server_add_matches(pair):
+    """nbd-server-add / -remove as older scripts use them, and exports
+    refused while no NBD server runs."""
+    peers = pair("--blockdev", "null-co,node-name=n0,size=1048576",
+                 "--blockdev", "raw,node-name=r0,file=n0")
+    same_session(peers, [
+        ("nbd-server-add", {"device": "r0"}),
+        ("block-export-add", {"type": "nbd", "id": "e0", "node-name": "r0"}),
+        ("nbd-server-start", {"addr": {"type": "unix", "data": {"path": "@DIR@/n.sock"}}}),
+        ("nbd-server-add", {"device": "r0"}),
+        ("nbd-server-add", {"device": "r0", "name": "other", "writable": True,
+                            "description": "d"}),
+        ("nbd-server-add", {"device": "nope"}),
+        ("nbd-server-add", {"device": "r0", "name": "b", "bitmap": "b"}),
+        ("nbd-server-remove", {"name": "r0"}),
+        ("nbd-server-remove", {"name": "r0"}),
+        ("nbd-server-remove", {"name": "other", "mode": "hard"}),
+        ("block-export-add", {"type": "nbd", "id": "e1", "node-name": "r0"}),
+        ("nbd-server-remove", {"name": "r0"}),
+        ("query-block-exports", None),
+    ])
+
+
+def test_debug_block_graph(pair):
+    """x-debug-query-block-graph: the nodes, the export's backend and the
+    edges between them, as qemu-storage-daemon draws them."""
+    peers = pair("--blockdev", "null-co,node-name=n0,size=1048576",
+                 "--blockdev", "raw,node-name=r0,file=n0",
+                 "--nbd-server", "addr.type=unix,addr.path=@DIR@/n.sock",
+                 "--export", "nbd,id=e0,node-name=r0,writable=on")
+    graphs = []
+    for q, _ in peers:
+        g = q.cmd("x-debug-query-block-graph")
+        names = {n["id"]: (n["type"], n["name"]) for n in g["nodes"]}
+        graphs.append((sorted(names.values()),
+                       sorted((names[e["parent"]], names[e["child"]], e["name"],
+                               tuple(e["perm"])) for e in g["edges"])))
+    assert graphs[1] == graphs[0]
