@@ -42,6 +42,9 @@ void blk_set_dev_ops(BlockBackend *blk, const BlockDevOps *ops, void *opaque);
 /* When off, requests issued while drained run anyway (for the jobs and
  * internal users that are drained on purpose). Default on. */
 void blk_set_allow_queuing(BlockBackend *blk, bool allow);
+/* With the write cache off (an export's writethrough=on), every write and
+ * write-zeroes is FUA: stable when it completes.  Set before use. */
+void blk_set_enable_write_cache(BlockBackend *blk, bool wce);
 /* When on, the node (and everything connected to it) may not move to
  * another thread: bdrv_try_change_aio_context() is refused with "Cannot
  * change iothread of active block backend".  Default off. */

@@ -42,6 +42,8 @@ enum {
     BDRV_O_NO_FLUSH  = 1 << 2,      /* cache.no-flush=on */
     BDRV_O_UNMAP     = 1 << 3,      /* discard=unmap */
     BDRV_O_FORCE_SHARE = 1 << 4,    /* force-share=on */
+    BDRV_O_AUTO_RDONLY = 1 << 5,    /* auto-read-only=on: read-only if the
+                                       image cannot be opened read-write */
 };
 
 /* Request flags. */
@@ -49,7 +51,8 @@ enum {
     BDRV_REQ_FUA         = 1 << 0,  /* write through to stable storage */
     BDRV_REQ_MAY_UNMAP   = 1 << 1,  /* write-zeroes may deallocate */
     BDRV_REQ_NO_FALLBACK = 1 << 2,  /* write-zeroes must be fast or fail */
-    BDRV_REQ_ZERO_WRITE  = 1 << 3,  /* internal: this write is all zeroes */
+    BDRV_REQ_ZERO_WRITE  = 1 << 3,  /* internal: this write of zeroes carries
+                                       out a write-zeroes (no detect-zeroes) */
 };
 
 /* block-status result bits. */

@@ -158,4 +158,24 @@ void bdrv_close_all(void) GRAPH_UNLOCKED;
  */
 json_object *bdrv_query_graph(void);
 
+/* The file name QEMU shows for a node: its file's, or "<driver>://"
+ * (written into @buf).  Valid while the node is. */
+const char *bdrv_get_filename(BlockDriverState *bs, char *buf, size_t size);
+/* The node's backing node, or NULL. */
+BlockDriverState *bdrv_backing_bs(BlockDriverState *bs);
+/* query-named-block-nodes' "image" of @bs (ImageInfo): a new object. */
+json_object *bdrv_image_info(BlockDriverState *bs);
+
+/*
+ * Events of the block layer (BLOCK_WRITE_THRESHOLD, ...) go to one sink,
+ * which the monitor sets: the block layer never calls the monitor itself.
+ * The sink takes @data and may be called from any thread.
+ */
+typedef void BlockEventSink(const char *name, json_object *data);
+void bdrv_set_event_sink(BlockEventSink *sink);
+
+/* block-set-write-threshold: report (once) the first write that ends past
+ * @threshold bytes; 0 disarms.  (The I/O side is in block-io.h.) */
+void bdrv_write_threshold_set(BlockDriverState *bs, uint64_t threshold);
+
 #endif /* BLOCKD_BLOCK_GLOBAL_STATE_H */

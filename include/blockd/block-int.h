@@ -14,6 +14,7 @@
 #ifndef BLOCKD_BLOCK_INT_H
 #define BLOCKD_BLOCK_INT_H
 
+#include "blockd/block-accounting.h"
 #include <json-c/json.h>
 #include <sys/uio.h>
 
@@ -26,6 +27,13 @@
 #include "blockd/thread.h"
 
 #define BDRV_NODE_NAME_MAX 128
+
+typedef struct BlockDriverInfo {
+    int64_t cluster_size;          /* 0: not cluster-based */
+    bool is_dirty;                 /* qcow2's dirty bit */
+    const char *backing_file;      /* as the header names it, or NULL */
+    const char *backing_fmt;       /* NULL: not recorded */
+} BlockDriverInfo;
 
 struct BlockDriver {
     const char *format_name;
@@ -55,6 +63,16 @@ struct BlockDriver {
 
     void (*bdrv_drain_begin)(BlockDriverState *bs);
     void (*bdrv_drain_end)(BlockDriverState *bs);
+
+    /* Image information (query-named-block-nodes' "image"; NULL: none).
+     * Bytes the image takes on its storage; NULL: its "file" child's. */
+    int64_t (*bdrv_get_allocated_file_size)(BlockDriverState *bs);
+    /* Cluster size, dirty flag and the backing file its header names. */
+    int (*bdrv_get_info)(BlockDriverState *bs, BlockDriverInfo *bdi);
+    /* "format-specific": {"type": ..., "data": {...}}, a new object. */
+    json_object *(*bdrv_get_specific_info)(BlockDriverState *bs);
+    /* query-blockstats' "driver-specific", a new object (NULL: none). */
+    json_object *(*bdrv_get_stats)(BlockDriverState *bs);
 
     /* ---- I/O (any thread, coroutine; graph read lock held) ---- */
 
@@ -119,6 +137,10 @@ struct BdrvChild {
     ListNode next_parent TSA_GUARDED_BY(graph_lock); /* in the child's parents */
 };
 
+/* detect-zeroes: writes of zeroes become write-zeroes requests (unmap:
+ * which may also deallocate). */
+enum { BDRV_DETECT_ZEROES_OFF, BDRV_DETECT_ZEROES_ON, BDRV_DETECT_ZEROES_UNMAP };
+
 struct BlockDriverState {
     const BlockDriver *drv;
     void *opaque;                   /* drv->instance_size bytes */
@@ -127,6 +149,9 @@ struct BlockDriverState {
     int open_flags;                 /* BDRV_O_* */
     json_object *options;           /* GS: the options it was opened with */
     bool read_only;
+    int detect_zeroes;              /* BDRV_DETECT_ZEROES_*: set at open */
+    uint64_t write_threshold;       /* atomic; 0: none (write-threshold.c) */
+    BlockAcctStats stats;           /* atomic counters (accounting.c) */
     int64_t total_bytes;            /* atomic: size in bytes */
     BlockLimits bl;
     AioContext *ctx;                /* GS: home context */

@@ -44,4 +44,12 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs) GRAPH_RDLOCK;
 int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
                                       int64_t bytes, int64_t *pnum) GRAPH_RDLOCK;
 
+/* Emit a block layer event through the monitor's sink (takes @data). */
+void bdrv_emit_event(const char *name, json_object *data);
+/* The armed write threshold of @bs (0: none). */
+uint64_t bdrv_write_threshold_get(BlockDriverState *bs);
+/* A write of [@offset, @offset + @bytes) is about to run: report it if it
+ * passes the threshold (once; BLOCK_WRITE_THRESHOLD). */
+void bdrv_write_threshold_check(BlockDriverState *bs, int64_t offset, int64_t bytes);
+
 #endif /* BLOCKD_BLOCK_IO_H */

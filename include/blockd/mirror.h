@@ -37,6 +37,9 @@ typedef struct MirrorArgs {
     BlockdevOnError on_target_error;
     bool auto_finalize;
     bool auto_dismiss;
+    /* backup's x-perf: copies in flight, bytes per copy (0: defaults) */
+    int max_workers;
+    int64_t max_chunk;
 } MirrorArgs;
 
 /* Start a mirror job; NULL and an error if it cannot start. */

@@ -25,6 +25,7 @@ struct BlockBackend {
     void *dev_opaque;
     bool allow_queuing;              /* GS */
     bool fixed_ctx;                  /* GS: refuse to let the node move */
+    bool write_through;              /* set before use: writes are FUA */
     int quiesce_counter;             /* atomic; written by the main thread */
     unsigned in_flight;              /* atomic */
     BdMutex queue_lock;
@@ -202,6 +203,12 @@ void blk_set_dev_ops(BlockBackend *blk, const BlockDevOps *ops, void *opaque)
     blk->dev_opaque = opaque;
 }
 
+void blk_set_enable_write_cache(BlockBackend *blk, bool wce)
+{
+    GLOBAL_STATE_CODE();
+    blk->write_through = !wce;
+}
+
 void blk_set_allow_queuing(BlockBackend *blk, bool allow)
 {
     GLOBAL_STATE_CODE();
@@ -290,6 +297,9 @@ static int coroutine_fn blk_do(BlockBackend *blk, BlkRequest *r)
     int ret;
 
     IO_CODE();
+    if (blk->write_through && (r->op == BLK_WRITE || r->op == BLK_ZEROES)) {
+        r->flags |= BDRV_REQ_FUA;
+    }
     blk_inc_in_flight(blk);
     blk_wait_while_drained(blk);
     graph_co_rdlock();

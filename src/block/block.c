@@ -186,7 +186,10 @@ BlockDriverState *bdrv_open_options(json_object *options, Error **errp)
 {
     static const char *const discard_names[] = { "ignore", "unmap", "off", "on", NULL };
     const char *driver = NULL, *node_name = NULL;
-    bool read_only = false, force_share = false;
+    bool read_only = false, force_share = false, auto_read_only = false;
+    static const char *const detect_zeroes_names[] = { "off", "on", "unmap", NULL };
+    int detect_zeroes = BDRV_DETECT_ZEROES_OFF;
+    BlockDriverState *bs;
     int discard = 0, flags;
     const BlockDriver *drv;
 
@@ -195,6 +198,8 @@ BlockDriverState *bdrv_open_options(json_object *options, Error **errp)
         !opt_get_str(options, "node-name", &node_name, errp) ||
         !opt_get_bool(options, "read-only", &read_only, errp) ||
         !opt_get_bool(options, "force-share", &force_share, errp) ||
+        !opt_get_bool(options, "auto-read-only", &auto_read_only, errp) ||
+        !opt_get_enum(options, "detect-zeroes", detect_zeroes_names, &detect_zeroes, errp) ||
         !opt_get_enum(options, "discard", discard_names, &discard, errp)) {
         return NULL;
     }
@@ -212,8 +217,18 @@ BlockDriverState *bdrv_open_options(json_object *options, Error **errp)
         return NULL;
     }
     flags = (read_only ? 0 : BDRV_O_RDWR) | (force_share ? BDRV_O_FORCE_SHARE : 0) |
-            (discard == 1 || discard == 3 ? BDRV_O_UNMAP : 0);
-    return bdrv_open_driver(drv, node_name, options, flags, errp);
+            (discard == 1 || discard == 3 ? BDRV_O_UNMAP : 0) |
+            (auto_read_only ? BDRV_O_AUTO_RDONLY : 0);
+    if (detect_zeroes == BDRV_DETECT_ZEROES_UNMAP && !(flags & BDRV_O_UNMAP)) {
+        error_setg(errp, "setting detect-zeroes to unmap is not allowed without setting "
+                   "discard operation to unmap");
+        return NULL;
+    }
+    bs = bdrv_open_driver(drv, node_name, options, flags, errp);
+    if (bs) {
+        bs->detect_zeroes = detect_zeroes;
+    }
+    return bs;
 }
 
 BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
@@ -245,6 +260,11 @@ BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
         json_object *ro = NULL;
         if (parent->read_only && !json_object_object_get_ex(v, "read-only", &ro)) {
             json_object_object_add(v, "read-only", json_object_new_boolean(true));
+        }
+        /* ...and auto-read-only too. */
+        if ((parent->open_flags & BDRV_O_AUTO_RDONLY) &&
+            !json_object_object_get_ex(v, "auto-read-only", &ro)) {
+            json_object_object_add(v, "auto-read-only", json_object_new_boolean(true));
         }
         child_bs = bdrv_open_options(v, errp);
         if (!child_bs) {

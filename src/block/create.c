@@ -6,14 +6,18 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "blockd/block-create.h"
 #include "blockd/block-global-state.h"
 #include "blockd/coroutine.h"
+#include "blockd/log.h"
 #include "blockd/main-loop.h"
 #include "blockd/options.h"
 #include "blockd/thread-pool.h"
@@ -82,6 +86,9 @@ typedef struct FileCreate {
     const char *filename;
     int64_t size;
     int prealloc;
+    bool nocow;
+    int64_t extent_hint;     /* 0: none */
+    bool hint_given;         /* a failure to set it is worth a warning */
     int err;                 /* errno of the failed step */
     const char *step;
 } FileCreate;
@@ -106,6 +113,33 @@ static int write_zeroes_fd(int fd, int64_t size)
     return ret;
 }
 
+/*
+ * Attributes an empty file takes: nocow (btrfs: no copy-on-write, which
+ * fragments images), and an extent size hint (XFS: allocate in extents of
+ * that size).  Both are hints: a file system without them is no error.
+ */
+static void set_file_attributes(FileCreate *c, int fd)
+{
+    int attr;
+    struct fsxattr xattr;
+
+    if (c->nocow && ioctl(fd, FS_IOC_GETFLAGS, &attr) == 0) {
+        attr |= FS_NOCOW_FL;
+        ioctl(fd, FS_IOC_SETFLAGS, &attr);
+    }
+    if (c->extent_hint) {
+        int ret = ioctl(fd, FS_IOC_FSGETXATTR, &xattr);
+        if (ret == 0) {
+            xattr.fsx_xflags |= FS_XFLAG_EXTSIZE;
+            xattr.fsx_extsize = (uint32_t)c->extent_hint;
+            ret = ioctl(fd, FS_IOC_FSSETXATTR, &xattr);
+        }
+        if (ret < 0 && c->hint_given) {
+            warn_report("Failed to set extent size hint: %s", strerror(errno));
+        }
+    }
+}
+
 /* Blocking part, on the thread pool. */
 static int file_create_work(void *opaque)
 {
@@ -118,6 +152,7 @@ static int file_create_work(void *opaque)
         return -errno;
     }
     c->step = "Could not resize '%s'";
+    set_file_attributes(c, fd);
     if (ftruncate(fd, 0) < 0) {
         ret = -errno;
     } else if (c->prealloc == PREALLOC_FALLOC) {
@@ -142,16 +177,19 @@ static int coroutine_fn file_co_create(json_object *options, Error **errp)
     static const char *const allowed[] = {
         "driver", "filename", "size", "preallocation", "nocow", "extent-size-hint", NULL,
     };
-    FileCreate c = { .prealloc = PREALLOC_OFF };
-    int64_t hint = 0;
-    bool nocow = false;
+    FileCreate c = { .prealloc = PREALLOC_OFF, .extent_hint = 1024 * 1024 };
     int ret;
 
     if (!create_check_members(options, allowed, errp) ||
         !opt_get_str(options, "filename", &c.filename, errp) ||
         !opt_get_enum(options, "preallocation", create_prealloc_names, &c.prealloc, errp) ||
-        !opt_get_bool(options, "nocow", &nocow, errp) ||
-        !opt_get_size(options, "extent-size-hint", &hint, errp)) {
+        !opt_get_bool(options, "nocow", &c.nocow, errp) ||
+        !opt_get_size(options, "extent-size-hint", &c.extent_hint, errp)) {
+        return -EINVAL;
+    }
+    c.hint_given = json_object_object_get_ex(options, "extent-size-hint", NULL);
+    if ((uint64_t)c.extent_hint > UINT32_MAX) {
+        error_setg(errp, "Extent size hint is too large");
         return -EINVAL;
     }
     if (!c.filename) {

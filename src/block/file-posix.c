@@ -40,6 +40,8 @@ static const char *const discard_names[] = { "ignore", "unmap", "off", "on", NUL
 
 typedef struct FileState {
     int fd;
+    /* query-blockstats' driver-specific: discards done and failed. */
+    uint64_t discard_nb_ok, discard_nb_failed, discard_bytes_ok;    /* atomic */
     char *filename;
     FileAio aio;
     bool use_lock;
@@ -155,6 +157,16 @@ static int file_open(BlockDriverState *bs, json_object *options, int flags,
         open_flags |= O_DIRECT;
     }
     s->fd = open(filename, open_flags);
+    /* auto-read-only: an image that refuses writing opens read-only. */
+    if (s->fd < 0 && (flags & BDRV_O_RDWR) && (flags & BDRV_O_AUTO_RDONLY) &&
+        (errno == EACCES || errno == EROFS || errno == EPERM)) {
+        open_flags = (open_flags & ~O_RDWR) | O_RDONLY;
+        s->fd = open(filename, open_flags);
+        if (s->fd >= 0) {
+            bs->read_only = true;
+            bs->open_flags &= ~BDRV_O_RDWR;
+        }
+    }
     if (s->fd < 0) {
         error_setg_errno(errp, errno, "Could not open '%s'", filename);
         return -1;
@@ -163,8 +175,9 @@ static int file_open(BlockDriverState *bs, json_object *options, int flags,
         error_setg_errno(errp, errno, "Could not stat '%s'", filename);
         goto fail;
     }
-    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-        error_setg(errp, "'%s' is not a file or a block device", filename);
+    /* As QEMU: block devices are the host_device driver's. */
+    if (!S_ISREG(st.st_mode)) {
+        error_setg(errp, "'file' driver requires '%s' to be a regular file", filename);
         goto fail;
     }
     s->is_blockdev = S_ISBLK(st.st_mode);
@@ -457,10 +470,34 @@ static int coroutine_fn file_co_pdiscard(BlockDriverState *bs, int64_t offset, i
 {
     FileState *s = bs->opaque;
 
+    int ret;
+
     if (!s->discard_unmap || s->is_blockdev) {
         return -ENOTSUP;
     }
-    return file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes);
+    ret = file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes);
+    if (ret < 0) {
+        atomic_fetch_add(&s->discard_nb_failed, 1);
+    } else {
+        atomic_fetch_add(&s->discard_nb_ok, 1);
+        atomic_fetch_add(&s->discard_bytes_ok, (uint64_t)bytes);
+    }
+    return ret;
+}
+
+static json_object *file_get_stats(BlockDriverState *bs)
+{
+    FileState *s = bs->opaque;
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "driver", json_object_new_string("file"));
+    json_object_object_add(o, "discard-nb-ok",
+                           json_object_new_int64(atomic_read(&s->discard_nb_ok)));
+    json_object_object_add(o, "discard-nb-failed",
+                           json_object_new_int64(atomic_read(&s->discard_nb_failed)));
+    json_object_object_add(o, "discard-bytes-ok",
+                           json_object_new_int64(atomic_read(&s->discard_bytes_ok)));
+    return o;
 }
 
 static int coroutine_fn file_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
@@ -556,7 +593,25 @@ static int coroutine_fn file_co_truncate(BlockDriverState *bs, int64_t size, Err
     return 0;
 }
 
+static int64_t file_get_allocated_file_size(BlockDriverState *bs)
+{
+    FileState *s = bs->opaque;
+    struct stat st;
+
+    return fstat(s->fd, &st) < 0 ? -errno : (int64_t)st.st_blocks * 512;
+}
+
+static int file_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
+{
+    (void)bs;
+    *bdi = (BlockDriverInfo){ 0 };
+    return 0;
+}
+
 const BlockDriver bdrv_file = {
+    .bdrv_get_allocated_file_size = file_get_allocated_file_size,
+    .bdrv_get_info = file_get_info,
+    .bdrv_get_stats = file_get_stats,
     .format_name = "file",
     .instance_size = sizeof(FileState),
     .is_protocol = true,

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blockd/block-accounting.h"
 #include "blockd/block-io.h"
 #include "blockd/dirty-bitmap.h"
 #include "blockd/iov.h"
@@ -203,6 +204,7 @@ int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset, int64_t bytes,
     int64_t head = offset % align;
     int64_t end = offset + bytes;
     int64_t aligned_end = (end + align - 1) / align * align;
+    int64_t start_ns;
     TrackedRequest req;
     bool track;
     int ret;
@@ -210,8 +212,12 @@ int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset, int64_t bytes,
     IO_CODE();
     ret = check_request(bs, offset, bytes);
     if (ret < 0 || bytes == 0) {
+        if (ret < 0) {
+            block_acct_invalid(&bs->stats, BLOCK_ACCT_READ);
+        }
         return ret;
     }
+    start_ns = clock_now_ns();
     track = request_begin(bs, &req, offset, bytes, false);
     if (head || end != aligned_end || !iov_is_aligned(iov, niov, mem_alignment(bs))) {
         /* Read the covering aligned range into a bounce buffer. */
@@ -233,6 +239,7 @@ int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset, int64_t bytes,
         ret = driver_preadv(bs, offset, bytes, iov, niov, flags);
     }
     request_end(bs, &req, track);
+    block_acct_done(&bs->stats, BLOCK_ACCT_READ, offset, bytes, start_ns, ret);
     return ret < 0 ? ret : 0;
 }
 
@@ -295,6 +302,9 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes
     BlockDriverState *bs = child->bs;
     int64_t align = bs->bl.request_alignment;
     bool unaligned = offset % align || (offset + bytes) % align;
+    /* A write of zeroes that carries out a write-zeroes is counted there. */
+    bool account = !(flags & BDRV_REQ_ZERO_WRITE);
+    int64_t start_ns;
     TrackedRequest req;
     bool track;
     int ret;
@@ -302,8 +312,21 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes
     IO_CODE();
     ret = check_write_request(child, offset, bytes);
     if (ret < 0 || bytes == 0) {
+        if (ret < 0 && account) {
+            block_acct_invalid(&bs->stats, BLOCK_ACCT_WRITE);
+        }
         return ret;
     }
+    /* detect-zeroes: zeroes written as data become a write-zeroes request
+     * (not those that are already one: ZERO_WRITE). */
+    if (bs->detect_zeroes && !(flags & BDRV_REQ_ZERO_WRITE) &&
+        iov_is_zero(iov, niov, 0, bytes)) {
+        return bdrv_co_pwrite_zeroes(child, offset, bytes, (flags & BDRV_REQ_FUA) |
+            (bs->detect_zeroes == BDRV_DETECT_ZEROES_UNMAP ? BDRV_REQ_MAY_UNMAP : 0));
+    }
+    flags &= ~BDRV_REQ_ZERO_WRITE;
+    bdrv_write_threshold_check(bs, offset, bytes);
+    start_ns = clock_now_ns();
     track = request_begin(bs, &req, offset, bytes, unaligned);
     if (unaligned) {
         ret = write_rmw(bs, offset, bytes, iov, niov, flags);
@@ -324,6 +347,9 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes
     }
     bdrv_set_dirty(bs, offset, bytes);
     request_end(bs, &req, track);
+    if (account) {
+        block_acct_done(&bs->stats, BLOCK_ACCT_WRITE, offset, bytes, start_ns, ret);
+    }
     return ret < 0 ? ret : 0;
 }
 
@@ -345,7 +371,7 @@ static int coroutine_fn write_zero_buffer(BdrvChild *child, int64_t offset, int6
         int64_t len = bytes - done < chunk ? bytes - done : chunk;
         struct iovec iov = { buf, len };
         ret = bdrv_co_pwritev(child, offset + done, len, &iov, 1,
-                              flags & BDRV_REQ_FUA);
+                              (flags & BDRV_REQ_FUA) | BDRV_REQ_ZERO_WRITE);
     }
     free(buf);
     return ret;
@@ -400,13 +426,19 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset, int64_t
                                                    : bs->bl.request_alignment;
     int64_t start = (offset + align - 1) / align * align;
     int64_t end = (offset + bytes) / align * align;
+    int64_t start_ns;
     int ret;
 
     IO_CODE();
     ret = check_write_request(child, offset, bytes);
     if (ret < 0 || bytes == 0) {
+        if (ret < 0) {
+            block_acct_invalid(&bs->stats, BLOCK_ACCT_WRITE);
+        }
         return ret;
     }
+    bdrv_write_threshold_check(bs, offset, bytes);
+    start_ns = clock_now_ns();
     bdrv_inc_in_flight(bs);
     if (start >= end) {
         /* No aligned middle: all of it as a write of zeroes. */
@@ -423,6 +455,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset, int64_t
     }
     bdrv_set_dirty(bs, offset, bytes);
     bdrv_dec_in_flight(bs);
+    block_acct_done(&bs->stats, BLOCK_ACCT_WRITE, offset, bytes, start_ns, ret);
     return ret < 0 ? ret : 0;
 }
 
@@ -435,29 +468,38 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset, int64_t byte
                                               : bs->bl.request_alignment;
     int64_t start = (offset + align - 1) / align * align;
     int64_t end = (offset + bytes) / align * align;
+    int64_t start_ns;
     int ret;
 
     IO_CODE();
     ret = check_write_request(child, offset, bytes);
+    if (ret < 0) {
+        block_acct_invalid(&bs->stats, BLOCK_ACCT_UNMAP);
+    }
     /* Discard is advisory: what cannot be discarded simply stays. */
     if (ret < 0 || end <= start || !bs->drv->bdrv_co_pdiscard) {
         return ret;
     }
+    start_ns = clock_now_ns();
     bdrv_inc_in_flight(bs);
     ret = bs->drv->bdrv_co_pdiscard(bs, start, end - start);
     bdrv_set_dirty(bs, start, end - start);
     bdrv_dec_in_flight(bs);
-    return ret == -ENOTSUP ? 0 : ret;
+    ret = ret == -ENOTSUP ? 0 : ret;
+    block_acct_done(&bs->stats, BLOCK_ACCT_UNMAP, start, end - start, start_ns, ret);
+    return ret;
 }
 
 int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
 {
+    int64_t start_ns;
     int ret = 0;
 
     IO_CODE();
     if (bs->open_flags & BDRV_O_NO_FLUSH) {
         return 0;
     }
+    start_ns = clock_now_ns();
     bdrv_inc_in_flight(bs);
     if (bs->drv->bdrv_co_flush) {
         ret = bs->drv->bdrv_co_flush(bs);
@@ -467,6 +509,7 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
         ret = bdrv_co_flush(bs->file->bs);
     }
     bdrv_dec_in_flight(bs);
+    block_acct_done(&bs->stats, BLOCK_ACCT_FLUSH, 0, 0, start_ns, ret);
     return ret;
 }
 

@@ -96,8 +96,9 @@ static int coroutine_fn null_co_block_status(BlockDriverState *bs, int64_t offse
 
     (void)offset;
     *pnum = bytes;
-    /* Reads return zeroes only with read-zeroes=on. */
-    return s->read_zeroes ? (BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED) : BDRV_BLOCK_DATA;
+    /* Nothing is stored: a hole, which reads as zeroes only with
+     * read-zeroes=on (as QEMU reports it). */
+    return s->read_zeroes ? (BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED) : BDRV_BLOCK_ALLOCATED;
 }
 
 const BlockDriver bdrv_null_co = {

@@ -285,7 +285,7 @@ static int coroutine_fn get_l2_for_write(BlockDriverState *bs, BDRVQcow2State *s
     if (off) {
         /* The old table is the snapshots' alone now: no longer active. */
         qcow2_meta_remove(s, off);
-        qcow2_defer_free(s, off, s->cluster_size);
+        qcow2_defer_free(s, off, s->cluster_size, QCOW2_DISCARD_OTHER);
     }
     return 0;
 }
@@ -639,7 +639,8 @@ retry:
  * that is metadata stays allocated (a corrupt entry pointed at it): freeing
  * it would let the allocator, or discard=unmap, overwrite the table.
  */
-static void free_entry_later(BDRVQcow2State *s, L2Entry l) QCOW2_LOCKED
+static void free_entry_later(BDRVQcow2State *s, L2Entry l, Qcow2DiscardType type)
+    QCOW2_LOCKED
 {
     int64_t off = host_of(l), bytes = s->cluster_size;
 
@@ -657,7 +658,7 @@ static void free_entry_later(BDRVQcow2State *s, L2Entry l) QCOW2_LOCKED
                                 (unsigned long long)l.e);
         return;
     }
-    qcow2_defer_free(s, off, bytes);
+    qcow2_defer_free(s, off, bytes, type);
 }
 
 /* The new clusters hold their data: point the L2 entries at them. */
@@ -675,7 +676,7 @@ static int coroutine_fn commit_alloc(BlockDriverState *bs, BDRVQcow2State *s, Wr
     for (int64_t k = 0; k < p->alloc.n; k++) {
         L2Entry l = { (uint64_t)(p->host + (k << s->cluster_bits)) | QCOW2_OFLAG_COPIED,
                       s->ext_l2 ? QCOW2_SC_ALL_ALLOC : 0 };
-        free_entry_later(s, get_entry(s, table, i0 + k));
+        free_entry_later(s, get_entry(s, table, i0 + k), QCOW2_DISCARD_OTHER);
         set_entry(s, table, i0 + k, l);
     }
     qcow2_cache_mark_dirty(s->l2_cache, table);
@@ -840,7 +841,7 @@ static int coroutine_fn clear_clusters(BlockDriverState *bs, BDRVQcow2State *s, 
                 l.e = s->ext_l2 ? 0 : QCOW2_OFLAG_ZERO;
                 l.bitmap = s->ext_l2 ? QCOW2_SC_ALL_ZERO : 0;
             }
-            free_entry_later(s, old);
+            free_entry_later(s, old, QCOW2_DISCARD_REQUEST);
         }
         set_entry(s, table, i0 + k, l);
     }

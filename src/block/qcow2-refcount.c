@@ -568,7 +568,8 @@ retry:
 
 /* ---- Deferred frees ------------------------------------------------------------- */
 
-void qcow2_defer_free(BDRVQcow2State *s, int64_t offset, int64_t bytes)
+void qcow2_defer_free(BDRVQcow2State *s, int64_t offset, int64_t bytes,
+                      Qcow2DiscardType type)
 {
     if (s->npending == s->pending_cap) {
         s->pending_cap = s->pending_cap ? s->pending_cap * 2 : 64;
@@ -577,7 +578,7 @@ void qcow2_defer_free(BDRVQcow2State *s, int64_t offset, int64_t bytes)
             abort();
         }
     }
-    s->pending[s->npending++] = (Qcow2PendingFree){ offset, bytes };
+    s->pending[s->npending++] = (Qcow2PendingFree){ offset, bytes, type };
 }
 
 int coroutine_fn qcow2_apply_deferred_frees(BlockDriverState *bs, BDRVQcow2State *s)
@@ -587,12 +588,14 @@ int coroutine_fn qcow2_apply_deferred_frees(BlockDriverState *bs, BDRVQcow2State
     for (int i = 0; i < s->npending && ret >= 0; i++) {
         Qcow2PendingFree *f = &s->pending[i];
         uint64_t rc = 1;
+        bool pass = s->pass_discard[f->type];
+
         ret = qcow2_update_refcount(bs, s, f->offset, f->bytes, -1);
-        if (ret >= 0 && s->discard_unmap) {
+        if (ret >= 0 && pass) {
             ret = qcow2_get_refcount(bs, s, f->offset >> s->cluster_bits, &rc);
         }
-        /* discard=unmap: give the space back to the file system too. */
-        if (ret >= 0 && rc == 0 && !(f->offset & (s->cluster_size - 1))) {
+        /* pass-discard-*: give the space back to the file system too. */
+        if (ret >= 0 && pass && rc == 0 && !(f->offset & (s->cluster_size - 1))) {
             bdrv_co_pdiscard(bs->file, f->offset, qcow2_align_up(f->bytes, s->cluster_size));
         }
     }

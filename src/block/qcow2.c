@@ -228,6 +228,7 @@ typedef struct OpenArgs {
     int flags;
     Error **errp;
     int64_t l2_cache_bytes, rb_cache_bytes;
+    int64_t l2_entry_size;          /* l2-cache-entry-size, -1: default */
 } OpenArgs;
 
 /* Header extensions between the header and the end of the first cluster. */
@@ -504,6 +505,18 @@ static int coroutine_fn open_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
     if (ret < 0) {
         return ret;
     }
+    /* The cache holds whole L2 tables: an entry is a cluster. */
+    if (a->l2_entry_size >= 0 && a->l2_entry_size != s->cluster_size) {
+        error_setg(a->errp, "l2-cache-entry-size %lld is not supported by blockd: "
+                   "its L2 cache entries are whole tables (the cluster size, %lld)",
+                   (long long)a->l2_entry_size, (long long)s->cluster_size);
+        return -EINVAL;
+    }
+    if (s->lazy_refcounts && s->version < 3) {
+        error_setg(a->errp, "Lazy refcounts require a qcow2 image with at least qemu 1.1 "
+                   "compatibility level");
+        return -EINVAL;
+    }
     if (a->l2_cache_bytes < 0) {
         /* As QEMU on Linux: enough to map the whole disk, up to 32 MiB. */
         int64_t cover = (s->size + (s->cluster_size << s->l2_bits) - 1) >>
@@ -625,7 +638,20 @@ static int parse_options(BDRVQcow2State *s, OpenArgs *a, json_object *options, E
 
     a->l2_cache_bytes = -1;
     a->rb_cache_bytes = -1;
-    if (!opt_get_size(options, "l2-cache-size", &a->l2_cache_bytes, errp) ||
+    a->l2_entry_size = -1;
+    /* Freed clusters go back to the file system per cause, as in QEMU:
+     * guest requests with discard=unmap, snapshots always, others never. */
+    s->pass_discard[QCOW2_DISCARD_REQUEST] = a->flags & BDRV_O_UNMAP;
+    s->pass_discard[QCOW2_DISCARD_SNAPSHOT] = true;
+    s->pass_discard[QCOW2_DISCARD_OTHER] = false;
+    if (!opt_get_bool(options, "pass-discard-request",
+                      &s->pass_discard[QCOW2_DISCARD_REQUEST], errp) ||
+        !opt_get_bool(options, "pass-discard-snapshot",
+                      &s->pass_discard[QCOW2_DISCARD_SNAPSHOT], errp) ||
+        !opt_get_bool(options, "pass-discard-other",
+                      &s->pass_discard[QCOW2_DISCARD_OTHER], errp) ||
+        !opt_get_size(options, "l2-cache-entry-size", &a->l2_entry_size, errp) ||
+        !opt_get_size(options, "l2-cache-size", &a->l2_cache_bytes, errp) ||
         !opt_get_size(options, "refcount-cache-size", &a->rb_cache_bytes, errp) ||
         !opt_get_size(options, "cache-size", &cache_size, errp) ||
         !opt_get_size(options, "cache-clean-interval", &interval, errp) ||
@@ -685,7 +711,7 @@ static void init_state(BDRVQcow2State *s, BlockDriverState *bs) TSA_NO_TSA
 static int qcow2_open(BlockDriverState *bs, json_object *options, int flags, Error **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    OpenArgs a = { options, flags, errp, 0, 0 };
+    OpenArgs a = { .options = options, .flags = flags, .errp = errp };
     int ret;
 
     GLOBAL_STATE_CODE();
@@ -763,7 +789,44 @@ static int coroutine_fn qcow2_co_flush(BlockDriverState *bs) GRAPH_RDLOCK
     return ret;
 }
 
+static int qcow2_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    *bdi = (BlockDriverInfo){
+        .cluster_size = s->cluster_size,
+        .is_dirty = s->incompat & QCOW2_INCOMPAT_DIRTY,
+        .backing_file = s->backing_file,
+        .backing_fmt = s->backing_fmt,
+    };
+    return 0;
+}
+
+/* QEMU's ImageInfoSpecificQCow2 (version 3 adds the feature members). */
+static json_object *qcow2_get_specific_info(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    json_object *info = json_object_new_object(), *data = json_object_new_object();
+
+    json_object_object_add(data, "compat", json_object_new_string(s->version == 2 ? "0.10"
+                                                                                  : "1.1"));
+    json_object_object_add(data, "compression-type", json_object_new_string("zlib"));
+    if (s->version >= 3) {
+        json_object_object_add(data, "lazy-refcounts",
+                               json_object_new_boolean(s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS));
+        json_object_object_add(data, "corrupt",
+                               json_object_new_boolean(s->incompat & QCOW2_INCOMPAT_CORRUPT));
+        json_object_object_add(data, "extended-l2", json_object_new_boolean(s->ext_l2));
+    }
+    json_object_object_add(data, "refcount-bits", json_object_new_int(s->refcount_bits));
+    json_object_object_add(info, "type", json_object_new_string("qcow2"));
+    json_object_object_add(info, "data", data);
+    return info;
+}
+
 const BlockDriver bdrv_qcow2 = {
+    .bdrv_get_info = qcow2_get_info,
+    .bdrv_get_specific_info = qcow2_get_specific_info,
     .format_name = "qcow2",
     .instance_size = sizeof(BDRVQcow2State),
     .is_format = true,

@@ -96,9 +96,19 @@ typedef struct Qcow2InflightAlloc {
 } Qcow2InflightAlloc;
 
 /* A host range whose reference was dropped, freed after the next sync. */
+/* Why clusters are freed: pass-discard-request/-snapshot/-other say for
+ * each whether the file system gets the space back too. */
+typedef enum Qcow2DiscardType {
+    QCOW2_DISCARD_REQUEST,       /* a guest's discard or write-zeroes with unmap */
+    QCOW2_DISCARD_SNAPSHOT,      /* a snapshot deleted */
+    QCOW2_DISCARD_OTHER,         /* anything else (replaced tables, COW) */
+    QCOW2_DISCARD__MAX,
+} Qcow2DiscardType;
+
 typedef struct Qcow2PendingFree {
     int64_t offset;
     int64_t bytes;
+    Qcow2DiscardType type;
 } Qcow2PendingFree;
 
 typedef struct BDRVQcow2State {
@@ -129,6 +139,7 @@ typedef struct BDRVQcow2State {
     char *backing_fmt;
     char *image_filename;        /* the file child's filename, for messages */
     bool discard_unmap;          /* discard=unmap: discard frees clusters */
+    bool pass_discard[QCOW2_DISCARD__MAX];
     bool lazy_refcounts;
     int64_t cache_clean_ns;      /* 0: never drop clean cache entries */
 
@@ -273,7 +284,8 @@ static inline int64_t qcow2_max_alloc_clusters(BDRVQcow2State *s)
 int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, BDRVQcow2State *s,
                                           int64_t n, bool *fresh) GRAPH_RDLOCK QCOW2_LOCKED;
 /* Drop a reference to [offset, +bytes) once the current metadata is stable. */
-void qcow2_defer_free(BDRVQcow2State *s, int64_t offset, int64_t bytes) QCOW2_LOCKED;
+void qcow2_defer_free(BDRVQcow2State *s, int64_t offset, int64_t bytes,
+                      Qcow2DiscardType type) QCOW2_LOCKED;
 /* Apply the deferred frees (after a metadata sync). */
 int coroutine_fn qcow2_apply_deferred_frees(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK QCOW2_LOCKED;

@@ -110,7 +110,15 @@ static int coroutine_fn raw_co_truncate(BlockDriverState *bs, int64_t size, Erro
     return ret;
 }
 
+static int raw_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
+{
+    (void)bs;
+    *bdi = (BlockDriverInfo){ 0 };
+    return 0;
+}
+
 const BlockDriver bdrv_raw = {
+    .bdrv_get_info = raw_get_info,
     .format_name = "raw",
     .instance_size = sizeof(RawState),
     .is_format = true,

@@ -166,7 +166,7 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     const char *name = get_str(options, "name"), *desc = get_str(options, "description");
     const char *iothread = get_str(options, "iothread");
     json_object *v;
-    bool writable = false, fixed = false;
+    bool writable = false, fixed = false, writethrough = false;
     IOThread *iot = NULL;
     BlockDriverState *bs;
     BlockExport *exp;
@@ -213,6 +213,9 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     }
     if (json_object_object_get_ex(options, "fixed-iothread", &v)) {
         fixed = json_object_get_boolean(v);
+    }
+    if (json_object_object_get_ex(options, "writethrough", &v)) {
+        writethrough = json_object_get_boolean(v);
     }
     if (iothread && !(iot = iothread_find(iothread))) {
         error_setg(errp, "iothread \"%s\" not found", iothread);
@@ -273,6 +276,7 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
      * in the export, not in the backend. */
     blk_set_allow_queuing(exp->blk, false);
     blk_set_fixed_aio_context(exp->blk, fixed);
+    blk_set_enable_write_cache(exp->blk, !writethrough);
     blk_set_dev_ops(exp->blk, &exp_dev_ops, exp);
     list_add_tail(&exports, &exp->node);
     return exp;

@@ -188,6 +188,17 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     BackupJob *s;
 
     GLOBAL_STATE_CODE();
+    if (a->max_chunk && a->max_chunk < BACKUP_CLUSTER) {
+        error_setg(errp, "Required max-chunk (%lld) is less than backup cluster size (%d)",
+                   (long long)a->max_chunk, BACKUP_CLUSTER);
+        return NULL;
+    }
+    if (a->max_workers) {
+        copy_opts.max_tasks = a->max_workers;
+    }
+    if (a->max_chunk && a->max_chunk < BACKUP_CHUNK) {
+        copy_opts.chunk_size = a->max_chunk / BACKUP_CLUSTER * BACKUP_CLUSTER;
+    }
     if (!job_filter_check_nodes(a, "Source and target cannot be the same", errp) ||
         !job_filter_check_target(a, errp)) {
         return NULL;

@@ -64,6 +64,13 @@ static const SchemaField block_job_pending_fields[] = {
     { 0 },
 };
 
+static const SchemaField write_threshold_fields[] = {
+    { .name = "node-name", .type = SCHEMA_STR },
+    { .name = "amount-exceeded", .type = SCHEMA_INT },
+    { .name = "write-threshold", .type = SCHEMA_INT },
+    { 0 },
+};
+
 #define EVENT(ev, f) { .name = #ev, .data = &(const SchemaObject){ .name = #ev, .fields = f } }
 
 const QmpEventInfo qmp_events[] = {
@@ -74,5 +81,6 @@ const QmpEventInfo qmp_events[] = {
     EVENT(BLOCK_JOB_ERROR, block_job_error_fields),
     EVENT(BLOCK_JOB_PENDING, block_job_pending_fields),
     EVENT(BLOCK_JOB_READY, block_job_info_fields),
+    EVENT(BLOCK_WRITE_THRESHOLD, write_threshold_fields),
     { 0 },
 };

@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "blockd/block-global-state.h"
+#include "blockd/block-accounting.h"
+#include "blockd/block-io.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
 #include "monitor-internal.h"
@@ -93,37 +95,25 @@ static json_object *qmp_blockdev_del(json_object *args, Error **errp)
     return json_object_new_object();
 }
 
-/* The file name QEMU shows for a node: the file's, or the driver's URL. */
-static const char *node_filename(BlockDriverState *bs, char *buf, size_t size)
-{
-    json_object *v;
-
-    graph_rdlock_main_loop();
-    while (bs->file && !(bs->options && json_object_object_get_ex(bs->options, "filename", &v))) {
-        bs = bs->file->bs;
-    }
-    graph_rdunlock_main_loop();
-    if (bs->options && json_object_object_get_ex(bs->options, "filename", &v)) {
-        return json_object_get_string(v);
-    }
-    snprintf(buf, size, "%s://", bs->drv->format_name);
-    return buf;
-}
-
 static json_object *node_info(BlockDriverState *bs)
 {
-    json_object *info = json_object_new_object(), *image = json_object_new_object();
+    json_object *info = json_object_new_object(), *image = bdrv_image_info(bs);
     json_object *cache = json_object_new_object();
-    char buf[64];
-    const char *filename = node_filename(bs, buf, sizeof(buf));
-    static const char *const zero_counters[] = {
-        "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr", "write_threshold",
-        "backing_file_depth",
+    char buf[64], bbuf[64];
+    const char *filename = bdrv_get_filename(bs, buf, sizeof(buf));
+    /* No throttling yet: no limits to report. */
+    static const char *const throttle_limits[] = {
+        "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr",
     };
+    int depth = 0;
 
-    json_object_object_add(image, "filename", json_object_new_string(filename));
-    json_object_object_add(image, "format", json_object_new_string(bs->drv->format_name));
-    json_object_object_add(image, "virtual-size", json_object_new_int64(bs->total_bytes));
+    for (BlockDriverState *b = bdrv_backing_bs(bs); b; b = bdrv_backing_bs(b)) {
+        if (depth++ == 0) {
+            json_object_object_add(info, "backing_file",
+                                   json_object_new_string(bdrv_get_filename(b, bbuf,
+                                                                            sizeof(bbuf))));
+        }
+    }
     json_object_object_add(cache, "writeback", json_object_new_boolean(true));
     json_object_object_add(cache, "direct",
                            json_object_new_boolean(bs->open_flags & BDRV_O_NOCACHE));
@@ -135,10 +125,15 @@ static json_object *node_info(BlockDriverState *bs)
     json_object_object_add(info, "ro", json_object_new_boolean(bs->read_only));
     json_object_object_add(info, "drv", json_object_new_string(bs->drv->format_name));
     json_object_object_add(info, "encrypted", json_object_new_boolean(false));
-    json_object_object_add(info, "detect_zeroes", json_object_new_string("off"));
-    for (unsigned i = 0; i < ARRAY_SIZE(zero_counters); i++) {
-        json_object_object_add(info, zero_counters[i], json_object_new_int(0));
+    json_object_object_add(info, "detect_zeroes", json_object_new_string(
+        bs->detect_zeroes == BDRV_DETECT_ZEROES_UNMAP ? "unmap" :
+        bs->detect_zeroes == BDRV_DETECT_ZEROES_ON ? "on" : "off"));
+    for (unsigned i = 0; i < ARRAY_SIZE(throttle_limits); i++) {
+        json_object_object_add(info, throttle_limits[i], json_object_new_int(0));
     }
+    json_object_object_add(info, "backing_file_depth", json_object_new_int(depth));
+    json_object_object_add(info, "write_threshold",
+                           json_object_new_int64(bdrv_write_threshold_get(bs)));
     json_object_object_add(info, "image", image);
     json_object_object_add(info, "cache", cache);
     return info;
@@ -179,6 +174,78 @@ static json_object *qmp_query_block(json_object *args, Error **errp)
     return json_object_new_array();
 }
 
+static json_object *qmp_block_set_write_threshold(json_object *args, Error **errp)
+{
+    const char *name = json_object_get_string(json_object_object_get(args, "node-name"));
+    BlockDriverState *bs = bdrv_find_node(name);
+
+    if (!bs) {
+        error_setg(errp, "Device '%s' not found", name);
+        return NULL;
+    }
+    bdrv_write_threshold_set(bs, json_object_get_uint64(
+        json_object_object_get(args, "write-threshold")));
+    return json_object_new_object();
+}
+
+static const SchemaField write_threshold_fields[] = {
+    { .name = "node-name", .type = SCHEMA_STR },
+    { .name = "write-threshold", .type = SCHEMA_SIZE },
+    { 0 },
+};
+static const SchemaObject write_threshold_args = {
+    .name = "block-set-write-threshold-arg", .fields = write_threshold_fields,
+};
+
+/* BlockStats of a node: its counters and, as "parent", its file's (the
+ * backing node is listed on its own, as QEMU does for nodes). */
+static json_object *node_stats(BlockDriverState *bs, int depth)
+{
+    json_object *o = json_object_new_object();
+    BlockDriverState *file = NULL;
+
+    json_object_object_add(o, "node-name", json_object_new_string(bs->node_name));
+    json_object_object_add(o, "stats", block_acct_query(&bs->stats));
+    if (bs->drv->bdrv_get_stats) {
+        json_object_object_add(o, "driver-specific", bs->drv->bdrv_get_stats(bs));
+    }
+    graph_rdlock_main_loop();
+    if (bs->file) {
+        file = bs->file->bs;
+    }
+    graph_rdunlock_main_loop();
+    if (file && depth < 64) {
+        json_object_object_add(o, "parent", node_stats(file, depth + 1));
+    }
+    return o;
+}
+
+/*
+ * query-blockstats: with query-nodes, every node; without, the named
+ * block devices, of which qemu-storage-daemon and blockd have none (an
+ * export's backend has no name), so the list is empty as there.
+ */
+static json_object *qmp_query_blockstats(json_object *args, Error **errp)
+{
+    json_object *list = json_object_new_array(), *v;
+
+    (void)errp;
+    if (json_object_object_get_ex(args, "query-nodes", &v) && json_object_get_boolean(v)) {
+        for (BlockDriverState *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+            json_object_array_add(list, node_stats(bs, 0));
+        }
+    }
+    return list;
+}
+
+static const SchemaField blockstats_fields[] = {
+    { .name = "query-nodes", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+static const SchemaObject blockstats_args = {
+    .name = "query-blockstats-arg", .fields = blockstats_fields,
+};
+
 static json_object *qmp_x_debug_query_block_graph(json_object *args, Error **errp)
 {
     (void)args;
@@ -187,6 +254,10 @@ static json_object *qmp_x_debug_query_block_graph(json_object *args, Error **err
 }
 
 const QmpCommand qmp_block_commands[] = {
+    { .name = "query-blockstats", .fn = qmp_query_blockstats, .args = &blockstats_args,
+      .ret = &qmp_ret_any },
+    { .name = "block-set-write-threshold", .fn = qmp_block_set_write_threshold,
+      .args = &write_threshold_args },
     { .name = "x-debug-query-block-graph", .fn = qmp_x_debug_query_block_graph,
       .ret = &qmp_ret_any },
     { .name = "query-block", .ret = &qmp_ret_any, .fn = qmp_query_block, .args = NULL },

@@ -47,13 +47,21 @@ static const SchemaField mirror_fields[] = {
 };
 static const SchemaObject mirror_args = { .name = "blockdev-mirror-arg", .fields = mirror_fields };
 
+static const SchemaField backup_perf_fields[] = {
+    { .name = "use-copy-range", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "max-workers", .type = SCHEMA_INT, .optional = true },
+    { .name = "max-chunk", .type = SCHEMA_INT, .optional = true },
+    { 0 },
+};
+static const SchemaObject backup_perf = { .name = "BackupPerf", .fields = backup_perf_fields };
+
 static const SchemaField backup_fields[] = {
     COMMON_JOB_FIELDS,
     { .name = "compress", .type = SCHEMA_BOOL, .optional = true },
     { .name = "bitmap", .type = SCHEMA_STR, .optional = true },
     { .name = "bitmap-mode", .type = SCHEMA_STR, .optional = true },
     { .name = "discard-source", .type = SCHEMA_BOOL, .optional = true },
-    { .name = "x-perf", .type = SCHEMA_ANY, .optional = true },
+    { .name = "x-perf", .type = SCHEMA_OBJECT, .optional = true, .object = &backup_perf },
     { 0 },
 };
 static const SchemaObject backup_args = { .name = "BlockdevBackup", .fields = backup_fields };
@@ -182,6 +190,39 @@ static json_object *qmp_blockdev_mirror(json_object *args, Error **errp)
     return mirror_start(&a, errp) ? json_object_new_object() : NULL;
 }
 
+/* x-perf: how many copies run at once, how large each is. */
+static bool backup_parse_perf(json_object *args, MirrorArgs *a, Error **errp)
+{
+    json_object *perf;
+    bool copy_range = false;
+    int64_t workers = 0, chunk = 0;
+
+    if (!json_object_object_get_ex(args, "x-perf", &perf)) {
+        return true;
+    }
+    if (!opt_get_bool(perf, "use-copy-range", &copy_range, errp) ||
+        !opt_get_int(perf, "max-workers", &workers, errp) ||
+        !opt_get_int(perf, "max-chunk", &chunk, errp)) {
+        return false;
+    }
+    if (json_object_object_get_ex(perf, "max-workers", NULL) &&
+        (workers < 1 || workers > INT32_MAX)) {
+        error_setg(errp, "max-workers must be between 1 and %d", INT32_MAX);
+        return false;
+    }
+    if (chunk < 0) {
+        error_setg(errp, "max-chunk must be zero (which means no limit) or positive");
+        return false;
+    }
+    if (copy_range) {
+        error_setg(errp, "x-perf.use-copy-range is not supported by blockd");
+        return false;
+    }
+    a->max_workers = (int)workers;
+    a->max_chunk = chunk;
+    return true;
+}
+
 /* Backup arguments blockd refuses rather than ignores. */
 static bool backup_check_unsupported(json_object *args, Error **errp)
 {
@@ -190,6 +231,11 @@ static bool backup_check_unsupported(json_object *args, Error **errp)
 
     if (!opt_get_bool(args, "compress", &compress, errp) ||
         !opt_get_bool(args, "discard-source", &discard_source, errp)) {
+        return false;
+    }
+    if (json_object_object_get_ex(args, "bitmap-mode", &v) &&
+        !json_object_object_get_ex(args, "bitmap", NULL)) {
+        error_setg(errp, "Cannot specify bitmap sync mode without a bitmap");
         return false;
     }
     if (discard_source) {
@@ -211,7 +257,8 @@ static Job *backup_create_from_args(json_object *args, JobTxn *txn, Error **errp
 {
     MirrorArgs a;
 
-    if (!parse_common(args, &a, errp) || !backup_check_unsupported(args, errp)) {
+    if (!parse_common(args, &a, errp) || !backup_check_unsupported(args, errp) ||
+        !backup_parse_perf(args, &a, errp)) {
         return NULL;
     }
     a.txn = txn;

@@ -4,6 +4,7 @@
  */
 #include <string.h>
 
+#include "blockd/block-global-state.h"
 #include "blockd/export.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
@@ -151,4 +152,5 @@ void qmp_init_commands(void)
     qmp_register_commands(qmp_qom_commands);
     /* Job events (from any thread) go to every monitor. */
     job_set_event_sink(qmp_event);
+    bdrv_set_event_sink(qmp_event);
 }
