@@ -76,15 +76,17 @@ static json_object *info_new(const char *name, const char *meta)
     return info;
 }
 
-static const char *enum_type(Introspect *in, const char *const *values)
+/* An enum entry for @values (NULL-terminated), keyed by @kind and @key. */
+static const char *enum_entry(Introspect *in, int kind, const void *key,
+                              const char *const *values)
 {
-    const char *name = lookup(in, SCHEMA_ENUM, values, false);
+    const char *name = lookup(in, kind, key, false);
     json_object *info, *vals, *members;
 
     if (name) {
         return name;
     }
-    name = reserve(in, SCHEMA_ENUM, values, false);
+    name = reserve(in, kind, key, false);
     info = info_new(name, "enum");
     vals = json_object_new_array();
     members = json_object_new_array();
@@ -100,29 +102,22 @@ static const char *enum_type(Introspect *in, const char *const *values)
     return name;
 }
 
+static const char *enum_type(Introspect *in, const char *const *values)
+{
+    return enum_entry(in, SCHEMA_ENUM, values, values);
+}
+
 /* A discriminator given as a plain string: its values are the variants'. */
 static const char *variant_enum_type(Introspect *in, const SchemaObject *o)
 {
-    const char *name = lookup(in, -1, o, false);
-    json_object *info, *vals, *members;
+    const char *values[64];
+    size_t n = 0;
 
-    if (name) {
-        return name;
+    for (const SchemaVariant *v = o->variants; v->value && n < 63; v++) {
+        values[n++] = v->value;
     }
-    name = reserve(in, -1, o, false);
-    info = info_new(name, "enum");
-    vals = json_object_new_array();
-    members = json_object_new_array();
-    for (const SchemaVariant *v = o->variants; v->value; v++) {
-        json_object *m = json_object_new_object();
-        json_object_object_add(m, "name", json_object_new_string(v->value));
-        json_object_array_add(members, m);
-        json_object_array_add(vals, json_object_new_string(v->value));
-    }
-    json_object_object_add(info, "members", members);
-    json_object_object_add(info, "values", vals);
-    json_object_array_add(in->list, info);
-    return name;
+    values[n] = NULL;
+    return enum_entry(in, -1, o, values);
 }
 
 static void add_members(Introspect *in, json_object *members, const SchemaObject *o,

@@ -35,11 +35,11 @@ typedef struct ThreadPool {
     BdMutex lock;
     BdCond cond;                       /* work queued, or the pool is dying */
     BdCond exited;                     /* a worker left */
-    ListNode queue TSA_GUARDED_BY(lock);
-    int queued TSA_GUARDED_BY(lock);
-    int workers TSA_GUARDED_BY(lock);
-    int idle TSA_GUARDED_BY(lock);
-    bool dying TSA_GUARDED_BY(lock);
+    ListNode queue TSA_FIELD_GUARDED_BY(lock);
+    int queued TSA_FIELD_GUARDED_BY(lock);
+    int workers TSA_FIELD_GUARDED_BY(lock);
+    int idle TSA_FIELD_GUARDED_BY(lock);
+    bool dying TSA_FIELD_GUARDED_BY(lock);
 } ThreadPool;
 
 static void request_complete_bh(void *opaque)
