@@ -24,6 +24,21 @@ typedef enum BlockAcctType {
     BLOCK_ACCT__MAX,
 } BlockAcctType;
 
+/*
+ * A latency histogram (block-latency-histogram-set): bins[i] counts the
+ * requests whose latency in ns is below boundaries[i] (and not below the
+ * previous boundary); the last bin, those at or above the last boundary.
+ * Immutable once published except for the atomic bins; one replaced by
+ * another stays allocated until the node goes (a request may still be
+ * counting into it).
+ */
+typedef struct BlockLatencyHistogram {
+    int nboundaries;
+    uint64_t *boundaries;
+    uint64_t *bins;                /* nboundaries + 1, atomic */
+    struct BlockLatencyHistogram *retired;   /* older ones, main thread */
+} BlockLatencyHistogram;
+
 typedef struct BlockAcctStats {
     uint64_t bytes[BLOCK_ACCT__MAX];
     uint64_t ops[BLOCK_ACCT__MAX];
@@ -31,6 +46,8 @@ typedef struct BlockAcctStats {
     uint64_t invalid_ops[BLOCK_ACCT__MAX];
     uint64_t total_time_ns[BLOCK_ACCT__MAX];
     uint64_t wr_highest_offset;
+    BlockLatencyHistogram *histogram[BLOCK_ACCT__MAX];   /* atomic; NULL: off */
+    BlockLatencyHistogram *retired;                       /* main thread */
 } BlockAcctStats;
 
 /* A request was refused before it started (bad range, no permission). */
@@ -39,6 +56,15 @@ void block_acct_invalid(BlockAcctStats *st, BlockAcctType type);
  * @ret (< 0: failed). */
 void block_acct_done(BlockAcctStats *st, BlockAcctType type, int64_t offset, int64_t bytes,
                      int64_t start_ns, int ret);
+
+/*
+ * Set (@boundaries, @n ascending values, n > 0) or remove (@n == 0) the
+ * latency histogram of @type.  Global state.
+ */
+void block_acct_set_histogram(BlockAcctStats *st, BlockAcctType type,
+                              const uint64_t *boundaries, int n);
+/* Free the histograms (the node is going; no request runs).  Main. */
+void block_acct_cleanup(BlockAcctStats *st);
 
 /* query-blockstats' "stats" (BlockDeviceStats): a new object. */
 json_object *block_acct_query(BlockAcctStats *st);

@@ -305,6 +305,7 @@ static void bdrv_delete(BlockDriverState *bs)
     list_del(&bs->all_node);
     num_nodes--;
     json_object_put(bs->options);
+    block_acct_cleanup(&bs->stats);
     free(bs->opaque);
     free(bs);
 }

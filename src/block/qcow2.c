@@ -142,11 +142,21 @@ void qcow2_report_corruption(BDRVQcow2State *s, const char *fmt, ...)
     char msg[512];
     va_list ap;
 
+    json_object *data;
+
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    /* QEMU would set the corrupt bit; blockd never writes to a corrupt image. */
+    /* The request that met the corruption fails and nothing is written
+     * over it; the image is not marked corrupt (not "fatal"), so other
+     * parts of it stay usable. */
     error_report("qcow2 image '%s' is corrupt: %s", s->image_filename, msg);
+    data = json_object_new_object();
+    json_object_object_add(data, "device", json_object_new_string(""));
+    json_object_object_add(data, "node-name", json_object_new_string(s->node_name));
+    json_object_object_add(data, "msg", json_object_new_string(msg));
+    json_object_object_add(data, "fatal", json_object_new_boolean(false));
+    bdrv_emit_event("BLOCK_IMAGE_CORRUPTED", data);
 }
 
 /* Run @fn(@opaque) in a coroutine holding the graph read lock, and wait.
@@ -697,6 +707,7 @@ static void init_state(BDRVQcow2State *s, BlockDriverState *bs) TSA_NO_TSA
     list_init(&s->inflight);
     co_queue_init(&s->inflight_wait);
     s->discard_unmap = bs->open_flags & BDRV_O_UNMAP;
+    s->node_name = bs->node_name;
     s->last_clean_ns = clock_now_ns();
     graph_rdlock_main_loop();
     fo = bs->file->bs->options;

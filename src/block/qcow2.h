@@ -138,6 +138,7 @@ typedef struct BDRVQcow2State {
     char *backing_file;          /* from the header, or NULL */
     char *backing_fmt;
     char *image_filename;        /* the file child's filename, for messages */
+    const char *node_name;       /* the node's (it outlives this state) */
     bool discard_unmap;          /* discard=unmap: discard frees clusters */
     bool pass_discard[QCOW2_DISCARD__MAX];
     bool lazy_refcounts;

@@ -149,6 +149,10 @@ int main(int argc, char **argv)
     qmp_init_commands();
     setup_signals();
     cmdline_process(argc, argv, &opts);
+    if (daemon_fd >= 0 && chardev_stdio_in_use()) {
+        error_report("--chardev stdio: cannot use stdio with --daemonize");
+        exit(1);
+    }
 
     if (opts.pidfile && !write_pidfile(opts.pidfile)) {
         exit(1);

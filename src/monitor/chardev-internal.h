@@ -29,6 +29,8 @@ struct Chardev {
     int in_fd, out_fd;
     bool open;
     bool own_fds;               /* close them when the session ends */
+    bool in_pollable, out_pollable;     /* epoll can watch them (not a
+                                           regular file, not /dev/null) */
     int log_fd;                 /* logfile: a copy of all output, or -1 */
 
     /* socket */
@@ -38,8 +40,7 @@ struct Chardev {
     char *address;              /* "unix:/p" or "tcp:host:port", for query-chardev */
     bool nodelay;
 
-    /* file */
-    BH *input_bh;               /* reads the input file in chunks */
+    BH *input_bh;               /* reads unwatchable input in chunks */
 
     /* stdio */
     bool restore_tty;           /* signal=off changed the terminal */

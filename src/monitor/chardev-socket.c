@@ -178,6 +178,8 @@ static void wait_for_client(Chardev *chr)
     while (!chr->open) {
         if (poll(&pfd, 1, -1) > 0) {
             socket_accept(chr);
+        } else if (errno != EINTR) {
+            break;
         }
     }
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -35,6 +36,7 @@ static const char *const unsupported_backends[] = {
 static ListNode chardevs = LIST_INIT_STATIC(chardevs);
 static bool stdio_in_use;
 static struct termios saved_tty;
+static int saved_stdin_flags;
 
 Chardev *chardev_find(const char *id)
 {
@@ -112,8 +114,24 @@ static void chardev_writable(void *opaque)
     }
 }
 
-/* A regular file cannot be watched (epoll refuses it, and it is always
- * ready): its input is read in chunks from a bottom half until its end. */
+/* Can epoll watch @fd?  Not a regular file or /dev/null: those are always
+ * ready, and are read and written without waiting. */
+static bool fd_pollable(int fd)
+{
+    struct epoll_event ev = { .events = EPOLLIN };
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    bool ok;
+
+    if (ep < 0) {
+        return false;
+    }
+    ok = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+    close(ep);
+    return ok;
+}
+
+/* Input that cannot be watched is read in chunks from a bottom half until
+ * its end. */
 static void file_input_bh(void *opaque)
 {
     Chardev *chr = opaque;
@@ -143,37 +161,36 @@ static void chardev_update_handlers(Chardev *chr)
     if (!chr->open) {
         return;
     }
-    if (chr->kind == CHR_FILE) {
-        if (chr->h && chr->in_fd >= 0) {
+    if (chr->in_fd >= 0 && !chr->in_pollable) {
+        if (chr->h) {
             if (!chr->input_bh) {
                 chr->input_bh = aio_bh_new(ctx, file_input_bh, chr);
             }
             bh_schedule(chr->input_bh);
         }
-        return;
     }
-    if (chr->in_fd >= 0 && chr->in_fd == chr->out_fd) {
+    if (!chr->out_pollable) {
+        want = false;           /* writes to it never wait */
+    }
+    if (chr->in_fd >= 0 && chr->in_fd == chr->out_fd && chr->in_pollable) {
         aio_set_fd_handler(ctx, chr->in_fd, chr->h ? chardev_readable : NULL,
                            want ? chardev_writable : NULL, NULL, chr);
         return;
     }
-    if (chr->in_fd >= 0) {
+    if (chr->in_fd >= 0 && chr->in_pollable) {
         aio_set_fd_handler(ctx, chr->in_fd, chr->h ? chardev_readable : NULL, NULL, NULL, chr);
     }
-    if (chr->out_fd >= 0) {
+    if (chr->out_fd >= 0 && chr->out_pollable) {
         aio_set_fd_handler(ctx, chr->out_fd, NULL, want ? chardev_writable : NULL, NULL, chr);
     }
 }
 
 static void clear_handlers(Chardev *chr)
 {
-    if (chr->kind == CHR_FILE) {
-        return;
-    }
-    if (chr->in_fd >= 0) {
+    if (chr->in_fd >= 0 && chr->in_pollable) {
         aio_set_fd_handler(iohandler_aio_context(), chr->in_fd, NULL, NULL, NULL, NULL);
     }
-    if (chr->out_fd >= 0 && chr->out_fd != chr->in_fd) {
+    if (chr->out_fd >= 0 && chr->out_fd != chr->in_fd && chr->out_pollable) {
         aio_set_fd_handler(iohandler_aio_context(), chr->out_fd, NULL, NULL, NULL, NULL);
     }
 }
@@ -182,6 +199,8 @@ void chardev_session_open(Chardev *chr, int in_fd, int out_fd, bool own)
 {
     chr->in_fd = in_fd;
     chr->out_fd = out_fd;
+    chr->in_pollable = in_fd >= 0 && fd_pollable(in_fd);
+    chr->out_pollable = out_fd >= 0 && fd_pollable(out_fd);
     chr->own_fds = own;
     chr->open = true;
     chardev_update_handlers(chr);
@@ -282,9 +301,7 @@ void chardev_want_write(Chardev *chr, bool on)
 void chardev_hangup(Chardev *chr)
 {
     GLOBAL_STATE_CODE();
-    if (chr->kind == CHR_SOCKET) {
-        chardev_session_close(chr);
-    }
+    chardev_session_close(chr);
 }
 
 /* ---- Ring buffers ---------------------------------------------------------------- */
@@ -307,6 +324,9 @@ char *chardev_ring_read(Chardev *chr, size_t size, size_t *len, Error **errp)
     if (chr->kind != CHR_RINGBUF) {
         error_setg(errp, "%s is not a ringbuf device", chr->id);
         return NULL;
+    }
+    if (size > chr->prod - chr->cons) {
+        size = chr->prod - chr->cons;
     }
     out = malloc(size + 1);
     if (!out) {
@@ -340,7 +360,8 @@ static bool open_stdio(Chardev *chr, json_object *opts, Error **errp)
         tcsetattr(STDIN_FILENO, TCSANOW, &raw);
         chr->restore_tty = true;
     }
-    fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+    saved_stdin_flags = fcntl(STDIN_FILENO, F_GETFL);
+    fcntl(STDIN_FILENO, F_SETFL, saved_stdin_flags | O_NONBLOCK);
     stdio_in_use = true;
     chardev_session_open(chr, STDIN_FILENO, STDOUT_FILENO, false);
     return true;
@@ -361,12 +382,12 @@ static bool open_file(Chardev *chr, json_object *opts, Error **errp)
         error_setg(errp, "chardev: file: no filename given");
         return false;
     }
-    out_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK |
-                  (append ? O_APPEND : O_TRUNC), 0666);
+    out_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0666);
     if (out_fd < 0) {
         error_setg_errno(errp, errno, "Could not open '%s'", path);
         return false;
     }
+    fcntl(out_fd, F_SETFL, fcntl(out_fd, F_GETFL) | O_NONBLOCK);
     if (in && (in_fd = open(in, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
         error_setg_errno(errp, errno, "Could not open '%s'", in);
         close(out_fd);
@@ -516,6 +537,11 @@ Chardev *chardev_new_qmp(const char *id, json_object *backend, Error **errp)
     json_object_object_get_ex(backend, "type", &type);
     json_object_object_get_ex(backend, "data", &data);
     t = json_object_get_string(type);
+    if (strcmp(t, "socket") == 0) {
+        /* QMP's ChardevSocket defaults, unlike the command line's. */
+        json_object_object_add(flat, "server", json_object_new_boolean(true));
+        json_object_object_add(flat, "wait", json_object_new_boolean(false));
+    }
     json_object_object_foreach(data, key, val) {
         if (strcmp(key, "addr") == 0) {
             flatten_addr(val, flat);
@@ -526,6 +552,14 @@ Chardev *chardev_new_qmp(const char *id, json_object *backend, Error **errp)
         } else {
             json_object_object_add(flat, key, json_object_get(val));
         }
+    }
+    if (strcmp(t, "socket") == 0 &&
+        json_object_get_boolean(json_object_object_get(flat, "server")) &&
+        json_object_get_boolean(json_object_object_get(flat, "wait"))) {
+        /* Waiting for a client here would stop every other monitor. */
+        json_object_put(flat);
+        error_setg(errp, "Failed to add chardev '%s': 'wait' is only possible at startup", id);
+        return NULL;
     }
     chr = chardev_create(id, t, flat, errp);
     json_object_put(flat);
@@ -547,6 +581,7 @@ void chardev_free(Chardev *chr)
         if (chr->restore_tty) {
             tcsetattr(STDIN_FILENO, TCSANOW, &saved_tty);
         }
+        fcntl(STDIN_FILENO, F_SETFL, saved_stdin_flags);
         stdio_in_use = false;
     }
     if (chr->input_bh) {

@@ -71,6 +71,16 @@ static const SchemaField write_threshold_fields[] = {
     { 0 },
 };
 
+static const SchemaField image_corrupted_fields[] = {
+    { .name = "device", .type = SCHEMA_STR },
+    { .name = "node-name", .type = SCHEMA_STR, .optional = true },
+    { .name = "msg", .type = SCHEMA_STR },
+    { .name = "offset", .type = SCHEMA_INT, .optional = true },
+    { .name = "size", .type = SCHEMA_INT, .optional = true },
+    { .name = "fatal", .type = SCHEMA_BOOL },
+    { 0 },
+};
+
 #define EVENT(ev, f) { .name = #ev, .data = &(const SchemaObject){ .name = #ev, .fields = f } }
 
 const QmpEventInfo qmp_events[] = {
@@ -82,5 +92,6 @@ const QmpEventInfo qmp_events[] = {
     EVENT(BLOCK_JOB_PENDING, block_job_pending_fields),
     EVENT(BLOCK_JOB_READY, block_job_info_fields),
     EVENT(BLOCK_WRITE_THRESHOLD, write_threshold_fields),
+    EVENT(BLOCK_IMAGE_CORRUPTED, image_corrupted_fields),
     { 0 },
 };

@@ -246,6 +246,84 @@ static const SchemaObject blockstats_args = {
     .name = "query-blockstats-arg", .fields = blockstats_fields,
 };
 
+/* A list of boundaries: ascending, as QEMU requires.  *n = 0 if absent. */
+static bool get_boundaries(json_object *args, const char *key, uint64_t *out, int *n,
+                           Error **errp)
+{
+    json_object *list;
+
+    *n = -1;
+    if (!json_object_object_get_ex(args, key, &list)) {
+        return true;
+    }
+    *n = (int)json_object_array_length(list);
+    if (*n > 64) {
+        error_setg(errp, "Parameter '%s' has too many boundaries (64 at most)", key);
+        return false;
+    }
+    for (int i = 0; i < *n; i++) {
+        out[i] = json_object_get_uint64(json_object_array_get_idx(list, i));
+        if (i > 0 && out[i] <= out[i - 1]) {
+            error_setg(errp, "Parameter '%s' must be a list of ascending values", key);
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * block-latency-histogram-set: on a node (qemu-storage-daemon 7.2 has no
+ * such command; QEMU's takes a device, which a storage daemon has none
+ * of).  "boundaries" applies to every type a specific list does not
+ * cover; with no list at all, the histograms go.
+ */
+static json_object *qmp_block_latency_histogram_set(json_object *args, Error **errp)
+{
+    static const char *const keys[] = { "boundaries-read", "boundaries-write",
+                                         "boundaries-flush" };
+    static const BlockAcctType types[] = { BLOCK_ACCT_READ, BLOCK_ACCT_WRITE, BLOCK_ACCT_FLUSH };
+    const char *id = json_object_get_string(json_object_object_get(args, "id"));
+    BlockDriverState *bs = bdrv_find_node(id);
+    uint64_t all[64], each[3][64];
+    int nall, n[3];
+
+    if (!bs) {
+        error_setg(errp, "Device '%s' not found", id);
+        return NULL;
+    }
+    if (!get_boundaries(args, "boundaries", all, &nall, errp)) {
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!get_boundaries(args, keys[i], each[i], &n[i], errp)) {
+            return NULL;
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        if (n[i] >= 0) {
+            block_acct_set_histogram(&bs->stats, types[i], each[i], n[i]);
+        } else {
+            block_acct_set_histogram(&bs->stats, types[i], all, nall > 0 ? nall : 0);
+        }
+    }
+    return json_object_new_object();
+}
+
+static const SchemaField boundary_elem = { .type = SCHEMA_SIZE };
+static const SchemaField histogram_fields[] = {
+    { .name = "id", .type = SCHEMA_STR },
+    { .name = "boundaries", .type = SCHEMA_LIST, .optional = true, .elem = &boundary_elem },
+    { .name = "boundaries-read", .type = SCHEMA_LIST, .optional = true, .elem = &boundary_elem },
+    { .name = "boundaries-write", .type = SCHEMA_LIST, .optional = true,
+      .elem = &boundary_elem },
+    { .name = "boundaries-flush", .type = SCHEMA_LIST, .optional = true,
+      .elem = &boundary_elem },
+    { 0 },
+};
+static const SchemaObject histogram_args = {
+    .name = "block-latency-histogram-set-arg", .fields = histogram_fields,
+};
+
 static json_object *qmp_x_debug_query_block_graph(json_object *args, Error **errp)
 {
     (void)args;
@@ -254,6 +332,8 @@ static json_object *qmp_x_debug_query_block_graph(json_object *args, Error **err
 }
 
 const QmpCommand qmp_block_commands[] = {
+    { .name = "block-latency-histogram-set", .fn = qmp_block_latency_histogram_set,
+      .args = &histogram_args },
     { .name = "query-blockstats", .fn = qmp_query_blockstats, .args = &blockstats_args,
       .ret = &qmp_ret_any },
     { .name = "block-set-write-threshold", .fn = qmp_block_set_write_threshold,

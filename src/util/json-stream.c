@@ -351,7 +351,7 @@ static void lex_byte(JsonStream *js, unsigned char c)
             lex_string_escape(js, c, LX_SQ_STRING);
             return;
         default:
-            if (lex_number_or_word(js, c)) {
+            if (lex_number_or_word(js, c) || js->stopped) {
                 return;
             }
             continue;           /* the token ended before @c */

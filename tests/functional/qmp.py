@@ -55,11 +55,15 @@ class QMP:
             self.buf += chunk
 
     def reply(self):
-        """The next reply, queueing events seen on the way."""
+        """The next reply, queueing events seen on the way.  A second
+        greeting is skipped: qemu-storage-daemon sends one more when a
+        client connected before its --monitor option was processed."""
         while True:
             msg = self.recv()
             if "event" in msg:
                 self.events.append(msg)
+                continue
+            if "QMP" in msg:
                 continue
             return msg
 

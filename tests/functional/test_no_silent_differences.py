@@ -300,3 +300,37 @@ def test_create_file_attributes(pair):  # noqa: F811
     while q.cmd("query-jobs")[0]["status"] != "concluded" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert q.cmd("query-jobs")[0]["error"] == "Extent size hint is too large"
+
+
+def test_latency_histogram(tmp_path):
+    """block-latency-histogram-set on a node: every request of a type lands
+    in one bin; a list per type overrides "boundaries"; no list removes
+    them.  (qemu-storage-daemon 7.2 has no such command.)"""
+    d = short_dir()
+    img = tmp_path / "h.raw"
+    img.write_bytes(b"\0" * MiB)
+    sock = os.path.join(d, "q.sock")
+    p = subprocess.Popen([BLOCKD, "--chardev", f"socket,id=m,path={sock},server=on,wait=off",
+                          "--monitor", "m", "--blockdev", f"file,node-name=f,filename={img}",
+                          "--nbd-server", f"addr.type=unix,addr.path={d}/n.sock",
+                          "--export", "nbd,id=e,node-name=f,writable=on"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    q = QMP(sock)
+    r = q.execute("block-latency-histogram-set", {"id": "nope"})
+    assert r["error"]["desc"] == "Device 'nope' not found"
+    r = q.execute("block-latency-histogram-set", {"id": "f", "boundaries": [10, 5]})
+    assert "ascending" in r["error"]["desc"]
+    q.cmd("block-latency-histogram-set", id="f", boundaries=[1000, 1000000],
+          boundaries_write=[10])
+    qemu_io(nbd_uri(d, "f"), *[f"read {i * 4096} 4k" for i in range(5)],
+            *[f"write {i * 4096} 4k" for i in range(3)])
+    st = q.cmd("query-blockstats", query_nodes=True)[0]["stats"]
+    assert st["rd_latency_histogram"]["boundaries"] == [1000, 1000000]
+    assert sum(st["rd_latency_histogram"]["bins"]) == st["rd_operations"] >= 5
+    assert st["wr_latency_histogram"]["boundaries"] == [10]
+    assert sum(st["wr_latency_histogram"]["bins"]) == 3
+    q.cmd("block-latency-histogram-set", id="f")
+    st = q.cmd("query-blockstats", query_nodes=True)[0]["stats"]
+    assert not [k for k in st if k.endswith("histogram")]
+    p.kill()
+    p.wait()

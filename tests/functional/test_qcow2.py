@@ -618,6 +618,11 @@ def test_corrupt_l2_entries_give_eio(blockd, sdir, tmp_path):
     with pytest.raises(nbd.Error):
         h.pwrite(b"y" * 4096, 6 * 65536)
     h.shutdown()
+    # Each report is also a BLOCK_IMAGE_CORRUPTED event, as QEMU sends it.
+    d.qmp.cmd("query-version")
+    events = [e["data"] for e in d.qmp.events if e["event"] == "BLOCK_IMAGE_CORRUPTED"]
+    assert events and all(e["node-name"] == "disk" and e["device"] == "" and
+                          e["fatal"] is False and e["msg"] for e in events), events
     d.stop()
     assert "is corrupt" in d.daemon.stderr_path.read_text()
     assert open(img, "rb").read() == before

@@ -369,3 +369,46 @@ def test_debug_block_graph(pair):
                        sorted((names[e["parent"]], names[e["child"]], e["name"],
                                tuple(e["perm"])) for e in g["edges"])))
     assert graphs[1] == graphs[0]
+
+
+def test_stdio_monitor_reading_a_file(tmp_path):
+    """Standard input may be a file (epoll cannot watch one): the commands
+    in it run, the replies come out, quit ends the daemon."""
+    cmds = tmp_path / "cmds"
+    cmds.write_text('{"execute": "qmp_capabilities"}\n{"execute": "query-version", "id": 1}\n'
+                    '{"execute": "quit"}\n')
+    with open(cmds) as f:
+        r = subprocess.run([BLOCKD, "--chardev", "stdio,id=s", "--monitor", "s"], stdin=f,
+                           capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    msgs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert "QMP" in msgs[0] and msgs[1] == {"return": {}} and msgs[2]["id"] == 1
+    assert msgs[3] == {"return": {}}
+    r = subprocess.run([BLOCKD, "--daemonize", "--chardev", "stdio,id=s", "--monitor", "s"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1
+    assert "cannot use stdio with --daemonize" in r.stderr
+
+
+def test_chardev_add_socket_defaults(pair):
+    """chardev-add's socket is a server that does not wait unless told
+    otherwise (QMP's defaults), and waiting is refused at run time."""
+    (qsd, dq), (ours, do) = pair()
+    for q, d in ((qsd, dq), (ours, do)):
+        q.cmd("chardev-add", id="s", backend={"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": d + "/s.sock"}}}})
+        info = [c for c in q.cmd("query-chardev") if c["label"] == "s"][0]
+        assert info["filename"] == f"disconnected:unix:{d}/s.sock,server=on"
+    r = ours.execute("chardev-add", {"id": "w", "backend": {"type": "socket", "data": {
+        "addr": {"type": "unix", "data": {"path": do + "/w.sock"}}, "wait": True}}})
+    assert "'wait' is only possible at startup" in r["error"]["desc"]
+
+
+def test_large_reply_is_delivered(pair):
+    """One reply larger than the monitor's backlog limit still arrives (the
+    limit is on what a client leaves unread)."""
+    (_, _), (q, _) = pair("--chardev", "ringbuf,id=r,size=33554432")
+    data = "a" * (20 * 1024 * 1024)
+    q.cmd("ringbuf-write", device="r", data=data)
+    q.sock.settimeout(60)
+    assert q.cmd("ringbuf-read", device="r", size=1 << 30) == data
