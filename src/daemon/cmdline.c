@@ -275,27 +275,12 @@ static void do_monitor(const char *arg)
 
     maybe_help("--monitor", arg);
     json_object *o = parse_arg(arg, "chardev", &qapi_monitor_options, &err);
-    json_object *v;
-    Chardev *chr;
-    bool pretty = false;
 
-    if (!o) {
+    if (!o || !qmp_monitor_add(o, &err)) {
+        json_object_put(o);
         die("--monitor", arg, err);
-    }
-    json_object_object_get_ex(o, "chardev", &v);
-    chr = chardev_find(json_object_get_string(v));
-    if (!chr) {
-        error_setg(&err, "chardev \"%s\" not found", json_object_get_string(v));
-    } else {
-        if (json_object_object_get_ex(o, "pretty", &v)) {
-            pretty = json_object_get_boolean(v);
-        }
-        monitor_new_qmp(chr, pretty, &err);
     }
     json_object_put(o);
-    if (err) {
-        die("--monitor", arg, err);
-    }
 }
 
 static void do_nbd_server(const char *arg)

@@ -38,6 +38,9 @@ BlockDriverState *qmp_blockdev_add_node(json_object *options, Error **errp);
 void qmp_block_cleanup(void);
 /* object-add and --object for iothreads (checked arguments). */
 bool qmp_object_add_iothread(json_object *args, Error **errp);
+/* --monitor and x-monitor-add: a QMP monitor on a chardev (checked
+ * MonitorOptions: chardev, pretty, mode). */
+bool qmp_monitor_add(json_object *options, Error **errp);
 /* --nbd-server: the flat SocketAddress form. */
 bool qmp_nbd_server_start_flat(json_object *args, Error **errp);
 

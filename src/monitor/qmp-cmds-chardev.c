@@ -13,6 +13,7 @@
 #include "blockd/monitor.h"
 #include "blockd/options.h"
 #include "monitor-internal.h"
+#include "qapi-schemas.h"
 
 /* ---- Schemas: ChardevBackend and SocketAddressLegacy ---------------------------- */
 
@@ -219,6 +220,31 @@ static json_object *qmp_query_chardev(json_object *args, Error **errp)
     return list;
 }
 
+bool qmp_monitor_add(json_object *options, Error **errp)
+{
+    const char *id = get_str(options, "chardev");
+    Chardev *chr = chardev_find(id);
+    json_object *v;
+
+    GLOBAL_STATE_CODE();
+    if (!chr) {
+        error_setg(errp, "chardev \"%s\" not found", id);
+        return false;
+    }
+    return monitor_new_qmp(chr, json_object_object_get_ex(options, "pretty", &v) &&
+                                json_object_get_boolean(v), errp);
+}
+
+/*
+ * x-monitor-add: a further QMP monitor while the daemon runs (on a chardev
+ * made with chardev-add).  blockd's own: qemu-storage-daemon takes
+ * monitors only on its command line.
+ */
+static json_object *qmp_x_monitor_add(json_object *args, Error **errp)
+{
+    return qmp_monitor_add(args, errp) ? json_object_new_object() : NULL;
+}
+
 static json_object *qmp_query_chardev_backends(json_object *args, Error **errp)
 {
     json_object *list = json_object_new_array();
@@ -320,6 +346,7 @@ const QmpCommand qmp_chardev_commands[] = {
     { .name = "query-chardev-backends", .fn = qmp_query_chardev_backends,
       .ret = &qmp_ret_any },
     { .name = "ringbuf-write", .fn = qmp_ringbuf_write, .args = &ring_write_args },
+    { .name = "x-monitor-add", .fn = qmp_x_monitor_add, .args = &qapi_monitor_options },
     { .name = "ringbuf-read", .fn = qmp_ringbuf_read, .args = &ring_read_args,
       .ret = &ret_str },
     { 0 },

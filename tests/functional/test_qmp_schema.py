@@ -14,7 +14,8 @@ from test_qsd_compat import Peer, QSD
 from nbdutil import short_dir
 
 # Commands blockd has that qemu-storage-daemon 7.2 does not (README).
-EXTENSIONS = {"query-iothreads", "block-job-change", "block-latency-histogram-set"}
+EXTENSIONS = {"query-iothreads", "block-job-change", "block-latency-histogram-set",
+              "x-monitor-add"}
 # Members blockd accepts beyond qemu-storage-daemon 7.2's (README), as
 # paths the walk below produces.
 MEMBER_EXTENSIONS = {

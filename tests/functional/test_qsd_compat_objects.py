@@ -412,3 +412,28 @@ def test_large_reply_is_delivered(pair):
     q.cmd("ringbuf-write", device="r", data=data)
     q.sock.settimeout(60)
     assert q.cmd("ringbuf-read", device="r", size=1 << 30) == data
+
+
+def test_second_monitor_at_run_time(pair):
+    """x-monitor-add (blockd's own): a QMP monitor on a chardev added at run
+    time serves a client, and both monitors see events."""
+    (_, _), (q, d) = pair()
+    path = os.path.join(d, "m2.sock")
+    q.cmd("chardev-add", id="m2", backend={"type": "socket", "data": {
+        "addr": {"type": "unix", "data": {"path": path}}}})
+    r = q.execute("x-monitor-add", {"chardev": "nope"})
+    assert r["error"]["desc"] == 'chardev "nope" not found'
+    q.cmd("x-monitor-add", chardev="m2")
+    r = q.execute("x-monitor-add", {"chardev": "m2"})
+    assert r["error"]["desc"] == "Chardev 'm2' is busy"
+    q2 = QMP(path)
+    assert q2.cmd("query-version")
+    q2.cmd("blockdev-add", driver="null-co", node_name="n", size=1048576)
+    q2.cmd("nbd-server-start", addr={"type": "unix", "data": {"path": d + "/n.sock"}})
+    q2.cmd("block-export-add", type="nbd", id="e", node_name="n")
+    q2.cmd("block-export-del", id="e")
+    for m in (q, q2):
+        m.cmd("query-version")
+        assert [e for e in m.events if e["event"] == "BLOCK_EXPORT_DELETED"]
+    r = q.execute("chardev-remove", {"id": "m2"})
+    assert r["error"]["desc"] == "Chardev 'm2' is busy"
