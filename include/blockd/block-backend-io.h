@@ -26,6 +26,8 @@ int coroutine_fn blk_co_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t
                                       int flags);
 int coroutine_fn blk_co_pdiscard(BlockBackend *blk, int64_t offset, int64_t bytes);
 int coroutine_fn blk_co_flush(BlockBackend *blk);
+/* Resize the node (the backend must hold BLK_PERM_RESIZE). */
+int coroutine_fn blk_co_truncate(BlockBackend *blk, int64_t size, Error **errp);
 int coroutine_fn blk_co_block_status(BlockBackend *blk, int64_t offset, int64_t bytes,
                                      int64_t *pnum);
 

@@ -38,6 +38,14 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset, int64_t byte
     GRAPH_RDLOCK;
 int coroutine_fn bdrv_co_flush(BlockDriverState *bs) GRAPH_RDLOCK;
 /*
+ * Resize the node below @child to @size bytes.  The edge must hold the
+ * resize permission (its parent took it: a writable format over its file,
+ * a backend opened for resizing); the request counts as in flight, so a
+ * drain waits for it.  -errno with @errp set on failure.
+ */
+int coroutine_fn bdrv_co_truncate(BdrvChild *child, int64_t size, Error **errp)
+    GRAPH_RDLOCK;
+/*
  * Status of [offset, offset+bytes) of @bs: BDRV_BLOCK_* for the first
  * *pnum bytes (at least 1 unless at the end), or -errno.
  */

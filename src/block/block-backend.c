@@ -374,6 +374,25 @@ int coroutine_fn blk_co_pdiscard(BlockBackend *blk, int64_t offset, int64_t byte
     return blk_do(blk, &r);
 }
 
+int coroutine_fn blk_co_truncate(BlockBackend *blk, int64_t size, Error **errp)
+{
+    int ret;
+
+    IO_CODE();
+    blk_inc_in_flight(blk);
+    blk_wait_while_drained(blk);
+    graph_co_rdlock();
+    if (!blk->root) {
+        error_setg(errp, "No medium inserted");
+        ret = -ENOMEDIUM;
+    } else {
+        ret = bdrv_co_truncate(blk->root, size, errp);
+    }
+    graph_co_rdunlock();
+    blk_dec_in_flight(blk);
+    return ret;
+}
+
 int coroutine_fn blk_co_flush(BlockBackend *blk)
 {
     BlkRequest r = { BLK_FLUSH, 0, 0, NULL, 0, 0, NULL };

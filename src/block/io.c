@@ -490,6 +490,35 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset, int64_t byte
     return ret;
 }
 
+int coroutine_fn bdrv_co_truncate(BdrvChild *child, int64_t size, Error **errp)
+{
+    BlockDriverState *bs = child->bs;
+    int ret;
+
+    IO_CODE();
+    if (size < 0) {
+        error_setg(errp, "Image size cannot be negative");
+        return -EINVAL;
+    }
+    if (!(child->perm & BLK_PERM_RESIZE)) {
+        error_setg(errp, "Resizing '%s' needs the resize permission, which its user "
+                   "does not hold", bs->node_name);
+        return -EPERM;
+    }
+    if (bs->read_only) {
+        error_setg(errp, "Image is read-only");
+        return -EACCES;
+    }
+    if (!bs->drv->bdrv_co_truncate) {
+        error_setg(errp, "Image format driver does not support resize");
+        return -ENOTSUP;
+    }
+    bdrv_inc_in_flight(bs);
+    ret = bs->drv->bdrv_co_truncate(bs, size, errp);
+    bdrv_dec_in_flight(bs);
+    return ret;
+}
+
 int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
 {
     int64_t start_ns;

@@ -400,20 +400,10 @@ static void open_qcow2_bh(void *opaque)
     json_object_put(o);
 }
 
-/* Resize the target to @size (its driver's truncate). */
+/* Resize the target to @size (through its backend, which may resize). */
 static int coroutine_fn target_truncate(CreateTarget *t, int64_t size, Error **errp)
 {
-    int ret;
-
-    graph_co_rdlock();
-    if (!t->bs->drv->bdrv_co_truncate) {
-        error_setg(errp, "Image format driver does not support resize");
-        ret = -ENOTSUP;
-    } else {
-        ret = t->bs->drv->bdrv_co_truncate(t->bs, size, errp);
-    }
-    graph_co_rdunlock();
-    return ret;
+    return blk_co_truncate(t->blk, size, errp);
 }
 
 static int coroutine_fn write_image(CreateTarget *t, const Qcow2CreateOpts *o, Error **errp)

@@ -188,7 +188,7 @@ static int coroutine_fn write_refcounts(BlockDriverState *bs, BDRVQcow2State *s,
     for (int64_t r = 0; r < nrb; r++) {
         qcow2_put_be64(buf + nrb * cs + r * 8, (uint64_t)(start + r) * cs);
     }
-    ret = bs->file->bs->drv->bdrv_co_truncate(bs->file->bs, (start + nrb + nrt) * cs, NULL);
+    ret = bdrv_co_truncate(bs->file, (start + nrb + nrt) * cs, NULL);
     if (ret >= 0) {
         ret = qcow2_file_pwrite(bs, start * cs, (nrb + nrt) * cs, buf);
     }

@@ -64,16 +64,12 @@ int coroutine_fn qcow2_file_pwrite(BlockDriverState *bs, int64_t offset, int64_t
 
 int coroutine_fn qcow2_grow_file(BlockDriverState *bs, BDRVQcow2State *s, int64_t end)
 {
-    BlockDriverState *file = bs->file->bs;
     int64_t step = s->cluster_size > FILE_GROW_STEP ? s->cluster_size : FILE_GROW_STEP;
     int64_t size;
     int ret;
 
     if (end <= s->file_size) {
         return 0;
-    }
-    if (!file->drv->bdrv_co_truncate) {
-        return -ENOTSUP;
     }
     /* Grow in steps (an eighth of the file, 1 MiB to 128 MiB): one truncate
      * per allocated cluster would be slow.  The tail stays a sparse hole. */
@@ -83,7 +79,7 @@ int coroutine_fn qcow2_grow_file(BlockDriverState *bs, BDRVQcow2State *s, int64_
     }
     size = qcow2_align_up(end, s->cluster_size);
     size = qcow2_align_up(size, step);
-    ret = file->drv->bdrv_co_truncate(file, size, NULL);
+    ret = bdrv_co_truncate(bs->file, size, NULL);
     if (ret < 0) {
         return ret;
     }

@@ -99,11 +99,7 @@ static int coroutine_fn raw_co_truncate(BlockDriverState *bs, int64_t size, Erro
         error_setg(errp, "Cannot resize a raw node with offset or size");
         return -ENOTSUP;
     }
-    if (!bs->file->bs->drv->bdrv_co_truncate) {
-        error_setg(errp, "Image format driver does not support resize");
-        return -ENOTSUP;
-    }
-    ret = bs->file->bs->drv->bdrv_co_truncate(bs->file->bs, size, errp);
+    ret = bdrv_co_truncate(bs->file, size, errp);
     if (ret == 0) {
         __atomic_store_n(&bs->total_bytes, size, __ATOMIC_RELAXED);
     }

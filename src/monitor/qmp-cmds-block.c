@@ -8,11 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blockd/aio-wait.h"
+#include "blockd/atomic.h"
+#include "blockd/block-backend-global-state.h"
+#include "blockd/block-backend-io.h"
 #include "blockd/block-global-state.h"
 #include "blockd/block-accounting.h"
 #include "blockd/block-io.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
+#include "blockd/options.h"
 #include "monitor-internal.h"
 #include "qapi-schemas.h"
 
@@ -174,6 +179,74 @@ static json_object *qmp_query_block(json_object *args, Error **errp)
     return json_object_new_array();
 }
 
+typedef struct ResizeCall {
+    BlockBackend *blk;
+    int64_t size;
+    Error *err;
+    int ret;
+    bool done;
+} ResizeCall;
+
+static void coroutine_fn resize_entry(void *opaque)
+{
+    ResizeCall *r = opaque;
+
+    r->ret = blk_co_truncate(r->blk, r->size, &r->err);
+    atomic_store_release(&r->done, true);
+    aio_wait_kick();
+}
+
+/*
+ * block_resize: through a backend of its own that takes the resize
+ * permission (and shares everything: an NBD export keeps serving, and its
+ * clients see the new size when they connect again).
+ */
+static json_object *qmp_block_resize(json_object *args, Error **errp)
+{
+    const char *device = NULL, *node_name = NULL;
+    ResizeCall r = { 0 };
+    BlockDriverState *bs;
+    json_object *v;
+
+    GLOBAL_STATE_CODE();
+    opt_get_str(args, "device", &device, NULL);
+    opt_get_str(args, "node-name", &node_name, NULL);
+    /* A storage daemon has no named devices: only the node name finds. */
+    bs = node_name ? bdrv_find_node(node_name) : NULL;
+    if (!bs) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
+                   device ? device : "", node_name ? node_name : "");
+        return NULL;
+    }
+    json_object_object_get_ex(args, "size", &v);
+    r.size = json_object_get_int64(v);
+    if (r.size < 0 || json_object_get_uint64(v) > INT64_MAX) {
+        error_setg(errp, "Parameter 'size' expects a >0 size");
+        return NULL;
+    }
+    r.blk = blk_new(BLK_PERM_RESIZE, BLK_PERM_ALL);
+    if (blk_insert_bs(r.blk, bs, errp) < 0) {
+        blk_unref(r.blk);
+        return NULL;
+    }
+    coroutine_enter(coroutine_create(resize_entry, &r));
+    AIO_WAIT_WHILE_UNLOCKED(NULL, !atomic_load_acquire(&r.done));
+    blk_unref(r.blk);
+    if (r.ret < 0) {
+        error_propagate(errp, r.err);
+        return NULL;
+    }
+    return json_object_new_object();
+}
+
+static const SchemaField resize_fields[] = {
+    { .name = "device", .type = SCHEMA_STR, .optional = true },
+    { .name = "node-name", .type = SCHEMA_STR, .optional = true },
+    { .name = "size", .type = SCHEMA_INT },
+    { 0 },
+};
+static const SchemaObject resize_args = { .name = "block_resize-arg", .fields = resize_fields };
+
 static json_object *qmp_block_set_write_threshold(json_object *args, Error **errp)
 {
     const char *name = json_object_get_string(json_object_object_get(args, "node-name"));
@@ -332,6 +405,7 @@ static json_object *qmp_x_debug_query_block_graph(json_object *args, Error **err
 }
 
 const QmpCommand qmp_block_commands[] = {
+    { .name = "block_resize", .fn = qmp_block_resize, .args = &resize_args },
     { .name = "block-latency-histogram-set", .fn = qmp_block_latency_histogram_set,
       .args = &histogram_args },
     { .name = "query-blockstats", .fn = qmp_query_blockstats, .args = &blockstats_args,
