@@ -10,6 +10,7 @@
 #define BLOCKD_BLOCK_CREATE_H
 
 #include <json-c/json.h>
+#include <stdbool.h>
 
 #include "blockd/compiler.h"
 #include "blockd/error.h"
@@ -36,5 +37,9 @@
  * @errp set.
  */
 int coroutine_fn bdrv_co_create(json_object *options, Error **errp);
+
+/* Can blockdev-create make images of @driver?  (Its BlockDriver has a
+ * creation callback.) */
+bool bdrv_can_create(const char *driver);
 
 #endif /* BLOCKD_BLOCK_CREATE_H */

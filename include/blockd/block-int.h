@@ -49,6 +49,9 @@ struct BlockDriver {
     int (*bdrv_open)(BlockDriverState *bs, json_object *options, int flags,
                      Error **errp);
     void (*bdrv_close)(BlockDriverState *bs);
+    /* blockdev-create of this driver's image (block-create.h: a coroutine
+     * of the main thread); NULL: not supported. */
+    int coroutine_fn (*bdrv_co_create)(json_object *options, Error **errp);
 
     /* What this node needs from child @c given what its parents need of it
      * (NULL: bdrv_default_child_perm by role). */

@@ -832,6 +832,7 @@ static json_object *qcow2_get_specific_info(BlockDriverState *bs)
 }
 
 const BlockDriver bdrv_qcow2 = {
+    .bdrv_co_create = qcow2_co_create,
     .bdrv_get_info = qcow2_get_info,
     .bdrv_get_specific_info = qcow2_get_specific_info,
     .format_name = "qcow2",

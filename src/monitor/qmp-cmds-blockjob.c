@@ -5,6 +5,7 @@
  */
 #include <string.h>
 
+#include "blockd/block-create.h"
 #include "blockd/block-global-state.h"
 #include "blockd/create-job.h"
 #include "blockd/main-loop.h"
@@ -434,7 +435,7 @@ static json_object *qmp_blockdev_create(json_object *args, Error **errp)
     }
     json_object_object_get_ex(args, "options", &options);
     opt_get_str(options, "driver", &driver, NULL);
-    if (strcmp(driver, "file") && strcmp(driver, "qcow2")) {
+    if (!bdrv_can_create(driver)) {
         error_setg(errp, "Driver does not support blockdev-create");
         return NULL;
     }
