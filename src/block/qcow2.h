@@ -7,6 +7,8 @@
  * Layout of the driver:
  *   qcow2.c          open/close, header, feature bits, extensions, the
  *                    BlockDriver table and the request entry points
+ *   qcow2-common.c   file reads/writes/growth/flush, the overlap check,
+ *                    corruption reports (shared by the files below)
  *   qcow2-cache.c    the table cache shared by L2 tables and refcount blocks
  *   qcow2-cluster.c  L1/L2 mapping, cluster allocation for writes, COW,
  *                    zero clusters, discard, compressed clusters, subclusters

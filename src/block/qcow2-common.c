@@ -1,0 +1,133 @@
+/*
+ * qcow2-common.c - what the qcow2 files share: reads, writes, growth and
+ * flushes of the image file, the check that a range holds no metadata,
+ * and reports of corruption (BLOCK_IMAGE_CORRUPTED).  qcow2.c holds the
+ * driver's entry points.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockd/block-global-state.h"
+#include "blockd/block-io.h"
+#include "blockd/log.h"
+#include "qcow2.h"
+
+#define FILE_GROW_STEP (1024 * 1024)
+
+/* ---- I/O helpers ---------------------------------------------------------------- */
+
+int coroutine_fn qcow2_file_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                  void *buf)
+{
+    struct iovec iov = { buf, bytes };
+    int64_t flen = bdrv_getlength(bs->file->bs);
+
+    if (offset < 0 || bytes < 0 || offset > flen || bytes > flen - offset) {
+        return -EIO;             /* past the end of the file: a corrupt pointer */
+    }
+    return bdrv_co_preadv(bs->file, offset, bytes, &iov, 1, 0);
+}
+
+int coroutine_fn qcow2_file_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                   const void *buf)
+{
+    struct iovec iov = { (void *)buf, bytes };
+    return bdrv_co_pwritev(bs->file, offset, bytes, &iov, 1, 0);
+}
+
+int coroutine_fn qcow2_grow_file(BlockDriverState *bs, BDRVQcow2State *s, int64_t end)
+{
+    int64_t step = s->cluster_size > FILE_GROW_STEP ? s->cluster_size : FILE_GROW_STEP;
+    int64_t size;
+    int ret;
+
+    if (end <= s->file_size) {
+        return 0;
+    }
+    /* Grow in steps (an eighth of the file, 1 MiB to 128 MiB): one truncate
+     * per allocated cluster would be slow.  The tail stays a sparse hole. */
+    if (s->file_size / 8 > step) {
+        step = s->file_size / 8 < (128 << 20) ? s->file_size / 8 : (128 << 20);
+        step = qcow2_align_up(step, s->cluster_size);
+    }
+    size = qcow2_align_up(end, s->cluster_size);
+    size = qcow2_align_up(size, step);
+    ret = bdrv_co_truncate(bs->file, size, NULL);
+    if (ret < 0) {
+        return ret;
+    }
+    s->file_size = size;
+    return 0;
+}
+
+int coroutine_fn qcow2_file_flush(BlockDriverState *bs, BDRVQcow2State *s)
+{
+    int ret = bdrv_co_flush(bs->file->bs);
+    if (ret >= 0) {
+        s->data_unsynced = false;
+    }
+    return ret;
+}
+
+bool qcow2_overlaps_metadata(BDRVQcow2State *s, int64_t offset, int64_t bytes)
+{
+    int64_t ranges[][2] = {
+        { 0, s->cluster_size },
+        { s->l1_offset, (int64_t)s->l1_size * 8 },
+        { s->reftable_offset, (int64_t)s->reftable_size * 8 },
+        { s->snapshots_offset, s->nb_snapshots ? s->cluster_size : 0 },
+    };
+
+    int64_t first = offset >> s->cluster_bits;
+
+    for (unsigned i = 0; i < ARRAY_SIZE(ranges); i++) {
+        if (ranges[i][1] && offset < ranges[i][0] + ranges[i][1] &&
+            ranges[i][0] < offset + bytes) {
+            return true;
+        }
+    }
+    return bytes > 0 &&
+           qcow2_metaset_find(&s->meta, first,
+                              ((offset + bytes - 1) >> s->cluster_bits) - first + 1) >= 0;
+}
+
+int qcow2_meta_reserve(BDRVQcow2State *s, int64_t n)
+{
+    return qcow2_metaset_reserve(&s->meta, n);
+}
+
+int qcow2_meta_add(BDRVQcow2State *s, int64_t offset)
+{
+    return qcow2_metaset_add(&s->meta, offset >> s->cluster_bits);
+}
+
+void qcow2_meta_remove(BDRVQcow2State *s, int64_t offset)
+{
+    qcow2_metaset_remove(&s->meta, offset >> s->cluster_bits);
+}
+
+void qcow2_report_corruption(BDRVQcow2State *s, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    json_object *data;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    /* The request that met the corruption fails and nothing is written
+     * over it; the image is not marked corrupt (not "fatal"), so other
+     * parts of it stay usable. */
+    error_report("qcow2 image '%s' is corrupt: %s", s->image_filename, msg);
+    data = json_object_new_object();
+    json_object_object_add(data, "device", json_object_new_string(""));
+    json_object_object_add(data, "node-name", json_object_new_string(s->node_name));
+    json_object_object_add(data, "msg", json_object_new_string(msg));
+    json_object_object_add(data, "fatal", json_object_new_boolean(false));
+    bdrv_emit_event("BLOCK_IMAGE_CORRUPTED", data);
+}
+
