@@ -292,6 +292,9 @@ void qcow2_defer_free(BDRVQcow2State *s, int64_t offset, int64_t bytes,
 /* Apply the deferred frees (after a metadata sync). */
 int coroutine_fn qcow2_apply_deferred_frees(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK QCOW2_LOCKED;
+/* qcow2-resize.c: block_resize (growing; the node is drained). */
+int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t size, Error **errp)
+    GRAPH_RDLOCK;
 /* Write back refcount blocks and flush the file (the L2 cache's dependency). */
 int coroutine_fn qcow2_refcounts_stable(BlockDriverState *bs) GRAPH_RDLOCK;
 

@@ -229,8 +229,13 @@ static json_object *qmp_block_resize(json_object *args, Error **errp)
         blk_unref(r.blk);
         return NULL;
     }
+    /* No request may run while the node's geometry changes; the resize
+     * itself goes ahead in the drained section. */
+    blk_set_allow_queuing(r.blk, false);
+    bdrv_drained_begin(bs);
     coroutine_enter(coroutine_create(resize_entry, &r));
     AIO_WAIT_WHILE_UNLOCKED(NULL, !atomic_load_acquire(&r.done));
+    bdrv_drained_end(bs);
     blk_unref(r.blk);
     if (r.ret < 0) {
         error_propagate(errp, r.err);

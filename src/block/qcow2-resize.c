@@ -1,0 +1,134 @@
+/*
+ * qcow2-resize.c - growing a qcow2 image (block_resize).
+ *
+ * The caller drains the node (block_resize does), so no request runs
+ * while the geometry changes; the metadata lock is held as well, because
+ * the cache cleaner and flushes may still run.
+ *
+ * Crash safety: a larger L1 table is written to newly allocated clusters,
+ * made stable with their refcounts, and only then does the header point
+ * at it; the old table is freed after that.  The virtual size in the
+ * header changes last.  A crash at any point leaves a consistent image
+ * (at most the new table's clusters leaked).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockd/atomic.h"
+#include "blockd/block-io.h"
+#include "blockd/main-loop.h"
+#include "qcow2.h"
+
+/* L1 entries needed to map @size bytes. */
+static int64_t l1_entries_for(BDRVQcow2State *s, int64_t size)
+{
+    int64_t per_entry = s->cluster_size << s->l2_bits;
+    return (size + per_entry - 1) / per_entry;
+}
+
+static int coroutine_fn grow_l1(BlockDriverState *bs, BDRVQcow2State *s, int64_t need)
+    GRAPH_RDLOCK QCOW2_LOCKED
+{
+    int64_t bytes = qcow2_align_up(need * 8, s->cluster_size);
+    int64_t old_off = s->l1_offset, old_bytes, off;
+    uint8_t hdr[12];
+    uint64_t *l1;
+    char *buf;
+    int ret;
+
+    if (need <= s->l1_size) {
+        return 0;
+    }
+    if (need * 8 > QCOW2_MAX_L1_BYTES) {
+        return -EFBIG;
+    }
+    /* The entries in memory go to the new table: make them, and the
+     * tables they point to, stable first. */
+    ret = qcow2_sync_metadata(bs, s);
+    if (ret < 0) {
+        return ret;
+    }
+    off = qcow2_alloc_clusters(bs, s, bytes >> s->cluster_bits, NULL);
+    if (off < 0) {
+        return off;
+    }
+    buf = calloc(1, bytes);
+    l1 = realloc(s->l1, need * 8);
+    if (!buf || !l1) {
+        abort();
+    }
+    s->l1 = l1;
+    memset(s->l1 + s->l1_size, 0, (need - s->l1_size) * 8);
+    for (int64_t i = 0; i < need; i++) {
+        qcow2_put_be64(buf + i * 8, s->l1[i]);
+    }
+    ret = qcow2_file_pwrite(bs, off, bytes, buf);
+    free(buf);
+    if (ret >= 0) {
+        ret = qcow2_refcounts_stable(bs);
+    }
+    if (ret >= 0) {
+        ret = qcow2_file_flush(bs, s);
+    }
+    if (ret >= 0) {
+        hdr[0] = need >> 24; hdr[1] = need >> 16; hdr[2] = need >> 8; hdr[3] = need;
+        qcow2_put_be64(hdr + 4, (uint64_t)off);
+        ret = qcow2_file_pwrite(bs, 36, sizeof(hdr), hdr);       /* l1_size, l1_table_offset */
+    }
+    if (ret >= 0) {
+        ret = qcow2_file_flush(bs, s);
+    }
+    if (ret < 0) {
+        return ret;               /* the header still names the old table */
+    }
+    old_bytes = qcow2_align_up((int64_t)s->l1_size * 8, s->cluster_size);
+    s->l1_offset = off;
+    s->l1_size = need;
+    if (old_off && old_bytes) {
+        qcow2_defer_free(s, old_off, old_bytes, QCOW2_DISCARD_OTHER);
+    }
+    return 0;
+}
+
+int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t size, Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint8_t be[8];
+    int ret;
+
+    IO_CODE();
+    if (size % 512) {
+        error_setg(errp, "The new size must be a multiple of 512");
+        return -EINVAL;
+    }
+    if (size < s->size) {
+        error_setg(errp, "qcow2: shrinking an image is not supported by blockd yet");
+        return -ENOTSUP;
+    }
+    if (s->nb_snapshots && s->version < 3) {
+        error_setg(errp, "Can't resize a v2 image which has snapshots");
+        return -ENOTSUP;
+    }
+    if (size == s->size) {
+        return 0;
+    }
+    co_mutex_lock(&s->lock);
+    ret = s->broken ? -EIO : grow_l1(bs, s, l1_entries_for(s, size));
+    if (ret >= 0) {
+        qcow2_put_be64(be, (uint64_t)size);
+        ret = qcow2_file_pwrite(bs, 24, sizeof(be), be);           /* the virtual size */
+    }
+    if (ret >= 0) {
+        ret = qcow2_file_flush(bs, s);
+    }
+    if (ret >= 0) {
+        s->size = size;
+        atomic_set(&bs->total_bytes, size);
+    }
+    co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to grow the qcow2 image");
+    }
+    return ret;
+}
