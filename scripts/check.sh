@@ -159,7 +159,7 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     # NBD connections served in iothreads: buffers, reply batching, churn.
     functional build-tsan tests/functional/test_nbd.py -k "iothread"
     functional build-tsan tests/functional/test_nbd_hostile.py
-    # A qcow2 node grows (drained) while a client writes.
+    # A qcow2 node grows and shrinks (drained) while a client writes.
     functional build-tsan tests/functional/test_resize.py -k "writes"
     # Nodes, jobs and exports moving between threads while they work; the
     # stress matrix for a minute (BLOCKD_STRESS_SECONDS for longer).

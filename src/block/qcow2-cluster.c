@@ -878,6 +878,28 @@ static int coroutine_fn clear_range(BlockDriverState *bs, BDRVQcow2State *s, int
     return ret;
 }
 
+int coroutine_fn qcow2_discard_beyond(BlockDriverState *bs, BDRVQcow2State *s, int64_t offset,
+                                      int64_t bytes)
+{
+    return clear_range(bs, s, offset, bytes, false, false);
+}
+
+void qcow2_drop_l2_tables(BDRVQcow2State *s, uint32_t first)
+{
+    for (uint32_t i = first; i < s->l1_size; i++) {
+        int64_t off = s->l1[i] & QCOW2_OFFSET_MASK;
+
+        if (!off) {
+            continue;
+        }
+        qcow2_cache_forget(s->l2_cache, off);
+        qcow2_meta_remove(s, off);
+        qcow2_defer_free(s, off, s->cluster_size, QCOW2_DISCARD_OTHER);
+        s->l1[i] = 0;
+        l1_mark_dirty(s, i);
+    }
+}
+
 int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                         int flags)
 {

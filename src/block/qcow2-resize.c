@@ -1,5 +1,5 @@
 /*
- * qcow2-resize.c - growing a qcow2 image (block_resize).
+ * qcow2-resize.c - growing and shrinking a qcow2 image (block_resize).
  *
  * The caller drains the node (block_resize does), so no request runs
  * while the geometry changes; the metadata lock is held as well, because
@@ -9,7 +9,10 @@
  * made stable with their refcounts, and only then does the header point
  * at it; the old table is freed after that.  The virtual size in the
  * header changes last.  A crash at any point leaves a consistent image
- * (at most the new table's clusters leaked).
+ * (at most the new table's clusters leaked).  Shrinking first frees the
+ * clusters beyond the new end (tables written before the frees, as for a
+ * discard), then the header gets the smaller size; the file keeps its
+ * length (the space is reused).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -102,8 +105,8 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t size, Error **e
         error_setg(errp, "The new size must be a multiple of 512");
         return -EINVAL;
     }
-    if (size < s->size) {
-        error_setg(errp, "qcow2: shrinking an image is not supported by blockd yet");
+    if (size < s->size && s->nb_snapshots) {
+        error_setg(errp, "Can't shrink an image which has snapshots");
         return -ENOTSUP;
     }
     if (s->nb_snapshots && s->version < 3) {
@@ -113,8 +116,23 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t size, Error **e
     if (size == s->size) {
         return 0;
     }
+    if (size < s->size) {
+        int64_t start = qcow2_align_up(size, s->cluster_size);
+        ret = start < s->size ? qcow2_discard_beyond(bs, s, start, s->size - start) : 0;
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "Failed to shrink the qcow2 image");
+            return ret;
+        }
+    }
     co_mutex_lock(&s->lock);
-    ret = s->broken ? -EIO : grow_l1(bs, s, l1_entries_for(s, size));
+    if (s->broken) {
+        ret = -EIO;
+    } else if (size < s->size) {
+        qcow2_drop_l2_tables(s, (uint32_t)l1_entries_for(s, size));
+        ret = qcow2_sync_metadata(bs, s);
+    } else {
+        ret = grow_l1(bs, s, l1_entries_for(s, size));
+    }
     if (ret >= 0) {
         qcow2_put_be64(be, (uint64_t)size);
         ret = qcow2_file_pwrite(bs, 24, sizeof(be), be);           /* the virtual size */
@@ -128,7 +146,7 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t size, Error **e
     }
     co_mutex_unlock(&s->lock);
     if (ret < 0) {
-        error_setg_errno(errp, -ret, "Failed to grow the qcow2 image");
+        error_setg_errno(errp, -ret, "Failed to resize the qcow2 image");
     }
     return ret;
 }

@@ -292,7 +292,13 @@ void qcow2_defer_free(BDRVQcow2State *s, int64_t offset, int64_t bytes,
 /* Apply the deferred frees (after a metadata sync). */
 int coroutine_fn qcow2_apply_deferred_frees(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK QCOW2_LOCKED;
-/* qcow2-resize.c: block_resize (growing; the node is drained). */
+/* Shrinking (qcow2-resize.c): the clusters of [offset, +bytes) become
+ * unallocated (whole clusters; takes the lock itself), and the L2 tables
+ * of L1 entries from @first on are freed with their entries zeroed. */
+int coroutine_fn qcow2_discard_beyond(BlockDriverState *bs, BDRVQcow2State *s, int64_t offset,
+                                      int64_t bytes) GRAPH_RDLOCK;
+void qcow2_drop_l2_tables(BDRVQcow2State *s, uint32_t first) QCOW2_LOCKED;
+/* qcow2-resize.c: block_resize (the node is drained). */
 int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t size, Error **errp)
     GRAPH_RDLOCK;
 /* Write back refcount blocks and flush the file (the L2 cache's dependency). */

@@ -90,18 +90,42 @@ def test_qcow2_grow_matches(pair):  # noqa: F811
         results.append(out)
     qsd, ours = results
     assert ours == qsd
-    # qemu-storage-daemon also shrinks qcow2 images; blockd refuses by name.
-    q, d = pair()[1]
-    img = os.path.join(d, "s.qcow2")
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, "4M"], check=True)
-    q.cmd("blockdev-add", driver="qcow2", node_name="s", file={"driver": "file", "filename": img})
-    r = q.execute("block_resize", {"node-name": "s", "size": MiB})
-    assert r["error"]["desc"] == "qcow2: shrinking an image is not supported by blockd yet"
 
 
-def test_qcow2_grows_while_a_client_writes(pair):  # noqa: F811
-    """Growing drains the node: a client writing all along loses nothing and
-    the image stays consistent."""
+def test_qcow2_shrink_matches(pair):  # noqa: F811
+    """Shrinking frees what lies beyond the new end: data below it stays,
+    growing again shows zeroes there (not the old data), qemu-img check is
+    clean, as with qemu-storage-daemon."""
+    results = []
+    for q, d in pair():
+        img = os.path.join(d, "s.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096",
+                        img, "8M"], check=True)
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 5 0 8M", img], check=True,
+                       capture_output=True)
+        q.cmd("blockdev-add", driver="qcow2", node_name="s",
+              file={"driver": "file", "filename": img})
+        q.cmd("block_resize", node_name="s", size=MiB + 1024)
+        q.cmd("block_resize", node_name="s", size=8 * MiB)
+        q.cmd("blockdev-del", node_name="s")
+        # The cluster holding the new end keeps its bytes (as in QEMU); the
+        # clusters after it were freed and read as zeroes.
+        r = subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"read -P 5 0 {MiB + 1024}",
+                            "-c", f"read -P 0 {MiB + 4096} {7 * MiB - 4096}", img],
+                           capture_output=True, text=True)
+        check = subprocess.run(["qemu-img", "check", "--output=json", img],
+                               capture_output=True, text=True)
+        import json
+        c = json.loads(check.stdout)
+        results.append(("Pattern verification failed" in r.stdout, r.returncode,
+                        check.returncode, c.get("leaks", 0), c.get("corruptions", 0),
+                        qemu_img_info(img)["virtual-size"]))
+    assert results[1] == results[0] == (False, 0, 0, 0, 0, 8 * MiB), results
+
+
+def test_qcow2_resizes_while_a_client_writes(pair):  # noqa: F811
+    """Growing and shrinking drain the node: a client writing (below the
+    smaller size) all along loses nothing and the image stays consistent."""
     (_, _), (q, d) = pair()
     img = os.path.join(d, "w.qcow2")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", img,
@@ -116,10 +140,11 @@ def test_qcow2_grows_while_a_client_writes(pair):  # noqa: F811
     writer = subprocess.Popen(["qemu-io", "-f", "raw", "-t", "writeback",
                                f"nbd+unix:///w?socket={d}/n.sock"] + cmds,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    size = 8 * MiB
-    while writer.poll() is None and size < 512 * MiB:
-        size *= 2
+    size, rounds = 8 * MiB, 0
+    while writer.poll() is None and rounds < 12:
+        size = 16 * MiB if size == 8 * MiB else 8 * MiB     # grow, shrink, ...
         q.cmd("block_resize", node_name="w", size=size)
+        rounds += 1
     assert writer.wait(timeout=120) == 0, writer.stderr.read()
     q.cmd("block-export-del", id="e")
     q.cmd("blockdev-del", node_name="w")
