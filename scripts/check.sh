@@ -161,6 +161,7 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     functional build-tsan tests/functional/test_nbd_hostile.py
     # A qcow2 node grows and shrinks (drained) while a client writes.
     functional build-tsan tests/functional/test_resize.py -k "writes"
+    functional build-tsan tests/functional/test_snapshot.py
     # Nodes, jobs and exports moving between threads while they work; the
     # stress matrix for a minute (BLOCKD_STRESS_SECONDS for longer).
     functional build-tsan tests/functional/test_thread_moves.py

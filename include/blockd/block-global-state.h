@@ -161,6 +161,13 @@ json_object *bdrv_query_graph(void);
 /* The file name QEMU shows for a node: its file's, or "<driver>://"
  * (written into @buf).  Valid while the node is. */
 const char *bdrv_get_filename(BlockDriverState *bs, char *buf, size_t size);
+/*
+ * blockdev-snapshot: @overlay (an unused node whose driver takes a backing
+ * file, without one) replaces @node for all of @node's users and gets
+ * @node as its backing file.  Refused, changing nothing, if @node is a
+ * backing file or used by a job.  -errno with @errp set.
+ */
+int bdrv_snapshot_append(BlockDriverState *node, BlockDriverState *overlay, Error **errp);
 /* The node's backing node, or NULL. */
 BlockDriverState *bdrv_backing_bs(BlockDriverState *bs);
 /* query-named-block-nodes' "image" of @bs (ImageInfo): a new object. */

@@ -41,6 +41,7 @@ struct BlockDriver {
     bool is_filter;                /* one child, data passes through */
     bool is_format;                /* interprets a "file" child's content */
     bool is_protocol;              /* talks to a file / device / nothing */
+    bool supports_backing;         /* may have a backing file (a COW child) */
 
     /* ---- Global state ---- */
 

@@ -717,6 +717,7 @@ static json_object *qcow2_get_specific_info(BlockDriverState *bs)
 }
 
 const BlockDriver bdrv_qcow2 = {
+    .supports_backing = true,
     .bdrv_co_truncate = qcow2_co_truncate,
     .bdrv_co_create = qcow2_co_create,
     .bdrv_get_info = qcow2_get_info,

@@ -252,6 +252,42 @@ static const SchemaField resize_fields[] = {
 };
 static const SchemaObject resize_args = { .name = "block_resize-arg", .fields = resize_fields };
 
+static BlockDriverState *find_node_or_device(const char *name, Error **errp)
+{
+    BlockDriverState *bs = bdrv_find_node(name);
+
+    if (!bs) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", name, name);
+    }
+    return bs;
+}
+
+static json_object *qmp_blockdev_snapshot(json_object *args, Error **errp)
+{
+    BlockDriverState *node, *overlay;
+
+    GLOBAL_STATE_CODE();
+    node = find_node_or_device(json_object_get_string(json_object_object_get(args, "node")),
+                               errp);
+    if (!node) {
+        return NULL;
+    }
+    overlay = find_node_or_device(
+        json_object_get_string(json_object_object_get(args, "overlay")), errp);
+    if (!overlay) {
+        return NULL;
+    }
+    return bdrv_snapshot_append(node, overlay, errp) < 0 ? NULL : json_object_new_object();
+}
+
+static const SchemaField snapshot_fields[] = {
+    { .name = "node", .type = SCHEMA_STR },
+    { .name = "overlay", .type = SCHEMA_STR },
+    { 0 },
+};
+static const SchemaObject snapshot_args = { .name = "BlockdevSnapshot",
+                                            .fields = snapshot_fields };
+
 static json_object *qmp_block_set_write_threshold(json_object *args, Error **errp)
 {
     const char *name = json_object_get_string(json_object_object_get(args, "node-name"));
@@ -410,6 +446,7 @@ static json_object *qmp_x_debug_query_block_graph(json_object *args, Error **err
 }
 
 const QmpCommand qmp_block_commands[] = {
+    { .name = "blockdev-snapshot", .fn = qmp_blockdev_snapshot, .args = &snapshot_args },
     { .name = "block_resize", .fn = qmp_block_resize, .args = &resize_args },
     { .name = "block-latency-histogram-set", .fn = qmp_block_latency_histogram_set,
       .args = &histogram_args },
