@@ -168,6 +168,9 @@ const char *bdrv_get_filename(BlockDriverState *bs, char *buf, size_t size);
  * backing file or used by a job.  -errno with @errp set.
  */
 int bdrv_snapshot_append(BlockDriverState *node, BlockDriverState *overlay, Error **errp);
+/* Undo a successful bdrv_snapshot_append() (a transaction that failed
+ * later): the users get @node back, @overlay no backing file. */
+void bdrv_snapshot_undo(BlockDriverState *node, BlockDriverState *overlay);
 /* The node's backing node, or NULL. */
 BlockDriverState *bdrv_backing_bs(BlockDriverState *bs);
 /* query-named-block-nodes' "image" of @bs (ImageInfo): a new object. */

@@ -57,6 +57,25 @@ static bool has_parents(BlockDriverState *bs)
     return any;
 }
 
+void bdrv_snapshot_undo(BlockDriverState *node, BlockDriverState *overlay)
+{
+    BdrvChild *backing;
+
+    GLOBAL_STATE_CODE();
+    bdrv_drained_begin(node);
+    bdrv_drained_begin(overlay);
+    /* The users go back first, then the overlay lets go of the node. */
+    bdrv_replace_node(overlay, node, NULL);
+    graph_rdlock_main_loop();
+    backing = overlay->backing;
+    graph_rdunlock_main_loop();
+    if (backing) {
+        bdrv_unref_child(overlay, backing);
+    }
+    bdrv_drained_end(overlay);
+    bdrv_drained_end(node);
+}
+
 int bdrv_snapshot_append(BlockDriverState *node, BlockDriverState *overlay, Error **errp)
 {
     BdrvChild *c;

@@ -41,6 +41,9 @@ bool qmp_object_add_iothread(json_object *args, Error **errp);
 /* --monitor and x-monitor-add: a QMP monitor on a chardev (checked
  * MonitorOptions: chardev, pretty, mode). */
 bool qmp_monitor_add(json_object *options, Error **errp);
+/* blockdev-snapshot's "node" and "overlay" (checked arguments). */
+bool qmp_snapshot_nodes(json_object *args, BlockDriverState **node,
+                        BlockDriverState **overlay, Error **errp);
 /* --nbd-server: the flat SocketAddress form. */
 bool qmp_nbd_server_start_flat(json_object *args, Error **errp);
 

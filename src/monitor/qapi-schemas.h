@@ -16,5 +16,6 @@ extern const SchemaObject qapi_chardev_options;       /* --chardev socket */
 extern const SchemaObject qapi_monitor_options;       /* --monitor */
 extern const SchemaObject qapi_nbd_server_options;    /* --nbd-server */
 extern const SchemaObject qapi_block_export_options;  /* --export, block-export-add */
+extern const SchemaObject qapi_blockdev_snapshot_args;
 
 #endif /* BLOCKD_QAPI_SCHEMAS_H */

@@ -262,19 +262,25 @@ static BlockDriverState *find_node_or_device(const char *name, Error **errp)
     return bs;
 }
 
+bool qmp_snapshot_nodes(json_object *args, BlockDriverState **node,
+                        BlockDriverState **overlay, Error **errp)
+{
+    *node = find_node_or_device(json_object_get_string(json_object_object_get(args, "node")),
+                                errp);
+    if (!*node) {
+        return false;
+    }
+    *overlay = find_node_or_device(
+        json_object_get_string(json_object_object_get(args, "overlay")), errp);
+    return *overlay != NULL;
+}
+
 static json_object *qmp_blockdev_snapshot(json_object *args, Error **errp)
 {
     BlockDriverState *node, *overlay;
 
     GLOBAL_STATE_CODE();
-    node = find_node_or_device(json_object_get_string(json_object_object_get(args, "node")),
-                               errp);
-    if (!node) {
-        return NULL;
-    }
-    overlay = find_node_or_device(
-        json_object_get_string(json_object_object_get(args, "overlay")), errp);
-    if (!overlay) {
+    if (!qmp_snapshot_nodes(args, &node, &overlay, errp)) {
         return NULL;
     }
     return bdrv_snapshot_append(node, overlay, errp) < 0 ? NULL : json_object_new_object();
@@ -285,8 +291,8 @@ static const SchemaField snapshot_fields[] = {
     { .name = "overlay", .type = SCHEMA_STR },
     { 0 },
 };
-static const SchemaObject snapshot_args = { .name = "BlockdevSnapshot",
-                                            .fields = snapshot_fields };
+const SchemaObject qapi_blockdev_snapshot_args = { .name = "BlockdevSnapshot",
+                                                  .fields = snapshot_fields };
 
 static json_object *qmp_block_set_write_threshold(json_object *args, Error **errp)
 {
@@ -446,7 +452,8 @@ static json_object *qmp_x_debug_query_block_graph(json_object *args, Error **err
 }
 
 const QmpCommand qmp_block_commands[] = {
-    { .name = "blockdev-snapshot", .fn = qmp_blockdev_snapshot, .args = &snapshot_args },
+    { .name = "blockdev-snapshot", .fn = qmp_blockdev_snapshot,
+      .args = &qapi_blockdev_snapshot_args },
     { .name = "block_resize", .fn = qmp_block_resize, .args = &resize_args },
     { .name = "block-latency-histogram-set", .fn = qmp_block_latency_histogram_set,
       .args = &histogram_args },

@@ -70,7 +70,8 @@ static const SchemaObject backup_args = { .name = "BlockdevBackup", .fields = ba
 /* The actions blockd carries out; QEMU's others are refused by the schema
  * ("Parameter 'type' does not accept value ..."), so query-qmp-schema
  * lists exactly these. */
-static const char *const action_types[] = { "abort", "blockdev-backup", NULL };
+static const char *const action_types[] = { "abort", "blockdev-backup", "blockdev-snapshot",
+                                            NULL };
 static const SchemaField action_fields[] = {
     { .name = "type", .type = SCHEMA_ENUM, .enum_values = action_types },
     { 0 },
@@ -84,7 +85,13 @@ static const SchemaField backup_wrapper_fields[] = {
     { .name = "data", .type = SCHEMA_OBJECT, .object = &backup_args },
     { 0 },
 };
+static const SchemaField snapshot_wrapper_fields[] = {
+    { .name = "data", .type = SCHEMA_OBJECT, .object = &qapi_blockdev_snapshot_args },
+    { 0 },
+};
 static const SchemaVariant action_variants[] = {
+    { "blockdev-snapshot", &(const SchemaObject){ .name = "BlockdevSnapshotWrapper",
+                                                  .fields = snapshot_wrapper_fields } },
     { "abort", &(const SchemaObject){ .name = "AbortWrapper", .fields = abort_wrapper_fields } },
     { "blockdev-backup", &(const SchemaObject){ .name = "BlockdevBackupWrapper",
                                                 .fields = backup_wrapper_fields } },
@@ -281,31 +288,51 @@ static json_object *qmp_blockdev_backup(json_object *args, Error **errp)
 
 /* ---- transaction ------------------------------------------------------------------ */
 
-/* Prepare one action; a created job is appended to @jobs. */
-static bool transaction_prepare(json_object *action, JobTxn *txn, bool grouped,
-                                Job **jobs, int *njobs, Error **errp)
+/* What the actions of one transaction did so far, to start or undo. */
+typedef struct TxnState {
+    JobTxn *txn;                     /* grouped: the jobs' transaction */
+    Job **jobs;                      /* created, not yet started */
+    int njobs;
+    BlockDriverState **snaps;        /* node, overlay pairs appended */
+    int nsnaps;
+} TxnState;
+
+/* Carry out one action within the drained section: a snapshot happens at
+ * once (undone if a later action fails), a backup job is created. */
+static bool transaction_prepare(json_object *action, TxnState *t, Error **errp)
 {
     json_object *type_v, *data;
     const char *type;
+    BlockDriverState *node, *overlay;
     Job *job;
 
     json_object_object_get_ex(action, "type", &type_v);
     json_object_object_get_ex(action, "data", &data);
     type = json_object_get_string(type_v);
-    if (grouped && strcmp(type, "blockdev-backup") && strcmp(type, "drive-backup")) {
-        error_setg(errp, "Action '%s' does not support transaction property "
-                   "completion-mode = grouped", type);
-        return false;
-    }
     if (!strcmp(type, "abort")) {
         error_setg(errp, "Transaction aborted using Abort action");
         return false;
     }
-    job = backup_create_from_args(data, txn, errp);
+    if (t->txn && strcmp(type, "blockdev-backup") && strcmp(type, "drive-backup")) {
+        error_setg(errp, "Action '%s' does not support Transaction property "
+                   "completion-mode = grouped", type);
+        return false;
+    }
+    if (!strcmp(type, "blockdev-snapshot")) {
+        if (!qmp_snapshot_nodes(data, &node, &overlay, errp) ||
+            bdrv_snapshot_append(node, overlay, errp) < 0) {
+            return false;
+        }
+        t->snaps[t->nsnaps * 2] = node;
+        t->snaps[t->nsnaps * 2 + 1] = overlay;
+        t->nsnaps++;
+        return true;
+    }
+    job = backup_create_from_args(data, t->txn, errp);
     if (!job) {
         return false;
     }
-    jobs[(*njobs)++] = job;
+    t->jobs[t->njobs++] = job;
     return true;
 }
 
@@ -313,9 +340,8 @@ static json_object *qmp_transaction(json_object *args, Error **errp)
 {
     json_object *actions, *props;
     const char *mode = "individual";
-    JobTxn *txn = NULL;
-    Job **jobs;
-    int n, njobs = 0;
+    TxnState t = { 0 };
+    int n;
     bool ok = true;
 
     GLOBAL_STATE_CODE();
@@ -325,34 +351,38 @@ static json_object *qmp_transaction(json_object *args, Error **errp)
         return NULL;
     }
     n = json_object_array_length(actions);
-    jobs = calloc(n + 1, sizeof(*jobs));
-    if (!jobs) {
+    t.jobs = calloc(n + 1, sizeof(*t.jobs));
+    t.snaps = calloc(2 * n + 2, sizeof(*t.snaps));
+    if (!t.jobs || !t.snaps) {
         abort();
     }
     if (!strcmp(mode, "grouped")) {
-        txn = job_txn_new();
+        t.txn = job_txn_new();
     }
     /* No request may run between the actions: one point in time. */
     bdrv_drain_all_begin();
     for (int i = 0; i < n && ok; i++) {
-        ok = transaction_prepare(json_object_array_get_idx(actions, i), txn,
-                                 txn != NULL, jobs, &njobs, errp);
+        ok = transaction_prepare(json_object_array_get_idx(actions, i), &t, errp);
     }
     if (ok) {
-        for (int i = 0; i < njobs; i++) {
-            backup_start_job(jobs[i]);
+        for (int i = 0; i < t.njobs; i++) {
+            backup_start_job(t.jobs[i]);
         }
     } else {
         /* Jobs never started: cancelling them undoes their filters. */
-        for (int i = njobs - 1; i >= 0; i--) {
-            job_cancel_sync(jobs[i], true);
+        for (int i = t.njobs - 1; i >= 0; i--) {
+            job_cancel_sync(t.jobs[i], true);
+        }
+        for (int i = t.nsnaps - 1; i >= 0; i--) {
+            bdrv_snapshot_undo(t.snaps[2 * i], t.snaps[2 * i + 1]);
         }
     }
     bdrv_drain_all_end();
-    if (txn) {
-        job_txn_unref(txn);
+    if (t.txn) {
+        job_txn_unref(t.txn);
     }
-    free(jobs);
+    free(t.jobs);
+    free(t.snaps);
     return ok ? json_object_new_object() : NULL;
 }
 

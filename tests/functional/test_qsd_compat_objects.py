@@ -58,6 +58,8 @@ def same_session(peers, calls):
             r = q.execute(name, args)
             if name == "query-chardev" and "return" in r:
                 r["return"].sort(key=lambda c: c["label"])     # QEMU's is hash order
+            if name == "query-block-exports" and "return" in r:
+                r["return"].sort(key=lambda e: e["id"])        # QEMU's is newest first
             out.append(json.loads(json.dumps(r).replace(d, "@DIR@")))
         results.append(out)
     for call, a, b in zip(calls, *results):

@@ -90,3 +90,50 @@ def test_blockdev_snapshot_matches(pair):  # noqa: F811
         qemu_io(f"{d}/b.qcow2", "read -P 1 0 4M", fmt="qcow2")
     assert chains[1] == chains[0]
     assert chains[1][2][0] == 2
+
+
+def test_snapshots_in_a_transaction_match(pair):  # noqa: F811
+    """Two disks snapshotted in one transaction; a transaction whose second
+    action fails leaves the first disk as it was; as in
+    qemu-storage-daemon."""
+    peers = pair()
+    for q, d in peers:
+        for disk in ("x", "y"):
+            base = os.path.join(d, f"{disk}.qcow2")
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", base, "1M"], check=True)
+            for n in (1, 2):
+                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F",
+                                "qcow2", os.path.join(d, f"{disk}{n}.qcow2")], check=True)
+    calls = [("nbd-server-start", {"addr": {"type": "unix",
+                                            "data": {"path": "@DIR@/n.sock"}}})]
+    for disk in ("x", "y"):
+        calls.append(("blockdev-add", {"driver": "qcow2", "node-name": disk, "file": {
+            "driver": "file", "filename": f"@DIR@/{disk}.qcow2"}}))
+        for n in (1, 2):
+            calls.append(("blockdev-add", {"driver": "qcow2", "node-name": f"{disk}{n}",
+                                           "backing": None, "file": {
+                                               "driver": "file",
+                                               "filename": f"@DIR@/{disk}{n}.qcow2"}}))
+        calls.append(("block-export-add", {"type": "nbd", "id": f"e{disk}",
+                                           "node-name": disk, "writable": True}))
+
+    def snap(node, overlay):
+        return {"type": "blockdev-snapshot", "data": {"node": node, "overlay": overlay}}
+    calls += [
+        # The second action fails (x is in use): y1 must not stay in place.
+        ("transaction", {"actions": [snap("y", "y1"), snap("y", "x")]}),
+        ("query-block-exports", None),
+        ("transaction", {"actions": [snap("x", "x1"), snap("y", "y2")],
+                         "properties": {"completion-mode": "grouped"}}),
+        ("transaction", {"actions": [snap("x", "x1"), snap("y", "y2")]}),
+        ("query-block-exports", None),
+        ("transaction", {"actions": [snap("x1", "x2"), {"type": "abort", "data": {}}]}),
+        ("query-block-exports", None),
+    ]
+    same_session(peers, calls)
+    for q, d in peers:
+        depth = {n["node-name"]: n["backing_file_depth"]
+                 for n in q.cmd("query-named-block-nodes")}
+        assert (depth["x1"], depth["y2"], depth["y1"], depth["x2"]) == (1, 1, 0, 0), depth
+        # y1 was put back: it can still be the overlay of y's next snapshot.
+        q.cmd("blockdev-snapshot", node="y2", overlay="y1")
