@@ -500,6 +500,11 @@ int coroutine_fn bdrv_co_truncate(BdrvChild *child, int64_t size, Error **errp)
         error_setg(errp, "Image size cannot be negative");
         return -EINVAL;
     }
+    /* Far below INT64_MAX: offsets plus lengths must not overflow. */
+    if (size > (1LL << 62)) {
+        error_setg(errp, "The new size is too large");
+        return -EFBIG;
+    }
     if (!(child->perm & BLK_PERM_RESIZE)) {
         error_setg(errp, "Resizing '%s' needs the resize permission, which its user "
                    "does not hold", bs->node_name);

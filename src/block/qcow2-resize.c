@@ -23,11 +23,18 @@
 #include "blockd/main-loop.h"
 #include "qcow2.h"
 
-/* L1 entries needed to map @size bytes. */
+/* L1 entries needed to map @size bytes (@size within qcow2_max_size()). */
 static int64_t l1_entries_for(BDRVQcow2State *s, int64_t size)
 {
     int64_t per_entry = s->cluster_size << s->l2_bits;
-    return (size + per_entry - 1) / per_entry;
+    return size / per_entry + (size % per_entry != 0);
+}
+
+/* The largest virtual size open accepts for this geometry. */
+static int64_t qcow2_max_size(BDRVQcow2State *s)
+{
+    int64_t max = (int64_t)(QCOW2_MAX_L1_BYTES / 8) << (s->l2_bits + s->cluster_bits);
+    return max < (1LL << 61) ? max : (1LL << 61);
 }
 
 static int coroutine_fn grow_l1(BlockDriverState *bs, BDRVQcow2State *s, int64_t need)
@@ -43,8 +50,9 @@ static int coroutine_fn grow_l1(BlockDriverState *bs, BDRVQcow2State *s, int64_t
     if (need <= s->l1_size) {
         return 0;
     }
-    if (need * 8 > QCOW2_MAX_L1_BYTES) {
-        return -EFBIG;
+    if (need * 8 > QCOW2_MAX_L1_BYTES ||
+        (bytes >> s->cluster_bits) > qcow2_max_alloc_clusters(s)) {
+        return -EFBIG;           /* more than one allocation can give */
     }
     /* The entries in memory go to the new table: make them, and the
      * tables they point to, stable first. */
@@ -74,16 +82,19 @@ static int coroutine_fn grow_l1(BlockDriverState *bs, BDRVQcow2State *s, int64_t
     if (ret >= 0) {
         ret = qcow2_file_flush(bs, s);
     }
-    if (ret >= 0) {
-        hdr[0] = need >> 24; hdr[1] = need >> 16; hdr[2] = need >> 8; hdr[3] = need;
-        qcow2_put_be64(hdr + 4, (uint64_t)off);
-        ret = qcow2_file_pwrite(bs, 36, sizeof(hdr), hdr);       /* l1_size, l1_table_offset */
+    if (ret < 0) {
+        return ret;               /* the header still names the old table */
     }
+    hdr[0] = need >> 24; hdr[1] = need >> 16; hdr[2] = need >> 8; hdr[3] = need;
+    qcow2_put_be64(hdr + 4, (uint64_t)off);
+    ret = qcow2_file_pwrite(bs, 36, sizeof(hdr), hdr);           /* l1_size, l1_table_offset */
     if (ret >= 0) {
         ret = qcow2_file_flush(bs, s);
     }
     if (ret < 0) {
-        return ret;               /* the header still names the old table */
+        /* The disk may name either table now: nothing more is written. */
+        s->broken = true;
+        return ret;
     }
     old_bytes = qcow2_align_up((int64_t)s->l1_size * 8, s->cluster_size);
     s->l1_offset = off;
@@ -116,6 +127,17 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t size, Error **e
     if (size == s->size) {
         return 0;
     }
+    if (size > qcow2_max_size(s)) {
+        error_setg(errp, "qcow2: the new size is too large for this image's cluster size");
+        return -EFBIG;
+    }
+    /* Growing over a longer backing file would show its data in the new
+     * area, where QEMU writes zeroes first. */
+    if (size > s->size && bs->backing && bdrv_getlength(bs->backing->bs) > s->size) {
+        error_setg(errp, "qcow2: growing an image over a longer backing file is not "
+                   "supported by blockd yet");
+        return -ENOTSUP;
+    }
     if (size < s->size) {
         int64_t start = qcow2_align_up(size, s->cluster_size);
         ret = start < s->size ? qcow2_discard_beyond(bs, s, start, s->size - start) : 0;
@@ -136,9 +158,12 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t size, Error **e
     if (ret >= 0) {
         qcow2_put_be64(be, (uint64_t)size);
         ret = qcow2_file_pwrite(bs, 24, sizeof(be), be);           /* the virtual size */
-    }
-    if (ret >= 0) {
-        ret = qcow2_file_flush(bs, s);
+        if (ret >= 0) {
+            ret = qcow2_file_flush(bs, s);
+        }
+        if (ret < 0) {
+            s->broken = true;       /* either size may be on disk */
+        }
     }
     if (ret >= 0) {
         s->size = size;

@@ -62,18 +62,22 @@ void bdrv_snapshot_undo(BlockDriverState *node, BlockDriverState *overlay)
     BdrvChild *backing;
 
     GLOBAL_STATE_CODE();
+    bdrv_ref(node);
     bdrv_drained_begin(node);
     bdrv_drained_begin(overlay);
-    /* The users go back first, then the overlay lets go of the node. */
-    bdrv_replace_node(overlay, node, NULL);
+    /* The overlay lets go of the node first (its backing edge's permissions
+     * were computed for the users it had), then the users go back, which
+     * the node granted them before: this cannot fail. */
     graph_rdlock_main_loop();
     backing = overlay->backing;
     graph_rdunlock_main_loop();
     if (backing) {
         bdrv_unref_child(overlay, backing);
     }
+    bdrv_replace_node(overlay, node, &error_abort);
     bdrv_drained_end(overlay);
     bdrv_drained_end(node);
+    bdrv_unref(node);
 }
 
 int bdrv_snapshot_append(BlockDriverState *node, BlockDriverState *overlay, Error **errp)

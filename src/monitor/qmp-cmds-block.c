@@ -229,13 +229,14 @@ static json_object *qmp_block_resize(json_object *args, Error **errp)
         blk_unref(r.blk);
         return NULL;
     }
-    /* No request may run while the node's geometry changes; the resize
-     * itself goes ahead in the drained section. */
+    /* No request may run while the geometry changes, on this node or any
+     * below it (a raw node resizes its file, which others may use too);
+     * the resize itself goes ahead in the drained section. */
     blk_set_allow_queuing(r.blk, false);
-    bdrv_drained_begin(bs);
+    bdrv_drain_all_begin();
     coroutine_enter(coroutine_create(resize_entry, &r));
     AIO_WAIT_WHILE_UNLOCKED(NULL, !atomic_load_acquire(&r.done));
-    bdrv_drained_end(bs);
+    bdrv_drain_all_end();
     blk_unref(r.blk);
     if (r.ret < 0) {
         error_propagate(errp, r.err);

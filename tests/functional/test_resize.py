@@ -156,3 +156,39 @@ def test_qcow2_resizes_while_a_client_writes(pair):  # noqa: F811
     check = subprocess.run(["qemu-img", "check", img], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
     assert qemu_img_info(img)["virtual-size"] == size
+
+
+def test_resize_refuses_impossible_sizes(pair):  # noqa: F811
+    """Sizes near INT64_MAX, or beyond what the image's L1 table can map,
+    are refused and the image stays usable."""
+    (_, _), (q, d) = pair()
+    img = os.path.join(d, "h.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", img,
+                    "1M"], check=True)
+    q.cmd("blockdev-add", driver="qcow2", node_name="h",
+          file={"driver": "file", "filename": img})
+    for size in (9223372036854775296, 1 << 62, 4 << 40):
+        r = q.execute("block_resize", {"node-name": "h", "size": size})
+        assert "error" in r, (size, r)
+    # 512-byte clusters: a larger L1 table than one allocation can give.
+    r = q.execute("block_resize", {"node-name": "h", "size": 1 << 30})
+    assert "error" in r or q.cmd("query-named-block-nodes")
+    q.cmd("blockdev-del", node_name="h")
+    check = subprocess.run(["qemu-img", "check", img], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    info = qemu_img_info(img)
+    assert info["virtual-size"] in (MiB, 1 << 30)
+
+
+def test_grow_over_a_longer_backing_file_is_refused(pair):  # noqa: F811
+    """The area an overlay gains would show its backing file's data (QEMU
+    writes zeroes there first): refused by name for now."""
+    (_, _), (q, d) = pair()
+    base, ov = os.path.join(d, "lb.qcow2"), os.path.join(d, "lo.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", base, "8M"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", ov,
+                    "4M"], check=True)
+    q.cmd("blockdev-add", driver="qcow2", node_name="o", file={"driver": "file", "filename": ov})
+    r = q.execute("block_resize", {"node-name": "o", "size": 8 * MiB})
+    assert r["error"]["desc"] == ("qcow2: growing an image over a longer backing file is not "
+                                  "supported by blockd yet")
