@@ -165,7 +165,8 @@ static long hex4(const char *s, const char *end)
     return v;
 }
 
-/* \uXXXX at @s (after the 'u'), with a following \uXXXX for a pair. */
+/* The four hex digits of a \u escape at @s (just after the 'u'), joined
+ * with the low half when a surrogate pair's second escape follows. */
 static long decode_u_escape(const char **s, const char *end)
 {
     long cp = hex4(*s, end), low;
