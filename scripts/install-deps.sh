@@ -18,7 +18,7 @@ make meson ninja-build pkg-config gcc libc6-dev clang-19 libclang-rt-19-dev
 liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev
 python3 python3-pytest python3-libnbd
 qemu-utils qemu-system-common libnbd-bin nbdkit fio file
-coreutils util-linux procps
+coreutils util-linux mount procps
 "
 
 say() { echo "install-deps: $*" >&2; }
@@ -102,6 +102,8 @@ tool_runs() {
 tool_runs meson meson --version
 tool_runs ninja-build ninja --version
 tool_runs make make --version
+tool_runs mount mount --version
+tool_runs mount umount --version
 tool_runs pkg-config pkg-config --exists liburing
 tool_runs liburing-dev pkg-config --exists liburing
 tool_runs libjson-c-dev pkg-config --exists json-c
