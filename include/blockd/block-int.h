@@ -30,6 +30,7 @@
 
 typedef struct BlockDriverInfo {
     int64_t cluster_size;          /* 0: not cluster-based */
+    int64_t subcluster_size;       /* unit of allocation (0: cluster_size) */
     bool is_dirty;                 /* qcow2's dirty bit */
     const char *backing_file;      /* as the header names it, or NULL */
     const char *backing_fmt;       /* NULL: not recorded */
@@ -53,6 +54,15 @@ struct BlockDriver {
     /* blockdev-create of this driver's image (block-create.h: a coroutine
      * of the main thread); NULL: not supported. */
     int coroutine_fn (*bdrv_co_create)(json_object *options, Error **errp);
+    /* Switch between read-only and read-write: @flags are the new
+     * BDRV_O_* flags, the node is drained and bs->read_only still tells
+     * the old state.  On failure nothing changed.  NULL: nothing to do. */
+    int (*bdrv_reopen)(BlockDriverState *bs, int flags, Error **errp);
+    /* Record @backing_file and @backing_fmt (NULL: none) in the image
+     * header; the node is drained.  NULL: the format records no backing
+     * file. */
+    int (*bdrv_change_backing_file)(BlockDriverState *bs, const char *backing_file,
+                                    const char *backing_fmt, Error **errp);
 
     /* What this node needs from child @c given what its parents need of it
      * (NULL: bdrv_default_child_perm by role). */
@@ -125,6 +135,10 @@ struct BdrvChildClass {
      * "block-backend", "job") and its name (NULL: ""). */
     const char *parent_type;
     const char *(*get_parent_name)(BdrvChild *c);
+    /* Why this parent forbids changes of the chain through the node
+     * ("block device is in use by block job: commit"), a new string;
+     * NULL (or no callback): it does not. */
+    char *(*get_blocker)(BdrvChild *c);
 };
 
 struct BdrvChild {

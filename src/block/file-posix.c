@@ -290,6 +290,43 @@ static void file_abort_perm_update(BlockDriverState *bs)
     }
 }
 
+/* ---- Reopen ------------------------------------------------------------------- */
+
+/*
+ * A new descriptor with the new access mode takes the old one's number
+ * (dup2), so nothing that kept the number needs to know.  The image locks
+ * belong to the open file description: the new one takes the same locks
+ * first (shared locks of one process do not conflict), and the old one's
+ * go when dup2 closes it.  The node is drained.
+ */
+static int file_reopen(BlockDriverState *bs, int flags, Error **errp)
+{
+    FileState *s = bs->opaque;
+    int mode = (flags & BDRV_O_RDWR) ? O_RDWR : O_RDONLY;
+    int fd = open(s->filename, O_CLOEXEC | mode | (s->direct ? O_DIRECT : 0));
+
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Could not reopen file");
+        return -errno;
+    }
+    if (s->use_lock) {
+        FileLock fresh = { .fd = fd };
+
+        if (file_lock_apply(&fresh, s->lock.locked_perm, s->lock.locked_unshared,
+                            s->filename, errp) < 0) {
+            close(fd);
+            return -EAGAIN;
+        }
+    }
+    if (dup2(fd, s->fd) < 0) {
+        error_setg_errno(errp, errno, "Could not reopen file");
+        close(fd);
+        return -errno;
+    }
+    close(fd);
+    return 0;
+}
+
 /* ---- Data ---------------------------------------------------------------------- */
 
 /* Requests up to this size first try to complete from the page cache. */
@@ -753,6 +790,7 @@ const BlockDriver bdrv_file = {
     .is_protocol = true,
     .bdrv_open = file_open,
     .bdrv_close = file_close,
+    .bdrv_reopen = file_reopen,
     .bdrv_check_perm = file_check_perm,
     .bdrv_set_perm = file_set_perm,
     .bdrv_abort_perm_update = file_abort_perm_update,

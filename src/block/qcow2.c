@@ -40,42 +40,6 @@
 #define DEFAULT_RB_CACHE_BYTES (256 * 1024)
 #define MIN_CACHE_TABLES 4
 
-/* Run @fn(@opaque) in a coroutine holding the graph read lock, and wait.
- * Global state, not in a coroutine. */
-typedef struct CoCall {
-    int (*fn)(BlockDriverState *bs, void *opaque);
-    BlockDriverState *bs;
-    void *opaque;
-    int ret;
-    bool done;
-} CoCall;
-
-static void coroutine_fn co_call_entry(void *opaque)
-{
-    CoCall *c = opaque;
-
-    graph_co_rdlock();
-    c->ret = c->fn(c->bs, c->opaque);
-    graph_co_rdunlock();
-    atomic_store_release(&c->done, true);
-    aio_wait_kick();
-}
-
-static int run_in_coroutine(BlockDriverState *bs, int (*fn)(BlockDriverState *, void *),
-                            void *opaque)
-{
-    CoCall c = { fn, bs, opaque, 0, false };
-
-    GLOBAL_STATE_CODE();
-    if (in_coroutine()) {
-        co_call_entry(&c);
-        return c.ret;
-    }
-    coroutine_enter(coroutine_create(co_call_entry, &c));
-    AIO_WAIT_WHILE_UNLOCKED(NULL, !atomic_load_acquire(&c.done));
-    return c.ret;
-}
-
 /* ---- Header ----------------------------------------------------------------------- */
 
 static uint32_t be32(const uint8_t *p)
@@ -331,7 +295,7 @@ static int read_backing_name(BDRVQcow2State *s, const uint8_t *h, const uint8_t 
 }
 
 /* Clear autoclear bits we do not maintain (bitmaps): writing is allowed then. */
-static int coroutine_fn clear_autoclear(BlockDriverState *bs, BDRVQcow2State *s)
+int coroutine_fn qcow2_clear_autoclear(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK
 {
     uint8_t zero[8] = { 0 };
@@ -435,7 +399,7 @@ static int coroutine_fn open_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
         ret = qcow2_l1_check(bs, s, a->errp);
     }
     if (ret >= 0 && (a->flags & BDRV_O_RDWR)) {
-        ret = clear_autoclear(bs, s);
+        ret = qcow2_clear_autoclear(bs, s);
         if (ret < 0) {
             error_setg_errno(a->errp, -ret, "Could not update the qcow2 header");
         }
@@ -616,7 +580,7 @@ static int qcow2_open(BlockDriverState *bs, json_object *options, int flags, Err
         return -1;
     }
     init_state(s, bs);
-    ret = run_in_coroutine(bs, open_co, &a);
+    ret = qcow2_run_in_coroutine(bs, open_co, &a);
     if (ret >= 0) {
         ret = open_backing(bs, options, errp);
     }
@@ -654,7 +618,7 @@ static void qcow2_close(BlockDriverState *bs)
 
     GLOBAL_STATE_CODE();
     if (!bs->read_only) {
-        int ret = run_in_coroutine(bs, close_co, NULL);
+        int ret = qcow2_run_in_coroutine(bs, close_co, NULL);
         if (ret < 0) {
             error_report("qcow2 image '%s': could not write metadata on close: %s",
                          s->image_filename, strerror(-ret));
@@ -687,6 +651,7 @@ static int qcow2_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
 
     *bdi = (BlockDriverInfo){
         .cluster_size = s->cluster_size,
+        .subcluster_size = s->ext_l2 ? s->cluster_size >> 5 : s->cluster_size,
         .is_dirty = s->incompat & QCOW2_INCOMPAT_DIRTY,
         .backing_file = s->backing_file,
         .backing_fmt = s->backing_fmt,
@@ -721,6 +686,8 @@ const BlockDriver bdrv_qcow2 = {
     .bdrv_co_truncate = qcow2_co_truncate,
     .bdrv_co_create = qcow2_co_create,
     .bdrv_get_info = qcow2_get_info,
+    .bdrv_reopen = qcow2_reopen,
+    .bdrv_change_backing_file = qcow2_change_backing_file,
     .bdrv_get_specific_info = qcow2_get_specific_info,
     .format_name = "qcow2",
     .instance_size = sizeof(BDRVQcow2State),

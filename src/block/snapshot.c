@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blockd/block-chain.h"
 #include "blockd/block-global-state.h"
 #include "blockd/block-int.h"
 #include "blockd/graph-lock.h"
@@ -27,7 +28,6 @@ static bool snapshot_blocked(BlockDriverState *bs, Error **errp)
     graph_rdlock_main_loop();
     list_for_each(n, &bs->parents) {
         BdrvChild *c = list_entry(n, BdrvChild, next_parent);
-        const char *type = c->klass->parent_type ? c->klass->parent_type : "";
         const char *name = c->klass->get_parent_name ? c->klass->get_parent_name(c) : "";
 
         if (c->role & BDRV_CHILD_COW) {
@@ -36,15 +36,9 @@ static bool snapshot_blocked(BlockDriverState *bs, Error **errp)
             blocked = true;
             break;
         }
-        if (strcmp(type, "job") == 0) {
-            error_setg(errp, "Node '%s' is busy: block device is in use by block job: %s",
-                       bs->node_name, name);
-            blocked = true;
-            break;
-        }
     }
     graph_rdunlock_main_loop();
-    return blocked;
+    return blocked || bdrv_op_is_blocked(bs, errp);
 }
 
 static bool has_parents(BlockDriverState *bs)

@@ -115,9 +115,22 @@ static const char *child_job_get_parent_name(BdrvChild *c)
     return job->job.id;
 }
 
+static char *child_job_get_blocker(BdrvChild *c)
+{
+    BlockJob *job = c->opaque;
+    char *s;
+
+    if (asprintf(&s, "block device is in use by block job: %s",
+                 job_type_str(job->job.driver->job_type)) < 0) {
+        abort();
+    }
+    return s;
+}
+
 static const BdrvChildClass child_job = {
     .parent_type = "job",
     .get_parent_name = child_job_get_parent_name,
+    .get_blocker = child_job_get_blocker,
     .set_aio_ctx = child_job_set_aio_ctx,
     .get_siblings = child_job_get_siblings,
     .drained_begin = child_job_drained_begin,

@@ -12,6 +12,7 @@
 #include "blockd/atomic.h"
 #include "blockd/block-backend-global-state.h"
 #include "blockd/block-backend-io.h"
+#include "blockd/block-chain.h"
 #include "blockd/block-global-state.h"
 #include "blockd/block-accounting.h"
 #include "blockd/block-io.h"
@@ -112,12 +113,13 @@ static json_object *node_info(BlockDriverState *bs)
     };
     int depth = 0;
 
-    for (BlockDriverState *b = bdrv_backing_bs(bs); b; b = bdrv_backing_bs(b)) {
-        if (depth++ == 0) {
-            json_object_object_add(info, "backing_file",
-                                   json_object_new_string(bdrv_get_filename(b, bbuf,
-                                                                            sizeof(bbuf))));
-        }
+    if (bdrv_backing_bs(bs)) {
+        json_object_object_add(info, "backing_file", json_object_new_string(
+            bdrv_get_filename(bdrv_backing_bs(bs), bbuf, sizeof(bbuf))));
+    }
+    /* As QEMU counts: filters in the chain are layers too. */
+    for (BlockDriverState *b = bdrv_filter_or_cow_bs(bs); b; b = bdrv_filter_or_cow_bs(b)) {
+        depth++;
     }
     json_object_object_add(cache, "writeback", json_object_new_boolean(true));
     json_object_object_add(cache, "direct",
