@@ -23,11 +23,20 @@
 
 typedef struct BlockCopyState BlockCopyState;
 
+/* How a range reaches the target. */
+typedef enum BlockCopyMethod {
+    BLOCK_COPY_BY_STATUS,       /* zero ranges of the source as zero writes */
+    BLOCK_COPY_PLAIN,           /* read and write everything (commit) */
+    BLOCK_COPY_ZERO_DETECT,     /* read everything; zero buffers as zero
+                                 * writes (copy-on-read, stream) */
+} BlockCopyMethod;
+
 typedef struct BlockCopyOptions {
     int64_t chunk_size;         /* bytes per task, a multiple of the granularity */
     int max_tasks;              /* background tasks in flight */
     int64_t max_bytes;          /* background bytes in flight (buf-size) */
     bool no_unmap;              /* zeroes stay allocated on the target */
+    BlockCopyMethod method;
 } BlockCopyOptions;
 
 /* Main.  @bitmap stays the caller's; @job receives progress and pays the

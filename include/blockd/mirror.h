@@ -37,6 +37,10 @@ typedef struct MirrorArgs {
     BlockdevOnError on_target_error;
     bool auto_finalize;
     bool auto_dismiss;
+    /* Active commit (job type "commit"): @target is @source's backing
+     * chain member @base; only what lies above it is copied, the layers
+     * between are held, and a smaller base grows first. */
+    BlockDriverState *base;
     /* backup's x-perf: copies in flight, bytes per copy (0: defaults) */
     int max_workers;
     int64_t max_chunk;

@@ -15,6 +15,7 @@
 #include "blockd/block-io.h"
 #include "blockd/main-loop.h"
 #include "blockd/mirror.h"
+#include "copy-loop.h"
 #include "job-filter.h"
 
 #define BACKUP_CLUSTER   (64 * 1024)
@@ -30,8 +31,8 @@ typedef struct BackupJob {
     BlockDriverState *cbw;
     BdrvDirtyBitmap *bitmap;            /* granules not yet copied */
     BlockCopyState *bcs;
+    CopyLoop loop;
     MirrorSyncMode sync;
-    BlockdevOnError on_source_error, on_target_error;
     bool exited;
 } BackupJob;
 
@@ -81,7 +82,7 @@ static int coroutine_fn backup_drop_unallocated(BackupJob *s)
 static int coroutine_fn backup_run(Job *job, Error **errp)
 {
     BackupJob *s = (BackupJob *)job;
-    bool is_read = false, has_backing;
+    bool has_backing;
     int ret;
 
     (void)errp;
@@ -98,32 +99,7 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
         }
         return 0;
     }
-    for (;;) {
-        job_progress_set_remaining(job, dirty_bitmap_count(s->bitmap));
-        if (job_is_cancelled(job)) {
-            return 0;
-        }
-        ret = block_copy_sweep(s->bcs, false, &is_read);
-        if (ret < 0) {
-            BlockErrorAction action = block_job_error_action(
-                &s->common, is_read ? s->on_source_error : s->on_target_error,
-                is_read, -ret);
-            if (action == BLOCK_ERROR_ACTION_REPORT) {
-                return ret;
-            }
-            job_pause_point(job);
-            continue;
-        }
-        if (dirty_bitmap_count(s->bitmap) == 0 && block_copy_in_flight_bytes(s->bcs) == 0) {
-            break;
-        }
-        /* What is left is held by copies for guest writes: let them end. */
-        block_copy_wait_claims(s->bcs);
-    }
-    graph_co_rdlock();
-    ret = bdrv_co_flush(s->target);
-    graph_co_rdunlock();
-    return ret;
+    return copy_loop_run(&s->loop, s->target);
 }
 
 /* ---- Callbacks ---------------------------------------------------------------------- */
@@ -138,7 +114,8 @@ static void backup_clean(Job *job)
     BackupJob *s = (BackupJob *)job;
 
     GLOBAL_STATE_CODE();
-    if (s->exited) {
+    /* Nothing to undo for a job whose creation failed (no filter yet). */
+    if (s->exited || !s->cbw) {
         return;
     }
     s->exited = true;
@@ -203,7 +180,7 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
         !job_filter_check_target(a, errp)) {
         return NULL;
     }
-    s = job_filter_create_job(&cbw_ops, &backup_job_driver, a, &cbw, errp);
+    s = job_filter_create_job(&cbw_ops, &backup_job_driver, a, NULL, &cbw, errp);
     if (!s) {
         return NULL;
     }
@@ -213,8 +190,6 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     bdrv_ref(s->source);
     bdrv_ref(s->target);
     s->sync = a->sync;
-    s->on_source_error = a->on_source_error;
-    s->on_target_error = a->on_target_error;
     if (block_job_add_copy_nodes(&s->common, s->source, s->target, &source_child,
                                  &target_child, errp) < 0) {
         s->exited = true;
@@ -228,6 +203,8 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     dirty_bitmap_set_all(s->bitmap);
     s->bcs = block_copy_state_new(source_child, target_child, s->bitmap,
                                   &s->common, &copy_opts);
+    s->loop = (CopyLoop){ &s->common, s->bcs, s->bitmap, a->on_source_error,
+                          a->on_target_error };
     /* From here every guest write copies the old data first. */
     job_filter_activate(cbw, s);
     return &s->common.job;

@@ -262,24 +262,38 @@ static void buffer_put(BlockCopyState *s, void *buf)
     free(buf);
 }
 
-/* Copy [offset, offset+bytes): zero ranges as zeroes, the rest as data. */
+/* Where [offset, offset+*pnum) of the source is known to read as zeroes
+ * without reading it (shortening *pnum to one status). */
+static bool coroutine_fn source_reads_zero(BlockCopyState *s, int64_t offset,
+                                           int64_t *pnum) GRAPH_RDLOCK
+{
+    int64_t bytes = *pnum;
+    int st;
+
+    if (s->opts.method != BLOCK_COPY_BY_STATUS) {
+        return false;
+    }
+    st = bdrv_co_block_status(s->source->bs, offset, bytes, pnum);
+    if (st < 0 || *pnum <= 0 || *pnum > bytes) {
+        *pnum = bytes;
+        return false;
+    }
+    return st & BDRV_BLOCK_ZERO;
+}
+
+/* Copy [offset, offset+bytes) by the method of the options. */
 static int coroutine_fn copy_range_now(BlockCopyState *s, int64_t offset, int64_t bytes,
                                        bool *error_is_read) GRAPH_RDLOCK
 {
+    int zero_flags = s->opts.no_unmap ? 0 : BDRV_REQ_MAY_UNMAP;
     void *buf = NULL;
     int ret = 0;
 
     while (bytes > 0 && ret == 0) {
         int64_t pnum = bytes;
-        int st = bdrv_co_block_status(s->source->bs, offset, bytes, &pnum);
 
-        if (st < 0 || pnum <= 0 || pnum > bytes) {
-            st = BDRV_BLOCK_DATA;
-            pnum = bytes;
-        }
-        if (st & BDRV_BLOCK_ZERO) {
-            ret = bdrv_co_pwrite_zeroes(s->target, offset, pnum,
-                                        s->opts.no_unmap ? 0 : BDRV_REQ_MAY_UNMAP);
+        if (source_reads_zero(s, offset, &pnum)) {
+            ret = bdrv_co_pwrite_zeroes(s->target, offset, pnum, zero_flags);
             *error_is_read = false;
         } else {
             IOVector v;
@@ -292,9 +306,15 @@ static int coroutine_fn copy_range_now(BlockCopyState *s, int64_t offset, int64_
             iovector_init_buf(&v, buf, pnum);
             ret = bdrv_co_preadv(s->source, offset, pnum, v.iov, v.niov, 0);
             *error_is_read = true;
-            if (ret == 0) {
+            if (ret < 0) {
+                break;
+            }
+            *error_is_read = false;
+            if (s->opts.method == BLOCK_COPY_ZERO_DETECT &&
+                iov_is_zero(v.iov, v.niov, 0, pnum)) {
+                ret = bdrv_co_pwrite_zeroes(s->target, offset, pnum, 0);
+            } else {
                 ret = bdrv_co_pwritev(s->target, offset, pnum, v.iov, v.niov, 0);
-                *error_is_read = false;
             }
         }
         offset += pnum;
@@ -376,11 +396,12 @@ int coroutine_fn block_copy_sweep(BlockCopyState *s, bool final, bool *error_is_
         Task *t;
 
         if (!final) {
+            /* A cancel may come during the sleep or the pause: check after. */
+            block_job_ratelimit_sleep(s->job);
+            job_pause_point(&s->job->job);
             if (job_is_cancelled(&s->job->job)) {
                 break;
             }
-            block_job_ratelimit_sleep(s->job);
-            job_pause_point(&s->job->job);
         }
         while (s->tasks >= s->opts.max_tasks ||
                s->task_bytes + s->opts.chunk_size > s->opts.max_bytes) {

@@ -79,9 +79,24 @@ static int coroutine_fn job_filter_pdiscard(BlockDriverState *bs, int64_t offset
     return ret < 0 ? ret : bdrv_co_pdiscard(bs->file, offset, bytes);
 }
 
-#define JOB_FILTER_DRIVER(name)                                         \
+/*
+ * The filter above the top of an intermediate commit: it only reads, and
+ * lets the job write the layers below, which the overlay above would
+ * otherwise forbid (a backing file must not change under its user).
+ */
+static void share_all_child_perm(BlockDriverState *bs, BdrvChild *c, unsigned role,
+                                 uint64_t perm, uint64_t shared, uint64_t *nperm,
+                                 uint64_t *nshared)
+{
+    (void)bs; (void)c; (void)role; (void)shared;
+    *nperm = perm & BLK_PERM_CONSISTENT_READ;
+    *nshared = BLK_PERM_ALL;
+}
+
+#define JOB_FILTER_DRIVER(name, child_perm)                             \
     {                                                                   \
         .format_name = name,                                            \
+        .bdrv_child_perm = child_perm,                                  \
         .instance_size = sizeof(JobFilterState),                        \
         .is_filter = true,                                              \
         .bdrv_open = job_filter_open,                                   \
@@ -95,8 +110,10 @@ static int coroutine_fn job_filter_pdiscard(BlockDriverState *bs, int64_t offset
 
 /* Not registered: these nodes exist only while their job runs. */
 static const BlockDriver filter_drivers[] = {
-    JOB_FILTER_DRIVER("mirror_top"),
-    JOB_FILTER_DRIVER("copy-before-write"),
+    JOB_FILTER_DRIVER("mirror_top", NULL),
+    JOB_FILTER_DRIVER("copy-before-write", NULL),
+    JOB_FILTER_DRIVER("copy-on-read", NULL),
+    JOB_FILTER_DRIVER("commit_top", share_all_child_perm),
 };
 
 BlockDriverState *job_filter_insert(const JobFilterOps *ops, const char *node_name,
@@ -165,7 +182,8 @@ int job_filter_remove(BlockDriverState *filter, BlockDriverState *replacement, E
 }
 
 void *job_filter_create_job(const JobFilterOps *ops, const BlockJobDriver *drv,
-                            const MirrorArgs *a, BlockDriverState **filter, Error **errp)
+                            const MirrorArgs *a, BlockDriverState *main_node,
+                            BlockDriverState **filter, Error **errp)
 {
     int flags = (a->auto_finalize ? 0 : JOB_MANUAL_FINALIZE) |
                 (a->auto_dismiss ? 0 : JOB_MANUAL_DISMISS);
@@ -177,9 +195,10 @@ void *job_filter_create_job(const JobFilterOps *ops, const BlockJobDriver *drv,
     if (!bs) {
         return NULL;
     }
-    /* The job's main node is the filter: draining the source pauses it. */
-    job = block_job_create(a->job_id, drv, a->txn, bs, 0, BLK_PERM_ALL, a->speed, flags,
-                           NULL, NULL, errp);
+    /* By default the job's main node is the filter: draining the source
+     * pauses it. */
+    job = block_job_create(a->job_id, drv, a->txn, main_node ? main_node : bs, 0,
+                           BLK_PERM_ALL, a->speed, flags, NULL, NULL, errp);
     if (!job) {
         job_filter_remove(bs, a->source, NULL);
         return NULL;

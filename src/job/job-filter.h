@@ -1,7 +1,9 @@
 /*
  * job-filter.h - the filter node a block job puts above its source while
- * it runs ("mirror_top" for mirror, "copy-before-write" for backup), so
- * that it sees every guest write to the source.
+ * it runs ("mirror_top" for mirror and active commit, "copy-before-write"
+ * for backup, "copy-on-read" for stream), so that it sees every guest
+ * write to the source; "commit_top" above the top of an intermediate
+ * commit only lets the job write below it.
  *
  * Half: global state, except the hooks (I/O, any thread, graph read lock).
  */
@@ -33,12 +35,14 @@ BlockDriverState *job_filter_insert(const JobFilterOps *ops, const char *node_na
 
 /*
  * Insert a filter of @ops above @a->source and create a block job of @drv
- * on it, with @a's id, transaction, speed and auto-finalize/dismiss.  On
- * failure nothing is left in the graph.  *filter: the filter node (the
- * caller's reference).
+ * with @a's id, transaction, speed and auto-finalize/dismiss.  Its main
+ * node is @main_node (NULL: the filter), which draining pauses the job
+ * and which other operations see as busy.  On failure nothing is left in
+ * the graph.  *filter: the filter node (the caller's reference).
  */
 void *job_filter_create_job(const JobFilterOps *ops, const BlockJobDriver *drv,
-                            const MirrorArgs *a, BlockDriverState **filter, Error **errp);
+                            const MirrorArgs *a, BlockDriverState *main_node,
+                            BlockDriverState **filter, Error **errp);
 
 /* Checks both copying jobs make, in QEMU's order: the job id (before any
  * graph change), then that source and target differ (@same_node_msg)... */

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "blockd/atomic.h"
+#include "blockd/block-chain.h"
 #include "blockd/block-copy.h"
 #include "blockd/block-global-state.h"
 #include "blockd/block-io.h"
@@ -36,6 +37,7 @@ typedef struct MirrorJob {
     BlockDriverState *source;
     BlockDriverState *target;
     BlockDriverState *to_replace;
+    BlockDriverState *base;             /* active commit: copy only above it */
     BlockDriverState *mirror_top;
     BdrvChild *source_child;
     BdrvChild *target_child;
@@ -121,6 +123,19 @@ static int coroutine_fn mirror_init_bitmap(MirrorJob *s)
     if (s->sync == MIRROR_SYNC_NONE) {
         return 0;
     }
+    if (s->base) {
+        graph_co_rdlock();
+        while (pos < len && ret >= 0) {
+            int64_t pnum;
+            ret = bdrv_co_is_allocated_above(s->source, s->base, pos, len - pos, &pnum);
+            if (ret > 0) {
+                dirty_bitmap_set(s->bitmap, pos, pnum);
+            }
+            pos += pnum;
+        }
+        graph_co_rdunlock();
+        return ret < 0 ? ret : 0;
+    }
     if (s->sync == MIRROR_SYNC_FULL || !source_has_backing(s->source)) {
         dirty_bitmap_set_all(s->bitmap);
         return 0;
@@ -198,7 +213,15 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
     bool is_read = false;
     int ret;
 
-    (void)errp;
+    if (s->base && bdrv_getlength(s->base) < bdrv_getlength(s->source)) {
+        /* The base must show everything the top shows: it grows first. */
+        graph_co_rdlock();
+        ret = bdrv_co_truncate(s->target_child, bdrv_getlength(s->source), errp);
+        graph_co_rdunlock();
+        if (ret < 0) {
+            return ret;
+        }
+    }
     ret = mirror_init_bitmap(s);
     if (ret < 0) {
         return ret;
@@ -282,6 +305,17 @@ static bool mirror_cancel(Job *job, bool force)
     return force || !job_is_ready(job);
 }
 
+/* After a switch the target takes the read-only state of the node it
+ * replaced.  An active commit's base that was read-only stays read-write
+ * when the job ends without a switch, as in qemu-storage-daemon 7.2. */
+static void mirror_restore_read_only(MirrorJob *s, bool switched,
+                                     BlockDriverState *replaced)
+{
+    if (switched && replaced->read_only != s->target->read_only) {
+        bdrv_reopen_set_read_only(s->target, replaced->read_only, NULL);
+    }
+}
+
 /* Undo the graph changes, and switch over if the job succeeded. */
 static int mirror_exit_common(Job *job, bool success)
 {
@@ -312,6 +346,7 @@ static int mirror_exit_common(Job *job, bool success)
         }
     }
     s->mirror_top = NULL;
+    mirror_restore_read_only(s, pivot && ret == 0, replaced);
     if (ret < 0) {
         job_lock();
         if (!job->err) {
@@ -380,28 +415,36 @@ static bool mirror_change(BlockJob *bjob, json_object *opts, Error **errp)
 static void mirror_query(BlockJob *bjob, json_object *info)
 {
     MirrorJob *s = (MirrorJob *)bjob;
+
+    if (s->base) {
+        return;                 /* QAPI has the member for mirror jobs only */
+    }
     json_object_object_add(info, "actively-synced",
                            json_object_new_boolean(atomic_read(&s->actively_synced)));
 }
 
-static const BlockJobDriver mirror_job_driver = {
-    .job_driver = {
-        .instance_size = sizeof(MirrorJob),
-        .job_type = JOB_TYPE_MIRROR,
-        .is_block_job = true,
-        .run = mirror_run,
-        .pause = mirror_pause,
-        .user_resume = block_job_user_resume,
-        .complete = mirror_complete,
-        .prepare = mirror_prepare,
-        .abort = mirror_abort,
-        .cancel = mirror_cancel,
-        .free = mirror_free,
-    },
-    .drained_poll = mirror_drained_poll,
-    .change = mirror_change,
-    .query = mirror_query,
-};
+#define MIRROR_JOB_DRIVER(type)                                         \
+    {                                                                   \
+        .job_driver = {                                                 \
+            .instance_size = sizeof(MirrorJob),                         \
+            .job_type = type,                                           \
+            .is_block_job = true,                                       \
+            .run = mirror_run,                                          \
+            .pause = mirror_pause,                                      \
+            .user_resume = block_job_user_resume,                       \
+            .complete = mirror_complete,                                \
+            .prepare = mirror_prepare,                                  \
+            .abort = mirror_abort,                                      \
+            .cancel = mirror_cancel,                                    \
+            .free = mirror_free,                                        \
+        },                                                              \
+        .drained_poll = mirror_drained_poll,                            \
+        .change = mirror_change,                                        \
+        .query = mirror_query,                                          \
+    }
+
+static const BlockJobDriver mirror_job_driver = MIRROR_JOB_DRIVER(JOB_TYPE_MIRROR);
+static const BlockJobDriver commit_active_job_driver = MIRROR_JOB_DRIVER(JOB_TYPE_COMMIT);
 
 /* ---- Start ------------------------------------------------------------------------ */
 
@@ -443,10 +486,36 @@ static bool mirror_check_args(const MirrorArgs *a, Error **errp)
         error_setg(errp, "Parameter 'buf-size' expects a positive value");
         return false;
     }
-    if (!job_filter_check_target(a, errp)) {
+    if (!a->base && !job_filter_check_target(a, errp)) {
         return false;
     }
     return !a->to_replace || mirror_check_replaces(a->source, a->to_replace, errp);
+}
+
+/* Active commit's edges: the top read while guests write it, the layers
+ * between held, the base written (and grown) while the chain reads it. */
+static int mirror_add_commit_nodes(MirrorJob *s, Error **errp)
+{
+    BlockJob *bjob = &s->common;
+
+    if (block_job_add_bdrv(bjob, "source", s->source, BLK_PERM_CONSISTENT_READ,
+                           BLK_PERM_ALL & ~BLK_PERM_RESIZE, errp) < 0) {
+        return -EPERM;
+    }
+    s->source_child = bjob->nodes[bjob->nnodes - 1];
+    for (BlockDriverState *n = bdrv_filter_or_cow_bs(s->source); n && n != s->target;
+         n = bdrv_filter_or_cow_bs(n)) {
+        if (block_job_add_bdrv(bjob, "intermediate node", n, 0, BLK_PERM_ALL, errp) < 0) {
+            return -EPERM;
+        }
+    }
+    if (block_job_add_bdrv(bjob, "target", s->target,
+                           BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE | BLK_PERM_RESIZE,
+                           BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED, errp) < 0) {
+        return -EPERM;
+    }
+    s->target_child = bjob->nodes[bjob->nnodes - 1];
+    return 0;
 }
 
 Job *mirror_start(const MirrorArgs *a, Error **errp)
@@ -459,7 +528,9 @@ Job *mirror_start(const MirrorArgs *a, Error **errp)
     if (!mirror_check_args(a, errp)) {
         return NULL;
     }
-    s = job_filter_create_job(&mirror_top_ops, &mirror_job_driver, a, &top, errp);
+    s = job_filter_create_job(&mirror_top_ops,
+                              a->base ? &commit_active_job_driver : &mirror_job_driver, a,
+                              NULL, &top, errp);
     if (!s) {
         return NULL;
     }
@@ -478,9 +549,11 @@ Job *mirror_start(const MirrorArgs *a, Error **errp)
     s->granularity = a->granularity ? a->granularity : 65536;
     s->buf_size = a->buf_size ? a->buf_size : MIRROR_DEFAULT_BUF;
     s->write_blocking = a->write_blocking;
+    s->base = a->base;
 
-    if (block_job_add_copy_nodes(&s->common, s->source, s->target, &s->source_child,
-                                 &s->target_child, errp) < 0) {
+    if ((a->base ? mirror_add_commit_nodes(s, errp)
+                 : block_job_add_copy_nodes(&s->common, s->source, s->target,
+                                            &s->source_child, &s->target_child, errp)) < 0) {
         goto fail;
     }
     s->bitmap = dirty_bitmap_new(bdrv_getlength(s->source), s->granularity);
