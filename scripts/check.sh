@@ -162,6 +162,8 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     # A qcow2 node grows and shrinks (drained) while a client writes.
     functional build-tsan tests/functional/test_resize.py -k "writes"
     functional build-tsan tests/functional/test_snapshot.py
+    # Snapshots, stream and commit while a client writes from an iothread.
+    functional build-tsan tests/functional/test_chain.py tests/functional/test_chain_flow.py
     # Nodes, jobs and exports moving between threads while they work; the
     # stress matrix for a minute (BLOCKD_STRESS_SECONDS for longer).
     functional build-tsan tests/functional/test_thread_moves.py
@@ -180,7 +182,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
         -k "corrupt or unknown_feature or dirty"
     # Hostile NBD clients against the sanitized daemon.
     functional build-asan tests/functional/test_nbd_hostile.py tests/functional/test_nbdsh.py \
-        tests/functional/test_nbd_errors_compat.py tests/functional/test_thread_moves.py
+        tests/functional/test_nbd_errors_compat.py tests/functional/test_thread_moves.py \
+        tests/functional/test_chain_flow.py
     # Hostile QMP input (the JSON stream) against the sanitized daemon.
     functional build-asan tests/functional/test_qmp_hostile.py \
         tests/functional/test_qsd_compat_protocol.py

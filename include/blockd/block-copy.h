@@ -67,6 +67,19 @@ void coroutine_fn block_copy_wait_idle(BlockCopyState *s);
 void coroutine_fn block_copy_wait_claims(BlockCopyState *s);
 
 /*
+ * Hold the whole range until block_copy_release_all(): copies for guest
+ * writes wait meanwhile.  A job whose bitmap is filled by its own
+ * coroutine takes the hold before guest writes reach its hook (global
+ * state, the node drained), so that no write lands between "the node does
+ * not hold this yet" and the copy of the older data below it.
+ */
+void block_copy_hold_all(BlockCopyState *s);
+
+/* End the hold of block_copy_hold_all(); the bitmap is complete.  Job
+ * coroutine. */
+void coroutine_fn block_copy_release_all(BlockCopyState *s);
+
+/*
  * Copy every dirty granule touching [offset, offset+bytes) now, waiting
  * for others that hold parts of it (copy-before-write).  Any coroutine;
  * graph read lock held.

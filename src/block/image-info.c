@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blockd/atomic.h"
 #include "blockd/block-global-state.h"
 #include "blockd/block-int.h"
 #include "blockd/graph-lock.h"
@@ -87,7 +88,8 @@ json_object *bdrv_image_info(BlockDriverState *bs)
     GLOBAL_STATE_CODE();
     json_object_object_add(image, "filename", json_object_new_string(filename));
     json_object_object_add(image, "format", json_object_new_string(bs->drv->format_name));
-    json_object_object_add(image, "virtual-size", json_object_new_int64(bs->total_bytes));
+    json_object_object_add(image, "virtual-size",
+                           json_object_new_int64(atomic_read(&bs->total_bytes)));
     if (actual >= 0) {
         json_object_object_add(image, "actual-size", json_object_new_int64(actual));
     }

@@ -17,6 +17,7 @@
 #include "blockd/block-io.h"
 #include "blockd/coroutine.h"
 #include "blockd/iov.h"
+#include "blockd/main-loop.h"
 
 typedef struct Claim {
     int64_t offset;
@@ -37,6 +38,8 @@ struct BlockCopyState {
     ListNode claims TSA_FIELD_GUARDED_BY(lock);
     int64_t claimed_bytes TSA_FIELD_GUARDED_BY(lock);
     CoQueue released;                   /* waiting for any claim to end */
+    Claim hold;                         /* block_copy_hold_all() */
+    bool holding TSA_FIELD_GUARDED_BY(lock);
     /* Reused chunk buffers: fresh ones cost a page fault per 4 KiB. */
     void **free_bufs TSA_FIELD_GUARDED_BY(lock);
     int nfree_bufs TSA_FIELD_GUARDED_BY(lock);
@@ -95,6 +98,11 @@ void block_copy_state_free(BlockCopyState *s)
         return;
     }
     bd_mutex_lock(&s->lock);
+    if (s->holding) {                   /* the job never ran */
+        s->holding = false;
+        list_del(&s->hold.link);
+        s->claimed_bytes -= s->hold.bytes;
+    }
     assert(list_empty(&s->claims));
     while (s->nfree_bufs > 0) {
         free(s->free_bufs[--s->nfree_bufs]);
@@ -217,6 +225,29 @@ static bool claim_next_dirty(BlockCopyState *s, Claim *c, int64_t offset, int64_
     }
     bd_mutex_unlock(&s->lock);
     return false;
+}
+
+void block_copy_hold_all(BlockCopyState *s)
+{
+    GLOBAL_STATE_CODE();
+    bd_mutex_lock(&s->lock);
+    assert(!s->holding && list_empty(&s->claims));
+    claim_add(s, &s->hold, 0, dirty_bitmap_size(s->bitmap));
+    s->holding = true;
+    bd_mutex_unlock(&s->lock);
+}
+
+void coroutine_fn block_copy_release_all(BlockCopyState *s)
+{
+    bool holding;
+
+    bd_mutex_lock(&s->lock);
+    holding = s->holding;
+    s->holding = false;
+    bd_mutex_unlock(&s->lock);
+    if (holding) {
+        claim_release(s, &s->hold);
+    }
 }
 
 /* ---- Copying one claimed range ---------------------------------------------- */

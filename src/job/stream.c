@@ -39,6 +39,9 @@ typedef struct StreamJob {
     CopyLoop loop;
     char *backing_file;
     bool bs_read_only;                  /* switched to read-write for the job */
+    /* job coroutine */
+    bool marked;
+    int mark_ret;
     bool exited;
 } StreamJob;
 
@@ -61,25 +64,45 @@ static const JobFilterOps cor_ops = {
 
 /* ---- The job ---------------------------------------------------------------------- */
 
-static int coroutine_fn stream_run(Job *job, Error **errp)
+/*
+ * Mark what the layers below hold, once, then let guest writes copy.  Until
+ * then their copies wait (see stream_start), so this runs before the job
+ * can pause: a drain waits for those writes.
+ */
+static int coroutine_fn stream_mark(StreamJob *s)
 {
-    StreamJob *s = (StreamJob *)job;
     BlockDriverState *below;
-    int ret;
 
-    (void)errp;
+    if (s->marked) {
+        return s->mark_ret;
+    }
+    s->marked = true;
     graph_co_rdlock();
     below = s->bs->backing ? s->bs->backing->bs : NULL;
     graph_co_rdunlock();
     /* Nothing between @bs and the base: nothing to copy (from NULL). */
-    ret = copy_loop_mark(&s->loop, below != s->base ? below : NULL, s->base, s->bs,
-                         bdrv_getlength(s->bs));
+    s->mark_ret = copy_loop_mark(&s->loop, below != s->base ? below : NULL, s->base, s->bs,
+                                 bdrv_getlength(s->bs));
+    block_copy_release_all(s->bcs);
+    return s->mark_ret;
+}
+
+static int coroutine_fn stream_run(Job *job, Error **errp)
+{
+    StreamJob *s = (StreamJob *)job;
+    int ret;
+
+    (void)errp;
+    ret = stream_mark(s);
     return ret < 0 ? ret : copy_loop_run(&s->loop, s->bs);
 }
 
 static void coroutine_fn stream_pause(Job *job)
 {
-    block_copy_wait_idle(((StreamJob *)job)->bcs);
+    StreamJob *s = (StreamJob *)job;
+
+    stream_mark(s);
+    block_copy_wait_idle(s->bcs);
 }
 
 /* The header first: if it cannot be written, the chain stays as it was. */
@@ -242,8 +265,17 @@ Job *stream_start(const StreamArgs *a, Error **errp)
     s->bcs = block_copy_state_new(s->bs_child, s->bs_child, s->bitmap, &s->common,
                                   &copy_opts);
     s->loop = (CopyLoop){ &s->common, s->bcs, s->bitmap, a->on_error, a->on_error };
-    /* From here a guest write copies the old data first. */
+    /*
+     * From here a guest write copies the old data first.  Until the job has
+     * marked what the layers below hold, such copies wait: a write that
+     * came earlier would find nothing to copy, and the job would then copy
+     * the older data over it.  The drain lets writes that passed the
+     * inactive hook land before the job looks at the node.
+     */
+    block_copy_hold_all(s->bcs);
+    bdrv_drained_begin(filter);
     job_filter_activate(filter, s);
+    bdrv_drained_end(filter);
     job_start(&s->common.job);
     return &s->common.job;
 
