@@ -11,6 +11,7 @@
 
 #include <json-c/json.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "blockd/compiler.h"
 #include "blockd/error.h"
@@ -41,5 +42,16 @@ int coroutine_fn bdrv_co_create(json_object *options, Error **errp);
 /* Can blockdev-create make images of @driver?  (Its BlockDriver has a
  * creation callback.) */
 bool bdrv_can_create(const char *driver);
+
+/*
+ * Create image @filename of format @fmt and @size bytes, with @backing
+ * (and @backing_fmt) in its header if not NULL, as qemu-img create does:
+ * the file, then the format in it.  Called from the main loop, not in a
+ * coroutine; the main loop runs while the image is written.  Errors with
+ * QEMU's messages ("Unknown file format", "Backing file not supported for
+ * file format", "Could not create").  0 or -errno.
+ */
+int bdrv_img_create(const char *filename, const char *fmt, const char *backing,
+                    const char *backing_fmt, int64_t size, Error **errp);
 
 #endif /* BLOCKD_BLOCK_CREATE_H */

@@ -168,6 +168,8 @@ const char *bdrv_get_filename(BlockDriverState *bs, char *buf, size_t size);
  * backing file or used by a job.  -errno with @errp set.
  */
 int bdrv_snapshot_append(BlockDriverState *node, BlockDriverState *overlay, Error **errp);
+/* bdrv_snapshot_append()'s checks of @node alone, with its messages. */
+int bdrv_snapshot_check_node(BlockDriverState *node, Error **errp);
 /* Undo a successful bdrv_snapshot_append() (a transaction that failed
  * later): the users get @node back, @overlay no backing file. */
 void bdrv_snapshot_undo(BlockDriverState *node, BlockDriverState *overlay);

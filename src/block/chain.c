@@ -207,6 +207,24 @@ static BlockDriverState **cow_parents(BlockDriverState *top, int *n)
     return v;
 }
 
+/* A read-only overlay (a snapshot below the active layer) is switched to
+ * read-write for the header change and back, as QEMU does. */
+static int change_backing_file_rw(BlockDriverState *bs, const char *name, const char *fmt,
+                                  Error **errp)
+{
+    bool ro = bs->read_only;
+    int ret;
+
+    if (ro && bdrv_reopen_set_read_only(bs, false, errp) < 0) {
+        return -EACCES;
+    }
+    ret = bdrv_change_backing_file(bs, name, fmt, errp);
+    if (ro) {
+        bdrv_reopen_set_read_only(bs, true, NULL);
+    }
+    return ret;
+}
+
 int bdrv_drop_intermediate(BlockDriverState *top, BlockDriverState *base,
                            const char *backing_file, Error **errp)
 {
@@ -223,7 +241,7 @@ int bdrv_drop_intermediate(BlockDriverState *top, BlockDriverState *base,
     }
     /* Headers first: if one cannot be written, the graph is unchanged. */
     for (int i = 0; i < n && ret == 0; i++) {
-        ret = bdrv_change_backing_file(overlays[i], name, bdrv_backing_format(base), errp);
+        ret = change_backing_file_rw(overlays[i], name, bdrv_backing_format(base), errp);
     }
     for (int i = 0; i < n && ret == 0; i++) {
         ret = bdrv_set_backing_hd(overlays[i], base, errp);

@@ -74,6 +74,12 @@ void bdrv_snapshot_undo(BlockDriverState *node, BlockDriverState *overlay)
     bdrv_unref(node);
 }
 
+int bdrv_snapshot_check_node(BlockDriverState *node, Error **errp)
+{
+    GLOBAL_STATE_CODE();
+    return snapshot_blocked(node, errp) ? -EBUSY : 0;
+}
+
 int bdrv_snapshot_append(BlockDriverState *node, BlockDriverState *overlay, Error **errp)
 {
     BdrvChild *c;
@@ -98,6 +104,9 @@ int bdrv_snapshot_append(BlockDriverState *node, BlockDriverState *overlay, Erro
     if (bdrv_try_change_aio_context(overlay, node->ctx, errp) < 0) {
         return -EINVAL;
     }
+    /* Between the two changes nothing holds a node that only its users
+     * held (an overlay of blockdev-snapshot-sync). */
+    bdrv_ref(node);
     bdrv_drained_begin(node);
     bdrv_drained_begin(overlay);
     ret = bdrv_replace_node(node, overlay, errp);
@@ -111,5 +120,6 @@ int bdrv_snapshot_append(BlockDriverState *node, BlockDriverState *overlay, Erro
     }
     bdrv_drained_end(overlay);
     bdrv_drained_end(node);
+    bdrv_unref(node);
     return ret;
 }

@@ -42,6 +42,19 @@ bool qmp_object_add_iothread(json_object *args, Error **errp);
 /* --monitor and x-monitor-add: a QMP monitor on a chardev (checked
  * MonitorOptions: chardev, pretty, mode). */
 bool qmp_monitor_add(json_object *options, Error **errp);
+/*
+ * blockdev-snapshot-sync up to the graph change: checks, creates the image
+ * (unless mode is "existing") and opens it, without its backing file.
+ * Returns the overlay, for bdrv_snapshot_append(*node, overlay) and then
+ * qmp_snapshot_commit (or bdrv_unref), or NULL with @errp set.
+ */
+BlockDriverState *qmp_snapshot_sync_open(json_object *args, BlockDriverState **node,
+                                         Error **errp);
+/* A snapshot is final: @node becomes read-only; @sync drops the reference
+ * qmp_snapshot_sync_prepare returned. */
+void qmp_snapshot_commit(BlockDriverState *node, BlockDriverState *overlay, bool sync);
+extern const SchemaObject qapi_snapshot_sync_args;
+
 /* blockdev-snapshot's "node" and "overlay" (checked arguments). */
 bool qmp_snapshot_nodes(json_object *args, BlockDriverState **node,
                         BlockDriverState **overlay, Error **errp);

@@ -286,7 +286,11 @@ static json_object *qmp_blockdev_snapshot(json_object *args, Error **errp)
     if (!qmp_snapshot_nodes(args, &node, &overlay, errp)) {
         return NULL;
     }
-    return bdrv_snapshot_append(node, overlay, errp) < 0 ? NULL : json_object_new_object();
+    if (bdrv_snapshot_append(node, overlay, errp) < 0) {
+        return NULL;
+    }
+    qmp_snapshot_commit(node, overlay, false);
+    return json_object_new_object();
 }
 
 static const SchemaField snapshot_fields[] = {

@@ -71,7 +71,7 @@ static const SchemaObject backup_args = { .name = "BlockdevBackup", .fields = ba
  * ("Parameter 'type' does not accept value ..."), so query-qmp-schema
  * lists exactly these. */
 static const char *const action_types[] = { "abort", "blockdev-backup", "blockdev-snapshot",
-                                            NULL };
+                                            "blockdev-snapshot-sync", NULL };
 static const SchemaField action_fields[] = {
     { .name = "type", .type = SCHEMA_ENUM, .enum_values = action_types },
     { 0 },
@@ -89,7 +89,13 @@ static const SchemaField snapshot_wrapper_fields[] = {
     { .name = "data", .type = SCHEMA_OBJECT, .object = &qapi_blockdev_snapshot_args },
     { 0 },
 };
+static const SchemaField snapshot_sync_wrapper_fields[] = {
+    { .name = "data", .type = SCHEMA_OBJECT, .object = &qapi_snapshot_sync_args },
+    { 0 },
+};
 static const SchemaVariant action_variants[] = {
+    { "blockdev-snapshot-sync", &(const SchemaObject){ .name = "BlockdevSnapshotSyncWrapper",
+                                                       .fields = snapshot_sync_wrapper_fields } },
     { "blockdev-snapshot", &(const SchemaObject){ .name = "BlockdevSnapshotWrapper",
                                                   .fields = snapshot_wrapper_fields } },
     { "abort", &(const SchemaObject){ .name = "AbortWrapper", .fields = abort_wrapper_fields } },
@@ -294,21 +300,65 @@ typedef struct TxnState {
     Job **jobs;                      /* created, not yet started */
     int njobs;
     BlockDriverState **snaps;        /* node, overlay pairs appended */
+    bool *sync;                      /* per pair: the overlay is ours to drop */
     int nsnaps;
+    /* Per action: the overlay a blockdev-snapshot-sync opened, and its node. */
+    BlockDriverState **sync_overlay, **sync_node;
 } TxnState;
+
+static const char *action_type(json_object *action, json_object **data)
+{
+    json_object *type_v;
+
+    json_object_object_get_ex(action, "type", &type_v);
+    json_object_object_get_ex(action, "data", data);
+    return json_object_get_string(type_v);
+}
+
+/*
+ * Before the drained section: blockdev-snapshot-sync creates and opens its
+ * images (which needs I/O) up to the first action that fails; an abort
+ * stops here too, so the first failing action is the one reported.
+ */
+static bool transaction_open(json_object *actions, TxnState *t, Error **errp)
+{
+    int n = json_object_array_length(actions);
+
+    for (int i = 0; i < n; i++) {
+        json_object *data;
+        const char *type = action_type(json_object_array_get_idx(actions, i), &data);
+
+        if (!strcmp(type, "abort")) {
+            return true;
+        }
+        if (!strcmp(type, "blockdev-snapshot-sync") && !t->txn) {
+            t->sync_overlay[i] = qmp_snapshot_sync_open(data, &t->sync_node[i], errp);
+            if (!t->sync_overlay[i]) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static void snap_add(TxnState *t, BlockDriverState *node, BlockDriverState *overlay,
+                     bool sync)
+{
+    t->sync[t->nsnaps] = sync;
+    t->snaps[t->nsnaps * 2] = node;
+    t->snaps[t->nsnaps * 2 + 1] = overlay;
+    t->nsnaps++;
+}
 
 /* Carry out one action within the drained section: a snapshot happens at
  * once (undone if a later action fails), a backup job is created. */
-static bool transaction_prepare(json_object *action, TxnState *t, Error **errp)
+static bool transaction_prepare(json_object *action, int i, TxnState *t, Error **errp)
 {
-    json_object *type_v, *data;
-    const char *type;
+    json_object *data;
+    const char *type = action_type(action, &data);
     BlockDriverState *node, *overlay;
     Job *job;
 
-    json_object_object_get_ex(action, "type", &type_v);
-    json_object_object_get_ex(action, "data", &data);
-    type = json_object_get_string(type_v);
     if (!strcmp(type, "abort")) {
         error_setg(errp, "Transaction aborted using Abort action");
         return false;
@@ -318,14 +368,20 @@ static bool transaction_prepare(json_object *action, TxnState *t, Error **errp)
                    "completion-mode = grouped", type);
         return false;
     }
+    if (!strcmp(type, "blockdev-snapshot-sync")) {
+        if (bdrv_snapshot_append(t->sync_node[i], t->sync_overlay[i], errp) < 0) {
+            return false;
+        }
+        snap_add(t, t->sync_node[i], t->sync_overlay[i], true);
+        t->sync_overlay[i] = NULL;      /* in snaps now */
+        return true;
+    }
     if (!strcmp(type, "blockdev-snapshot")) {
         if (!qmp_snapshot_nodes(data, &node, &overlay, errp) ||
             bdrv_snapshot_append(node, overlay, errp) < 0) {
             return false;
         }
-        t->snaps[t->nsnaps * 2] = node;
-        t->snaps[t->nsnaps * 2 + 1] = overlay;
-        t->nsnaps++;
+        snap_add(t, node, overlay, false);
         return true;
     }
     job = backup_create_from_args(data, t->txn, errp);
@@ -336,13 +392,27 @@ static bool transaction_prepare(json_object *action, TxnState *t, Error **errp)
     return true;
 }
 
+static void transaction_undo(TxnState *t)
+{
+    /* Jobs never started: cancelling them undoes their filters. */
+    for (int i = t->njobs - 1; i >= 0; i--) {
+        job_cancel_sync(t->jobs[i], true);
+    }
+    for (int i = t->nsnaps - 1; i >= 0; i--) {
+        bdrv_snapshot_undo(t->snaps[2 * i], t->snaps[2 * i + 1]);
+        if (t->sync[i]) {
+            bdrv_unref(t->snaps[2 * i + 1]);
+        }
+    }
+}
+
 static json_object *qmp_transaction(json_object *args, Error **errp)
 {
     json_object *actions, *props;
     const char *mode = "individual";
     TxnState t = { 0 };
     int n;
-    bool ok = true;
+    bool ok;
 
     GLOBAL_STATE_CODE();
     json_object_object_get_ex(args, "actions", &actions);
@@ -353,36 +423,45 @@ static json_object *qmp_transaction(json_object *args, Error **errp)
     n = json_object_array_length(actions);
     t.jobs = calloc(n + 1, sizeof(*t.jobs));
     t.snaps = calloc(2 * n + 2, sizeof(*t.snaps));
-    if (!t.jobs || !t.snaps) {
+    t.sync = calloc(n + 1, sizeof(*t.sync));
+    t.sync_overlay = calloc(n + 1, sizeof(*t.sync_overlay));
+    t.sync_node = calloc(n + 1, sizeof(*t.sync_node));
+    if (!t.jobs || !t.snaps || !t.sync || !t.sync_overlay || !t.sync_node) {
         abort();
     }
     if (!strcmp(mode, "grouped")) {
         t.txn = job_txn_new();
     }
+    ok = transaction_open(actions, &t, errp);
     /* No request may run between the actions: one point in time. */
     bdrv_drain_all_begin();
     for (int i = 0; i < n && ok; i++) {
-        ok = transaction_prepare(json_object_array_get_idx(actions, i), &t, errp);
+        ok = transaction_prepare(json_object_array_get_idx(actions, i), i, &t, errp);
     }
     if (ok) {
         for (int i = 0; i < t.njobs; i++) {
             backup_start_job(t.jobs[i]);
         }
+        for (int i = 0; i < t.nsnaps; i++) {
+            qmp_snapshot_commit(t.snaps[2 * i], t.snaps[2 * i + 1], t.sync[i]);
+        }
     } else {
-        /* Jobs never started: cancelling them undoes their filters. */
-        for (int i = t.njobs - 1; i >= 0; i--) {
-            job_cancel_sync(t.jobs[i], true);
-        }
-        for (int i = t.nsnaps - 1; i >= 0; i--) {
-            bdrv_snapshot_undo(t.snaps[2 * i], t.snaps[2 * i + 1]);
-        }
+        transaction_undo(&t);
     }
     bdrv_drain_all_end();
+    for (int i = 0; i < n; i++) {
+        if (t.sync_overlay[i]) {
+            bdrv_unref(t.sync_overlay[i]);      /* opened, never appended */
+        }
+    }
     if (t.txn) {
         job_txn_unref(t.txn);
     }
     free(t.jobs);
     free(t.snaps);
+    free(t.sync);
+    free(t.sync_overlay);
+    free(t.sync_node);
     return ok ? json_object_new_object() : NULL;
 }
 

@@ -1,12 +1,16 @@
 /*
  * qmp-cmds-chain.c - commands that change backing chains: block-commit,
- * block-stream and change-backing-file, with qemu-storage-daemon's
- * arguments, checks in its order, and messages.
+ * block-stream, change-backing-file and blockdev-snapshot-sync, with
+ * qemu-storage-daemon's arguments, checks in its order, and messages.
  */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "blockd/block-chain.h"
+#include "blockd/block-create.h"
 #include "blockd/block-global-state.h"
+#include "blockd/block-io.h"
 #include "blockd/chain-job.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
@@ -347,7 +351,114 @@ static json_object *qmp_change_backing_file(json_object *args, Error **errp)
     return ret < 0 ? NULL : json_object_new_object();
 }
 
+/* ---- blockdev-snapshot-sync -------------------------------------------------------- */
+
+static const char *const new_image_modes[] = { "existing", "absolute-paths", NULL };
+static const SchemaField snapshot_sync_fields[] = {
+    { .name = "device", .type = SCHEMA_STR, .optional = true },
+    { .name = "node-name", .type = SCHEMA_STR, .optional = true },
+    { .name = "snapshot-file", .type = SCHEMA_STR },
+    { .name = "snapshot-node-name", .type = SCHEMA_STR, .optional = true },
+    { .name = "format", .type = SCHEMA_STR, .optional = true },
+    { .name = "mode", .type = SCHEMA_ENUM, .optional = true, .enum_values = new_image_modes },
+    { 0 },
+};
+const SchemaObject qapi_snapshot_sync_args = {
+    .name = "BlockdevSnapshotSync", .fields = snapshot_sync_fields,
+};
+
+/* The overlay opened as qemu-storage-daemon opens it: without its backing
+ * file (the node becomes that), read-only and discard as the node. */
+static BlockDriverState *open_overlay(BlockDriverState *node, const char *file,
+                                      const char *fmt, const char *name, Error **errp)
+{
+    json_object *o = json_object_new_object(), *f = json_object_new_object();
+    BlockDriverState *bs;
+
+    json_object_object_add(f, "driver", json_object_new_string("file"));
+    json_object_object_add(f, "filename", json_object_new_string(file));
+    json_object_object_add(o, "driver", json_object_new_string(fmt));
+    if (name) {
+        json_object_object_add(o, "node-name", json_object_new_string(name));
+    }
+    json_object_object_add(o, "file", f);
+    json_object_object_add(o, "backing", NULL);
+    json_object_object_add(o, "read-only", json_object_new_boolean(node->read_only));
+    if (node->open_flags & BDRV_O_UNMAP) {
+        json_object_object_add(o, "discard", json_object_new_string("unmap"));
+    }
+    bs = bdrv_open_options(o, errp);
+    json_object_put(o);
+    return bs;
+}
+
+BlockDriverState *qmp_snapshot_sync_open(json_object *args, BlockDriverState **node,
+                                         Error **errp)
+{
+    const char *device = str_arg(args, "device"), *node_name = str_arg(args, "node-name");
+    const char *file = str_arg(args, "snapshot-file");
+    const char *name = str_arg(args, "snapshot-node-name");
+    const char *fmt = str_arg(args, "format"), *mode = str_arg(args, "mode");
+    char buf[4096];
+
+    GLOBAL_STATE_CODE();
+    /* qemu-storage-daemon has no named devices: "device" never matches. */
+    *node = node_name ? bdrv_find_node(node_name) : NULL;
+    if (!*node) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", device ? device : "",
+                   node_name ? node_name : "");
+        return NULL;
+    }
+    if (bdrv_snapshot_check_node(*node, errp) < 0) {
+        return NULL;
+    }
+    if (!name) {
+        error_setg(errp, "New overlay node-name missing");
+        return NULL;
+    }
+    if (bdrv_find_node(name)) {
+        error_setg(errp, "New overlay node-name already in use");
+        return NULL;
+    }
+    fmt = fmt ? fmt : "qcow2";
+    if ((!mode || strcmp(mode, "existing")) &&
+        bdrv_img_create(file, fmt, bdrv_get_filename(*node, buf, sizeof(buf)),
+                        (*node)->drv->format_name, bdrv_getlength(*node), errp) < 0) {
+        return NULL;
+    }
+    return open_overlay(*node, file, fmt, name, errp);
+}
+
+void qmp_snapshot_commit(BlockDriverState *node, BlockDriverState *overlay, bool sync)
+{
+    GLOBAL_STATE_CODE();
+    /* The node below a snapshot is not written any more. */
+    bdrv_reopen_set_read_only(node, true, NULL);
+    if (sync) {
+        bdrv_unref(overlay);            /* the graph holds it now */
+    }
+}
+
+static json_object *qmp_blockdev_snapshot_sync(json_object *args, Error **errp)
+{
+    BlockDriverState *node, *overlay;
+
+    GLOBAL_STATE_CODE();
+    overlay = qmp_snapshot_sync_open(args, &node, errp);
+    if (!overlay) {
+        return NULL;
+    }
+    if (bdrv_snapshot_append(node, overlay, errp) < 0) {
+        bdrv_unref(overlay);
+        return NULL;
+    }
+    qmp_snapshot_commit(node, overlay, true);
+    return json_object_new_object();
+}
+
 const QmpCommand qmp_chain_commands[] = {
+    { .name = "blockdev-snapshot-sync", .fn = qmp_blockdev_snapshot_sync,
+      .args = &qapi_snapshot_sync_args },
     { .name = "block-commit", .fn = qmp_block_commit, .args = &commit_args },
     { .name = "block-stream", .fn = qmp_block_stream, .args = &stream_args },
     { .name = "change-backing-file", .fn = qmp_change_backing_file,

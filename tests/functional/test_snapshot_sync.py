@@ -1,0 +1,112 @@
+"""blockdev-snapshot-sync, drive-mirror and drive-backup: the commands that
+create their image themselves.  The same sessions against
+qemu-storage-daemon (replies, errors, events); qemu-img judges the images."""
+import os
+import subprocess
+
+from test_chain import (CHAIN, CHAIN_READS, EXPORT, chain_view, close_all, judge, make_chain,
+                        qemu_io)
+from test_qsd_compat_objects import pair, same_session  # noqa: F401  (fixture)
+
+
+def test_snapshot_sync_matches(pair):  # noqa: F811
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", f"{d}/pre.qcow2", "4M"],
+                       check=True)
+    same_session(peers, CHAIN + [
+        ("blockdev-snapshot-sync", {"device": "nope", "snapshot-file": "@DIR@/x.qcow2"}),
+        ("blockdev-snapshot-sync", {"node-name": "nope", "snapshot-file": "@DIR@/x.qcow2"}),
+        ("blockdev-snapshot-sync", {"node-name": "t", "snapshot-file": "@DIR@/x.qcow2"}),
+        ("blockdev-snapshot-sync", {"node-name": "t", "snapshot-file": "@DIR@/x.qcow2",
+                                    "snapshot-node-name": "m"}),
+        ("blockdev-snapshot-sync", {"node-name": "t", "snapshot-file": "@DIR@/x.qcow2",
+                                    "snapshot-node-name": "x", "format": "nope"}),
+        ("blockdev-snapshot-sync", {"node-name": "t", "snapshot-file": "@DIR@/x.raw",
+                                    "snapshot-node-name": "x", "format": "raw"}),
+        ("blockdev-snapshot-sync", {"node-name": "t", "snapshot-file": "@DIR@/none.qcow2",
+                                    "snapshot-node-name": "x", "mode": "existing"}),
+        ("blockdev-snapshot-sync", {"node-name": "m", "snapshot-file": "@DIR@/x.qcow2",
+                                    "snapshot-node-name": "x"}),
+        ("blockdev-snapshot-sync", {"node-name": "t", "snapshot-file": "/nonexistent/x.qcow2",
+                                    "snapshot-node-name": "x"}),
+        ("blockdev-snapshot-sync", {"node-name": "t", "snapshot-file": "@DIR@/s1.qcow2",
+                                    "snapshot-node-name": "s1"}),
+    ])
+    # Nothing used t: the new overlay went away at once, t stays read-only.
+    # (How deep qemu-storage-daemon then reports t's chain varies.)
+    for q, d in peers:
+        assert {n: ro for n, (_, ro) in chain_view(q, d).items()} == {
+            "t": True, "m": True, "b": True}
+
+
+HEADER_CHAIN = [("blockdev-add", {"driver": "qcow2", "node-name": "t",
+                                  "file": {"driver": "file", "filename": "@DIR@/t.qcow2"}})]
+
+
+def test_snapshot_sync_under_export_matches(pair):  # noqa: F811
+    """The way older tooling takes a snapshot: the chain opened from the image
+    headers, exported; two snapshots (one into an existing image), data
+    written into each; qemu-img finds the same images in both daemons."""
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", f"{d}/pre.qcow2", "4M"],
+                       check=True)
+    same_session(peers, HEADER_CHAIN + EXPORT + [
+        ("blockdev-snapshot-sync", {"node-name": "t", "snapshot-file": "@DIR@/s1.qcow2",
+                                    "snapshot-node-name": "s1"}),
+        ("query-block-exports", {}),
+    ])
+    for q, d in peers:
+        qemu_io(f"nbd+unix:///t?socket={d}/n.sock", "write -P 7 0 64k")
+    same_session(peers, [
+        ("blockdev-snapshot-sync", {"node-name": "s1", "snapshot-file": "@DIR@/pre.qcow2",
+                                    "snapshot-node-name": "s2", "mode": "existing",
+                                    "format": "qcow2"}),
+        ("blockdev-snapshot-sync", {"node-name": "s1", "snapshot-file": "@DIR@/x.qcow2",
+                                    "snapshot-node-name": "x"}),
+    ])
+    for q, d in peers:
+        qemu_io(f"nbd+unix:///t?socket={d}/n.sock", "write -P 8 64k 64k", "read -P 7 0 64k",
+                *CHAIN_READS[1:])
+        # (m and b, opened from the headers, have generated names.)
+        assert chain_view(q, d) == {"s2": (4, False), "s1": (3, True), "t": (2, True)}
+    close_all(peers, ("s2",))
+    judge(peers, ("s1", "t", "m", "b"))
+    for q, d in peers:
+        qemu_io(f"{d}/s1.qcow2", "read -P 7 0 64k", fmt="qcow2")
+        # pre.qcow2 had no backing file in its header: mode=existing leaves
+        # the header alone.
+        qemu_io(f"{d}/pre.qcow2", "read -P 8 64k 64k", "read -P 0 0 64k", fmt="qcow2")
+
+
+def test_snapshot_sync_transaction_matches(pair):  # noqa: F811
+    """Two disks snapshotted at one point in time; a failing action undoes
+    the others."""
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", f"{d}/d2.qcow2", "4M"],
+                       check=True)
+    d2 = ("blockdev-add", {"driver": "qcow2", "node-name": "d2",
+                           "file": {"driver": "file", "filename": "@DIR@/d2.qcow2"}})
+    snap = [{"type": "blockdev-snapshot-sync",
+             "data": {"node-name": "t", "snapshot-file": "@DIR@/t1.qcow2",
+                      "snapshot-node-name": "t1"}},
+            {"type": "blockdev-snapshot-sync",
+             "data": {"node-name": "d2", "snapshot-file": "@DIR@/d21.qcow2",
+                      "snapshot-node-name": "d21"}}]
+    same_session(peers, HEADER_CHAIN + EXPORT + [d2] + [
+        ("transaction", {"actions": snap + [{"type": "abort", "data": {}}]}),
+        ("query-block-exports", {}),
+        ("transaction", {"actions": snap}),
+        ("query-block-exports", {}),
+    ])
+    for q, d in peers:
+        view = chain_view(q, d)
+        assert view["t1"] == (3, False) and view["t"] == (2, True), view
+        assert "d21" not in view and view["d2"] == (0, True), view      # nothing used it
+    close_all(peers, ("t1", "d2"))
+    judge(peers, ("t1", "t", "m", "b"))
