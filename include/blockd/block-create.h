@@ -54,4 +54,8 @@ bool bdrv_can_create(const char *driver);
 int bdrv_img_create(const char *filename, const char *fmt, const char *backing,
                     const char *backing_fmt, int64_t size, Error **errp);
 
+/* The format of an image file as QEMU guesses it for the formats blockd
+ * reads: "qcow2" if it starts with the qcow2 magic, else "raw".  Common. */
+const char *bdrv_probe_format(const char *filename);
+
 #endif /* BLOCKD_BLOCK_CREATE_H */

@@ -41,6 +41,13 @@ typedef struct MirrorArgs {
      * chain member @base; only what lies above it is copied, the layers
      * between are held, and a smaller base grows first. */
     BlockDriverState *base;
+    /* drive-mirror: at the switch, @target gets @target_backing (NULL:
+     * none) as its backing node, as the image it created names it. */
+    bool set_target_backing;
+    BlockDriverState *target_backing;
+    /* The target reads as zeroes (an image the command just created):
+     * sync "full" copies only what is allocated somewhere in the chain. */
+    bool target_zeroed;
     /* backup's x-perf: copies in flight, bytes per copy (0: defaults) */
     int max_workers;
     int64_t max_chunk;

@@ -6,8 +6,10 @@
  * caller waits in the main loop.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blockd/aio-wait.h"
 #include "blockd/block-create.h"
@@ -96,4 +98,19 @@ int bdrv_img_create(const char *filename, const char *fmt, const char *backing,
     ret = create_sync(o, errp);
     json_object_put(o);
     return ret;
+}
+
+const char *bdrv_probe_format(const char *filename)
+{
+    static const unsigned char qcow2_magic[4] = { 'Q', 'F', 'I', 0xfb };
+    unsigned char magic[4] = { 0 };
+    int fd = open(filename, O_RDONLY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        if (pread(fd, magic, 4, 0) != 4) {
+            memset(magic, 0, 4);
+        }
+        close(fd);
+    }
+    return memcmp(magic, qcow2_magic, 4) == 0 ? "qcow2" : "raw";
 }

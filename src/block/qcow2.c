@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "blockd/block-create.h"
 #include "blockd/aio-wait.h"
 #include "blockd/block-global-state.h"
 #include "blockd/block-io.h"
@@ -409,21 +410,6 @@ static int coroutine_fn open_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
 
 /* ---- Backing file ------------------------------------------------------------------- */
 
-/* "qcow2" if the file starts with the qcow2 magic, else "raw". */
-static const char *probe_format(const char *filename)
-{
-    uint8_t magic[4] = { 0 };
-    int fd = open(filename, O_RDONLY | O_CLOEXEC);
-
-    if (fd >= 0) {
-        if (pread(fd, magic, 4, 0) != 4) {
-            memset(magic, 0, 4);
-        }
-        close(fd);
-    }
-    return be32(magic) == QCOW2_MAGIC ? "qcow2" : "raw";
-}
-
 /* The backing file name, relative to the image's directory unless absolute. */
 static char *backing_path(BDRVQcow2State *s)
 {
@@ -469,7 +455,7 @@ static int open_backing(BlockDriverState *bs, json_object *options, Error **errp
     json_object_object_add(file, "driver", json_object_new_string("file"));
     json_object_object_add(file, "filename", json_object_new_string(path));
     json_object_object_add(o, "driver", json_object_new_string(
-        s->backing_fmt ? s->backing_fmt : probe_format(path)));
+        s->backing_fmt ? s->backing_fmt : bdrv_probe_format(path)));
     json_object_object_add(o, "read-only", json_object_new_boolean(true));
     json_object_object_add(o, "file", file);
     child = bdrv_open_options(o, errp);

@@ -37,6 +37,9 @@ typedef struct MirrorJob {
     BlockDriverState *source;
     BlockDriverState *target;
     BlockDriverState *to_replace;
+    bool set_target_backing;            /* drive-mirror: see MirrorArgs */
+    bool target_zeroed;
+    BlockDriverState *target_backing;
     BlockDriverState *base;             /* active commit: copy only above it */
     BlockDriverState *mirror_top;
     BdrvChild *source_child;
@@ -123,7 +126,7 @@ static int coroutine_fn mirror_init_bitmap(MirrorJob *s)
     if (s->sync == MIRROR_SYNC_NONE) {
         return 0;
     }
-    if (s->base) {
+    if (s->base || (s->sync == MIRROR_SYNC_FULL && s->target_zeroed)) {
         graph_co_rdlock();
         while (pos < len && ret >= 0) {
             int64_t pnum;
@@ -337,10 +340,18 @@ static int mirror_exit_common(Job *job, bool success)
     /* The job's own edges go first: they must not block the switch. */
     block_job_remove_all_bdrv(&s->common);
 
+    /* drive-mirror's target gets its backing node (on success, switched or
+     * not, as in QEMU), before users may see it. */
+    if (success && s->set_target_backing && bdrv_backing_bs(s->target) != s->target_backing &&
+        (ret = bdrv_set_backing_hd(s->target, s->target_backing, &err)) < 0) {
+        pivot = false;
+    }
     if (pivot && replaced == s->source) {
         ret = job_filter_remove(s->mirror_top, s->target, &err);
     } else {
-        ret = job_filter_remove(s->mirror_top, s->source, &err);
+        int r = job_filter_remove(s->mirror_top, s->source, ret < 0 ? NULL : &err);
+
+        ret = ret < 0 ? ret : r;
         if (ret == 0 && pivot) {
             ret = bdrv_replace_node(replaced, s->target, &err);
         }
@@ -381,6 +392,9 @@ static void mirror_free(Job *job)
     dirty_bitmap_free(s->bitmap);
     if (s->to_replace) {
         bdrv_unref(s->to_replace);
+    }
+    if (s->target_backing) {
+        bdrv_unref(s->target_backing);
     }
     bdrv_unref(s->target);
     bdrv_unref(s->source);
@@ -539,6 +553,12 @@ Job *mirror_start(const MirrorArgs *a, Error **errp)
     s->target = a->target;
     bdrv_ref(s->source);
     bdrv_ref(s->target);
+    s->set_target_backing = a->set_target_backing;
+    s->target_zeroed = a->target_zeroed;
+    s->target_backing = a->target_backing;
+    if (s->target_backing) {
+        bdrv_ref(s->target_backing);
+    }
     if (a->to_replace) {
         s->to_replace = a->to_replace;
         bdrv_ref(s->to_replace);

@@ -5,6 +5,11 @@
  */
 #include <string.h>
 
+#include "blockd/block-chain.h"
+#include "blockd/block-common.h"
+#include "blockd/block-int.h"
+#include "blockd/block-io.h"
+
 #include "blockd/block-create.h"
 #include "blockd/block-global-state.h"
 #include "blockd/create-job.h"
@@ -137,8 +142,9 @@ static BlockDriverState *lookup_node(const char *name, Error **errp)
     return bs;
 }
 
-/* The arguments both job kinds share. */
-static bool parse_common(json_object *args, MirrorArgs *a, Error **errp)
+/* The arguments both job kinds share; "target" names a node unless
+ * @target_is_file (the drive-* commands). */
+static bool parse_common(json_object *args, MirrorArgs *a, bool target_is_file, Error **errp)
 {
     const char *device = NULL, *target = NULL, *sync = "full";
     const char *on_src = NULL, *on_tgt = NULL;
@@ -162,7 +168,8 @@ static bool parse_common(json_object *args, MirrorArgs *a, Error **errp)
                    "support yet", sync);
         return false;
     }
-    if (a->speed < 0) {
+    /* drive-*: the job checks it, after the image is made, as QEMU does. */
+    if (a->speed < 0 && !target_is_file) {
         error_setg(errp, "Parameter 'speed' expects a non-negative value");
         return false;
     }
@@ -180,6 +187,9 @@ static bool parse_common(json_object *args, MirrorArgs *a, Error **errp)
         error_setg(errp, "Need a root block node");
         return false;
     }
+    if (target_is_file) {
+        return true;
+    }
     a->target = lookup_node(target, errp);
     return a->target != NULL;
 }
@@ -190,7 +200,7 @@ static json_object *qmp_blockdev_mirror(json_object *args, Error **errp)
     MirrorArgs a;
 
     GLOBAL_STATE_CODE();
-    if (!parse_common(args, &a, errp) ||
+    if (!parse_common(args, &a, false, errp) ||
         !opt_get_str(args, "replaces", &replaces, errp) ||
         !opt_get_int(args, "granularity", &a.granularity, errp) ||
         !opt_get_int(args, "buf-size", &a.buf_size, errp) ||
@@ -271,12 +281,216 @@ static Job *backup_create_from_args(json_object *args, JobTxn *txn, Error **errp
 {
     MirrorArgs a;
 
-    if (!parse_common(args, &a, errp) || !backup_check_unsupported(args, errp) ||
+    if (!parse_common(args, &a, false, errp) || !backup_check_unsupported(args, errp) ||
         !backup_parse_perf(args, &a, errp)) {
         return NULL;
     }
     a.txn = txn;
     return backup_create(&a, errp);
+}
+
+/* ---- drive-mirror, drive-backup: the job makes its target image ------------------- */
+
+static const char *const new_image_modes[] = { "existing", "absolute-paths", NULL };
+
+static const SchemaField drive_mirror_fields[] = {
+    { .name = "job-id", .type = SCHEMA_STR, .optional = true },
+    { .name = "device", .type = SCHEMA_STR },
+    { .name = "target", .type = SCHEMA_STR },
+    { .name = "format", .type = SCHEMA_STR, .optional = true },
+    { .name = "node-name", .type = SCHEMA_STR, .optional = true },
+    { .name = "replaces", .type = SCHEMA_STR, .optional = true },
+    { .name = "sync", .type = SCHEMA_ENUM, .enum_values = sync_modes },
+    { .name = "mode", .type = SCHEMA_ENUM, .optional = true, .enum_values = new_image_modes },
+    { .name = "speed", .type = SCHEMA_INT, .optional = true },
+    { .name = "granularity", .type = SCHEMA_INT, .optional = true },
+    { .name = "buf-size", .type = SCHEMA_INT, .optional = true },
+    { .name = "on-source-error", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = on_error_values },
+    { .name = "on-target-error", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = on_error_values },
+    { .name = "unmap", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "copy-mode", .type = SCHEMA_ENUM, .optional = true, .enum_values = copy_modes },
+    { .name = "auto-finalize", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "auto-dismiss", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+static const SchemaObject drive_mirror_args = {
+    .name = "DriveMirror", .fields = drive_mirror_fields,
+};
+
+static const SchemaField drive_backup_fields[] = {
+    COMMON_JOB_FIELDS,
+    { .name = "format", .type = SCHEMA_STR, .optional = true },
+    { .name = "mode", .type = SCHEMA_ENUM, .optional = true, .enum_values = new_image_modes },
+    { .name = "compress", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "bitmap", .type = SCHEMA_STR, .optional = true },
+    { .name = "bitmap-mode", .type = SCHEMA_STR, .optional = true },
+    { .name = "x-perf", .type = SCHEMA_OBJECT, .optional = true, .object = &backup_perf },
+    { 0 },
+};
+static const SchemaObject drive_backup_args = {
+    .name = "DriveBackup", .fields = drive_backup_fields,
+};
+
+typedef struct DriveTarget {
+    const char *file, *format, *node_name;
+    bool existing;
+    BlockDriverState *backing;          /* what the image names as backing file */
+} DriveTarget;
+
+/* The target's file, format and mode; the sync mode as QEMU adjusts it
+ * (top without a backing file is full). */
+static bool drive_parse(json_object *args, MirrorArgs *a, DriveTarget *t, Error **errp)
+{
+    const char *mode = "absolute-paths";
+
+    memset(t, 0, sizeof(*t));
+    if (!opt_get_str(args, "target", &t->file, errp) ||
+        !opt_get_str(args, "format", &t->format, errp) ||
+        !opt_get_str(args, "node-name", &t->node_name, errp) ||
+        !opt_get_str(args, "mode", &mode, errp)) {
+        return false;
+    }
+    t->existing = !strcmp(mode, "existing");
+    if (!t->format && !t->existing) {
+        t->format = a->source->drv->format_name;
+    }
+    t->backing = bdrv_backing_bs(a->source);
+    if (!t->backing && a->sync == MIRROR_SYNC_TOP) {
+        a->sync = MIRROR_SYNC_FULL;
+    }
+    if (a->sync == MIRROR_SYNC_NONE) {
+        t->backing = a->source;
+    }
+    if (a->sync == MIRROR_SYNC_FULL) {
+        t->backing = NULL;
+    }
+    return true;
+}
+
+/*
+ * Create the target image (unless mode is "existing"), with the backing
+ * file the sync mode calls for in its header, and open it read-write
+ * without its backing file: drive-mirror's job attaches the backing node
+ * at the end, a backup target is only written.  An existing image of
+ * drive-mirror opens the chain its header names (QEMU opens it at the
+ * end).  A backup target discards and detects zeroes, as QEMU's.
+ */
+static BlockDriverState *drive_open_target(MirrorArgs *a, DriveTarget *t, bool mirror,
+                                           Error **errp)
+{
+    json_object *o, *f;
+    BlockDriverState *bs;
+    char buf[4096];
+
+    if (!t->existing &&
+        bdrv_img_create(t->file, t->format,
+                        t->backing ? bdrv_get_filename(t->backing, buf, sizeof(buf)) : NULL,
+                        t->backing ? t->backing->drv->format_name : NULL,
+                        bdrv_getlength(a->source), errp) < 0) {
+        return NULL;
+    }
+    o = json_object_new_object();
+    f = json_object_new_object();
+    json_object_object_add(f, "driver", json_object_new_string("file"));
+    json_object_object_add(f, "filename", json_object_new_string(t->file));
+    json_object_object_add(o, "driver", json_object_new_string(
+        t->format ? t->format : bdrv_probe_format(t->file)));
+    if (t->node_name) {
+        json_object_object_add(o, "node-name", json_object_new_string(t->node_name));
+    }
+    json_object_object_add(o, "file", f);
+    if (!mirror || !t->existing) {
+        json_object_object_add(o, "backing", NULL);
+    }
+    if (!mirror) {
+        json_object_object_add(o, "discard", json_object_new_string("unmap"));
+        json_object_object_add(o, "detect-zeroes", json_object_new_string("unmap"));
+    } else if (a->source->open_flags & BDRV_O_UNMAP) {
+        json_object_object_add(o, "discard", json_object_new_string("unmap"));
+    }
+    bs = bdrv_open_options(o, errp);
+    json_object_put(o);
+    if (bs && bdrv_try_change_aio_context(bs, a->source->ctx, errp) < 0) {
+        bdrv_unref(bs);
+        bs = NULL;
+    }
+    return bs;
+}
+
+static json_object *qmp_drive_mirror(json_object *args, Error **errp)
+{
+    const char *replaces = NULL, *copy_mode = "background";
+    bool unmap = true;
+    DriveTarget t;
+    MirrorArgs a;
+    Job *job;
+
+    GLOBAL_STATE_CODE();
+    if (!parse_common(args, &a, true, errp) ||
+        !opt_get_str(args, "replaces", &replaces, errp) ||
+        !opt_get_int(args, "granularity", &a.granularity, errp) ||
+        !opt_get_int(args, "buf-size", &a.buf_size, errp) ||
+        !opt_get_bool(args, "unmap", &unmap, errp) ||
+        !opt_get_str(args, "copy-mode", &copy_mode, errp) ||
+        !mirror_parse_copy_mode(copy_mode, &a.write_blocking, errp)) {
+        return NULL;
+    }
+    /* Early: no image is made for a job that cannot start. */
+    if (bdrv_op_is_blocked(a.source, errp) || !drive_parse(args, &a, &t, errp)) {
+        return NULL;
+    }
+    if (replaces && !t.node_name) {
+        error_setg(errp, "a node-name must be provided when replacing a named node of the "
+                   "graph");
+        return NULL;
+    }
+    if (replaces && !(a.to_replace = lookup_node(replaces, errp))) {
+        return NULL;
+    }
+    a.no_unmap = !unmap;
+    a.set_target_backing = !t.existing;
+    a.target_zeroed = !t.existing;
+    a.target_backing = t.backing;
+    if (!(a.target = drive_open_target(&a, &t, true, errp))) {
+        return NULL;
+    }
+    job = mirror_start(&a, errp);
+    bdrv_unref(a.target);               /* the job holds it */
+    return job ? json_object_new_object() : NULL;
+}
+
+static Job *drive_backup_create(json_object *args, JobTxn *txn, Error **errp)
+{
+    DriveTarget t;
+    MirrorArgs a;
+    Job *job;
+
+    if (!parse_common(args, &a, true, errp) || !backup_check_unsupported(args, errp) ||
+        !backup_parse_perf(args, &a, errp) || !drive_parse(args, &a, &t, errp)) {
+        return NULL;
+    }
+    a.txn = txn;
+    if (!(a.target = drive_open_target(&a, &t, false, errp))) {
+        return NULL;
+    }
+    job = backup_create(&a, errp);
+    bdrv_unref(a.target);
+    return job;
+}
+
+static json_object *qmp_drive_backup(json_object *args, Error **errp)
+{
+    Job *job;
+
+    GLOBAL_STATE_CODE();
+    job = drive_backup_create(args, NULL, errp);
+    if (!job) {
+        return NULL;
+    }
+    backup_start_job(job);
+    return json_object_new_object();
 }
 
 static json_object *qmp_blockdev_backup(json_object *args, Error **errp)
@@ -554,6 +768,8 @@ static json_object *qmp_blockdev_create(json_object *args, Error **errp)
 const QmpCommand qmp_blockjob_commands[] = {
     { .name = "blockdev-create", .fn = qmp_blockdev_create, .args = &create_args },
     { .name = "blockdev-mirror", .fn = qmp_blockdev_mirror, .args = &mirror_args },
+    { .name = "drive-mirror", .fn = qmp_drive_mirror, .args = &drive_mirror_args },
+    { .name = "drive-backup", .fn = qmp_drive_backup, .args = &drive_backup_args },
     { .name = "blockdev-backup", .fn = qmp_blockdev_backup, .args = &backup_args },
     { .name = "transaction", .fn = qmp_transaction, .args = &transaction_args },
     { 0 },

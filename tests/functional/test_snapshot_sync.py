@@ -4,7 +4,10 @@ qemu-storage-daemon (replies, errors, events); qemu-img judges the images."""
 import os
 import subprocess
 
-from test_chain import (CHAIN, CHAIN_READS, EXPORT, chain_view, close_all, judge, make_chain,
+import pytest
+
+from test_chain import (CHAIN, CHAIN_READS, EXPORT, chain_view, close_all, job_events, judge,
+                        make_chain, same_events,
                         qemu_io)
 from test_qsd_compat_objects import pair, same_session  # noqa: F401  (fixture)
 
@@ -110,3 +113,89 @@ def test_snapshot_sync_transaction_matches(pair):  # noqa: F811
         assert "d21" not in view and view["d2"] == (0, True), view      # nothing used it
     close_all(peers, ("t1", "d2"))
     judge(peers, ("t1", "t", "m", "b"))
+
+
+# ---- drive-mirror, drive-backup ---------------------------------------------------
+
+
+def test_drive_errors_match(pair):  # noqa: F811
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+    same_session(peers, HEADER_CHAIN + [
+        ("drive-mirror", {"device": "nope", "target": "@DIR@/x.qcow2", "sync": "full"}),
+        ("drive-mirror", {"device": "t", "target": "/nonexistent/x.qcow2", "sync": "full"}),
+        ("drive-mirror", {"device": "t", "target": "@DIR@/x.qcow2", "sync": "full",
+                          "replaces": "t"}),
+        ("drive-mirror", {"device": "t", "target": "@DIR@/x.qcow2", "sync": "full",
+                          "format": "nope"}),
+        ("drive-mirror", {"device": "t", "target": "@DIR@/x.raw", "sync": "top",
+                          "format": "raw"}),
+        ("drive-mirror", {"device": "t", "target": "@DIR@/none.qcow2", "sync": "full",
+                          "mode": "existing", "format": "qcow2"}),
+        ("drive-mirror", {"device": "t", "target": "@DIR@/x.qcow2", "sync": "full",
+                          "filter-node-name": "f"}),
+        ("drive-mirror", {"device": "t", "target": "@DIR@/x.qcow2", "sync": "full",
+                          "speed": -1}),
+        ("drive-backup", {"device": "nope", "target": "@DIR@/x.qcow2", "sync": "full"}),
+        ("drive-backup", {"device": "t", "target": "/nonexistent/x.qcow2", "sync": "full"}),
+        ("drive-backup", {"device": "t", "target": "@DIR@/x.raw", "sync": "none",
+                          "format": "raw"}),
+        ("drive-backup", {"device": "t", "target": "@DIR@/none.qcow2", "sync": "full",
+                          "mode": "existing", "format": "qcow2"}),
+        ("drive-backup", {"device": "t", "target": "@DIR@/x.qcow2", "sync": "full",
+                          "node-name": "x"}),
+    ])
+
+
+def wait_job(q, job):
+    for ev in job_events(q, job):
+        if ev[0] == "BLOCK_JOB_COMPLETED":
+            assert "error" not in ev[1], ev
+
+
+@pytest.mark.parametrize("sync", ["full", "top", "none"])
+def test_drive_mirror_matches(pair, sync):  # noqa: F811
+    """drive-mirror of an exported disk, job-complete: the export moves to the
+    new image, whose header names the right backing file; data written
+    after the switch lands there."""
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+    same_session(peers, HEADER_CHAIN + EXPORT + [
+        ("drive-mirror", {"job-id": "j", "device": "t", "target": "@DIR@/new.qcow2",
+                          "sync": sync, "node-name": "new"}),
+    ])
+    same_events(peers, "j", until="ready")
+    same_session(peers, [("job-complete", {"id": "j"})])
+    same_events(peers, "j")
+    same_session(peers, [("query-block-exports", {})])
+    for q, d in peers:
+        qemu_io(f"nbd+unix:///t?socket={d}/n.sock", "write -P 9 3M 64k", *CHAIN_READS)
+        assert chain_view(q, d)["new"][1] is False
+    close_all(peers, ("new", "t"))
+    judge(peers, ("new",))
+
+
+@pytest.mark.parametrize("sync", ["full", "top", "none"])
+def test_drive_backup_matches(pair, sync):  # noqa: F811
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+    same_session(peers, HEADER_CHAIN + EXPORT + [
+        ("drive-backup", {"job-id": "j", "device": "t", "target": "@DIR@/bk.qcow2",
+                          "sync": sync}),
+    ])
+    for q, d in peers:
+        if sync != "none":
+            wait_job(q, "j")
+        qemu_io(f"nbd+unix:///t?socket={d}/n.sock", "write -P 9 2M 64k")
+        if sync == "none":
+            # It copies what is about to be overwritten until cancelled.
+            q.cmd("job-cancel", id="j")
+            wait_job(q, "j")
+            r = subprocess.run(["qemu-io", "-r", "-U", "-f", "qcow2", f"{d}/bk.qcow2",
+                                "-c", "read -P 3 2M 64k"], capture_output=True, text=True)
+            assert r.returncode == 0 and "verification failed" not in r.stdout, r.stdout
+    close_all(peers, ("t",))
+    judge(peers, ("bk",))
