@@ -57,6 +57,12 @@ int bdrv_drop_intermediate(BlockDriverState *top, BlockDriverState *base,
  * or if a driver cannot.  -errno with @errp set.
  */
 int bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only, Error **errp);
+/* Does a parent of @bs write it, or hold the right to? */
+bool bdrv_has_writer(BlockDriverState *bs);
+/* blockdev-reopen's discard=unmap, detect-zeroes (BDRV_DETECT_ZEROES_*)
+ * and auto-read-only of @bs alone, changed while it is drained. */
+void bdrv_reopen_set_io_options(BlockDriverState *bs, bool unmap, int detect_zeroes,
+                                bool auto_read_only);
 
 /*
  * I/O: is [offset, offset+bytes) allocated in a layer from @top down to

@@ -16,6 +16,8 @@
 #include "blockd/block-global-state.h"
 #include "blockd/main-loop.h"
 
+static bool has_writer(BlockDriverState *bs, Error **errp);
+
 typedef struct NodeVec {
     BlockDriverState **v;
     int n;
@@ -100,6 +102,12 @@ static int reopen_one(BlockDriverState *bs, bool read_only, Error **errp)
     return ret;
 }
 
+bool bdrv_has_writer(BlockDriverState *bs)
+{
+    GLOBAL_STATE_CODE();
+    return has_writer(bs, NULL);
+}
+
 /* A parent that writes (or keeps the right to) forbids read-only. */
 static bool has_writer(BlockDriverState *bs, Error **errp)
 {
@@ -171,4 +179,16 @@ int bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only, Error **errp
     free(changed);
     free(nv.v);
     return ret;
+}
+
+void bdrv_reopen_set_io_options(BlockDriverState *bs, bool unmap, int detect_zeroes,
+                                bool auto_read_only)
+{
+    GLOBAL_STATE_CODE();
+    /* The write path reads these: no request runs while they change. */
+    bdrv_drained_begin(bs);
+    bs->open_flags = (bs->open_flags & ~(BDRV_O_UNMAP | BDRV_O_AUTO_RDONLY)) |
+                     (unmap ? BDRV_O_UNMAP : 0) | (auto_read_only ? BDRV_O_AUTO_RDONLY : 0);
+    bs->detect_zeroes = detect_zeroes;
+    bdrv_drained_end(bs);
 }

@@ -19,6 +19,7 @@ extern const QmpCommand qmp_export_commands[];
 extern const QmpCommand qmp_job_commands[];
 extern const QmpCommand qmp_blockjob_commands[];
 extern const QmpCommand qmp_chain_commands[];
+extern const QmpCommand qmp_reopen_commands[];
 extern const QmpCommand qmp_introspect_commands[];
 extern const QmpCommand qmp_chardev_commands[];
 extern const QmpCommand qmp_qom_commands[];

@@ -1,0 +1,130 @@
+"""blockdev-reopen: the same sessions against qemu-storage-daemon (replies and
+errors), the node's state after each, and the options blockd refuses to
+change where qemu-storage-daemon would (README, "Differences")."""
+import subprocess
+
+from test_chain import chain_view, make_chain, qemu_io
+from test_qsd_compat_objects import pair, same_session  # noqa: F401  (fixture)
+
+
+def add(name, backing=None, ro=False):
+    return ("blockdev-add", {"driver": "qcow2", "node-name": name, "read-only": ro,
+                             "backing": backing,
+                             "file": {"driver": "file", "node-name": f"{name}f",
+                                      "filename": f"@DIR@/{name}.qcow2"}})
+
+
+def node(name, backing=None, ro=False, **extra):
+    o = {"driver": "qcow2", "node-name": name, "file": f"{name}f"}
+    if backing is not False:
+        o["backing"] = backing
+    if ro:
+        o["read-only"] = True
+    o.update(extra)
+    return o
+
+
+def reopen(*opts):
+    return ("blockdev-reopen", {"options": list(opts)})
+
+
+def tf(**extra):
+    return dict({"driver": "file", "node-name": "tf", "filename": "@DIR@/t.qcow2"}, **extra)
+
+
+CHAIN = [add("b", ro=True), add("m", "b", ro=True), add("t", "m")]
+
+
+def test_reopen_matches(pair):  # noqa: F811
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+    same_session(peers, CHAIN + [
+        reopen({"node-name": "nope", "driver": "qcow2"}),
+        reopen({"driver": "qcow2", "file": "tf"}),
+        reopen({"node-name": "nope", "driver": "qcow2", "file": "tf"}),
+        reopen({"node-name": "t", "driver": "raw", "file": "tf"}),
+        reopen({"node-name": "t", "driver": "raw", "file": "tf", "backing": "m"}),
+        reopen(node("t", backing=False)),
+        reopen(node("t", "zz")),
+        reopen(node("t", "m", discard="sometimes")),
+        reopen(node("t", "m", file=tf(filename="@DIR@/x.qcow2"))),
+        reopen(node("t", "m", file=tf(**{"node-name": "zz"}))),
+        reopen(node("t", "m", file=tf(locking="off"))),
+        reopen(node("t", "m", file=tf(aio="native"))),
+        reopen(node("t", "m"), node("m", "t", ro=True)),
+        # Both succeed or neither: m's error leaves t read-write.
+        reopen(node("t", "m", ro=True), node("m", "t", ro=True)),
+        # read-only and back, discard and detect-zeroes, the same file by value.
+        reopen(node("t", "m", ro=True)),
+        reopen(node("t", "m", file=tf(), discard="unmap", **{"detect-zeroes": "unmap"})),
+        reopen(node("t", "m", **{"detect-zeroes": "on", "auto-read-only": True})),
+        reopen(node("m", "b", ro=True), node("t", "m")),
+    ])
+    for q, d in peers:
+        view = chain_view(q, d)
+        assert view["t"] == (2, False) and view["m"] == (1, True), view
+        t = next(n for n in q.cmd("query-named-block-nodes") if n["node-name"] == "t")
+        assert t["detect_zeroes"] == "off"      # left out: back to the default
+    # The backing link: t on b directly, then on nothing, then back on m.
+    same_session(peers, [reopen(node("t", "b"))])
+    for q, d in peers:
+        assert chain_view(q, d)["t"] == (1, False)
+    same_session(peers, [reopen(node("t", None))])
+    for q, d in peers:
+        assert chain_view(q, d)["t"] == (0, False)
+    same_session(peers, [reopen(node("t", "m"))])
+    for q, d in peers:
+        assert chain_view(q, d)["t"] == (2, False)
+
+
+def test_reopen_under_export_matches(pair):  # noqa: F811
+    """A node that an export writes cannot become read-only; a backing node
+    made read-write for a while keeps its data."""
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+    same_session(peers, CHAIN + [
+        ("nbd-server-start", {"addr": {"type": "unix", "data": {"path": "@DIR@/n.sock"}}}),
+        ("block-export-add", {"type": "nbd", "id": "e", "node-name": "t", "writable": True}),
+        reopen(node("t", "m", ro=True)),
+        # m's file, named, stays read-only; given by value, or reopened in
+        # the same command, it follows.
+        reopen(node("m", "b", ro=False)),
+        reopen(node("m", "b", ro=False, file={"driver": "file", "node-name": "mf",
+                                              "filename": "@DIR@/m.qcow2"})),
+        reopen(node("m", "b", ro=True)),
+        reopen(node("m", "b", ro=False),
+               {"driver": "file", "node-name": "mf", "filename": "@DIR@/m.qcow2"}),
+    ])
+    for q, d in peers:
+        assert chain_view(q, d)["m"] == (1, False)
+    same_session(peers, [reopen(node("m", "b", ro=True))])
+    for q, d in peers:
+        qemu_io(f"nbd+unix:///t?socket={d}/n.sock", "read -P 2 1M 512k", "read -P 3 2M 512k")
+
+
+def test_reopen_refusals(pair):  # noqa: F811
+    """Options blockd does not change on a running node: refused by name,
+    nothing changed (qemu-storage-daemon changes them)."""
+    peers = pair()
+    q, d = peers[1]
+    make_chain(d)
+    for name, args in CHAIN:
+        q.execute(name, __import__("json").loads(
+            __import__("json").dumps(args).replace("@DIR@", d)))
+    for opts, msg in (
+            (node("t", "m", **{"lazy-refcounts": True}), "Cannot change the option 'lazy-refcounts'"),
+            (node("t", "m", **{"cache": {"no-flush": True}}), "Cannot change the option 'cache'"),
+            (node("t", "m", file="mf"), "blockd cannot replace the file child of 't'"),
+            (node("t", {"driver": "qcow2", "node-name": "m", "file": "mf", "backing": "b"}),
+             "blockd cannot reopen the backing child of 't' with new options"),
+            (node("t", "m", ro=True), None)):
+        r = q.execute("blockdev-reopen", {"options": [opts]})
+        if msg is None:
+            assert r == {"return": {}}
+        else:
+            assert msg in r["error"]["desc"], r
+            assert chain_view(q, d)["t"] == (2, False)
+    r = subprocess.run(["qemu-img", "check", "-U", f"{d}/t.qcow2"], capture_output=True)
+    assert r.returncode == 0
