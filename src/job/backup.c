@@ -97,6 +97,10 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
         while (!job_is_cancelled(job)) {
             job_yield(job);
         }
+        /* What was saved is on disk when the job says it ended. */
+        graph_co_rdlock();
+        bdrv_co_flush(s->target);
+        graph_co_rdunlock();
         return 0;
     }
     return copy_loop_run(&s->loop, s->target);

@@ -76,7 +76,7 @@ static const SchemaObject backup_args = { .name = "BlockdevBackup", .fields = ba
  * ("Parameter 'type' does not accept value ..."), so query-qmp-schema
  * lists exactly these. */
 static const char *const action_types[] = { "abort", "blockdev-backup", "blockdev-snapshot",
-                                            "blockdev-snapshot-sync", NULL };
+                                            "blockdev-snapshot-sync", "drive-backup", NULL };
 static const SchemaField action_fields[] = {
     { .name = "type", .type = SCHEMA_ENUM, .enum_values = action_types },
     { 0 },
@@ -98,7 +98,14 @@ static const SchemaField snapshot_sync_wrapper_fields[] = {
     { .name = "data", .type = SCHEMA_OBJECT, .object = &qapi_snapshot_sync_args },
     { 0 },
 };
+static const SchemaObject drive_backup_args;   /* below, with the command */
+static const SchemaField drive_backup_wrapper_fields[] = {
+    { .name = "data", .type = SCHEMA_OBJECT, .object = &drive_backup_args },
+    { 0 },
+};
 static const SchemaVariant action_variants[] = {
+    { "drive-backup", &(const SchemaObject){ .name = "DriveBackupWrapper",
+                                             .fields = drive_backup_wrapper_fields } },
     { "blockdev-snapshot-sync", &(const SchemaObject){ .name = "BlockdevSnapshotSyncWrapper",
                                                        .fields = snapshot_sync_wrapper_fields } },
     { "blockdev-snapshot", &(const SchemaObject){ .name = "BlockdevSnapshotWrapper",
@@ -461,31 +468,48 @@ static json_object *qmp_drive_mirror(json_object *args, Error **errp)
     return job ? json_object_new_object() : NULL;
 }
 
-static Job *drive_backup_create(json_object *args, JobTxn *txn, Error **errp)
+/* drive-backup's target, made and opened (a reference for the caller). */
+static BlockDriverState *drive_backup_open(json_object *args, Error **errp)
 {
     DriveTarget t;
     MirrorArgs a;
-    Job *job;
 
     if (!parse_common(args, &a, true, errp) || !backup_check_unsupported(args, errp) ||
         !backup_parse_perf(args, &a, errp) || !drive_parse(args, &a, &t, errp)) {
         return NULL;
     }
-    a.txn = txn;
-    if (!(a.target = drive_open_target(&a, &t, false, errp))) {
+    return drive_open_target(&a, &t, false, errp);
+}
+
+/* The backup job onto @target (from drive_backup_open). */
+static Job *drive_backup_create(json_object *args, JobTxn *txn, BlockDriverState *target,
+                                Error **errp)
+{
+    DriveTarget t;
+    MirrorArgs a;
+
+    if (!parse_common(args, &a, true, errp) || !backup_parse_perf(args, &a, errp) ||
+        !drive_parse(args, &a, &t, errp)) {
         return NULL;
     }
-    job = backup_create(&a, errp);
-    bdrv_unref(a.target);
-    return job;
+    a.txn = txn;
+    a.target = target;
+    return backup_create(&a, errp);
 }
 
 static json_object *qmp_drive_backup(json_object *args, Error **errp)
 {
     Job *job;
 
+    BlockDriverState *target;
+
     GLOBAL_STATE_CODE();
-    job = drive_backup_create(args, NULL, errp);
+    target = drive_backup_open(args, errp);
+    if (!target) {
+        return NULL;
+    }
+    job = drive_backup_create(args, NULL, target, errp);
+    bdrv_unref(target);                 /* the job holds it */
     if (!job) {
         return NULL;
     }
@@ -516,7 +540,8 @@ typedef struct TxnState {
     BlockDriverState **snaps;        /* node, overlay pairs appended */
     bool *sync;                      /* per pair: the overlay is ours to drop */
     int nsnaps;
-    /* Per action: the overlay a blockdev-snapshot-sync opened, and its node. */
+    /* Per action: the overlay a blockdev-snapshot-sync opened, and its
+     * node; or the target a drive-backup opened. */
     BlockDriverState **sync_overlay, **sync_node;
 } TxnState;
 
@@ -547,6 +572,12 @@ static bool transaction_open(json_object *actions, TxnState *t, Error **errp)
         }
         if (!strcmp(type, "blockdev-snapshot-sync") && !t->txn) {
             t->sync_overlay[i] = qmp_snapshot_sync_open(data, &t->sync_node[i], errp);
+            if (!t->sync_overlay[i]) {
+                return false;
+            }
+        }
+        if (!strcmp(type, "drive-backup")) {
+            t->sync_overlay[i] = drive_backup_open(data, errp);
             if (!t->sync_overlay[i]) {
                 return false;
             }
@@ -598,7 +629,9 @@ static bool transaction_prepare(json_object *action, int i, TxnState *t, Error *
         snap_add(t, node, overlay, false);
         return true;
     }
-    job = backup_create_from_args(data, t->txn, errp);
+    job = !strcmp(type, "drive-backup")
+          ? drive_backup_create(data, t->txn, t->sync_overlay[i], errp)
+          : backup_create_from_args(data, t->txn, errp);
     if (!job) {
         return false;
     }
@@ -665,7 +698,9 @@ static json_object *qmp_transaction(json_object *args, Error **errp)
     bdrv_drain_all_end();
     for (int i = 0; i < n; i++) {
         if (t.sync_overlay[i]) {
-            bdrv_unref(t.sync_overlay[i]);      /* opened, never appended */
+            /* A snapshot never appended, or a backup target (its job, if
+             * any, holds its own reference). */
+            bdrv_unref(t.sync_overlay[i]);
         }
     }
     if (t.txn) {

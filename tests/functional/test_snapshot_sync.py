@@ -3,6 +3,7 @@ create their image themselves.  The same sessions against
 qemu-storage-daemon (replies, errors, events); qemu-img judges the images."""
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -148,10 +149,18 @@ def test_drive_errors_match(pair):  # noqa: F811
     ])
 
 
-def wait_job(q, job):
-    for ev in job_events(q, job):
-        if ev[0] == "BLOCK_JOB_COMPLETED":
-            assert "error" not in ev[1], ev
+def wait_job(q, *jobs, timeout=30):
+    """Until each of @jobs reached status null, none with an error."""
+    left = set(jobs)
+    deadline = time.monotonic() + timeout
+    while left:
+        ev = q.next_event(deadline)
+        assert ev is not None, f"jobs {left} did not end"
+        data = ev.get("data", {})
+        if ev["event"] == "BLOCK_JOB_COMPLETED":
+            assert "error" not in data, ev
+        if ev["event"] == "JOB_STATUS_CHANGE" and data["status"] == "null":
+            left.discard(data["id"])
 
 
 @pytest.mark.parametrize("sync", ["full", "top", "none"])
@@ -194,8 +203,47 @@ def test_drive_backup_matches(pair, sync):  # noqa: F811
             # It copies what is about to be overwritten until cancelled.
             q.cmd("job-cancel", id="j")
             wait_job(q, "j")
+            # Read at once: what the job saved is on disk when it has ended.
             r = subprocess.run(["qemu-io", "-r", "-U", "-f", "qcow2", f"{d}/bk.qcow2",
                                 "-c", "read -P 3 2M 64k"], capture_output=True, text=True)
             assert r.returncode == 0 and "verification failed" not in r.stdout, r.stdout
     close_all(peers, ("t",))
     judge(peers, ("bk",))
+
+
+def test_drive_backup_transaction_matches(pair):  # noqa: F811
+    """drive-backup as a transaction action: with a snapshot at the same
+    point in time, grouped with a second backup, and undone by an abort."""
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", f"{d}/d2.qcow2", "4M"],
+                       check=True)
+        qemu_io(f"{d}/d2.qcow2", "write -P 5 0 1M", fmt="qcow2")
+    d2 = ("blockdev-add", {"driver": "qcow2", "node-name": "d2",
+                           "file": {"driver": "file", "filename": "@DIR@/d2.qcow2"}})
+
+    def backup(dev, job):
+        return {"type": "drive-backup",
+                "data": {"job-id": job, "device": dev, "target": f"@DIR@/{job}.qcow2",
+                         "sync": "full"}}
+    same_session(peers, HEADER_CHAIN + EXPORT + [d2] + [
+        ("transaction", {"actions": [backup("t", "b1"), {"type": "abort", "data": {}}]}),
+        ("transaction", {"actions": [backup("t", "b2"), backup("d2", "b3")],
+                         "properties": {"completion-mode": "grouped"}}),
+    ])
+    for q, d in peers:
+        wait_job(q, "b2", "b3")
+    same_session(peers, [
+        ("transaction", {"actions": [
+            backup("d2", "b4"),
+            {"type": "blockdev-snapshot-sync",
+             "data": {"node-name": "t", "snapshot-file": "@DIR@/t1.qcow2",
+                      "snapshot-node-name": "t1"}}]}),
+    ])
+    for q, d in peers:
+        wait_job(q, "b4")
+        qemu_io(f"{d}/b2.qcow2", *CHAIN_READS, fmt="qcow2")
+        qemu_io(f"{d}/b3.qcow2", "read -P 5 0 1M", fmt="qcow2")
+    close_all(peers, ("t1", "d2"))
+    judge(peers, ("b2", "b3", "b4", "t1"))
