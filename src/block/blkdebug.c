@@ -189,6 +189,18 @@ static int coroutine_fn blkdebug_co_block_status(BlockDriverState *bs, int64_t o
     return ret ? ret : bdrv_co_block_status(bs->file->bs, offset, bytes, pnum);
 }
 
+/* Resizes pass through (a qcow2 image above grows its file). */
+static int coroutine_fn blkdebug_co_truncate(BlockDriverState *bs, int64_t size, Error **errp)
+    GRAPH_RDLOCK
+{
+    int ret = bdrv_co_truncate(bs->file, size, errp);
+
+    if (ret == 0) {
+        atomic_set(&bs->total_bytes, size);
+    }
+    return ret;
+}
+
 const BlockDriver bdrv_blkdebug = {
     .format_name = "blkdebug",
     .instance_size = sizeof(BlkdebugState),
@@ -201,6 +213,7 @@ const BlockDriver bdrv_blkdebug = {
     .bdrv_co_pdiscard = blkdebug_co_pdiscard,
     .bdrv_co_flush = blkdebug_co_flush,
     .bdrv_co_block_status = blkdebug_co_block_status,
+    .bdrv_co_truncate = blkdebug_co_truncate,
     .supported_write_flags = BDRV_REQ_FUA,
     .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
 };

@@ -1029,9 +1029,10 @@ int coroutine_fn qcow2_sync_metadata(BlockDriverState *bs, BDRVQcow2State *s)
     if (ret >= 0 && s->npending && atomic_read(&s->data_inflight) == 0) {
         ret = qcow2_apply_deferred_frees(bs, s);
     }
-    if (ret < 0) {
-        s->broken = true;
-    }
+    /* A table that could not be written stays dirty (an L1 range stays
+     * marked) and is written again, in the same order, by the next sync:
+     * a passing write error does not stop the image (a failed flush does,
+     * qcow2_file_flush). */
     return ret;
 }
 

@@ -71,6 +71,11 @@ int coroutine_fn qcow2_file_flush(BlockDriverState *bs, BDRVQcow2State *s)
     int ret = bdrv_co_flush(bs->file->bs);
     if (ret >= 0) {
         s->data_unsynced = false;
+    } else {
+        /* After a failed flush the kernel may have dropped what it could not
+         * write and call the next flush a success: nothing written since
+         * the last good one can be trusted, so no more writes. */
+        s->broken = true;
     }
     return ret;
 }

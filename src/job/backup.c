@@ -208,7 +208,7 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     s->bcs = block_copy_state_new(source_child, target_child, s->bitmap,
                                   &s->common, &copy_opts);
     s->loop = (CopyLoop){ &s->common, s->bcs, s->bitmap, a->on_source_error,
-                          a->on_target_error };
+                          a->on_target_error, false };
     /* From here every guest write copies the old data first. */
     job_filter_activate(cbw, s);
     return &s->common.job;

@@ -215,7 +215,7 @@ Job *commit_start(const CommitArgs *a, Error **errp)
     s->bitmap = dirty_bitmap_new(bdrv_getlength(s->top), COMMIT_GRANULE);
     s->bcs = block_copy_state_new(s->top_child, s->base_child, s->bitmap, &s->common,
                                   &copy_opts);
-    s->loop = (CopyLoop){ &s->common, s->bcs, s->bitmap, a->on_error, a->on_error };
+    s->loop = (CopyLoop){ &s->common, s->bcs, s->bitmap, a->on_error, a->on_error, false };
     s->base_read_only = base_read_only;
     job_start(&s->common.job);
     return &s->common.job;

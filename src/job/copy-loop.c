@@ -55,6 +55,7 @@ int coroutine_fn copy_loop_run(CopyLoop *c, BlockDriverState *flush_bs)
             return 0;               /* the return-code rule makes it -ECANCELED */
         }
         ret = block_copy_sweep(c->bcs, false, &is_read);
+        is_read = is_read || c->errors_as_reads;
         if (ret < 0) {
             if (block_job_error_action(c->job, is_read ? c->on_source_error
                                                         : c->on_target_error,

@@ -17,6 +17,9 @@ typedef struct CopyLoop {
     BdrvDirtyBitmap *bitmap;            /* what is left to copy */
     BlockdevOnError on_source_error;
     BlockdevOnError on_target_error;
+    /* Every failure counts as a read (stream: QEMU copies by reading with
+     * copy-on-read, so BLOCK_JOB_ERROR says "read" whichever side failed). */
+    bool errors_as_reads;
 } CopyLoop;
 
 /*

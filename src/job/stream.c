@@ -264,7 +264,7 @@ Job *stream_start(const StreamArgs *a, Error **errp)
     s->bitmap = dirty_bitmap_new(bdrv_getlength(s->bs), stream_granule(s->bs));
     s->bcs = block_copy_state_new(s->bs_child, s->bs_child, s->bitmap, &s->common,
                                   &copy_opts);
-    s->loop = (CopyLoop){ &s->common, s->bcs, s->bitmap, a->on_error, a->on_error };
+    s->loop = (CopyLoop){ &s->common, s->bcs, s->bitmap, a->on_error, a->on_error, true };
     /*
      * From here a guest write copies the old data first.  Until the job has
      * marked what the layers below hold, such copies wait: a write that

@@ -6,6 +6,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from test_qsd_compat_objects import pair, same_session  # noqa: F401  (fixture)
 
 MiB = 1024 * 1024
@@ -67,7 +69,7 @@ def job_events(q, job, until="null", timeout=30):
         data = ev.get("data", {})
         if job not in (data.get("id"), data.get("device")):
             continue
-        if ev["event"] == "BLOCK_JOB_CANCELLED":
+        if ev["event"] == "BLOCK_JOB_CANCELLED" or "error" in data:
             data.pop("offset")          # how far it got depends on timing
         if data.get("status") not in ("paused", "standby"):
             out.append((ev["event"], data))
@@ -308,3 +310,93 @@ def test_change_backing_file_matches(pair):  # noqa: F811
     assert views[1] == views[0] and views[1]["m"] == (1, True)
     close_all(peers)
     judge(peers)
+
+
+# ---- Errors on the way ------------------------------------------------------------
+
+
+def faulty(name, iotype="write"):
+    """@name's file behind blkdebug: its first @iotype request fails (EIO)."""
+    return {"driver": "blkdebug", "inject-error": [{"iotype": iotype, "once": True}],
+            "image": {"driver": "file", "filename": f"@DIR@/{name}.qcow2"}}
+
+
+def add_chain(peers, chain):
+    """blockdev-add @chain in both daemons: qemu-storage-daemon's blkdebug
+    rules need an "event" (each write fires "pwritev"), blockd's apply to
+    every request of their iotype (README)."""
+    for i, (q, d) in enumerate(peers):
+        for name, args in chain:
+            text = json.dumps(args).replace("@DIR@", d)
+            if i == 0:
+                text = text.replace('"once": true', '"once": true, "event": "pwritev"')
+            r = q.execute(name, json.loads(text))
+            assert r == {"return": {}}, r
+
+
+@pytest.mark.parametrize("policy", ["report", "stop", "ignore"])
+def test_commit_write_error_matches(pair, policy):  # noqa: F811
+    """A write into the base fails during an intermediate commit: the job
+    ends with the error (report), pauses until resumed (stop), or goes on
+    (ignore), with qemu-storage-daemon's events; the images stay sound."""
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+    add_chain(peers, [add("b", read_only=True, file=faulty("b")),
+                      add("m", "b", read_only=True), add("t", "m")])
+    same_session(peers, EXPORT + [
+        ("block-commit", {"device": "t", "job-id": "c", "top-node": "m", "base-node": "b",
+                          "on-error": policy}),
+    ])
+    if policy == "stop":
+        same_events(peers, "c", until="BLOCK_JOB_ERROR")
+        for q, d in peers:
+            deadline = time.monotonic() + 10
+            while q.cmd("query-block-jobs")[0]["status"] != "paused":
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        same_session(peers, [("block-job-resume", {"device": "c"})])
+    seqs = same_events(peers, "c")
+    completed = [e for e in seqs if e[0] == "BLOCK_JOB_COMPLETED"][0][1]
+    assert ("error" in completed) == (policy == "report"), completed
+    for q, d in peers:
+        reads = CHAIN_READS if policy != "report" else CHAIN_READS[-1:]
+        qemu_io(f"nbd+unix:///t?socket={d}/n.sock", *reads)
+    close_all(peers)
+    for q, d in peers:
+        for img in ("t", "m", "b"):
+            r = subprocess.run(["qemu-img", "check", f"{d}/{img}.qcow2"], capture_output=True,
+                               text=True)
+            assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("policy", ["report", "stop"])
+def test_stream_write_error_matches(pair, policy):  # noqa: F811
+    """A write into the streamed node fails: reported, or paused and resumed
+    to the end; what the node shows never changes."""
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+    add_chain(peers, [add("b", read_only=True), add("m", "b", read_only=True),
+                      add("t", "m", file=faulty("t"))])
+    same_session(peers, EXPORT + [
+        ("block-stream", {"device": "t", "job-id": "s", "on-error": policy}),
+    ])
+    if policy == "stop":
+        same_events(peers, "s", until="BLOCK_JOB_ERROR")
+        for q, d in peers:
+            deadline = time.monotonic() + 10
+            while q.cmd("query-block-jobs")[0]["status"] != "paused":
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        same_session(peers, [("block-job-resume", {"device": "s"})])
+    seqs = same_events(peers, "s")
+    completed = [e for e in seqs if e[0] == "BLOCK_JOB_COMPLETED"][0][1]
+    assert ("error" in completed) == (policy == "report"), completed
+    for q, d in peers:
+        qemu_io(f"nbd+unix:///t?socket={d}/n.sock", *CHAIN_READS)
+        assert chain_view(q, d)["t"][0] == (2 if policy == "report" else 0)
+    close_all(peers)
+    for q, d in peers:
+        r = subprocess.run(["qemu-img", "check", f"{d}/t.qcow2"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr

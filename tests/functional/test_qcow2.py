@@ -1017,3 +1017,31 @@ def test_corrupt_fuzz(blockd, sdir, tmp_path):
     print("fuzz: opened", opened, "of 60")
     assert opened > 5
     d.stop()
+
+
+def test_metadata_write_error_passes(blockd, sdir, tmp_path):
+    """A write of the refcount block fails once: that flush fails, the image
+    keeps its tables dirty and writes them again at the next flush, which
+    succeeds (QEMU does the same); the data and the image are intact.
+    (Once, a single failed metadata write made the image refuse every write
+    that followed, and a commit with on-error=stop never finished.)"""
+    img = str(tmp_path / "d.qcow2")
+    qimg("create", "-q", "-f", "qcow2", img, "4M")
+    # Fresh 64 KiB-cluster image: refcount block at 0x20000.
+    node = json.dumps({"driver": "qcow2", "node-name": "disk", "file": {
+        "driver": "blkdebug", "image": {"driver": "file", "filename": img},
+        "inject-error": [{"iotype": "write", "offset": 0x20000, "bytes": 65536,
+                          "once": True}]}})
+    b = Blockd(blockd, sdir, [node])
+    h = b.connect()
+    h.pwrite(b"\x11" * 65536, 0)
+    with pytest.raises(nbd.Error):
+        h.flush()
+    h.pwrite(b"\x22" * 65536, MiB)
+    h.flush()
+    assert h.pread(65536, 0) == b"\x11" * 65536
+    assert h.pread(65536, MiB) == b"\x22" * 65536
+    h.shutdown()
+    b.stop()
+    check_clean(img)
+    qio(img, "read -P 0x11 0 64k", "read -P 0x22 1M 64k")
