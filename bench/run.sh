@@ -35,3 +35,5 @@ echo "== mirror: 1 GiB on /dev/shm to READY, blockd vs qemu-storage-daemon vs cp
 /usr/bin/python3 "$top/bench/mirror-bench.py" 3
 echo "== qcow2 over NBD: blockd vs qemu-storage-daemon (allocating 4k writes, 4k reads)"
 /usr/bin/python3 "$top/bench/qcow2-bench.py" "$seconds"
+echo "== image chains: 1 GiB active commit and stream on /dev/shm, blockd vs qemu-storage-daemon"
+/usr/bin/python3 "$top/bench/chain-bench.py" 3
