@@ -163,7 +163,8 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     functional build-tsan tests/functional/test_resize.py -k "writes"
     functional build-tsan tests/functional/test_snapshot.py
     # Snapshots, stream and commit while a client writes from an iothread.
-    functional build-tsan tests/functional/test_chain.py tests/functional/test_chain_flow.py
+    functional build-tsan tests/functional/test_chain.py tests/functional/test_chain_flow.py \
+        tests/functional/test_internal_snapshot.py
     # Nodes, jobs and exports moving between threads while they work; the
     # stress matrix for a minute (BLOCKD_STRESS_SECONDS for longer).
     functional build-tsan tests/functional/test_thread_moves.py
@@ -184,7 +185,7 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     functional build-asan tests/functional/test_nbd_hostile.py tests/functional/test_nbdsh.py \
         tests/functional/test_nbd_errors_compat.py tests/functional/test_thread_moves.py \
         tests/functional/test_chain_flow.py tests/functional/test_reopen.py \
-        tests/functional/test_snapshot_sync.py
+        tests/functional/test_snapshot_sync.py tests/functional/test_internal_snapshot.py
     # Hostile QMP input (the JSON stream) against the sanitized daemon.
     functional build-asan tests/functional/test_qmp_hostile.py \
         tests/functional/test_qsd_compat_protocol.py

@@ -168,6 +168,15 @@ const char *bdrv_get_filename(BlockDriverState *bs, char *buf, size_t size);
  * backing file or used by a job.  -errno with @errp set.
  */
 int bdrv_snapshot_append(BlockDriverState *node, BlockDriverState *overlay, Error **errp);
+/* Can @bs take internal snapshots (its format keeps them, as qcow2)? */
+bool bdrv_can_snapshot_internal(BlockDriverState *bs);
+/* Internal snapshot @name of @bs, drained: 0, -EEXIST (the name is taken),
+ * -ENOTSUP, or another -errno (the image then holds at most leaks). */
+int bdrv_snapshot_internal_create(BlockDriverState *bs, const char *name);
+/* Delete the internal snapshot found by @id and/or @name: 0 with its
+ * SnapshotInfo in *@info, -ENOENT if there is none, or -errno. */
+int bdrv_snapshot_internal_delete(BlockDriverState *bs, const char *id, const char *name,
+                                  json_object **info);
 /* bdrv_snapshot_append()'s checks of @node alone, with its messages. */
 int bdrv_snapshot_check_node(BlockDriverState *node, Error **errp);
 /* Undo a successful bdrv_snapshot_append() (a transaction that failed
@@ -175,6 +184,8 @@ int bdrv_snapshot_check_node(BlockDriverState *node, Error **errp);
 void bdrv_snapshot_undo(BlockDriverState *node, BlockDriverState *overlay);
 /* The node's backing node, or NULL. */
 BlockDriverState *bdrv_backing_bs(BlockDriverState *bs);
+/* The node's file child's node, or NULL. */
+BlockDriverState *bdrv_file_bs(BlockDriverState *bs);
 /* query-named-block-nodes' "image" of @bs (ImageInfo): a new object. */
 json_object *bdrv_image_info(BlockDriverState *bs);
 

@@ -58,6 +58,12 @@ struct BlockDriver {
      * BDRV_O_* flags, the node is drained and bs->read_only still tells
      * the old state.  On failure nothing changed.  NULL: nothing to do. */
     int (*bdrv_reopen)(BlockDriverState *bs, int flags, Error **errp);
+    /* Internal snapshots (global state, the node drained): take snapshot
+     * @name of the active layer (-EEXIST: the name is taken); delete the one
+     * found by @id and/or @name (-ENOENT: none), its SnapshotInfo in *@info. */
+    int (*bdrv_snapshot_create)(BlockDriverState *bs, const char *name);
+    int (*bdrv_snapshot_delete)(BlockDriverState *bs, const char *id, const char *name,
+                                json_object **info);
     /* Record @backing_file and @backing_fmt (NULL: none) in the image
      * header; the node is drained.  NULL: the format records no backing
      * file. */

@@ -63,6 +63,19 @@ static char *full_backing_name(const char *image, const char *backing)
     return full;
 }
 
+BlockDriverState *bdrv_file_bs(BlockDriverState *bs)
+{
+    BlockDriverState *file = NULL;
+
+    GLOBAL_STATE_CODE();
+    graph_rdlock_main_loop();
+    if (bs->file) {
+        file = bs->file->bs;
+    }
+    graph_rdunlock_main_loop();
+    return file;
+}
+
 BlockDriverState *bdrv_backing_bs(BlockDriverState *bs)
 {
     BlockDriverState *backing = NULL;

@@ -23,42 +23,6 @@
 
 /* ---- Entries --------------------------------------------------------------------- */
 
-typedef struct L2Entry {
-    uint64_t e;          /* the standard 64-bit entry */
-    uint64_t bitmap;     /* extended L2 only: subcluster allocation/zero bits */
-} L2Entry;
-
-static L2Entry get_entry(BDRVQcow2State *s, const void *table, int64_t i)
-{
-    const uint64_t *t = table;
-    L2Entry l = { qcow2_be64(&t[i * s->l2_entry_words]), 0 };
-
-    if (s->ext_l2) {
-        l.bitmap = qcow2_be64(&t[i * 2 + 1]);
-    }
-    return l;
-}
-
-static void set_entry(BDRVQcow2State *s, void *table, int64_t i, L2Entry l)
-{
-    uint64_t *t = table;
-
-    qcow2_put_be64(&t[i * s->l2_entry_words], l.e);
-    if (s->ext_l2) {
-        qcow2_put_be64(&t[i * 2 + 1], l.bitmap);
-    }
-}
-
-static bool is_compressed(L2Entry l)
-{
-    return l.e & QCOW2_OFLAG_COMPRESSED;
-}
-
-static int64_t host_of(L2Entry l)
-{
-    return l.e & QCOW2_OFFSET_MASK;
-}
-
 /* A corrupt entry is reported and read as an I/O error. */
 static int check_entry(BDRVQcow2State *s, L2Entry l, int64_t guest)
 {
@@ -182,17 +146,6 @@ int coroutine_fn qcow2_l1_check(BlockDriverState *bs, BDRVQcow2State *s, Error *
         }
     }
     return 0;
-}
-
-static void l1_mark_dirty(BDRVQcow2State *s, uint32_t i) QCOW2_LOCKED
-{
-    if (s->l1_dirty_lo >= s->l1_dirty_hi) {
-        s->l1_dirty_lo = i;
-        s->l1_dirty_hi = i + 1;
-    } else {
-        s->l1_dirty_lo = i < s->l1_dirty_lo ? i : s->l1_dirty_lo;
-        s->l1_dirty_hi = i + 1 > s->l1_dirty_hi ? i + 1 : s->l1_dirty_hi;
-    }
 }
 
 static void maybe_clean_caches(BDRVQcow2State *s) QCOW2_LOCKED

@@ -237,6 +237,65 @@ int coroutine_fn qcow2_clear_autoclear(BlockDriverState *bs, BDRVQcow2State *s) 
 
 void qcow2_report_corruption(BDRVQcow2State *s, const char *fmt, ...) BD_PRINTF(2, 3);
 
+/* ---- L2 entries and L1 dirtiness (qcow2-cluster.c, qcow2-snapshot.c) ---- */
+
+typedef struct L2Entry {
+    uint64_t e;          /* the standard 64-bit entry */
+    uint64_t bitmap;     /* extended L2 only: subcluster allocation/zero bits */
+} L2Entry;
+
+static inline L2Entry get_entry(BDRVQcow2State *s, const void *table, int64_t i)
+{
+    const uint64_t *t = table;
+    L2Entry l = { qcow2_be64(&t[i * s->l2_entry_words]), 0 };
+
+    if (s->ext_l2) {
+        l.bitmap = qcow2_be64(&t[i * 2 + 1]);
+    }
+    return l;
+}
+
+static inline void set_entry(BDRVQcow2State *s, void *table, int64_t i, L2Entry l)
+{
+    uint64_t *t = table;
+
+    qcow2_put_be64(&t[i * s->l2_entry_words], l.e);
+    if (s->ext_l2) {
+        qcow2_put_be64(&t[i * 2 + 1], l.bitmap);
+    }
+}
+
+static inline bool is_compressed(L2Entry l)
+{
+    return l.e & QCOW2_OFLAG_COMPRESSED;
+}
+
+static inline int64_t host_of(L2Entry l)
+{
+    return l.e & QCOW2_OFFSET_MASK;
+}
+
+static inline void l1_mark_dirty(BDRVQcow2State *s, uint32_t i) QCOW2_LOCKED
+{
+    if (s->l1_dirty_lo >= s->l1_dirty_hi) {
+        s->l1_dirty_lo = i;
+        s->l1_dirty_hi = i + 1;
+    } else {
+        s->l1_dirty_lo = i < s->l1_dirty_lo ? i : s->l1_dirty_lo;
+        s->l1_dirty_hi = i + 1 > s->l1_dirty_hi ? i + 1 : s->l1_dirty_hi;
+    }
+}
+
+/* ---- Internal snapshots (qcow2-snapshot.c) ---- */
+
+/* Take snapshot @name of the active layer (the node drained).  -EEXIST if
+ * one has that name; other -errno on failure (at most leaked clusters). */
+int qcow2_snapshot_create(BlockDriverState *bs, const char *name);
+/* Delete the snapshot QEMU's lookup finds for @id and/or @name (-ENOENT:
+ * none), returning its SnapshotInfo in *@info. */
+int qcow2_snapshot_delete(BlockDriverState *bs, const char *id, const char *name,
+                          json_object **info);
+
 /* ---- Cache (qcow2-cache.c) ---- */
 
 /* Called before a dirty table is written back (ordering); may be NULL. */

@@ -123,3 +123,41 @@ int bdrv_snapshot_append(BlockDriverState *node, BlockDriverState *overlay, Erro
     bdrv_unref(node);
     return ret;
 }
+
+/* ---- Internal snapshots ------------------------------------------------------------ */
+
+bool bdrv_can_snapshot_internal(BlockDriverState *bs)
+{
+    GLOBAL_STATE_CODE();
+    return bs->drv->bdrv_snapshot_create != NULL;
+}
+
+int bdrv_snapshot_internal_create(BlockDriverState *bs, const char *name)
+{
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    if (!bdrv_can_snapshot_internal(bs)) {
+        return -ENOTSUP;
+    }
+    /* One point in time: no request runs while the tables are copied. */
+    bdrv_drained_begin(bs);
+    ret = bs->drv->bdrv_snapshot_create(bs, name);
+    bdrv_drained_end(bs);
+    return ret;
+}
+
+int bdrv_snapshot_internal_delete(BlockDriverState *bs, const char *id, const char *name,
+                                  json_object **info)
+{
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    if (!bs->drv->bdrv_snapshot_delete) {
+        return -ENOTSUP;
+    }
+    bdrv_drained_begin(bs);
+    ret = bs->drv->bdrv_snapshot_delete(bs, id, name, info);
+    bdrv_drained_end(bs);
+    return ret;
+}

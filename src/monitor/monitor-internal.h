@@ -51,6 +51,10 @@ bool qmp_monitor_add(json_object *options, Error **errp);
  */
 BlockDriverState *qmp_snapshot_sync_open(json_object *args, BlockDriverState **node,
                                          Error **errp);
+/* blockdev-snapshot-internal-sync: checks and takes the snapshot; the
+ * node, or NULL with @errp set. */
+BlockDriverState *qmp_snapshot_internal_take(json_object *args, Error **errp);
+extern const SchemaObject qapi_snapshot_internal_args;
 /* A snapshot is final: @node becomes read-only; @sync drops the reference
  * qmp_snapshot_sync_prepare returned. */
 void qmp_snapshot_commit(BlockDriverState *node, BlockDriverState *overlay, bool sync);

@@ -76,6 +76,7 @@ static const SchemaObject backup_args = { .name = "BlockdevBackup", .fields = ba
  * ("Parameter 'type' does not accept value ..."), so query-qmp-schema
  * lists exactly these. */
 static const char *const action_types[] = { "abort", "blockdev-backup", "blockdev-snapshot",
+                                            "blockdev-snapshot-internal-sync",
                                             "blockdev-snapshot-sync", "drive-backup", NULL };
 static const SchemaField action_fields[] = {
     { .name = "type", .type = SCHEMA_ENUM, .enum_values = action_types },
@@ -103,7 +104,14 @@ static const SchemaField drive_backup_wrapper_fields[] = {
     { .name = "data", .type = SCHEMA_OBJECT, .object = &drive_backup_args },
     { 0 },
 };
+static const SchemaField snapshot_internal_wrapper_fields[] = {
+    { .name = "data", .type = SCHEMA_OBJECT, .object = &qapi_snapshot_internal_args },
+    { 0 },
+};
 static const SchemaVariant action_variants[] = {
+    { "blockdev-snapshot-internal-sync",
+      &(const SchemaObject){ .name = "BlockdevSnapshotInternalWrapper",
+                             .fields = snapshot_internal_wrapper_fields } },
     { "drive-backup", &(const SchemaObject){ .name = "DriveBackupWrapper",
                                              .fields = drive_backup_wrapper_fields } },
     { "blockdev-snapshot-sync", &(const SchemaObject){ .name = "BlockdevSnapshotSyncWrapper",
@@ -540,6 +548,10 @@ typedef struct TxnState {
     BlockDriverState **snaps;        /* node, overlay pairs appended */
     bool *sync;                      /* per pair: the overlay is ours to drop */
     int nsnaps;
+    /* Internal snapshots taken: node and name, deleted again on failure. */
+    BlockDriverState **internal;
+    const char **internal_names;
+    int ninternal;
     /* Per action: the overlay a blockdev-snapshot-sync opened, and its
      * node; or the target a drive-backup opened. */
     BlockDriverState **sync_overlay, **sync_node;
@@ -621,6 +633,16 @@ static bool transaction_prepare(json_object *action, int i, TxnState *t, Error *
         t->sync_overlay[i] = NULL;      /* in snaps now */
         return true;
     }
+    if (!strcmp(type, "blockdev-snapshot-internal-sync")) {
+        node = qmp_snapshot_internal_take(data, errp);
+        if (!node) {
+            return false;
+        }
+        t->internal[t->ninternal] = node;
+        t->internal_names[t->ninternal++] = json_object_get_string(
+            json_object_object_get(data, "name"));
+        return true;
+    }
     if (!strcmp(type, "blockdev-snapshot")) {
         if (!qmp_snapshot_nodes(data, &node, &overlay, errp) ||
             bdrv_snapshot_append(node, overlay, errp) < 0) {
@@ -641,6 +663,14 @@ static bool transaction_prepare(json_object *action, int i, TxnState *t, Error *
 
 static void transaction_undo(TxnState *t)
 {
+    for (int i = t->ninternal - 1; i >= 0; i--) {
+        json_object *info = NULL;
+
+        if (bdrv_snapshot_internal_delete(t->internal[i], NULL, t->internal_names[i],
+                                          &info) == 0) {
+            json_object_put(info);
+        }
+    }
     /* Jobs never started: cancelling them undoes their filters. */
     for (int i = t->njobs - 1; i >= 0; i--) {
         job_cancel_sync(t->jobs[i], true);
@@ -673,7 +703,10 @@ static json_object *qmp_transaction(json_object *args, Error **errp)
     t.sync = calloc(n + 1, sizeof(*t.sync));
     t.sync_overlay = calloc(n + 1, sizeof(*t.sync_overlay));
     t.sync_node = calloc(n + 1, sizeof(*t.sync_node));
-    if (!t.jobs || !t.snaps || !t.sync || !t.sync_overlay || !t.sync_node) {
+    t.internal = calloc(n + 1, sizeof(*t.internal));
+    t.internal_names = calloc(n + 1, sizeof(*t.internal_names));
+    if (!t.jobs || !t.snaps || !t.sync || !t.sync_overlay || !t.sync_node || !t.internal ||
+        !t.internal_names) {
         abort();
     }
     if (!strcmp(mode, "grouped")) {
@@ -711,6 +744,8 @@ static json_object *qmp_transaction(json_object *args, Error **errp)
     free(t.sync);
     free(t.sync_overlay);
     free(t.sync_node);
+    free(t.internal);
+    free(t.internal_names);
     return ok ? json_object_new_object() : NULL;
 }
 

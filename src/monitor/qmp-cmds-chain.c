@@ -456,7 +456,110 @@ static json_object *qmp_blockdev_snapshot_sync(json_object *args, Error **errp)
     return json_object_new_object();
 }
 
+/* ---- Internal snapshots ------------------------------------------------------------ */
+
+static const SchemaField internal_fields[] = {
+    { .name = "device", .type = SCHEMA_STR },
+    { .name = "name", .type = SCHEMA_STR },
+    { 0 },
+};
+const SchemaObject qapi_snapshot_internal_args = {
+    .name = "BlockdevSnapshotInternal", .fields = internal_fields,
+};
+static const SchemaField delete_internal_fields[] = {
+    { .name = "device", .type = SCHEMA_STR },
+    { .name = "id", .type = SCHEMA_STR, .optional = true },
+    { .name = "name", .type = SCHEMA_STR, .optional = true },
+    { 0 },
+};
+static const SchemaObject delete_internal_args = {
+    .name = "blockdev-snapshot-delete-internal-sync-arg", .fields = delete_internal_fields,
+};
+
+/* The root node @device whose format keeps internal snapshots. */
+static BlockDriverState *internal_snapshot_node(const char *device, Error **errp)
+{
+    BlockDriverState *bs = lookup_node(device, device, errp);
+
+    if (!bs) {
+        return NULL;
+    }
+    if (!bdrv_is_root_node(bs)) {
+        error_setg(errp, "Need a root block node");
+        return NULL;
+    }
+    if (!bdrv_can_snapshot_internal(bs)) {
+        error_setg(errp, "Block format '%s' used by device '%s' does not support internal "
+                   "snapshots", bs->drv->format_name, device);
+        return NULL;
+    }
+    return bdrv_op_is_blocked(bs, errp) ? NULL : bs;
+}
+
+BlockDriverState *qmp_snapshot_internal_take(json_object *args, Error **errp)
+{
+    const char *device = str_arg(args, "device"), *name = str_arg(args, "name");
+    BlockDriverState *bs;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    if (!(bs = internal_snapshot_node(device, errp))) {
+        return NULL;
+    }
+    if (bs->read_only) {
+        error_setg(errp, "Device '%s' is read only", device);
+        return NULL;
+    }
+    if (!*name) {
+        error_setg(errp, "Name is empty");
+        return NULL;
+    }
+    ret = bdrv_snapshot_internal_create(bs, name);
+    if (ret == -EEXIST) {
+        error_setg(errp, "Snapshot with name '%s' already exists on device '%s'", name, device);
+    } else if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to create snapshot '%s' on device '%s'", name,
+                         device);
+    }
+    return ret < 0 ? NULL : bs;
+}
+
+static json_object *qmp_snapshot_internal_sync(json_object *args, Error **errp)
+{
+    return qmp_snapshot_internal_take(args, errp) ? json_object_new_object() : NULL;
+}
+
+static json_object *qmp_snapshot_delete_internal_sync(json_object *args, Error **errp)
+{
+    const char *device = str_arg(args, "device");
+    const char *id = str_arg(args, "id"), *name = str_arg(args, "name");
+    json_object *info = NULL;
+    BlockDriverState *bs;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    if (!(bs = internal_snapshot_node(device, errp))) {
+        return NULL;
+    }
+    if (!id && !name) {
+        error_setg(errp, "Name or id must be provided");
+        return NULL;
+    }
+    ret = bdrv_snapshot_internal_delete(bs, id, name, &info);
+    if (ret == -ENOENT) {
+        error_setg(errp, "Snapshot with id '%s' and name '%s' does not exist on device '%s'",
+                   id ? id : "null", name ? name : "null", device);
+    } else if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to delete snapshot");
+    }
+    return ret < 0 ? NULL : info;
+}
+
 const QmpCommand qmp_chain_commands[] = {
+    { .name = "blockdev-snapshot-internal-sync", .fn = qmp_snapshot_internal_sync,
+      .args = &qapi_snapshot_internal_args },
+    { .name = "blockdev-snapshot-delete-internal-sync",
+      .fn = qmp_snapshot_delete_internal_sync, .args = &delete_internal_args },
     { .name = "blockdev-snapshot-sync", .fn = qmp_blockdev_snapshot_sync,
       .args = &qapi_snapshot_sync_args },
     { .name = "block-commit", .fn = qmp_block_commit, .args = &commit_args },

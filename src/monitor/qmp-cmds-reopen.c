@@ -116,7 +116,7 @@ static bool check_unchanged(BlockDriverState *bs, json_object *new, Error **errp
 /* "file": the node's own file child, by name or with unchanged options. */
 static bool check_file(BlockDriverState *bs, json_object *opts, Error **errp)
 {
-    BlockDriverState *file = bs->file ? bs->file->bs : NULL;
+    BlockDriverState *file = bdrv_file_bs(bs);
     json_object *v, *name;
 
     if (!json_object_object_get_ex(opts, "file", &v) || !file) {
@@ -228,7 +228,7 @@ static bool plan_node(json_object *opts, ReopenPlan *p, Error **errp)
  */
 static bool file_can_write(ReopenPlan *plans, int n, ReopenPlan *p, Error **errp)
 {
-    BlockDriverState *file = p->bs->file ? p->bs->file->bs : NULL;
+    BlockDriverState *file = bdrv_file_bs(p->bs);
     json_object *v;
 
     if (p->read_only || !p->bs->read_only || !file || !file->read_only ||
