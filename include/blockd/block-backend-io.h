@@ -30,6 +30,9 @@ int coroutine_fn blk_co_flush(BlockBackend *blk);
 int coroutine_fn blk_co_truncate(BlockBackend *blk, int64_t size, Error **errp);
 int coroutine_fn blk_co_block_status(BlockBackend *blk, int64_t offset, int64_t bytes,
                                      int64_t *pnum);
+/* The layer of the chain that holds the range (bdrv_co_allocation_depth). */
+int coroutine_fn blk_co_allocation_depth(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                        int64_t *pnum);
 
 /* Size of the node in bytes, or -ENOMEDIUM.  Coroutine only. */
 int64_t coroutine_fn blk_co_getlength(BlockBackend *blk);

@@ -5,7 +5,7 @@
  * and read-write.
  *
  * Half: global state (main thread, not under the graph lock), except
- * bdrv_co_is_allocated_above (I/O).
+ * bdrv_co_is_allocated_above and bdrv_co_allocation_depth (I/O).
  */
 #ifndef BLOCKD_BLOCK_CHAIN_H
 #define BLOCKD_BLOCK_CHAIN_H
@@ -73,5 +73,14 @@ void bdrv_reopen_set_io_options(BlockDriverState *bs, bool unmap, int detect_zer
 int coroutine_fn bdrv_co_is_allocated_above(BlockDriverState *top, BlockDriverState *base,
                                             int64_t offset, int64_t bytes, int64_t *pnum)
     GRAPH_RDLOCK;
+
+/*
+ * I/O: which layer of @bs's chain holds [offset, offset+bytes): 1 for @bs
+ * itself, 2 for its backing file and so on (filters do not count), 0 for
+ * none, as NBD's "qemu:allocation-depth" reports it; for the first *pnum
+ * bytes.  -errno on error.  Graph read lock.
+ */
+int coroutine_fn bdrv_co_allocation_depth(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                          int64_t *pnum) GRAPH_RDLOCK;
 
 #endif /* BLOCKD_BLOCK_CHAIN_H */

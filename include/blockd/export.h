@@ -38,6 +38,9 @@ const char *blk_exp_node_name(BlockExport *exp);
 const char *blk_exp_id(BlockExport *exp);
 const char *blk_exp_nbd_name(BlockExport *exp);
 const char *blk_exp_description(BlockExport *exp);
+/* Does the export offer the "qemu:allocation-depth" context (export
+ * option allocation-depth)?  Common (immutable). */
+bool blk_exp_allocation_depth(BlockExport *exp);
 bool blk_exp_writable(BlockExport *exp);
 BlockBackend *blk_exp_blk(BlockExport *exp);
 AioContext *blk_exp_ctx(BlockExport *exp);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blockd/block-chain.h"
 #include "blockd/aio-wait.h"
 #include "blockd/block-backend-io.h"
 #include "blockd/block-global-state.h"
@@ -279,7 +280,7 @@ static void coroutine_fn blk_wait_while_drained(BlockBackend *blk)
 }
 
 typedef enum BlkOp {
-    BLK_READ, BLK_WRITE, BLK_ZEROES, BLK_DISCARD, BLK_FLUSH, BLK_STATUS,
+    BLK_READ, BLK_WRITE, BLK_ZEROES, BLK_DISCARD, BLK_FLUSH, BLK_STATUS, BLK_DEPTH,
 } BlkOp;
 
 typedef struct BlkRequest {
@@ -321,6 +322,9 @@ static int coroutine_fn blk_do(BlockBackend *blk, BlkRequest *r)
             break;
         case BLK_FLUSH:
             ret = bdrv_co_flush(blk->root->bs);
+            break;
+        case BLK_DEPTH:
+            ret = bdrv_co_allocation_depth(blk->root->bs, r->offset, r->bytes, r->pnum);
             break;
         case BLK_STATUS:
         default:
@@ -420,6 +424,13 @@ int64_t blk_getlength(BlockBackend *blk)
     len = root_length(blk);
     graph_rdunlock_main_loop();
     return len;
+}
+
+int coroutine_fn blk_co_allocation_depth(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                        int64_t *pnum)
+{
+    BlkRequest r = { BLK_DEPTH, offset, bytes, NULL, 0, 0, pnum };
+    return blk_do(blk, &r);
 }
 
 int64_t coroutine_fn blk_co_getlength(BlockBackend *blk)

@@ -256,6 +256,40 @@ int bdrv_drop_intermediate(BlockDriverState *top, BlockDriverState *base,
 
 /* ---- I/O ------------------------------------------------------------------------ */
 
+int coroutine_fn bdrv_co_allocation_depth(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                          int64_t *pnum)
+{
+    int depth = 0;
+
+    IO_CODE();
+    for (BlockDriverState *n = bs; n; n = next_locked(n)) {
+        int64_t p;
+        int st;
+
+        if (n->drv->is_filter) {
+            continue;                   /* filters hold no data of their own */
+        }
+        depth++;
+        if (n != bs && offset >= bdrv_getlength(n)) {
+            *pnum = bytes;              /* a shorter layer: it reads as zeroes here */
+            return depth;
+        }
+        st = bdrv_co_block_status(n, offset, bytes, &p);
+        if (st < 0) {
+            return st;
+        }
+        if (p > 0 && p < bytes) {
+            bytes = p;
+        }
+        if (st & BDRV_BLOCK_ALLOCATED) {
+            *pnum = bytes;
+            return depth;
+        }
+    }
+    *pnum = bytes;
+    return 0;
+}
+
 int coroutine_fn bdrv_co_is_allocated_above(BlockDriverState *top, BlockDriverState *base,
                                             int64_t offset, int64_t bytes, int64_t *pnum)
 {

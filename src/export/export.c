@@ -22,6 +22,7 @@ struct BlockExport {
     char *id;
     char *nbd_name;
     char *description;
+    bool allocation_depth;              /* offer "qemu:allocation-depth" */
     char *node_name;
     bool writable;
     BlockBackend *blk;
@@ -256,6 +257,8 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     exp->id = strdup(id);
     exp->nbd_name = strdup(name);
     exp->description = desc ? strdup(desc) : NULL;
+    exp->allocation_depth = json_object_object_get_ex(options, "allocation-depth", &v) &&
+                            json_object_get_boolean(v);
     exp->node_name = strdup(node_name);     /* until the node is gone */
     exp->writable = writable;
     exp->ctx = ctx;
@@ -407,6 +410,7 @@ int blk_exp_num_clients(BlockExport *exp)
 const char *blk_exp_id(BlockExport *exp) { return exp->id; }
 const char *blk_exp_nbd_name(BlockExport *exp) { return exp->nbd_name; }
 const char *blk_exp_description(BlockExport *exp) { return exp->description; }
+bool blk_exp_allocation_depth(BlockExport *exp) { return exp->allocation_depth; }
 /* The node the export serves now: a mirror that completed may have moved
  * its users to another node since the export was added. */
 const char *blk_exp_node_name(BlockExport *exp)

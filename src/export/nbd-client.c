@@ -46,6 +46,7 @@ struct NbdClient {
     int64_t size;
     bool structured;
     bool meta_allocation;
+    bool meta_depth;            /* qemu:allocation-depth */
     bool no_zeroes;
     int closing;                /* atomic */
     Coroutine *recv_waiter;     /* ctx thread: waiting to read */
@@ -575,13 +576,40 @@ static bool parse_info_request(const uint8_t *data, uint32_t len, char *name,
     return len == 6 + namelen + 2 * (uint32_t)*nrequests;
 }
 
+/* One query of NBD_OPT_LIST/SET_META_CONTEXT: which of our contexts it
+ * names (a LIST query may name a namespace). */
+static void match_query(const uint8_t *q, uint32_t qlen, bool set, bool *alloc, bool *depth)
+{
+    static const char alloc_name[] = "base:allocation", depth_name[] = "qemu:allocation-depth";
+
+    if ((qlen == strlen(alloc_name) && memcmp(q, alloc_name, qlen) == 0) ||
+        (!set && qlen == 5 && memcmp(q, "base:", 5) == 0)) {
+        *alloc = true;
+    }
+    if ((qlen == strlen(depth_name) && memcmp(q, depth_name, qlen) == 0) ||
+        (!set && qlen == 5 && memcmp(q, "qemu:", 5) == 0)) {
+        *depth = true;
+    }
+}
+
+static bool coroutine_fn send_context(NbdClient *c, uint32_t option, uint32_t id,
+                                      const char *name)
+{
+    size_t len = strlen(name);
+    uint8_t reply[4 + 32];
+
+    nbd_put32(reply, id);
+    memcpy(reply + 4, name, len);
+    return send_option_reply(c, option, NBD_REP_META_CONTEXT, reply, 4 + len);
+}
+
 static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
                                              const uint8_t *data, uint32_t len)
 {
     char name[NBD_NAME_MAX + 1];
     uint32_t namelen, nqueries, off;
     bool set = option == NBD_OPT_SET_META_CONTEXT;
-    bool want_alloc = false;
+    bool want_alloc = false, want_depth = false;
     BlockExport *exp;
 
     if (set && !c->structured) {
@@ -599,11 +627,7 @@ static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
         if (off + 4 > len || (qlen = nbd_get32(data + off)) > len - off - 4) {
             return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
         }
-        if ((qlen == strlen("base:allocation") &&
-             memcmp(data + off + 4, "base:allocation", qlen) == 0) ||
-            (!set && qlen == 5 && memcmp(data + off + 4, "base:", 5) == 0)) {
-            want_alloc = true;
-        }
+        match_query(data + off + 4, qlen, set, &want_alloc, &want_depth);
         off += 4 + qlen;
     }
     if (off != len) {
@@ -614,18 +638,20 @@ static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
         return send_option_reply(c, option, NBD_REP_ERR_UNKNOWN, NULL, 0);
     }
     if (!set && nqueries == 0) {
-        want_alloc = true;    /* list everything */
+        want_alloc = want_depth = true;    /* list everything */
     }
+    want_depth = want_depth && blk_exp_allocation_depth(exp);
     if (set) {
         c->meta_allocation = want_alloc;
+        c->meta_depth = want_depth;
     }
-    if (want_alloc) {
-        uint8_t reply[4 + 15];
-        nbd_put32(reply, NBD_META_BASE_ALLOCATION_ID);
-        memcpy(reply + 4, "base:allocation", 15);
-        if (!send_option_reply(c, option, NBD_REP_META_CONTEXT, reply, sizeof(reply))) {
-            return false;
-        }
+    if (want_alloc &&
+        !send_context(c, option, NBD_META_BASE_ALLOCATION_ID, "base:allocation")) {
+        return false;
+    }
+    if (want_depth &&
+        !send_context(c, option, NBD_META_ALLOCATION_DEPTH_ID, "qemu:allocation-depth")) {
+        return false;
     }
     return send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
 }
@@ -923,7 +949,8 @@ static int check_request(NbdClient *c, NbdRequest *r)
         r->length > NBD_MAX_BUFFER_SIZE) {
         return -EINVAL;
     }
-    if (r->type == NBD_CMD_BLOCK_STATUS && !(c->structured && c->meta_allocation)) {
+    if (r->type == NBD_CMD_BLOCK_STATUS &&
+        !(c->structured && (c->meta_allocation || c->meta_depth))) {
         return -EINVAL;
     }
     return 0;
@@ -1073,22 +1100,28 @@ static int coroutine_fn do_read(NbdClient *c, NbdRequest *r)
     return ok ? 0 : -EPIPE;
 }
 
-static int coroutine_fn do_block_status(NbdClient *c, NbdRequest *r)
+/*
+ * The extents of one context for @r into @buf (after the 24 bytes of chunk
+ * header and context id): base:allocation's flags, or the layer that holds
+ * each range (@depth).  Neighbours with the same value merge.  The count,
+ * or -errno.
+ */
+static int coroutine_fn status_extents(NbdClient *c, NbdRequest *r, bool depth, uint8_t *buf,
+                                       uint32_t max)
 {
     BlockBackend *blk = blk_exp_blk(c->exp);
-    uint32_t max = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : MAX_STATUS_EXTENTS;
-    uint8_t *buf = malloc(20 + 4 + 8 * max);
+    uint8_t *ext = buf + 24;
     uint32_t n = 0;
     uint64_t done = 0;
-    int ret = 0;
-    bool ok;
 
     while (done < r->length && n < max) {
         int64_t pnum;
-        int status = blk_co_block_status(blk, r->offset + done, r->length - done, &pnum);
-        if (status < 0) {
-            ret = status;
-            break;
+        int st = depth ? blk_co_allocation_depth(blk, r->offset + done, r->length - done, &pnum)
+                       : blk_co_block_status(blk, r->offset + done, r->length - done, &pnum);
+        uint32_t value;
+
+        if (st < 0) {
+            return st;
         }
         if (pnum <= 0) {
             break;
@@ -1096,29 +1129,58 @@ static int coroutine_fn do_block_status(NbdClient *c, NbdRequest *r)
         if (pnum > UINT32_MAX) {
             pnum = UINT32_MAX & ~(uint32_t)511;
         }
-        /* Merge with the previous extent when the flags agree. */
-        if (n > 0 && nbd_get32(buf + 24 + 8 * (n - 1) + 4) == allocation_flags(status) &&
-            (uint64_t)nbd_get32(buf + 24 + 8 * (n - 1)) + pnum <= UINT32_MAX) {
-            nbd_put32(buf + 24 + 8 * (n - 1), nbd_get32(buf + 24 + 8 * (n - 1)) + pnum);
+        value = depth ? (uint32_t)st : allocation_flags(st);
+        if (n > 0 && nbd_get32(ext + 8 * (n - 1) + 4) == value &&
+            (uint64_t)nbd_get32(ext + 8 * (n - 1)) + pnum <= UINT32_MAX) {
+            nbd_put32(ext + 8 * (n - 1), nbd_get32(ext + 8 * (n - 1)) + pnum);
         } else {
-            nbd_put32(buf + 24 + 8 * n, pnum);
-            nbd_put32(buf + 24 + 8 * n + 4, allocation_flags(status));
+            nbd_put32(ext + 8 * n, pnum);
+            nbd_put32(ext + 8 * n + 4, value);
             n++;
         }
         done += pnum;
     }
+    return (int)n;
+}
+
+/* One chunk per selected context, the last one marked done. */
+static int coroutine_fn do_block_status(NbdClient *c, NbdRequest *r)
+{
+    static const uint32_t ids[2] = { NBD_META_BASE_ALLOCATION_ID,
+                                     NBD_META_ALLOCATION_DEPTH_ID };
+    bool selected[2] = { c->meta_allocation, c->meta_depth };
+    uint32_t max = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : MAX_STATUS_EXTENTS;
+    uint8_t *bufs[2] = { NULL, NULL };
+    int counts[2] = { 0, 0 }, last = selected[1] ? 1 : 0, ret = 0;
+    bool ok = true;
+
+    for (int i = 0; i < 2 && ret == 0; i++) {
+        if (!selected[i]) {
+            continue;
+        }
+        bufs[i] = malloc(24 + 8 * max);
+        if (!bufs[i]) {
+            abort();
+        }
+        counts[i] = status_extents(c, r, i == 1, bufs[i], max);
+        ret = counts[i] < 0 ? counts[i] : counts[i] == 0 ? -EIO : 0;
+    }
     request_io_done(c, r);
     co_mutex_lock(&c->send_lock);
-    if (ret < 0 || n == 0) {
-        ok = send_status(c, r, ret < 0 ? ret : -EIO);
-    } else {
-        chunk_header(buf, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, r->cookie,
-                     4 + 8 * n);
-        nbd_put32(buf + 20, NBD_META_BASE_ALLOCATION_ID);
-        ok = reply_send(c, buf, 24 + 8 * n);
+    if (ret < 0) {
+        ok = send_status(c, r, ret);
+    }
+    for (int i = 0; i < 2 && ret == 0 && ok; i++) {
+        if (selected[i]) {
+            chunk_header(bufs[i], i == last ? NBD_REPLY_FLAG_DONE : 0,
+                         NBD_REPLY_TYPE_BLOCK_STATUS, r->cookie, 4 + 8 * counts[i]);
+            nbd_put32(bufs[i] + 20, ids[i]);
+            ok = reply_send(c, bufs[i], 24 + 8 * counts[i]);
+        }
     }
     co_mutex_unlock(&c->send_lock);
-    free(buf);
+    free(bufs[0]);
+    free(bufs[1]);
     return ok ? 0 : -EPIPE;
 }
 

@@ -109,6 +109,9 @@
 #define NBD_STATE_ZERO           (1 << 1)
 
 #define NBD_META_BASE_ALLOCATION_ID 1
+/* qemu:allocation-depth: the value is the layer (1: the export's node
+ * itself, 2: its backing file, ...; 0: unallocated). */
+#define NBD_META_ALLOCATION_DEPTH_ID 2
 
 #define NBD_MAX_STRING           4096        /* names, option payloads */
 #define NBD_NAME_MAX             4096

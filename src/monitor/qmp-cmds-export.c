@@ -82,6 +82,7 @@ static const SchemaField export_base_fields[] = {
 static const SchemaField nbd_export_fields[] = {
     { .name = "name", .type = SCHEMA_STR, .optional = true },
     { .name = "description", .type = SCHEMA_STR, .optional = true },
+    { .name = "allocation-depth", .type = SCHEMA_BOOL, .optional = true },
     { 0 },
 };
 

@@ -400,3 +400,43 @@ def test_stream_write_error_matches(pair, policy):  # noqa: F811
     for q, d in peers:
         r = subprocess.run(["qemu-img", "check", f"{d}/t.qcow2"], capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- Which layer holds what: qemu:allocation-depth --------------------------------
+
+
+def nbdinfo(*args):
+    r = subprocess.run(["nbdinfo", *args], capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stdout
+
+
+def test_allocation_depth_matches(pair):  # noqa: F811
+    """nbdinfo --map=qemu:allocation-depth over an export of t (on m on b)
+    shows the same layers in both daemons; only an export that asks for it
+    offers the context, and base:allocation is unchanged beside it."""
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+    same_session(peers, CHAIN + [
+        EXPORT[0],
+        ("block-export-add", {"type": "nbd", "id": "e", "node-name": "t", "writable": True,
+                              "allocation-depth": True}),
+        ("block-export-add", {"type": "nbd", "id": "e2", "node-name": "m", "name": "plain"}),
+    ])
+    outs = []
+    for q, d in peers:
+        uri = f"nbd+unix:///t?socket={d}/n.sock"
+        plain = f"nbd+unix:///plain?socket={d}/n.sock"
+        outs.append((nbdinfo("--map=qemu:allocation-depth", uri),
+                     nbdinfo("--map=base:allocation", uri),
+                     nbdinfo("--map", "--totals", uri),
+                     nbdinfo("--map=qemu:allocation-depth", plain)[0] != 0,
+                     sorted(json.loads(nbdinfo("--json", uri)[1])["exports"][0]["contexts"]),
+                     sorted(json.loads(nbdinfo("--json", plain)[1])["exports"][0]["contexts"])))
+    assert outs[1] == outs[0]
+    depth = outs[1][0][1]
+    assert "local" in depth and "backing depth 2" in depth and "backing depth 3" in depth
+    assert outs[1][3] is True
+    for q, d in peers:
+        q.cmd("block-export-del", id="e2")
+    close_all(peers, ("t", "m", "b"))
