@@ -23,8 +23,9 @@
 
 /* ---- Entries --------------------------------------------------------------------- */
 
-/* A corrupt entry is reported and read as an I/O error. */
-static int check_entry(BDRVQcow2State *s, L2Entry l, int64_t guest)
+/* A corrupt entry is reported and read as an I/O error; the image is
+ * then marked corrupt (qcow2_report_corruption). */
+static int check_entry(BDRVQcow2State *s, L2Entry l, int64_t guest) QCOW2_LOCKED
 {
     uint64_t alloc = l.bitmap & QCOW2_SC_ALL_ALLOC, zero = l.bitmap >> 32;
     const char *why = NULL;
@@ -39,6 +40,10 @@ static int check_entry(BDRVQcow2State *s, L2Entry l, int64_t guest)
         why = "host offset not aligned to a cluster";
     } else if (host_of(l) && host_of(l) < s->cluster_size) {
         why = "host offset inside the image header";
+    } else if (host_of(l) && (host_of(l) >= s->file_size ||
+                              (host_of(l) >> s->cluster_bits) >= s->alloc_end)) {
+        /* Storage the allocator would hand out next: never use it. */
+        why = "host cluster beyond the end of the file";
     } else if (!host_of(l) && (l.e & QCOW2_OFLAG_COPIED)) {
         why = "host offset 0 (external data file entries are not supported)";
     } else if (s->ext_l2 && (alloc & zero)) {
@@ -728,7 +733,8 @@ int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t 
         WritePlan p;
 
         co_mutex_lock(&s->lock);
-        ret = s->broken ? -EIO : plan_write(bs, s, offset + done, bytes - done, &p);
+        ret = qcow2_refuse_writes(bs, s) ? -EIO : plan_write(bs, s, offset + done,
+                                                             bytes - done, &p);
         if (ret >= 0 && p.in_place) {
             atomic_fetch_add(&s->data_inflight, 1);
         }
@@ -820,7 +826,7 @@ static int coroutine_fn clear_range(BlockDriverState *bs, BDRVQcow2State *s, int
         while (inflight_overlaps(s, pos >> s->cluster_bits, n)) {
             co_queue_wait(&s->inflight_wait, &s->lock);
         }
-        ret = s->broken ? -EIO : clear_clusters(bs, s, pos, n, zero, keep);
+        ret = qcow2_refuse_writes(bs, s) ? -EIO : clear_clusters(bs, s, pos, n, zero, keep);
         /* Many frees waiting: sync now rather than at the guest's flush. */
         if (ret >= 0 && s->npending > 4096) {
             ret = qcow2_sync_metadata(bs, s);

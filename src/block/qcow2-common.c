@@ -127,15 +127,18 @@ void qcow2_report_corruption(BDRVQcow2State *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    /* The request that met the corruption fails and nothing is written
-     * over it; the image is not marked corrupt (not "fatal"), so other
-     * parts of it stay usable. */
+    /* The request that met the corruption fails; from now on the image is
+     * read-only (writes could hand out storage a bad table already names)
+     * and marked corrupt on disk at the first write refused. */
+    if (atomic_xchg(&s->corrupt, 1)) {
+        return;                         /* reported once */
+    }
     error_report("qcow2 image '%s' is corrupt: %s", s->image_filename, msg);
     data = json_object_new_object();
     json_object_object_add(data, "device", json_object_new_string(""));
     json_object_object_add(data, "node-name", json_object_new_string(s->node_name));
     json_object_object_add(data, "msg", json_object_new_string(msg));
-    json_object_object_add(data, "fatal", json_object_new_boolean(false));
+    json_object_object_add(data, "fatal", json_object_new_boolean(true));
     bdrv_emit_event("BLOCK_IMAGE_CORRUPTED", data);
 }
 
@@ -173,4 +176,27 @@ int qcow2_run_in_coroutine(BlockDriverState *bs, int (*fn)(BlockDriverState *, v
     coroutine_enter(coroutine_create(co_call_entry, &c));
     AIO_WAIT_WHILE_UNLOCKED(NULL, !atomic_load_acquire(&c.done));
     return c.ret;
+}
+
+bool coroutine_fn qcow2_refuse_writes(BlockDriverState *bs, BDRVQcow2State *s)
+{
+    uint8_t bits[8];
+
+    if (s->broken) {
+        return true;
+    }
+    if (!atomic_read(&s->corrupt)) {
+        return false;
+    }
+    if (!s->corrupt_marked && s->version >= 3) {
+        s->corrupt_marked = true;
+        for (int i = 0; i < 8; i++) {
+            bits[i] = (uint8_t)((s->incompat | QCOW2_INCOMPAT_CORRUPT) >> (56 - 8 * i));
+        }
+        /* Best effort: the refusal stands whatever this write does. */
+        if (qcow2_file_pwrite(bs, 72, 8, bits) >= 0) {
+            qcow2_file_flush(bs, s);
+        }
+    }
+    return true;
 }

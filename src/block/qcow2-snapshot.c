@@ -375,7 +375,7 @@ static int coroutine_fn create_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
 
     co_mutex_lock(&s->lock);
     l1_bytes = (int64_t)s->l1_size * 8;
-    ret = s->broken ? -EIO : read_table(bs, s, &t);
+    ret = qcow2_refuse_writes(bs, s) ? -EIO : read_table(bs, s, &t);
     if (ret >= 0 && find_entry(&t, NULL, c->name, &found)) {
         ret = -EEXIST;
     }
@@ -441,7 +441,7 @@ static int coroutine_fn delete_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
     int ret;
 
     co_mutex_lock(&s->lock);
-    ret = s->broken ? -EIO : read_table(bs, s, &t);
+    ret = qcow2_refuse_writes(bs, s) ? -EIO : read_table(bs, s, &t);
     if (ret >= 0 && !find_entry(&t, c->id, c->name, &e)) {
         ret = -ENOENT;
     }

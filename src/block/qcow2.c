@@ -658,7 +658,8 @@ static json_object *qcow2_get_specific_info(BlockDriverState *bs)
         json_object_object_add(data, "lazy-refcounts",
                                json_object_new_boolean(s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS));
         json_object_object_add(data, "corrupt",
-                               json_object_new_boolean(s->incompat & QCOW2_INCOMPAT_CORRUPT));
+                               json_object_new_boolean((s->incompat & QCOW2_INCOMPAT_CORRUPT) ||
+                                                       atomic_read(&s->corrupt)));
         json_object_object_add(data, "extended-l2", json_object_new_boolean(s->ext_l2));
     }
     json_object_object_add(data, "refcount-bits", json_object_new_int(s->refcount_bits));

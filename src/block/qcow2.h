@@ -172,6 +172,10 @@ typedef struct BDRVQcow2State {
     int pending_cap TSA_FIELD_GUARDED_BY(lock);
     bool data_unsynced TSA_FIELD_GUARDED_BY(lock);       /* file written since its last flush */
     bool broken TSA_FIELD_GUARDED_BY(lock);              /* metadata write failed: refuse writes */
+    /* Corruption was found (atomic): writes are refused, and the first one
+     * refused sets the corrupt bit in the header (corrupt_marked). */
+    int corrupt;
+    bool corrupt_marked TSA_FIELD_GUARDED_BY(lock);
     int64_t last_clean_ns TSA_FIELD_GUARDED_BY(lock);    /* cache-clean-interval */
     /* Guest data requests between their mapping lookup and the end of their
      * I/O (atomic).  Host clusters are freed only while it is zero, so no
@@ -236,6 +240,11 @@ int qcow2_change_backing_file(BlockDriverState *bs, const char *backing_file,
 int coroutine_fn qcow2_clear_autoclear(BlockDriverState *bs, BDRVQcow2State *s) GRAPH_RDLOCK;
 
 void qcow2_report_corruption(BDRVQcow2State *s, const char *fmt, ...) BD_PRINTF(2, 3);
+/* Are writes refused (a failed flush, or corruption found)?  The first
+ * refusal after corruption sets the header's corrupt bit, as QEMU does:
+ * qemu-img check -r is then needed before the image opens read-write. */
+bool coroutine_fn qcow2_refuse_writes(BlockDriverState *bs, BDRVQcow2State *s)
+    GRAPH_RDLOCK QCOW2_LOCKED;
 
 /* ---- L2 entries and L1 dirtiness (qcow2-cluster.c, qcow2-snapshot.c) ---- */
 

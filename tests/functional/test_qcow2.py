@@ -583,8 +583,9 @@ def test_corrupt_refused(blockd, sdir, tmp_path, name, patches, truncate, msg):
 
 
 def test_corrupt_l2_entries_give_eio(blockd, sdir, tmp_path):
-    """Bad L2 entries fail the requests that touch them, with a message,
-    and nothing is written to the image."""
+    """Bad L2 entries fail the requests that touch them, with a message; the
+    image is then marked corrupt and takes no more writes (nothing but the
+    corrupt bit is written)."""
     img = corrupt_image(tmp_path, "l2", [])
     l2 = l2_offset(img)
     with open(img, "r+b") as f:
@@ -621,15 +622,24 @@ def test_corrupt_l2_entries_give_eio(blockd, sdir, tmp_path):
     # Each report is also a BLOCK_IMAGE_CORRUPTED event, as QEMU sends it.
     d.qmp.cmd("query-version")
     events = [e["data"] for e in d.qmp.events if e["event"] == "BLOCK_IMAGE_CORRUPTED"]
-    assert events and all(e["node-name"] == "disk" and e["device"] == "" and
-                          e["fatal"] is False and e["msg"] for e in events), events
+    assert len(events) == 1 and all(e["node-name"] == "disk" and e["device"] == "" and
+                                    e["fatal"] is True and e["msg"] for e in events), events
     d.stop()
     assert "is corrupt" in d.daemon.stderr_path.read_text()
-    assert open(img, "rb").read() == before
+    same_but_corrupt_bit(img, before)
 
 
 OFFSET_MASK = 0x00fffffffffffe00
 COPIED = 1 << 63
+
+
+def same_but_corrupt_bit(img, before):
+    """@img is @before with the header's corrupt bit set, as the first write
+    refused after corruption leaves it (nothing else written)."""
+    after = open(img, "rb").read()
+    marked = bytearray(before)
+    marked[79] |= 2
+    assert after == bytes(marked)
 
 
 def two_table_image(tmp_path, name):
@@ -666,7 +676,8 @@ def cluster_bytes(img, host):
 def test_corrupt_data_cluster_on_other_l2_table(blockd, sdir, tmp_path):
     """An L2 entry whose data cluster is another (active) L2 table: reading
     it is harmless, writing it fails with an error and a report, nothing is
-    written, and the daemon goes on serving the image."""
+    written, and the daemon goes on serving the image's reads (writes are
+    refused from then on: the image is corrupt)."""
     img, lay = two_table_image(tmp_path, "onl2")
     patch(img, lay["l2a"] + 8 * 3, be64(COPIED | lay["l2b"]))
     before = open(img, "rb").read()
@@ -678,18 +689,15 @@ def test_corrupt_data_cluster_on_other_l2_table(blockd, sdir, tmp_path):
             h.pwrite(b"x" * n, off)
     h.flush()
     assert cluster_bytes(img, lay["l2b"]) == before[lay["l2b"]:lay["l2b"] + 64 * KiB]
-    assert open(img, "rb").read() == before
-    # Still serving: the other table's data, and an in-place write.
+    # Still serving reads: the other table's data; an in-place write is refused.
     assert h.pread(64 * KiB, 512 * MiB) == b"\x07" * 64 * KiB
-    h.pwrite(b"\x33" * 4096, 0)
-    h.flush()
-    assert h.pread(8192, 0) == b"\x33" * 4096 + b"\x09" * 4096
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"\x33" * 4096, 0)
+    assert h.pread(8192, 0) == b"\x09" * 8192
     h.shutdown()
     d.stop()
     assert "overlaps metadata" in d.daemon.stderr_path.read_text()
-    after = open(img, "rb").read()
-    assert after[lay["l2b"]:lay["l2b"] + 64 * KiB] == before[lay["l2b"]:lay["l2b"] + 64 * KiB]
-    assert after[lay["l2a"]:lay["l2a"] + 64 * KiB] == before[lay["l2a"]:lay["l2a"] + 64 * KiB]
+    same_but_corrupt_bit(img, before)
 
 
 @pytest.mark.parametrize("copied", [True, False], ids=["copied", "no_copied"])
@@ -716,34 +724,39 @@ def test_corrupt_data_cluster_on_refcount_block(blockd, sdir, tmp_path, copied):
 
 def test_corrupt_discard_of_cluster_on_l2_table(blockd, sdir, tmp_path):
     """Discarding a guest cluster whose entry points at another L2 table
-    drops the bad entry but does not free the table (discard=unmap would
-    punch it, the allocator would hand it out); later allocating writes
-    leave it intact and the image ends up consistent."""
+    does not free the table (discard=unmap would punch it, the allocator
+    would hand it out): the image is marked corrupt instead, later writes
+    are refused, and the table stays intact."""
     img, lay = two_table_image(tmp_path, "disc")
     patch(img, lay["l2a"] + 8 * 3, be64(COPIED | lay["l2b"]))
     l2b = cluster_bytes(img, lay["l2b"])
+    before = open(img, "rb").read()
     d = Blockd(blockd, sdir, [qcow2_opts(img, {"discard": "unmap"})])
     h = d.connect()
-    h.trim(64 * KiB, 3 * 64 * KiB)
-    h.flush()
+    try:
+        h.trim(64 * KiB, 3 * 64 * KiB)
+    except nbd.Error:
+        pass
     for c in range(4, 12):
-        h.pwrite(bytes([c]) * 64 * KiB, c * 64 * KiB)
-    h.flush()
+        with pytest.raises(nbd.Error):
+            h.pwrite(bytes([c]) * 64 * KiB, c * 64 * KiB)
     assert h.pread(64 * KiB, 512 * MiB) == b"\x07" * 64 * KiB
     h.shutdown()
     d.stop()
     assert "points at metadata" in d.daemon.stderr_path.read_text()
     assert cluster_bytes(img, lay["l2b"]) == l2b
-    check_clean(img)
-    qio(img, "read -P 7 512M 64k", "read -P 0 192k 64k", "read -P 11 704k 64k")
+    # The discard dropped the bad entry itself (that makes nothing worse).
+    expect = bytearray(before)
+    expect[lay["l2a"] + 8 * 3:lay["l2a"] + 8 * 4] = bytes(8)
+    same_but_corrupt_bit(img, bytes(expect))
 
 
 @pytest.mark.parametrize("table", ["l2a", "l2b", "rb"])
 def test_corrupt_refcount_zero_for_table(blockd, sdir, tmp_path, table):
     """A refcount of 0 for an L2 table or a refcount block makes it look
-    free: allocating writes must not land on it.  They fail cleanly (the
-    image is corrupt), the table is unchanged, reads and in-place writes
-    still work."""
+    free: allocating writes must not land on it.  They fail cleanly, the
+    image is marked corrupt (no more writes), the table is unchanged, and
+    reads still work."""
     img, lay = two_table_image(tmp_path, "rc0")
     # 16-bit refcounts; the first refcount block covers the whole file.
     patch(img, lay["rb"] + 2 * (lay[table] // (64 * KiB)), be16(0))
@@ -754,18 +767,14 @@ def test_corrupt_refcount_zero_for_table(blockd, sdir, tmp_path, table):
         h.pwrite(b"\x44" * 4096, 10 * 64 * KiB)
     with pytest.raises(nbd.Error):
         h.pwrite(b"\x45" * 4096, 600 * MiB)
-    h.flush()
-    assert open(img, "rb").read() == before
     assert h.pread(128 * KiB, 0) == b"\x09" * 128 * KiB
     assert h.pread(64 * KiB, 512 * MiB) == b"\x07" * 64 * KiB
-    h.pwrite(b"\x66" * 4096, 64 * KiB)
-    h.flush()
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"\x66" * 4096, 64 * KiB)
     h.shutdown()
     d.stop()
     assert "hold metadata but are not counted" in d.daemon.stderr_path.read_text()
-    after = open(img, "rb").read()
-    assert after[lay[table]:lay[table] + 64 * KiB] == before[lay[table]:lay[table] + 64 * KiB]
-    qio(img, "read -P 0x66 64k 4k", "read -P 9 0 64k", "read -P 0 640k 64k")
+    same_but_corrupt_bit(img, before)
 
 
 def test_corrupt_bit(blockd, sdir, tmp_path):
@@ -1045,3 +1054,40 @@ def test_metadata_write_error_passes(blockd, sdir, tmp_path):
     b.stop()
     check_clean(img)
     qio(img, "read -P 0x11 0 64k", "read -P 0x22 1M 64k")
+
+
+def test_entry_past_end_makes_image_read_only(blockd, sdir, tmp_path):
+    """An L2 entry that points one cluster past the end of the file: the read
+    that meets it fails, the image is marked corrupt (fatal event, corrupt
+    bit at the next write) and refuses writes, so the next allocation can
+    never hand that cluster out a second time.  (Once, the write that
+    followed took exactly that cluster and two guest offsets shared it.)"""
+    img = str(tmp_path / "c.qcow2")
+    qimg("create", "-q", "-f", "qcow2", img, "4M")
+    qio(img, "write -P 1 0 64k")
+    size = os.path.getsize(img)
+    with open(img, "r+b") as f:
+        f.seek(40)
+        l1 = int.from_bytes(f.read(8), "big")
+        f.seek(l1)
+        l2 = int.from_bytes(f.read(8), "big") & 0x00fffffffffffe00
+        f.seek(l2 + 8)                       # guest cluster 1
+        f.write(((1 << 63) | size).to_bytes(8, "big"))
+    before = qimg("check", "--output=json", img, check=False).stdout
+    b = Blockd(blockd, sdir, [qcow2_opts(img)])
+    h = b.connect()
+    with pytest.raises(nbd.Error):
+        h.pread(65536, 65536)
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"\x07" * 65536, MiB)
+    assert h.pread(65536, 0) == b"\x01" * 65536          # the rest still reads
+    h.shutdown()
+    ev = b.qmp.next_event(time.monotonic() + 5)
+    assert ev["event"] == "BLOCK_IMAGE_CORRUPTED" and ev["data"]["fatal"] is True, ev
+    info = [n for n in b.qmp.cmd("query-named-block-nodes") if n["node-name"] == "disk"][0]
+    assert info["image"]["format-specific"]["data"]["corrupt"] is True
+    b.stop()
+    after = qimg("check", "--output=json", img, check=False).stdout
+    assert json.loads(after)["corruptions"] == json.loads(before)["corruptions"]
+    assert json.loads(qimg("info", "--output=json", img).stdout)[
+        "format-specific"]["data"]["corrupt"] is True
