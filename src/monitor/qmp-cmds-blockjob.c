@@ -835,7 +835,94 @@ static json_object *qmp_blockdev_create(json_object *args, Error **errp)
     return create_job_start(job_id, options, errp) ? json_object_new_object() : NULL;
 }
 
+/* ---- x-blockdev-amend ------------------------------------------------------------ */
+
+/* blockd's drivers, and luks (the other driver QEMU amends). */
+static const char *const amend_drivers[] = { "blkdebug", "file", "luks", "null-co", "qcow2",
+                                             "raw", NULL };
+static const char *const crypto_formats[] = { "luks", NULL };
+static const char *const keyslot_states[] = { "active", "inactive", NULL };
+static const SchemaField luks_amend_fields[] = {
+    { .name = "state", .type = SCHEMA_ENUM, .enum_values = keyslot_states },
+    { .name = "new-secret", .type = SCHEMA_STR, .optional = true },
+    { .name = "old-secret", .type = SCHEMA_STR, .optional = true },
+    { .name = "keyslot", .type = SCHEMA_INT, .optional = true },
+    { .name = "iter-time", .type = SCHEMA_INT, .optional = true },
+    { .name = "secret", .type = SCHEMA_STR, .optional = true },
+    { 0 },
+};
+static const SchemaField crypto_amend_fields[] = {
+    { .name = "format", .type = SCHEMA_ENUM, .enum_values = crypto_formats },
+    { 0 },
+};
+static const SchemaVariant crypto_amend_variants[] = {
+    { "luks", &(const SchemaObject){ .name = "QCryptoBlockAmendOptionsLUKS",
+                                     .fields = luks_amend_fields } },
+    { NULL, NULL },
+};
+static const SchemaObject crypto_amend = {
+    .name = "QCryptoBlockAmendOptions", .fields = crypto_amend_fields,
+    .discriminator = "format", .variants = crypto_amend_variants,
+};
+static const SchemaField amend_base_fields[] = {
+    { .name = "driver", .type = SCHEMA_ENUM, .enum_values = amend_drivers },
+    { 0 },
+};
+static const SchemaField amend_qcow2_fields[] = {
+    { .name = "encrypt", .type = SCHEMA_OBJECT, .optional = true, .object = &crypto_amend },
+    { 0 },
+};
+static const SchemaVariant amend_variants[] = {
+    { "qcow2", &(const SchemaObject){ .name = "BlockdevAmendOptionsQcow2",
+                                      .fields = amend_qcow2_fields } },
+    { "luks", &(const SchemaObject){ .name = "BlockdevAmendOptionsLUKS",
+                                     .fields = luks_amend_fields } },
+    { NULL, NULL },
+};
+static const SchemaObject amend_options = {
+    .name = "BlockdevAmendOptions", .fields = amend_base_fields,
+    .discriminator = "driver", .variants = amend_variants,
+};
+static const SchemaField amend_fields[] = {
+    { .name = "job-id", .type = SCHEMA_STR },
+    { .name = "node-name", .type = SCHEMA_STR },
+    { .name = "options", .type = SCHEMA_OBJECT, .object = &amend_options },
+    { .name = "force", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+static const SchemaObject amend_args = { .name = "x-blockdev-amend-arg", .fields = amend_fields };
+
+static json_object *qmp_blockdev_amend(json_object *args, Error **errp)
+{
+    const char *job_id = NULL, *node_name = NULL, *driver = NULL;
+    json_object *options;
+    BlockDriverState *bs;
+
+    GLOBAL_STATE_CODE();
+    if (!opt_get_str(args, "job-id", &job_id, errp) ||
+        !opt_get_str(args, "node-name", &node_name, errp)) {
+        return NULL;
+    }
+    json_object_object_get_ex(args, "options", &options);
+    opt_get_str(options, "driver", &driver, NULL);
+    if (!(bs = bdrv_find_node(node_name))) {
+        error_setg(errp, "Cannot find device='' nor node-name='%s'", node_name);
+        return NULL;
+    }
+    /* qcow2 is the one driver of blockd's that QEMU amends this way. */
+    if (strcmp(bs->drv->format_name, "qcow2")) {
+        error_setg(errp, "Driver does not support x-blockdev-amend");
+        return NULL;
+    }
+    if (strcmp(driver, bs->drv->format_name)) {
+        error_setg(errp, "x-blockdev-amend doesn't support changing the block driver");
+        return NULL;
+    }
+    return amend_job_start(job_id, options, errp) ? json_object_new_object() : NULL;
+}
+
 const QmpCommand qmp_blockjob_commands[] = {
+    { .name = "x-blockdev-amend", .fn = qmp_blockdev_amend, .args = &amend_args },
     { .name = "blockdev-create", .fn = qmp_blockdev_create, .args = &create_args },
     { .name = "blockdev-mirror", .fn = qmp_blockdev_mirror, .args = &mirror_args },
     { .name = "drive-mirror", .fn = qmp_drive_mirror, .args = &drive_mirror_args },

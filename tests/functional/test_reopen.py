@@ -2,6 +2,7 @@
 errors), the node's state after each, and the options blockd refuses to
 change where qemu-storage-daemon would (README, "Differences")."""
 import subprocess
+import time
 
 from test_chain import chain_view, make_chain, qemu_io
 from test_qsd_compat_objects import pair, same_session  # noqa: F401  (fixture)
@@ -128,3 +129,42 @@ def test_reopen_refusals(pair):  # noqa: F811
             assert chain_view(q, d)["t"] == (2, False)
     r = subprocess.run(["qemu-img", "check", "-U", f"{d}/t.qcow2"], capture_output=True)
     assert r.returncode == 0
+
+
+def test_amend_matches(pair):  # noqa: F811
+    """x-blockdev-amend: qcow2 amends only encryption key slots; blockd opens
+    no encrypted image, so the job answers as qemu-storage-daemon does for
+    an image without encryption, and succeeds with nothing to change."""
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+        open(f"{d}/r.raw", "wb").truncate(1 << 20)
+    amend = "x-blockdev-amend"
+    same_session(peers, CHAIN + [
+        ("blockdev-add", {"driver": "raw", "node-name": "r",
+                          "file": {"driver": "file", "filename": "@DIR@/r.raw"}}),
+        (amend, {"job-id": "a1", "node-name": "nope", "options": {"driver": "qcow2"}}),
+        (amend, {"job-id": "a1", "node-name": "r", "options": {"driver": "raw"}}),
+        (amend, {"job-id": "a1", "node-name": "t", "options": {"driver": "raw"}}),
+        (amend, {"job-id": "a1", "node-name": "t", "options": {"driver": "qcow2", "size": 5}}),
+        (amend, {"job-id": "a1", "node-name": "t",
+                 "options": {"driver": "qcow2", "encrypt": {"state": "active"}}}),
+        (amend, {"job-id": "a1", "node-name": "t", "options": {"driver": "qcow2"}}),
+        (amend, {"job-id": "a1", "node-name": "t", "options": {"driver": "qcow2"}}),
+        (amend, {"job-id": "a2", "node-name": "t",
+                 "options": {"driver": "qcow2", "encrypt": {"format": "luks", "state": "active",
+                                                            "new-secret": "s"}}}),
+        (amend, {"job-id": "a3", "node-name": "m", "options": {"driver": "qcow2"},
+                 "force": True}),
+    ])
+    for q, d in peers:
+        deadline = time.monotonic() + 10
+        while any(j["status"] != "concluded" for j in q.cmd("query-jobs")):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    same_session(peers, [("query-jobs", {})] +
+                 [("job-dismiss", {"id": j}) for j in ("a1", "a2", "a3")])
+    for q, d in peers:
+        q.execute("blockdev-del", {"node-name": "t"})
+        r = subprocess.run(["qemu-img", "check", f"{d}/t.qcow2"], capture_output=True)
+        assert r.returncode == 0
