@@ -53,8 +53,10 @@ def backing_chain(path):
     return [os.path.basename(i["filename"]) for i in out]
 
 
-@pytest.mark.parametrize("move", [False, True], ids=["io0", "moved"])
+@pytest.mark.parametrize("move", [False, True, "split"], ids=["io0", "moved", "split"])
 def test_snapshot_stream_commit_resize_under_writes(blockd, sdir, imgdir, move):  # noqa: F811
+    """split: the node (and the jobs) in io0, the export's connection served
+    from io1."""
     raw = os.path.join(imgdir, "seed.raw")
     shadow = bytearray(write_random(raw, SIZE, 1))
     qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, os.path.join(imgdir, "base.qcow2"))
@@ -64,8 +66,12 @@ def test_snapshot_stream_commit_resize_under_writes(blockd, sdir, imgdir, move):
     for io in ("io0", "io1"):
         q.cmd("object-add", qom_type="iothread", id=io)
     add_qcow2(q, "base", os.path.join(imgdir, "base.qcow2"))
-    r = q.execute("block-export-add", {"type": "nbd", "id": "e", "node-name": "base",
-                                       "name": "vm", "writable": True, "iothread": "io0"})
+    where = {"iothread": "io0"}
+    if move == "split":
+        q.cmd("x-blockdev-set-iothread", node_name="base", iothread="io0")
+        where = {"iothreads": ["io1"]}
+    r = q.execute("block-export-add", dict({"type": "nbd", "id": "e", "node-name": "base",
+                                            "name": "vm", "writable": True}, **where))
     assert "error" not in r, r
     j.export = "vm"
     w = Writer(j, shadow, 3)
@@ -75,8 +81,8 @@ def test_snapshot_stream_commit_resize_under_writes(blockd, sdir, imgdir, move):
             snapshot(j, imgdir, prev, name)
         # s2 is pulled into s3; s1 stays below.
         q.cmd("block-stream", job_id="st", device="s3", base_node="s1",
-              speed=1 if move else 0)   # a chunk, then a long sleep
-        if move:
+              speed=1 if move is True else 0)   # a chunk, then a long sleep
+        if move is True:
             # The whole component, job and export included, moves while
             # the stream runs.
             q.cmd("x-blockdev-set-iothread", node_name="s3", iothread="io1", force=True)
