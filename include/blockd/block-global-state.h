@@ -42,6 +42,9 @@ BlockDriverState *bdrv_open_options(json_object *options, Error **errp) GRAPH_UN
  * node name or a nested options object) and attach it with @role.
  * Returns NULL with errp set if it is missing (when @required) or fails.
  */
+/* Options a nested child takes from @parent unless it sets them:
+ * read-only, auto-read-only, cache.direct and cache.no-flush. */
+void bdrv_inherit_options(BlockDriverState *parent, json_object *child);
 BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
                            const char *key, unsigned role, bool required,
                            Error **errp) GRAPH_UNLOCKED;

@@ -187,6 +187,8 @@ BlockDriverState *bdrv_open_options(json_object *options, Error **errp)
     static const char *const discard_names[] = { "ignore", "unmap", "off", "on", NULL };
     const char *driver = NULL, *node_name = NULL;
     bool read_only = false, force_share = false, auto_read_only = false;
+    bool direct = false, no_flush = false;
+    json_object *cache = NULL;
     static const char *const detect_zeroes_names[] = { "off", "on", "unmap", NULL };
     int detect_zeroes = BDRV_DETECT_ZEROES_OFF;
     BlockDriverState *bs;
@@ -216,7 +218,14 @@ BlockDriverState *bdrv_open_options(json_object *options, Error **errp)
         error_setg(errp, "force-share=on can only be used with read-only images");
         return NULL;
     }
+    if (json_object_object_get_ex(options, "cache", &cache) &&
+        json_object_is_type(cache, json_type_object) &&
+        (!opt_get_bool(cache, "direct", &direct, errp) ||
+         !opt_get_bool(cache, "no-flush", &no_flush, errp))) {
+        return NULL;
+    }
     flags = (read_only ? 0 : BDRV_O_RDWR) | (force_share ? BDRV_O_FORCE_SHARE : 0) |
+            (direct ? BDRV_O_NOCACHE : 0) | (no_flush ? BDRV_O_NO_FLUSH : 0) |
             (discard == 1 || discard == 3 ? BDRV_O_UNMAP : 0) |
             (auto_read_only ? BDRV_O_AUTO_RDONLY : 0);
     if (detect_zeroes == BDRV_DETECT_ZEROES_UNMAP && !(flags & BDRV_O_UNMAP)) {
@@ -229,6 +238,40 @@ BlockDriverState *bdrv_open_options(json_object *options, Error **errp)
         bs->detect_zeroes = detect_zeroes;
     }
     return bs;
+}
+
+/* @opts lacks @key in its "cache" object: add it as @value. */
+static void inherit_cache(json_object *opts, const char *key, bool value)
+{
+    json_object *cache = NULL;
+
+    if (!json_object_object_get_ex(opts, "cache", &cache)) {
+        cache = json_object_new_object();
+        json_object_object_add(opts, "cache", cache);
+    }
+    if (json_object_is_type(cache, json_type_object) &&
+        !json_object_object_get_ex(cache, key, NULL)) {
+        json_object_object_add(cache, key, json_object_new_boolean(value));
+    }
+}
+
+void bdrv_inherit_options(BlockDriverState *parent, json_object *child)
+{
+    GLOBAL_STATE_CODE();
+    if (parent->read_only && !json_object_object_get_ex(child, "read-only", NULL)) {
+        json_object_object_add(child, "read-only", json_object_new_boolean(true));
+    }
+    if ((parent->open_flags & BDRV_O_AUTO_RDONLY) &&
+        !json_object_object_get_ex(child, "auto-read-only", NULL)) {
+        json_object_object_add(child, "auto-read-only", json_object_new_boolean(true));
+    }
+    /* The cache mode goes down to the files, as in QEMU. */
+    if (parent->open_flags & BDRV_O_NOCACHE) {
+        inherit_cache(child, "direct", true);
+    }
+    if (parent->open_flags & BDRV_O_NO_FLUSH) {
+        inherit_cache(child, "no-flush", true);
+    }
 }
 
 BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
@@ -256,16 +299,7 @@ BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
         }
         bdrv_ref(child_bs);
     } else if (json_object_is_type(v, json_type_object)) {
-        /* A nested node inherits read-only-ness unless it says otherwise. */
-        json_object *ro = NULL;
-        if (parent->read_only && !json_object_object_get_ex(v, "read-only", &ro)) {
-            json_object_object_add(v, "read-only", json_object_new_boolean(true));
-        }
-        /* ...and auto-read-only too. */
-        if ((parent->open_flags & BDRV_O_AUTO_RDONLY) &&
-            !json_object_object_get_ex(v, "auto-read-only", &ro)) {
-            json_object_object_add(v, "auto-read-only", json_object_new_boolean(true));
-        }
+        bdrv_inherit_options(parent, v);
         child_bs = bdrv_open_options(v, errp);
         if (!child_bs) {
             return NULL;

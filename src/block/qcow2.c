@@ -458,6 +458,7 @@ static int open_backing(BlockDriverState *bs, json_object *options, Error **errp
         s->backing_fmt ? s->backing_fmt : bdrv_probe_format(path)));
     json_object_object_add(o, "read-only", json_object_new_boolean(true));
     json_object_object_add(o, "file", file);
+    bdrv_inherit_options(bs, o);
     child = bdrv_open_options(o, errp);
     json_object_put(o);
     if (!child) {

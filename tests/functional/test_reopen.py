@@ -168,3 +168,30 @@ def test_amend_matches(pair):  # noqa: F811
         q.execute("blockdev-del", {"node-name": "t"})
         r = subprocess.run(["qemu-img", "check", f"{d}/t.qcow2"], capture_output=True)
         assert r.returncode == 0
+
+
+def test_cache_inherited_matches(pair):  # noqa: F811
+    """cache.direct and cache.no-flush given to a format node reach its file
+    and the backing chain opened from its header, as in qemu-storage-daemon
+    (blockd used to accept them there and apply them nowhere)."""
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+    same_session(peers, [
+        ("blockdev-add", {"driver": "qcow2", "node-name": "t",
+                          "cache": {"direct": True, "no-flush": True},
+                          "file": {"driver": "file", "filename": "@DIR@/t.qcow2"}}),
+        ("blockdev-add", {"driver": "qcow2", "node-name": "b2", "read-only": True,
+                          "cache": {"no-flush": True}, "backing": None,
+                          "file": {"driver": "file", "filename": "@DIR@/b.qcow2",
+                                   "cache": {"no-flush": False}}}),
+    ])
+    views = []
+    for q, d in peers:
+        nodes = q.cmd("query-named-block-nodes")
+        views.append(sorted((n["image"]["filename"].replace(d, "@DIR@")
+                             if not n["image"]["filename"].startswith("json:") else n["drv"],
+                             n["drv"], n["cache"]["direct"], n["cache"]["no-flush"])
+                            for n in nodes))
+    assert views[1] == views[0]
+    assert ("@DIR@/m.qcow2", "file", True, True) in views[1]
