@@ -39,6 +39,9 @@ void job_start(Job *job) TSA_EXCLUDES(job_mutex);
 /* Dispose of a job that failed before job_start ("created" -> "null").
  * Main. */
 void job_early_fail(Job *job) TSA_EXCLUDES(job_mutex);
+/* @err (may be NULL) becomes the job's error unless it has one already,
+ * in which case it is freed.  Global state (a driver's prepare or abort). */
+void job_keep_error(Job *job, Error *err) TSA_EXCLUDES(job_mutex);
 
 void job_ref(Job *job) TSA_EXCLUDES(job_mutex);
 void job_unref(Job *job) TSA_EXCLUDES(job_mutex);   /* main */

@@ -86,13 +86,7 @@ static int commit_prepare(Job *job)
     GLOBAL_STATE_CODE();
     ret = bdrv_drop_intermediate(s->commit_top, s->base, s->backing_file, &err);
     if (ret < 0) {
-        job_lock();
-        if (!job->err) {
-            job->err = err;
-            err = NULL;
-        }
-        job_unlock();
-        error_free(err);
+        job_keep_error(job, err);
     }
     return ret;
 }

@@ -726,3 +726,15 @@ json_object *job_query_locked(Job *job)
     }
     return info;
 }
+
+void job_keep_error(Job *job, Error *err)
+{
+    GLOBAL_STATE_CODE();
+    job_lock();
+    if (!job->err) {
+        job->err = err;
+        err = NULL;
+    }
+    job_unlock();
+    error_free(err);
+}

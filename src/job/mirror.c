@@ -359,13 +359,7 @@ static int mirror_exit_common(Job *job, bool success)
     s->mirror_top = NULL;
     mirror_restore_read_only(s, pivot && ret == 0, replaced);
     if (ret < 0) {
-        job_lock();
-        if (!job->err) {
-            job->err = err;
-            err = NULL;
-        }
-        job_unlock();
-        error_free(err);
+        job_keep_error(job, err);
     }
     if (s->drained_for_exit) {
         bdrv_drained_end(s->source);

@@ -124,13 +124,7 @@ static int stream_prepare(Job *job)
         ret = bdrv_set_backing_hd(s->bs, s->base, &err);
     }
     if (ret < 0) {
-        job_lock();
-        if (!job->err) {
-            job->err = err;
-            err = NULL;
-        }
-        job_unlock();
-        error_free(err);
+        job_keep_error(job, err);
     }
     return ret;
 }
