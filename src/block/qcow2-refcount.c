@@ -179,13 +179,18 @@ static int coroutine_fn update_one(BlockDriverState *bs, BDRVQcow2State *s,
         return ret;
     }
     old = rb_get(s, block, i);
-    if ((delta < 0 && old < (uint64_t)-delta) ||
-        (delta > 0 && s->refcount_max - old < (uint64_t)delta)) {
+    if (delta > 0 && s->refcount_max - old < (uint64_t)delta) {
+        /* A full count (a snapshot of a narrow-refcount image): refused,
+         * nothing is wrong with the image. */
+        qcow2_cache_put(s->rb_cache, block);
+        return -ERANGE;
+    }
+    if (delta < 0 && old < (uint64_t)-delta) {
         qcow2_cache_put(s->rb_cache, block);
         qcow2_report_corruption(s, "refcount of cluster 0x%llx would leave its range "
                                 "(%llu %+d)", (unsigned long long)(cluster << s->cluster_bits),
                                 (unsigned long long)old, delta);
-        return delta > 0 ? -ERANGE : -EIO;
+        return -EIO;
     }
     new = old + delta;
     rb_set(s, block, i, new);

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "blockd/block-io.h"
+#include "blockd/log.h"
 #include "blockd/main-loop.h"
 #include "qcow2.h"
 
@@ -31,6 +32,8 @@
 #define SN_EXTRA        24              /* vm_state_size_large, disk_size, icount */
 #define SN_MAX_EXTRA    1024
 #define SN_TABLE_MAX    (64 << 20)      /* QEMU's limit for the whole table */
+#define QCOW2_SN_MAX_L1 (32 << 20 >> 3) /* QEMU's limit for an L1 table, entries */
+#define SN_NAME_MAX     1023
 
 typedef struct SnapEntry {
     int64_t pos, len;                   /* within the table bytes */
@@ -135,7 +138,20 @@ static int coroutine_fn read_table(BlockDriverState *bs, BDRVQcow2State *s, Snap
         return -ENOMEM;
     }
     t->len = len;
-    return len ? qcow2_file_pread(bs, s->snapshots_offset, len, t->buf) : 0;
+    ret = len ? qcow2_file_pread(bs, s->snapshots_offset, len, t->buf) : 0;
+    /* Every entry parses, or none is trusted: a lookup that stopped at a
+     * bad one would miss those behind it. */
+    for (int64_t pos = 0; ret >= 0 && pos < len;) {
+        SnapEntry e;
+
+        if (parse_entry(t, pos, &e) < 0) {
+            qcow2_report_corruption(s, "snapshot table entry at 0x%llx is invalid",
+                                    (unsigned long long)(s->snapshots_offset + pos));
+            return -EIO;
+        }
+        pos += e.len;
+    }
+    return ret;
 }
 
 /* The entry QEMU's lookup finds: both given, both match; else either. */
@@ -297,21 +313,48 @@ static int coroutine_fn ref_active(BlockDriverState *bs, BDRVQcow2State *s)
     return 0;
 }
 
+/* Is @off an L2 table of the active layer (which a snapshot may share)? */
+static bool meta_is_shared(BDRVQcow2State *s, int64_t off) QCOW2_LOCKED
+{
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        if ((int64_t)(s->l1[i] & QCOW2_OFFSET_MASK) == off) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Drop the references a deleted snapshot held (applied after the sync). */
 static int coroutine_fn unref_snapshot(BlockDriverState *bs, BDRVQcow2State *s,
                                        const SnapEntry *e) GRAPH_RDLOCK QCOW2_LOCKED
 {
-    uint64_t *l1 = malloc(e->l1_size ? (size_t)e->l1_size * 8 : 8);
-    int ret = l1 ? 0 : -ENOMEM;
+    uint64_t *l1;
+    int ret;
+
+    /* A snapshot of a corrupt image must not free what others use. */
+    if ((e->l1_offset & (s->cluster_size - 1)) || e->l1_size > QCOW2_SN_MAX_L1 ||
+        (e->l1_size && (int64_t)(e->l1_offset + (uint64_t)e->l1_size * 8) > s->file_size)) {
+        qcow2_report_corruption(s, "snapshot '%s' has an invalid L1 table", e->name);
+        return -EIO;
+    }
+    l1 = malloc(e->l1_size ? (size_t)e->l1_size * 8 : 8);
+    ret = l1 ? 0 : -ENOMEM;
 
     if (ret == 0 && e->l1_size) {
         ret = qcow2_file_pread(bs, (int64_t)e->l1_offset, (int64_t)e->l1_size * 8, l1);
     }
     for (uint32_t i = 0; ret >= 0 && i < e->l1_size; i++) {
         int64_t off = qcow2_be64(&l1[i]) & QCOW2_OFFSET_MASK;
-        if (off) {
-            ret = ref_l2(bs, s, off, -1);
+        if (!off) {
+            continue;
         }
+        if ((off & (s->cluster_size - 1)) || off >= s->file_size ||
+            (qcow2_overlaps_metadata(s, off, 1) && !meta_is_shared(s, off))) {
+            qcow2_report_corruption(s, "snapshot '%s' names an invalid L2 table at 0x%llx",
+                                    e->name, (unsigned long long)off);
+            continue;                   /* leaked, never freed under a live table */
+        }
+        ret = ref_l2(bs, s, off, -1);
     }
     if (ret >= 0 && e->l1_size) {
         qcow2_defer_free(s, (int64_t)e->l1_offset, (int64_t)e->l1_size * 8,
@@ -363,18 +406,50 @@ static int append_entry(SnapTable *t, BDRVQcow2State *s, int64_t l1_off, const c
     return 0;
 }
 
+/* Clusters for a copy of the active L1 table (0: it is empty). */
+static int64_t coroutine_fn alloc_l1_copy(BlockDriverState *bs, BDRVQcow2State *s)
+    GRAPH_RDLOCK QCOW2_LOCKED
+{
+    int64_t n = qcow2_align_up((int64_t)s->l1_size * 8, s->cluster_size) >> s->cluster_bits;
+
+    if (!n) {
+        return 0;
+    }
+    return n <= qcow2_max_alloc_clusters(s) ? qcow2_alloc_clusters(bs, s, n, NULL) : -EFBIG;
+}
+
+static int coroutine_fn write_l1_copy(BlockDriverState *bs, BDRVQcow2State *s, int64_t off)
+    GRAPH_RDLOCK QCOW2_LOCKED
+{
+    int64_t bytes = (int64_t)s->l1_size * 8;
+    uint64_t *copy = malloc(bytes ? bytes : 8);
+    int ret;
+
+    if (!copy) {
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        qcow2_put_be64(&copy[i], s->l1[i]);
+    }
+    ret = bytes ? qcow2_file_pwrite(bs, off, bytes, copy) : 0;
+    free(copy);
+    return ret;
+}
+
 static int coroutine_fn create_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOCK
 {
     BDRVQcow2State *s = bs->opaque;
     SnapCall *c = opaque;
     SnapTable t = { 0 };
     SnapEntry found;
-    int64_t l1_off = 0, l1_bytes, old_len;
+    int64_t l1_off = 0, old_len;
     char id[32];
     int ret;
 
+    if (strlen(c->name) > SN_NAME_MAX) {
+        return -ENAMETOOLONG;
+    }
     co_mutex_lock(&s->lock);
-    l1_bytes = (int64_t)s->l1_size * 8;
     ret = qcow2_refuse_writes(bs, s) ? -EIO : read_table(bs, s, &t);
     if (ret >= 0 && find_entry(&t, NULL, c->name, &found)) {
         ret = -EEXIST;
@@ -382,23 +457,16 @@ static int coroutine_fn create_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
     if (ret >= 0 && s->nb_snapshots >= 65536) {
         ret = -EFBIG;
     }
-    if (ret >= 0) {
-        ret = ref_active(bs, s);
+    /* What can fail for want of room fails before any reference is added. */
+    if (ret >= 0 && (l1_off = alloc_l1_copy(bs, s)) < 0) {
+        ret = (int)l1_off;
+        l1_off = 0;
     }
-    if (ret >= 0 && l1_bytes) {
-        int64_t n = qcow2_align_up(l1_bytes, s->cluster_size) >> s->cluster_bits;
-        uint64_t *copy = malloc(l1_bytes);
-
-        l1_off = n <= qcow2_max_alloc_clusters(s) ? qcow2_alloc_clusters(bs, s, n, NULL)
-                                                  : -EFBIG;
-        ret = l1_off < 0 ? (int)l1_off : copy ? 0 : -ENOMEM;
-        for (uint32_t i = 0; ret >= 0 && i < s->l1_size; i++) {
-            qcow2_put_be64(&copy[i], s->l1[i]);
-        }
-        if (ret >= 0) {
-            ret = qcow2_file_pwrite(bs, l1_off, l1_bytes, copy);
-        }
-        free(copy);
+    if (ret >= 0) {
+        ret = ref_active(bs, s);        /* on failure: clusters leaked, nothing worse */
+    }
+    if (ret >= 0) {
+        ret = write_l1_copy(bs, s, l1_off);
     }
     old_len = t.len;
     if (ret >= 0) {
@@ -408,8 +476,12 @@ static int coroutine_fn create_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
     if (ret >= 0) {
         ret = replace_table(bs, s, &t, old_len, s->nb_snapshots + 1);
     }
-    if (ret >= 0) {
-        ret = qcow2_sync_metadata(bs, s);       /* the old table goes */
+    if (ret < 0 && l1_off > 0) {
+        qcow2_update_refcount(bs, s, l1_off, (int64_t)s->l1_size * 8, -1);
+    }
+    if (ret >= 0 && qcow2_sync_metadata(bs, s) < 0) {
+        /* The snapshot exists: only the old table's clusters wait. */
+        error_report("qcow2 image '%s': old snapshot table not freed yet", s->image_filename);
     }
     co_mutex_unlock(&s->lock);
     free(t.buf);
@@ -454,11 +526,12 @@ static int coroutine_fn delete_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
         ret = replace_table(bs, s, &t, old_len, s->nb_snapshots - 1);
     }
     if (ret >= 0) {
+        /* The snapshot is gone from here on: what follows can only leak. */
         c->info = snapshot_info(&e);
-        ret = unref_snapshot(bs, s, &e);
-    }
-    if (ret >= 0) {
-        ret = qcow2_sync_metadata(bs, s);
+        if (unref_snapshot(bs, s, &e) < 0 || qcow2_sync_metadata(bs, s) < 0) {
+            error_report("qcow2 image '%s': clusters of snapshot '%s' not freed",
+                         s->image_filename, e.name);
+        }
     }
     co_mutex_unlock(&s->lock);
     free(t.buf);

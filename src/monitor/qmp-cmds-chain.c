@@ -515,7 +515,9 @@ BlockDriverState *qmp_snapshot_internal_take(json_object *args, Error **errp)
         return NULL;
     }
     ret = bdrv_snapshot_internal_create(bs, name);
-    if (ret == -EEXIST) {
+    if (ret == -ENAMETOOLONG) {
+        error_setg(errp, "Snapshot name '%.32s...' is too long (at most 1023 bytes)", name);
+    } else if (ret == -EEXIST) {
         error_setg(errp, "Snapshot with name '%s' already exists on device '%s'", name, device);
     } else if (ret < 0) {
         error_setg_errno(errp, -ret, "Failed to create snapshot '%s' on device '%s'", name,
@@ -543,6 +545,10 @@ static json_object *qmp_snapshot_delete_internal_sync(json_object *args, Error *
     }
     if (!id && !name) {
         error_setg(errp, "Name or id must be provided");
+        return NULL;
+    }
+    if (bs->read_only) {
+        error_setg(errp, "Device '%s' is read only", device);
         return NULL;
     }
     ret = bdrv_snapshot_internal_delete(bs, id, name, &info);

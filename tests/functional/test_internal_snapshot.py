@@ -186,3 +186,39 @@ def test_killed_while_snapshotting(blockd, sdir, imgdir):  # noqa: F811
     for _, name in snapshots(img):
         qemu_img("convert", "-O", "raw", "-l", f"snapshot.name={name}", img,
                  os.path.join(imgdir, "x.raw"))
+
+
+def test_snapshot_refused_cleanly(blockd, sdir, imgdir):  # noqa: F811
+    """A snapshot that cannot be taken (1-bit refcounts hold no second
+    reference; a name too long for the table) fails with a message and
+    leaves a clean image that takes writes (once, a full refcount marked the
+    image corrupt)."""
+    img = os.path.join(imgdir, "r1.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "refcount_bits=1", img, "4M")
+    qemu_io(img, "write -P 5 0 1M")
+    j = Jobs(blockd, sdir, {})
+    q = j.qmp
+    q.cmd("blockdev-add", driver="qcow2", node_name="d",
+          file={"driver": "file", "filename": img})
+    r = q.execute(I, {"device": "d", "name": "s1"})
+    assert "Failed to create snapshot 's1' on device 'd'" in r["error"]["desc"], r
+    r = q.execute(I, {"device": "d", "name": "n" * 2000})
+    assert "too long" in r["error"]["desc"], r
+    r = q.execute("block-export-add", {"type": "nbd", "id": "e", "node-name": "d",
+                                       "writable": True})
+    assert "error" not in r, r
+    j.export = "d"
+    h = j.client()
+    h.pwrite(b"\x06" * 65536, 2 * MiB)
+    h.flush()
+    h.shutdown()
+    q.cmd("block-export-del", id="e")
+    deadline = time.monotonic() + 10
+    while q.cmd("query-block-exports"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    q.cmd("blockdev-del", node_name="d")
+    j.assert_healthy()
+    check_clean(img)
+    assert snapshots(img) == []
+    qemu_io(img, "read -P 5 0 1M", "read -P 6 2M 64k")
