@@ -8,9 +8,9 @@ import random
 import subprocess
 import time
 
-import pytest
 
-from test_chain import CHAIN, add, make_chain
+from nbdutil import wait_for
+from test_chain import CHAIN, make_chain
 from test_jobs import Jobs, imgdir  # noqa: F401 (fixture)
 from test_qsd_compat_objects import pair, same_session  # noqa: F401  (fixture)
 
@@ -43,6 +43,14 @@ def check_clean(img):
 def snapshots(img):
     return [(s["id"], s["name"]) for s in json.loads(
         qemu_img("info", "--output=json", img)).get("snapshots", [])]
+
+
+def close_node(j):
+    """Remove export "e" (once its clients are gone) and node "d"."""
+    j.qmp.cmd("block-export-del", id="e")
+    wait_for(lambda: not j.qmp.cmd("query-block-exports"), what="export gone")
+    j.qmp.cmd("blockdev-del", node_name="d")
+    j.assert_healthy()
 
 
 def timeless(reply):
@@ -129,13 +137,7 @@ def test_snapshots_under_writes(blockd, sdir, imgdir):  # noqa: F811
     final = bytes(shadow)
     assert h.pread(size, 0) == final
     h.shutdown()
-    q.cmd("block-export-del", id="e")
-    deadline = time.monotonic() + 10
-    while q.cmd("query-block-exports"):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    q.cmd("blockdev-del", node_name="d")
-    j.assert_healthy()
+    close_node(j)
     check_clean(img)
     assert [n for _, n in snapshots(img)] == ["pre"] + sorted(kept)
     for name, data in list(kept.items()) + [("pre", None)]:
@@ -212,13 +214,7 @@ def test_snapshot_refused_cleanly(blockd, sdir, imgdir):  # noqa: F811
     h.pwrite(b"\x06" * 65536, 2 * MiB)
     h.flush()
     h.shutdown()
-    q.cmd("block-export-del", id="e")
-    deadline = time.monotonic() + 10
-    while q.cmd("query-block-exports"):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    q.cmd("blockdev-del", node_name="d")
-    j.assert_healthy()
+    close_node(j)
     check_clean(img)
     assert snapshots(img) == []
     qemu_io(img, "read -P 5 0 1M", "read -P 6 2M 64k")

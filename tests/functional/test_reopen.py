@@ -1,6 +1,7 @@
 """blockdev-reopen: the same sessions against qemu-storage-daemon (replies and
 errors), the node's state after each, and the options blockd refuses to
 change where qemu-storage-daemon would (README, "Differences")."""
+import json
 import subprocess
 import time
 
@@ -112,8 +113,7 @@ def test_reopen_refusals(pair):  # noqa: F811
     q, d = peers[1]
     make_chain(d)
     for name, args in CHAIN:
-        q.execute(name, __import__("json").loads(
-            __import__("json").dumps(args).replace("@DIR@", d)))
+        q.execute(name, json.loads(json.dumps(args).replace("@DIR@", d)))
     for opts, msg in (
             (node("t", "m", **{"lazy-refcounts": True}), "Cannot change the option 'lazy-refcounts'"),
             (node("t", "m", **{"cache": {"no-flush": True}}), "Cannot change the option 'cache'"),
