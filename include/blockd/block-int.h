@@ -173,7 +173,8 @@ struct BlockDriverState {
     int open_flags;                 /* BDRV_O_* */
     json_object *options;           /* GS: the options it was opened with */
     bool read_only;
-    int detect_zeroes;              /* BDRV_DETECT_ZEROES_*: set at open */
+    int detect_zeroes;              /* BDRV_DETECT_ZEROES_*: set at open, changed
+                                       * by blockdev-reopen while drained */
     uint64_t write_threshold;       /* atomic; 0: none (write-threshold.c) */
     BlockAcctStats stats;           /* atomic counters (accounting.c) */
     int64_t total_bytes;            /* atomic: size in bytes */

@@ -8,7 +8,6 @@ import random
 import subprocess
 import time
 
-
 from nbdutil import wait_for
 from test_chain import CHAIN, make_chain
 from test_jobs import Jobs, imgdir  # noqa: F401 (fixture)
