@@ -59,6 +59,13 @@ int bdrv_drop_intermediate(BlockDriverState *top, BlockDriverState *base,
 int bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only, Error **errp);
 /* Does a parent of @bs write it, or hold the right to? */
 bool bdrv_has_writer(BlockDriverState *bs);
+/*
+ * blockdev-reopen's cache.direct and cache.no-flush of @bs alone (its
+ * children keep theirs), changed while it is drained; a file node opens
+ * its image again with or without O_DIRECT.  -errno with @errp set, and
+ * nothing changed, if the file cannot be opened that way.
+ */
+int bdrv_reopen_set_cache(BlockDriverState *bs, bool direct, bool no_flush, Error **errp);
 /* blockdev-reopen's discard=unmap, detect-zeroes (BDRV_DETECT_ZEROES_*)
  * and auto-read-only of @bs alone, changed while it is drained. */
 void bdrv_reopen_set_io_options(BlockDriverState *bs, bool unmap, int detect_zeroes,

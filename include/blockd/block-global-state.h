@@ -189,6 +189,11 @@ void bdrv_snapshot_undo(BlockDriverState *node, BlockDriverState *overlay);
 BlockDriverState *bdrv_backing_bs(BlockDriverState *bs);
 /* The node's file child's node, or NULL. */
 BlockDriverState *bdrv_file_bs(BlockDriverState *bs);
+/* Was the file (backing) child of @bs opened from @bs's own options or
+ * image header, not named by reference?  Such a child follows its
+ * parent's cache mode on reopen. */
+bool bdrv_file_is_inline(BlockDriverState *bs);
+bool bdrv_backing_is_inline(BlockDriverState *bs);
 /* query-named-block-nodes' "image" of @bs (ImageInfo): a new object. */
 json_object *bdrv_image_info(BlockDriverState *bs);
 

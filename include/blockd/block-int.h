@@ -58,6 +58,10 @@ struct BlockDriver {
      * BDRV_O_* flags, the node is drained and bs->read_only still tells
      * the old state.  On failure nothing changed.  NULL: nothing to do. */
     int (*bdrv_reopen)(BlockDriverState *bs, int flags, Error **errp);
+    /* cache.direct changes (global state, the node drained): bypass the
+     * host's page cache or stop bypassing it.  On failure nothing
+     * changed.  NULL: the flag alone says it (a format node). */
+    int (*bdrv_set_cache)(BlockDriverState *bs, bool direct, Error **errp);
     /* Internal snapshots (global state, the node drained): take snapshot
      * @name of the active layer (-EEXIST: the name is taken); delete the one
      * found by @id and/or @name (-ENOENT: none), its SnapshotInfo in *@info. */
@@ -157,6 +161,7 @@ struct BdrvChild {
     uint64_t perm TSA_GUARDED_BY(graph_lock);
     uint64_t shared_perm TSA_GUARDED_BY(graph_lock);
     bool quiesced_parent;           /* GS: parent told to quiesce for us */
+    bool inherits;                  /* GS: opened from the parent's options */
     ListNode next TSA_GUARDED_BY(graph_lock);        /* in the parent's children */
     ListNode next_parent TSA_GUARDED_BY(graph_lock); /* in the child's parents */
 };

@@ -310,6 +310,9 @@ BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
     }
     c = bdrv_attach_child(parent, child_bs, key, role, errp);
     bdrv_unref(child_bs);
+    if (c) {
+        c->inherits = json_object_is_type(v, json_type_object);
+    }
     return c;
 }
 

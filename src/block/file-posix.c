@@ -127,6 +127,17 @@ static uint32_t probe_alignment(int fd, bool is_blockdev)
     return 4096;
 }
 
+/* What O_DIRECT asks of requests, or nothing without it. */
+static void set_alignment(BlockDriverState *bs)
+{
+    FileState *s = bs->opaque;
+
+    bs->bl.request_alignment = s->direct ? probe_alignment(s->fd, s->is_blockdev) : 1;
+    bs->bl.min_mem_alignment = !s->direct ? 0
+                               : bs->bl.request_alignment > 4096 ? bs->bl.request_alignment
+                                                                 : 4096;
+}
+
 static int file_open(BlockDriverState *bs, json_object *options, int flags,
                      Error **errp)
 {
@@ -207,11 +218,7 @@ static int file_open(BlockDriverState *bs, json_object *options, int flags,
         error_setg_errno(errp, errno, "Could not get the size of '%s'", filename);
         goto fail;
     }
-    if (direct) {
-        bs->bl.request_alignment = probe_alignment(s->fd, s->is_blockdev);
-        bs->bl.min_mem_alignment = bs->bl.request_alignment > 4096 ? bs->bl.request_alignment
-                                                                     : 4096;
-    }
+    set_alignment(bs);
     bs->bl.max_transfer = 16 * 1024 * 1024;
 
     if (s->aio == FILE_AIO_IO_URING && !luring_init_thread(&err)) {
@@ -293,17 +300,15 @@ static void file_abort_perm_update(BlockDriverState *bs)
 /* ---- Reopen ------------------------------------------------------------------- */
 
 /*
- * A new descriptor with the new access mode takes the old one's number
- * (dup2), so nothing that kept the number needs to know.  The image locks
- * belong to the open file description: the new one takes the same locks
- * first (shared locks of one process do not conflict), and the old one's
- * go when dup2 closes it.  The node is drained.
+ * A new descriptor opened with @oflags takes the old one's number (dup2),
+ * so nothing that kept the number needs to know.  The image locks belong
+ * to the open file description: the new one takes the same locks first
+ * (shared locks of one process do not conflict), and the old one's go
+ * when dup2 closes it.  The node is drained.
  */
-static int file_reopen(BlockDriverState *bs, int flags, Error **errp)
+static int replace_fd(FileState *s, int oflags, Error **errp)
 {
-    FileState *s = bs->opaque;
-    int mode = (flags & BDRV_O_RDWR) ? O_RDWR : O_RDONLY;
-    int fd = open(s->filename, O_CLOEXEC | mode | (s->direct ? O_DIRECT : 0));
+    int fd = open(s->filename, O_CLOEXEC | oflags);
 
     if (fd < 0) {
         error_setg_errno(errp, errno, "Could not reopen file");
@@ -324,6 +329,34 @@ static int file_reopen(BlockDriverState *bs, int flags, Error **errp)
         return -errno;
     }
     close(fd);
+    return 0;
+}
+
+static int file_access_mode(BlockDriverState *bs)
+{
+    return bs->read_only ? O_RDONLY : O_RDWR;
+}
+
+static int file_reopen(BlockDriverState *bs, int flags, Error **errp)
+{
+    FileState *s = bs->opaque;
+    int mode = (flags & BDRV_O_RDWR) ? O_RDWR : O_RDONLY;
+
+    return replace_fd(s, mode | (s->direct ? O_DIRECT : 0), errp);
+}
+
+/* cache.direct on a running node: the requests' alignment follows. */
+static int file_set_cache(BlockDriverState *bs, bool direct, Error **errp)
+{
+    FileState *s = bs->opaque;
+    int ret = replace_fd(s, file_access_mode(bs) | (direct ? O_DIRECT : 0), errp);
+
+    if (ret < 0) {
+        return ret;
+    }
+    s->direct = direct;
+    s->memory_fs = !direct && on_memory_fs(s->fd);
+    set_alignment(bs);
     return 0;
 }
 
@@ -791,6 +824,7 @@ const BlockDriver bdrv_file = {
     .bdrv_open = file_open,
     .bdrv_close = file_close,
     .bdrv_reopen = file_reopen,
+    .bdrv_set_cache = file_set_cache,
     .bdrv_check_perm = file_check_perm,
     .bdrv_set_perm = file_set_perm,
     .bdrv_abort_perm_update = file_abort_perm_update,

@@ -76,6 +76,29 @@ BlockDriverState *bdrv_file_bs(BlockDriverState *bs)
     return file;
 }
 
+static bool child_is_inline(BlockDriverState *bs, bool backing)
+{
+    BdrvChild *c;
+    bool inline_child;
+
+    GLOBAL_STATE_CODE();
+    graph_rdlock_main_loop();
+    c = backing ? bs->backing : bs->file;
+    inline_child = c && c->inherits;
+    graph_rdunlock_main_loop();
+    return inline_child;
+}
+
+bool bdrv_file_is_inline(BlockDriverState *bs)
+{
+    return child_is_inline(bs, false);
+}
+
+bool bdrv_backing_is_inline(BlockDriverState *bs)
+{
+    return child_is_inline(bs, true);
+}
+
 BlockDriverState *bdrv_backing_bs(BlockDriverState *bs)
 {
     BlockDriverState *backing = NULL;

@@ -469,6 +469,9 @@ static int open_backing(BlockDriverState *bs, json_object *options, Error **errp
     free(path);
     c = bdrv_attach_child(bs, child, "backing", BDRV_CHILD_COW, errp);
     bdrv_unref(child);
+    if (c) {
+        c->inherits = true;     /* opened by us, from the image's header */
+    }
     return c ? 0 : -1;
 }
 

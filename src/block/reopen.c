@@ -192,3 +192,20 @@ void bdrv_reopen_set_io_options(BlockDriverState *bs, bool unmap, int detect_zer
     bs->detect_zeroes = detect_zeroes;
     bdrv_drained_end(bs);
 }
+
+int bdrv_reopen_set_cache(BlockDriverState *bs, bool direct, bool no_flush, Error **errp)
+{
+    int ret = 0;
+
+    GLOBAL_STATE_CODE();
+    bdrv_drained_begin(bs);
+    if (direct != !!(bs->open_flags & BDRV_O_NOCACHE) && bs->drv->bdrv_set_cache) {
+        ret = bs->drv->bdrv_set_cache(bs, direct, errp);
+    }
+    if (ret == 0) {
+        bs->open_flags = (bs->open_flags & ~(BDRV_O_NOCACHE | BDRV_O_NO_FLUSH)) |
+                         (direct ? BDRV_O_NOCACHE : 0) | (no_flush ? BDRV_O_NO_FLUSH : 0);
+    }
+    bdrv_drained_end(bs);
+    return ret;
+}

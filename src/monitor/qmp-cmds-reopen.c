@@ -3,13 +3,18 @@
  * nodes of one command or none.
  *
  * What blockd changes on a running node: read-only, auto-read-only,
- * discard, detect-zeroes and the backing node (another node, or none).
- * Every other option must keep the value the node was opened with (an
- * option left out counts as a change, as it would reset to its default):
- * otherwise the command fails with QEMU's "Cannot change the option"
- * message and changes nothing.  A child given as a set of options is
- * checked the same way against that child; replacing the file child, or
- * giving the backing child new options, is refused by name.
+ * discard, detect-zeroes, cache.direct, cache.no-flush and the backing
+ * node (another node, or none).  Every other option must keep the value
+ * the node was opened with (an option left out counts as a change, as it
+ * would reset to its default): otherwise the command fails with QEMU's
+ * "Cannot change the option" message and changes nothing.
+ *
+ * A child that was opened from its parent's options (inline, not named
+ * by reference) and stays, follows the parent's new cache mode, or takes
+ * the one given in its own options, as in QEMU.  Such a file child may
+ * be given as a set of options, checked like its parent; a child named by
+ * reference may not.  Replacing the file child, or giving the backing
+ * child new options, is refused by name.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -28,8 +33,14 @@
 /* The options reopen acts on; the rest must stay as they are. */
 static const char *const changeable[] = {
     "node-name", "driver", "read-only", "auto-read-only", "discard", "detect-zeroes",
-    "backing", "file", NULL,
+    "backing", "file", "cache", NULL,
 };
+
+typedef struct CachePlan {
+    BlockDriverState *bs;       /* NULL: nothing to change */
+    bool direct, no_flush;
+    bool old_direct, old_no_flush, applied;
+} CachePlan;
 
 typedef struct ReopenPlan {
     BlockDriverState *bs;
@@ -37,6 +48,9 @@ typedef struct ReopenPlan {
     bool read_only, auto_read_only, unmap;
     int detect_zeroes;
     BlockDriverState *backing;
+    CachePlan cache;
+    /* Its inline file and backing children that follow the cache mode. */
+    CachePlan kids[2];
     /* What to restore if a later node fails. */
     bool old_read_only, old_auto_read_only, old_unmap, applied;
     int old_detect_zeroes;
@@ -113,13 +127,37 @@ static bool check_unchanged(BlockDriverState *bs, json_object *new, Error **errp
     return same;
 }
 
-/* "file": the node's own file child, by name or with unchanged options. */
-static bool check_file(BlockDriverState *bs, json_object *opts, Error **errp)
+/* "cache" of @opts, each member @parent's value unless given. */
+static bool get_cache(json_object *opts, const CachePlan *parent, CachePlan *c, Error **errp)
 {
-    BlockDriverState *file = bdrv_file_bs(bs);
+    json_object *cache;
+
+    c->direct = parent ? parent->direct : false;
+    c->no_flush = parent ? parent->no_flush : false;
+    return !json_object_object_get_ex(opts, "cache", &cache) ||
+           (opt_get_bool(cache, "direct", &c->direct, errp) &&
+            opt_get_bool(cache, "no-flush", &c->no_flush, errp));
+}
+
+/* @child stays @p->bs's child under @key: if inline, it follows the cache. */
+static void follow_cache(ReopenPlan *p, CachePlan *kid, BlockDriverState *child,
+                         bool inline_child)
+{
+    if (inline_child) {
+        kid->bs = child;
+        kid->direct = p->cache.direct;
+        kid->no_flush = p->cache.no_flush;
+    }
+}
+
+/* "file": the node's own file child, by name or with unchanged options. */
+static bool plan_file(ReopenPlan *p, Error **errp)
+{
+    BlockDriverState *bs = p->bs, *file = bdrv_file_bs(bs);
+    bool inline_child = bdrv_file_is_inline(bs);
     json_object *v, *name;
 
-    if (!json_object_object_get_ex(opts, "file", &v) || !file) {
+    if (!json_object_object_get_ex(p->opts, "file", &v) || !file) {
         return true;
     }
     if (json_object_is_type(v, json_type_string)) {
@@ -128,14 +166,21 @@ static bool check_file(BlockDriverState *bs, json_object *opts, Error **errp)
                        "blockdev-reopen", bs->node_name);
             return false;
         }
+        follow_cache(p, &p->kids[0], file, inline_child);
         return true;
+    }
+    if (!inline_child) {
+        /* QEMU's answer: options of a child it did not open are its own. */
+        error_setg(errp, "Cannot change the option 'file.driver'");
+        return false;
     }
     if (json_object_object_get_ex(v, "node-name", &name) &&
         strcmp(json_object_get_string(name), file->node_name)) {
         error_setg(errp, "Cannot change the option 'node-name'");
         return false;
     }
-    return check_unchanged(file, v, errp);
+    p->kids[0].bs = file;
+    return get_cache(v, &p->cache, &p->kids[0], errp) && check_unchanged(file, v, errp);
 }
 
 /* "backing": required where the node has one or its image names one. */
@@ -179,6 +224,9 @@ static bool plan_backing(ReopenPlan *p, Error **errp)
         return false;
     }
     p->backing = b;
+    if (b == p->old_backing) {
+        follow_cache(p, &p->kids[1], b, bdrv_backing_is_inline(bs));
+    }
     return true;
 }
 
@@ -204,7 +252,7 @@ static bool plan_node(json_object *opts, ReopenPlan *p, Error **errp)
         error_setg(errp, "Failed to find node with node-name='%s'", node_name);
         return false;
     }
-    if (!plan_backing(p, errp)) {
+    if (!get_cache(opts, NULL, &p->cache, errp) || !plan_backing(p, errp)) {
         return false;
     }
     if (strcmp(driver, p->bs->drv->format_name)) {
@@ -218,7 +266,8 @@ static bool plan_node(json_object *opts, ReopenPlan *p, Error **errp)
         return false;
     }
     p->unmap = discard == 1 || discard == 3;
-    return check_file(p->bs, opts, errp) && check_unchanged(p->bs, opts, errp);
+    p->cache.bs = p->bs;
+    return plan_file(p, errp) && check_unchanged(p->bs, opts, errp);
 }
 
 /*
@@ -246,6 +295,36 @@ static bool file_can_write(ReopenPlan *plans, int n, ReopenPlan *p, Error **errp
     return false;
 }
 
+static int apply_cache(CachePlan *c, Error **errp)
+{
+    if (!c->bs) {
+        return 0;
+    }
+    c->old_direct = c->bs->open_flags & BDRV_O_NOCACHE;
+    c->old_no_flush = c->bs->open_flags & BDRV_O_NO_FLUSH;
+    if (bdrv_reopen_set_cache(c->bs, c->direct, c->no_flush, errp) < 0) {
+        return -EINVAL;
+    }
+    c->applied = true;
+    return 0;
+}
+
+static void undo_cache(CachePlan *c)
+{
+    if (c->applied) {
+        bdrv_reopen_set_cache(c->bs, c->old_direct, c->old_no_flush, NULL);
+        c->applied = false;
+    }
+}
+
+/* The cache modes first: they are what may fail for reasons of the host. */
+static void undo_caches(ReopenPlan *p)
+{
+    undo_cache(&p->cache);
+    undo_cache(&p->kids[1]);
+    undo_cache(&p->kids[0]);
+}
+
 static int apply(ReopenPlan *p, Error **errp)
 {
     BlockDriverState *bs = p->bs;
@@ -255,6 +334,11 @@ static int apply(ReopenPlan *p, Error **errp)
                    bs->node_name);
         return -EPERM;
     }
+    if (apply_cache(&p->kids[0], errp) < 0 || apply_cache(&p->kids[1], errp) < 0 ||
+        apply_cache(&p->cache, errp) < 0) {
+        undo_caches(p);
+        return -EINVAL;
+    }
     p->old_read_only = bs->read_only;
     p->old_auto_read_only = bs->open_flags & BDRV_O_AUTO_RDONLY;
     p->old_unmap = bs->open_flags & BDRV_O_UNMAP;
@@ -262,12 +346,14 @@ static int apply(ReopenPlan *p, Error **errp)
     /* Towards read-only the node lets go of its backing node last, towards
      * read-write it takes the new one first: permissions fit either way. */
     if (p->backing != p->old_backing && bdrv_set_backing_hd(bs, p->backing, errp) < 0) {
+        undo_caches(p);
         return -EPERM;
     }
     if (bdrv_reopen_set_read_only(bs, p->read_only, errp) < 0) {
         if (p->backing != p->old_backing) {
             bdrv_set_backing_hd(bs, p->old_backing, NULL);
         }
+        undo_caches(p);
         return -EPERM;
     }
     bdrv_reopen_set_io_options(bs, p->unmap, p->detect_zeroes, p->auto_read_only);
@@ -284,6 +370,7 @@ static void undo(ReopenPlan *p)
     if (p->backing != p->old_backing) {
         bdrv_set_backing_hd(bs, p->old_backing, NULL);
     }
+    undo_caches(p);
 }
 
 static json_object *qmp_blockdev_reopen(json_object *args, Error **errp)

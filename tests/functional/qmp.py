@@ -1,6 +1,8 @@
 """A small synchronous QMP client for tests."""
 import json
+import os
 import socket
+import struct
 import time
 
 
@@ -13,22 +15,58 @@ class QMPError(Exception):
 
 class QMP:
     def __init__(self, path, timeout=10.0, negotiate=True):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         deadline = time.monotonic() + timeout
+        self.buf = b""
+        self.events = []
         while True:
-            try:
-                self.sock.connect(path)
+            self.sock = self._connect(path, deadline)
+            self.sock.settimeout(timeout)
+            if not self._server_is_qsd():
                 break
+            # qemu-storage-daemon 7.2 can lose a connection made while its
+            # monitor is being set up (its monitor thread then blocks in
+            # accept and never greets): connect again.  blockd gets no
+            # such second chance.
+            self.sock.settimeout(max(0.1, min(2.0, deadline - time.monotonic())))
+            try:
+                self.greeting = self.recv()
+                self.sock.settimeout(timeout)
+                break
+            except TimeoutError:
+                self.sock.close()
+                self.buf = b""
+                if time.monotonic() > deadline:
+                    raise
+        if not hasattr(self, "greeting"):
+            self.greeting = self.recv()
+        if negotiate:
+            self.cmd("qmp_capabilities")
+
+    @staticmethod
+    def _connect(path, deadline):
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(path)
+                return sock
             except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
-        self.sock.settimeout(timeout)
-        self.buf = b""
-        self.events = []
-        self.greeting = self.recv()
-        if negotiate:
-            self.cmd("qmp_capabilities")
+
+    def server_pid(self):
+        """The process id of the daemon at the other end."""
+        cred = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize("3i"))
+        return struct.unpack("3i", cred)[0]
+
+    def _server_is_qsd(self):
+        try:
+            exe = os.readlink(f"/proc/{self.server_pid()}/exe")
+            return os.path.basename(exe) == "qemu-storage-daemon"
+        except OSError:
+            return False
 
     def close(self):
         self.sock.close()

@@ -83,6 +83,18 @@ def same_events(peers, job, until="null"):
     return seqs[1]
 
 
+def wait_copied(q, total, timeout=10):
+    """Until the only job has copied @total bytes: a write in READY is
+    counted when the job gets to copy it, which is a matter of timing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = q.cmd("query-block-jobs")[0]
+        if job["len"] == total and job["offset"] == total:
+            return
+        assert time.monotonic() < deadline, job
+        time.sleep(0.01)
+
+
 def chain_view(q, d):
     """Each named node: (backing depth, read-only) as query-named-block-nodes shows."""
     return {n["node-name"]: (n["backing_file_depth"], n["ro"])
@@ -252,7 +264,9 @@ def test_active_commit_matches(pair):  # noqa: F811
     ])
     same_events(peers, "ac", until="BLOCK_JOB_READY")
     for q, d in peers:
+        before = q.cmd("query-block-jobs")[0]["len"]
         qemu_io(f"nbd+unix:///t?socket={d}/n.sock", "write -P 9 3M 64k")
+        wait_copied(q, before + 64 * 1024)
     same_session(peers, [("query-block-jobs", None), ("job-complete", {"id": "ac"})])
     same_events(peers, "ac")
     same_session(peers, [("query-block-exports", None)])

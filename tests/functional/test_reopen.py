@@ -2,6 +2,7 @@
 errors), the node's state after each, and the options blockd refuses to
 change where qemu-storage-daemon would (README, "Differences")."""
 import json
+import os
 import subprocess
 import time
 
@@ -116,7 +117,6 @@ def test_reopen_refusals(pair):  # noqa: F811
         q.execute(name, json.loads(json.dumps(args).replace("@DIR@", d)))
     for opts, msg in (
             (node("t", "m", **{"lazy-refcounts": True}), "Cannot change the option 'lazy-refcounts'"),
-            (node("t", "m", **{"cache": {"no-flush": True}}), "Cannot change the option 'cache'"),
             (node("t", "m", file="mf"), "blockd cannot replace the file child of 't'"),
             (node("t", {"driver": "qcow2", "node-name": "m", "file": "mf", "backing": "b"}),
              "blockd cannot reopen the backing child of 't' with new options"),
@@ -195,3 +195,91 @@ def test_cache_inherited_matches(pair):  # noqa: F811
                             for n in nodes))
     assert views[1] == views[0]
     assert ("@DIR@/m.qcow2", "file", True, True) in views[1]
+
+
+def cache_view(q, d):
+    """Each node (auto-named ones by file name): cache.direct, cache.no-flush."""
+    return sorted((n["node-name"] if not n["node-name"].startswith("#")
+                   else n["image"]["filename"].replace(d, "@DIR@"),
+                   n["cache"]["direct"], n["cache"]["no-flush"])
+                  for n in q.cmd("query-named-block-nodes"))
+
+
+def test_reopen_cache_matches(pair):  # noqa: F811
+    """cache.direct and cache.no-flush change on a running node; an inline
+    child follows its parent (unless its own options say otherwise), a
+    child named by reference keeps its own, as in qemu-storage-daemon."""
+    peers = pair()
+    for q, d in peers:
+        make_chain(d)
+    r = {"driver": "file", "node-name": "rf", "filename": "@DIR@/m.qcow2"}
+    steps = [
+        ("blockdev-add", {"driver": "file", "node-name": "tf", "filename": "@DIR@/t.qcow2"}),
+        ("blockdev-add", {"driver": "qcow2", "node-name": "t", "file": "tf", "backing": None}),
+        ("blockdev-add", {"driver": "qcow2", "node-name": "r", "file": r, "backing": None}),
+        # By reference: the parent's mode only.
+        reopen(node("t", None, cache={"direct": True})),
+        reopen(tf(cache={"direct": True, "no-flush": True})),
+        reopen(node("t", None, cache={"no-flush": True})),
+        reopen(node("t", None, file=tf())),
+        # Inline: the child follows, unless it says otherwise.
+        reopen(node("r", None, file="rf", cache={"no-flush": True})),
+        reopen(node("r", None, file=dict(r, cache={"direct": True}))),
+        reopen(node("r", None, file=r, cache={"direct": True})),
+        reopen(node("r", None, file=dict(r, cache={"direct": False}), cache={"direct": True})),
+        reopen({"driver": "qcow2", "node-name": "r", "cache": {"direct": True}}),
+        # aio=native is kept without O_DIRECT, as qemu-storage-daemon keeps it.
+        ("blockdev-add", {"driver": "file", "node-name": "g", "filename": "@DIR@/b.qcow2",
+                          "aio": "native", "cache": {"direct": True}, "read-only": True}),
+        reopen({"driver": "file", "node-name": "g", "filename": "@DIR@/b.qcow2",
+                "aio": "native", "read-only": True}),
+    ]
+    for step in steps:
+        same_session(peers, [step])
+        views = [cache_view(q, d) for q, d in peers]
+        assert views[1] == views[0], step
+
+
+def daemon_fd_flags(q, path):
+    """The open flags of the daemon's descriptors on @path (its QMP peer)."""
+    pid = q.server_pid()
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    flags = [ln for ln in f if ln.startswith("flags:")][0]
+                out.append(int(flags.split()[1], 8))
+        except OSError:
+            pass
+    return out
+
+
+def test_reopen_direct_under_writes(pair):  # noqa: F811
+    """O_DIRECT goes on and off under an exported, written node: the file is
+    opened again, requests that are not sector-aligned still land (the
+    block layer aligns them), nothing is lost."""
+    peers = pair()
+    q, d = peers[1]
+    make_chain(d)
+    for name, args in CHAIN:
+        q.execute(name, json.loads(json.dumps(args).replace("@DIR@", d)))
+    q.cmd("nbd-server-start", addr={"type": "unix", "data": {"path": f"{d}/n.sock"}})
+    q.cmd("block-export-add", type="nbd", id="e", **{"node-name": "t"}, writable=True)
+    uri = f"nbd+unix:///t?socket={d}/n.sock"
+    tfile = f"{d}/t.qcow2"
+    for i, direct in enumerate([True, False, True, True, False]):
+        q.cmd("blockdev-reopen", options=[tf(filename=tfile, cache={"direct": direct})])
+        assert all(bool(f & os.O_DIRECT) == direct for f in daemon_fd_flags(q, tfile))
+        assert daemon_fd_flags(q, tfile)
+        qemu_io(uri, f"write -P {i + 10} {1000 + i * 4099} 3333")
+    for i in range(5):
+        qemu_io(uri, f"read -P {i + 10} {1000 + i * 4099} 3333")
+    q.cmd("block-export-del", id="e")
+    deadline = time.monotonic() + 10
+    while q.cmd("query-block-exports") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for n in ("t", "m", "b"):
+        q.cmd("blockdev-del", **{"node-name": n})
+    r = subprocess.run(["qemu-img", "check", tfile], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
