@@ -163,15 +163,21 @@ static int coroutine_fn sync_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOCK
 
 static int coroutine_fn writable_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOCK
 {
+    BDRVQcow2State *s = bs->opaque;
+
     (void)opaque;
-    return qcow2_clear_autoclear(bs, bs->opaque);
+    co_mutex_lock(&s->lock);
+    qcow2_check_references_or_warn(bs, s);
+    co_mutex_unlock(&s->lock);
+    return qcow2_clear_autoclear(bs, s);
 }
 
 /*
  * To read-only: everything cached is written first (the node is drained,
  * nothing new arrives).  To read-write, called once the file below takes
- * writes: refused for images marked corrupt or dirty (as at open), and
- * the autoclear bits of features blockd does not keep up to date go.
+ * writes: refused for images marked corrupt or dirty (as at open), the
+ * references are checked (as at open), and the autoclear bits of features
+ * blockd does not keep up to date go.
  */
 int qcow2_reopen(BlockDriverState *bs, int flags, Error **errp)
 {

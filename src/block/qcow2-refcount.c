@@ -158,6 +158,44 @@ int coroutine_fn qcow2_get_refcount(BlockDriverState *bs, BDRVQcow2State *s,
     return 0;
 }
 
+int coroutine_fn qcow2_first_free_of(BlockDriverState *bs, BDRVQcow2State *s,
+                                     const uint64_t *set, int64_t n, int64_t *cluster)
+{
+    int64_t per_block = 1LL << s->rb_bits;
+
+    /* One refcount block at a time: each is looked up once. */
+    for (int64_t base = 0; base < n; base += per_block) {
+        int64_t rt = base >> s->rb_bits, end = base + per_block < n ? base + per_block : n;
+        void *block = NULL;
+        int ret;
+
+        for (int64_t i = base; i < end; i++) {
+            if (!(set[i / 64] >> (i % 64) & 1)) {
+                if (!set[i / 64] && i % 64 == 0) {
+                    i += 63;                    /* a whole empty word */
+                }
+                continue;
+            }
+            if (rt >= s->reftable_size || !s->reftable[rt]) {
+                *cluster = i;                   /* no block: refcount 0 */
+                return 1;
+            }
+            if (!block && (ret = qcow2_cache_get(bs, s->rb_cache, s->reftable[rt], &block)) < 0) {
+                return ret;
+            }
+            if (rb_get(s, block, i - base) == 0) {
+                qcow2_cache_put(s->rb_cache, block);
+                *cluster = i;
+                return 1;
+            }
+        }
+        if (block) {
+            qcow2_cache_put(s->rb_cache, block);
+        }
+    }
+    return 0;
+}
+
 static int coroutine_fn update_one(BlockDriverState *bs, BDRVQcow2State *s,
                                    int64_t cluster, int delta) GRAPH_RDLOCK QCOW2_LOCKED
 {

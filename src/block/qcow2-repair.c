@@ -1,6 +1,8 @@
 /*
  * qcow2-repair.c - rebuilding the refcounts of an image whose dirty bit is
- * set (QEMU crashed while it used lazy refcounts), before it is written.
+ * set (QEMU crashed while it used lazy refcounts), before it is written;
+ * and checking, when an image opens read-write, that nothing it references
+ * is free space the allocator could hand out again.
  *
  * Half: global state, in the opening coroutine (nothing else can see the
  * node yet).
@@ -19,11 +21,13 @@
 #include <string.h>
 
 #include "blockd/block-io.h"
+#include "blockd/log.h"
 #include "qcow2.h"
 
 typedef struct Counts {
-    uint32_t *rc;                /* references per host cluster */
-    int64_t n;                   /* clusters covered by rc */
+    uint32_t *rc;                /* references per host cluster (repair) */
+    uint64_t *seen;              /* or only: referenced at all (check) */
+    int64_t n;                   /* clusters covered */
     Error **errp;
 } Counts;
 
@@ -32,13 +36,15 @@ static int count(BDRVQcow2State *s, Counts *c, int64_t offset, int64_t bytes, co
     int64_t first = offset >> s->cluster_bits, last = (offset + bytes - 1) >> s->cluster_bits;
 
     if (offset < 0 || bytes <= 0 || last >= c->n) {
-        error_setg(c->errp, "qcow2: cannot repair the image: %s at 0x%llx is beyond the end "
-                   "of the file", what, (unsigned long long)offset);
+        error_setg(c->errp, "%s at 0x%llx is beyond the end of the file", what,
+                   (unsigned long long)offset);
         return -EINVAL;
     }
     for (int64_t i = first; i <= last; i++) {
-        if (++c->rc[i] == 0) {
-            error_setg(c->errp, "qcow2: cannot repair the image: too many references");
+        if (c->seen) {
+            c->seen[i / 64] |= 1ULL << (i % 64);
+        } else if (++c->rc[i] == 0) {
+            error_setg(c->errp, "too many references");
             return -EINVAL;
         }
     }
@@ -64,8 +70,7 @@ static int count_l2(BDRVQcow2State *s, Counts *c, const uint64_t *l2)
             ret = count(s, c, off & ~511LL, bytes, "compressed cluster");
         } else if (e & QCOW2_OFFSET_MASK) {
             if ((e & QCOW2_OFFSET_MASK) & (s->cluster_size - 1)) {
-                error_setg(c->errp, "qcow2: cannot repair the image: unaligned L2 entry "
-                           "0x%016llx", (unsigned long long)e);
+                error_setg(c->errp, "unaligned L2 entry 0x%016llx", (unsigned long long)e);
                 return -EINVAL;
             }
             ret = count(s, c, e & QCOW2_OFFSET_MASK, s->cluster_size, "data cluster");
@@ -220,6 +225,22 @@ static int coroutine_fn write_refcounts(BlockDriverState *bs, BDRVQcow2State *s,
     return ret;
 }
 
+/* Every reference in the image: the header, the active tables, the
+ * snapshots'. */
+static int coroutine_fn count_all(BlockDriverState *bs, BDRVQcow2State *s, Counts *c)
+    GRAPH_RDLOCK
+{
+    int ret = count(s, c, 0, s->cluster_size, "header");
+
+    if (ret >= 0) {
+        ret = count_l1(bs, s, c, s->l1_offset, s->l1_size);
+    }
+    if (ret >= 0) {
+        ret = count_snapshots(bs, s, c);
+    }
+    return ret;
+}
+
 int coroutine_fn qcow2_repair_refcounts(BlockDriverState *bs, BDRVQcow2State *s, Error **errp)
     TSA_NO_TSA
 {
@@ -234,12 +255,9 @@ int coroutine_fn qcow2_repair_refcounts(BlockDriverState *bs, BDRVQcow2State *s,
         error_setg(errp, "qcow2: not enough memory to repair the refcounts");
         return -ENOMEM;
     }
-    ret = count(s, &c, 0, s->cluster_size, "header");
-    if (ret >= 0) {
-        ret = count_l1(bs, s, &c, s->l1_offset, s->l1_size);
-    }
-    if (ret >= 0) {
-        ret = count_snapshots(bs, s, &c);
+    ret = count_all(bs, s, &c);
+    if (ret < 0) {
+        error_prepend(errp, "qcow2: cannot repair the image: ");
     }
     for (int64_t i = 0; ret >= 0 && i < c.n; i++) {
         if (c.rc[i] > s->refcount_max) {
@@ -271,4 +289,54 @@ int coroutine_fn qcow2_repair_refcounts(BlockDriverState *bs, BDRVQcow2State *s,
     }
     free(c.rc);
     return ret;
+}
+
+int coroutine_fn qcow2_check_references(BlockDriverState *bs, BDRVQcow2State *s)
+{
+    Error *err = NULL;
+    Counts c = { .errp = &err };
+    int64_t cluster = 0;
+    int ret;
+
+    c.n = qcow2_align_up(s->file_size, s->cluster_size) >> s->cluster_bits;
+    c.seen = calloc((c.n + 63) / 64 + 1, sizeof(*c.seen));
+    if (!c.seen) {
+        return -ENOMEM;
+    }
+    ret = count_all(bs, s, &c);
+    /* The refcount structures too: a free refcount block would be handed
+     * out while it still counts. */
+    if (ret >= 0) {
+        ret = count(s, &c, s->reftable_offset, s->reftable_size * 8, "refcount table");
+    }
+    for (int64_t i = 0; ret >= 0 && i < s->reftable_size; i++) {
+        if (s->reftable[i]) {
+            ret = count(s, &c, s->reftable[i], s->cluster_size, "refcount block");
+        }
+    }
+    if (ret == -EINVAL) {
+        qcow2_report_corruption(s, "%s", error_get_pretty(err));
+        error_free(err);
+        ret = 0;
+    } else if (ret >= 0 && (ret = qcow2_first_free_of(bs, s, c.seen, c.n, &cluster)) > 0) {
+        qcow2_report_corruption(s, "cluster 0x%llx is in use but its refcount is 0",
+                                (unsigned long long)(cluster << s->cluster_bits));
+    }
+    if (ret < 0) {
+        error_free(err);
+    }
+    free(c.seen);
+    return ret < 0 ? ret : 0;
+}
+
+void coroutine_fn qcow2_check_references_or_warn(BlockDriverState *bs, BDRVQcow2State *s)
+{
+    int ret = qcow2_check_references(bs, s);
+
+    /* A table that cannot be read fails the requests that need it, as in
+     * QEMU; the rest of the image stays usable. */
+    if (ret < 0) {
+        warn_report("qcow2 image '%s': could not check its references: %s",
+                    s->image_filename, strerror(-ret));
+    }
 }

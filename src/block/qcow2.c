@@ -400,6 +400,9 @@ static int coroutine_fn open_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
         ret = qcow2_l1_check(bs, s, a->errp);
     }
     if (ret >= 0 && (a->flags & BDRV_O_RDWR)) {
+        qcow2_check_references_or_warn(bs, s);
+    }
+    if (ret >= 0 && (a->flags & BDRV_O_RDWR)) {
         ret = qcow2_clear_autoclear(bs, s);
         if (ret < 0) {
             error_setg_errno(a->errp, -ret, "Could not update the qcow2 header");

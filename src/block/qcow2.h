@@ -341,6 +341,11 @@ int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, BDRVQcow2State *s,
 int coroutine_fn qcow2_get_refcount(BlockDriverState *bs, BDRVQcow2State *s,
                                     int64_t cluster, uint64_t *refcount)
     GRAPH_RDLOCK QCOW2_LOCKED;
+/* The first of clusters 0..@n-1 whose bit is set in @set and whose
+ * refcount is 0: 1 with it in *@cluster, 0 if none, or -errno. */
+int coroutine_fn qcow2_first_free_of(BlockDriverState *bs, BDRVQcow2State *s,
+                                     const uint64_t *set, int64_t n, int64_t *cluster)
+    GRAPH_RDLOCK QCOW2_LOCKED;
 /* Add @delta to the refcounts of the clusters touched by [offset, +bytes). */
 int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, BDRVQcow2State *s,
                                        int64_t offset, int64_t bytes, int delta)
@@ -388,6 +393,19 @@ int coroutine_fn qcow2_refcounts_stable(BlockDriverState *bs) GRAPH_RDLOCK;
  * before qcow2_refcount_init(). */
 int coroutine_fn qcow2_repair_refcounts(BlockDriverState *bs, BDRVQcow2State *s,
                                         Error **errp) GRAPH_RDLOCK;
+/*
+ * Read every table and find a reference to a cluster that the allocator
+ * would hand out again: one beyond the end of the file or free in the
+ * refcounts.  Such an image is reported corrupt (qcow2_report_corruption:
+ * writes are refused), so that no cluster is ever in use twice.  Done when
+ * the image opens, or is reopened, read-write; its cost is reading all
+ * the tables once.  -errno only if the tables could not be read.
+ */
+int coroutine_fn qcow2_check_references(BlockDriverState *bs, BDRVQcow2State *s)
+    GRAPH_RDLOCK QCOW2_LOCKED;
+/* The same; a failure to read is only a warning in the log. */
+void coroutine_fn qcow2_check_references_or_warn(BlockDriverState *bs, BDRVQcow2State *s)
+    GRAPH_RDLOCK QCOW2_LOCKED;
 
 /* ---- Mapping (qcow2-cluster.c) ---- */
 

@@ -585,7 +585,9 @@ def test_corrupt_refused(blockd, sdir, tmp_path, name, patches, truncate, msg):
 def test_corrupt_l2_entries_give_eio(blockd, sdir, tmp_path):
     """Bad L2 entries fail the requests that touch them, with a message; the
     image is then marked corrupt and takes no more writes (nothing but the
-    corrupt bit is written)."""
+    corrupt bit is written).  The entry past the end of the file is found
+    as soon as the image opens read-write, before any request (here
+    together with the unaligned one: the first found is reported)."""
     img = corrupt_image(tmp_path, "l2", [])
     l2 = l2_offset(img)
     with open(img, "r+b") as f:
@@ -602,7 +604,11 @@ def test_corrupt_l2_entries_give_eio(blockd, sdir, tmp_path):
         f.seek(l2 + 8 * 9)    # cluster 9: reserved bits
         f.write(be64((1 << 63) | (1 << 57) | 0x60000))
     before = open(img, "rb").read()
-    d = Blockd(blockd, sdir, [qcow2_opts(img)])
+    d = Blockd(blockd, sdir)
+    d.qmp.cmd("blockdev-add", **json.loads(qcow2_opts(img)))
+    events = [e["data"] for e in d.qmp.events if e["event"] == "BLOCK_IMAGE_CORRUPTED"]
+    assert len(events) == 1 and events[0]["msg"] == "unaligned L2 entry 0x8000000000050200"
+    d.qmp.cmd("block-export-add", type="nbd", id="e", writable=True, **{"node-name": "disk"})
     h = d.connect()
     assert h.pread(65536, 0)[:10] == b"\x09" * 10
     for c in (4, 5, 7, 8, 9):
@@ -773,7 +779,8 @@ def test_corrupt_refcount_zero_for_table(blockd, sdir, tmp_path, table):
         h.pwrite(b"\x66" * 4096, 64 * KiB)
     h.shutdown()
     d.stop()
-    assert "hold metadata but are not counted" in d.daemon.stderr_path.read_text()
+    # Found as the image opened, before the first allocation could take it.
+    assert "is in use but its refcount is 0" in d.daemon.stderr_path.read_text()
     same_but_corrupt_bit(img, before)
 
 
@@ -1056,12 +1063,40 @@ def test_metadata_write_error_passes(blockd, sdir, tmp_path):
     qio(img, "read -P 0x11 0 64k", "read -P 0x22 1M 64k")
 
 
+def test_entry_past_end_found_at_reopen_read_write(blockd, sdir, tmp_path):
+    """Opened read-only, the image is not checked (nothing is allocated);
+    reopened read-write, it is, before the first write."""
+    img = str(tmp_path / "c.qcow2")
+    qimg("create", "-q", "-f", "qcow2", img, "4M")
+    qio(img, "write -P 1 0 64k")
+    size = os.path.getsize(img)
+    l2 = l2_offset(img)
+    patch(img, l2 + 8, be64(COPIED | size))
+    opts = json.loads(qcow2_opts(img))
+    opts["file"]["node-name"] = "f"
+    b = Blockd(blockd, sdir)
+    b.qmp.cmd("blockdev-add", **dict(opts, **{"read-only": True}))
+    b.qmp.cmd("query-version")
+    assert not b.qmp.events
+    b.qmp.cmd("blockdev-reopen", options=[opts["file"], dict(opts, file="f")])
+    ev = b.qmp.next_event(time.monotonic() + 5)
+    assert ev["event"] == "BLOCK_IMAGE_CORRUPTED", ev
+    assert "beyond the end of the file" in ev["data"]["msg"]
+    b.qmp.cmd("block-export-add", type="nbd", id="e", writable=True, **{"node-name": "disk"})
+    h = b.connect()
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"\x07" * 65536, MiB)
+    h.shutdown()
+    b.stop()
+
+
 def test_entry_past_end_makes_image_read_only(blockd, sdir, tmp_path):
-    """An L2 entry that points one cluster past the end of the file: the read
-    that meets it fails, the image is marked corrupt (fatal event, corrupt
-    bit at the next write) and refuses writes, so the next allocation can
-    never hand that cluster out a second time.  (Once, the write that
-    followed took exactly that cluster and two guest offsets shared it.)"""
+    """An L2 entry that points one cluster past the end of the file: found
+    as the image opens read-write, before any request meets it; the image
+    is marked corrupt (fatal event, corrupt bit at the next write) and
+    refuses writes, so the first allocation can never hand that cluster
+    out a second time.  (Once, a write took exactly that cluster and two
+    guest offsets shared it.)  The read that meets the entry fails."""
     img = str(tmp_path / "c.qcow2")
     qimg("create", "-q", "-f", "qcow2", img, "4M")
     qio(img, "write -P 1 0 64k")
@@ -1074,16 +1109,19 @@ def test_entry_past_end_makes_image_read_only(blockd, sdir, tmp_path):
         f.seek(l2 + 8)                       # guest cluster 1
         f.write(((1 << 63) | size).to_bytes(8, "big"))
     before = qimg("check", "--output=json", img, check=False).stdout
-    b = Blockd(blockd, sdir, [qcow2_opts(img)])
-    h = b.connect()
-    with pytest.raises(nbd.Error):
-        h.pread(65536, 65536)
-    with pytest.raises(nbd.Error):
-        h.pwrite(b"\x07" * 65536, MiB)
-    assert h.pread(65536, 0) == b"\x01" * 65536          # the rest still reads
-    h.shutdown()
+    b = Blockd(blockd, sdir)
+    b.qmp.cmd("blockdev-add", **json.loads(qcow2_opts(img)))
     ev = b.qmp.next_event(time.monotonic() + 5)
     assert ev["event"] == "BLOCK_IMAGE_CORRUPTED" and ev["data"]["fatal"] is True, ev
+    assert ev["data"]["msg"] == f"data cluster at {size:#x} is beyond the end of the file"
+    b.qmp.cmd("block-export-add", type="nbd", id="e", writable=True, **{"node-name": "disk"})
+    h = b.connect()
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"\x07" * 65536, MiB)                   # the first allocation
+    with pytest.raises(nbd.Error):
+        h.pread(65536, 65536)
+    assert h.pread(65536, 0) == b"\x01" * 65536          # the rest still reads
+    h.shutdown()
     info = [n for n in b.qmp.cmd("query-named-block-nodes") if n["node-name"] == "disk"][0]
     assert info["image"]["format-specific"]["data"]["corrupt"] is True
     b.stop()
