@@ -86,7 +86,6 @@ bool qcow2_overlaps_metadata(BDRVQcow2State *s, int64_t offset, int64_t bytes)
         { 0, s->cluster_size },
         { s->l1_offset, (int64_t)s->l1_size * 8 },
         { s->reftable_offset, (int64_t)s->reftable_size * 8 },
-        { s->snapshots_offset, s->nb_snapshots ? s->cluster_size : 0 },
     };
 
     int64_t first = offset >> s->cluster_bits;

@@ -16,6 +16,11 @@
  * needs them, and dropped only after the table that no longer names them
  * is in the header.  A crash in between leaves leaked clusters, never a
  * reference to a freed one.
+ *
+ * The overlap guard (qcow2_overlaps_metadata) knows the snapshot table and
+ * every snapshot's L1 table, as QEMU's default overlap check does: their
+ * clusters join the metadata set when the image opens and as snapshots
+ * come and go.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -115,7 +120,7 @@ static int parse_entry(const SnapTable *t, int64_t pos, SnapEntry *e)
 static int coroutine_fn read_table(BlockDriverState *bs, BDRVQcow2State *s, SnapTable *t)
     GRAPH_RDLOCK QCOW2_LOCKED
 {
-    int64_t len = 0;
+    int64_t len = 0, raw = 0;
     uint8_t h[SN_FIXED];
     int ret;
 
@@ -126,19 +131,21 @@ static int coroutine_fn read_table(BlockDriverState *bs, BDRVQcow2State *s, Snap
         if (ret < 0) {
             return ret;
         }
-        len += qcow2_align_up(SN_FIXED + (int64_t)get32(h + 36) + get16(h + 12) +
-                              get16(h + 14), 8);
+        raw = len + SN_FIXED + (int64_t)get32(h + 36) + get16(h + 12) + get16(h + 14);
+        len = qcow2_align_up(raw, 8);
         if (len > SN_TABLE_MAX) {
             qcow2_report_corruption(s, "snapshot table larger than %d bytes", SN_TABLE_MAX);
             return -EIO;
         }
     }
-    t->buf = malloc(len ? len : 1);
+    /* QEMU does not write the padding after the last entry: the table may
+     * end (and the file with it) up to 7 bytes short.  Read it as zeroes. */
+    t->buf = calloc(1, len ? len : 1);
     if (!t->buf) {
         return -ENOMEM;
     }
     t->len = len;
-    ret = len ? qcow2_file_pread(bs, s->snapshots_offset, len, t->buf) : 0;
+    ret = raw ? qcow2_file_pread(bs, s->snapshots_offset, raw, t->buf) : 0;
     /* Every entry parses, or none is trusted: a lookup that stopped at a
      * bad one would miss those behind it. */
     for (int64_t pos = 0; ret >= 0 && pos < len;) {
@@ -230,6 +237,91 @@ static int coroutine_fn replace_table(BlockDriverState *bs, BDRVQcow2State *s, c
         qcow2_defer_free(s, old_off, old_len, QCOW2_DISCARD_OTHER);
     }
     return 0;
+}
+
+/* ---- The overlap guard ------------------------------------------------------------ */
+
+static int64_t range_clusters(BDRVQcow2State *s, int64_t off, int64_t bytes)
+{
+    return bytes > 0 ? ((off + bytes - 1) >> s->cluster_bits) - (off >> s->cluster_bits) + 1
+                     : 0;
+}
+
+/* Enter (or remove) the clusters of [off, +bytes) in the metadata set;
+ * entering cannot fail once range_clusters() of them are reserved. */
+static void guard_range(BDRVQcow2State *s, int64_t off, int64_t bytes, bool enter) QCOW2_LOCKED
+{
+    for (int64_t c = off >> s->cluster_bits; bytes > 0 && c <= (off + bytes - 1) >> s->cluster_bits;
+         c++) {
+        if (enter) {
+            qcow2_meta_add(s, c << s->cluster_bits);
+        } else {
+            qcow2_meta_remove(s, c << s->cluster_bits);
+        }
+    }
+}
+
+/* The clusters table @t at @off and the L1 tables it names take. */
+static int64_t table_clusters(BDRVQcow2State *s, const SnapTable *t, int64_t off)
+{
+    int64_t n = range_clusters(s, off, t->len);
+    SnapEntry e;
+
+    for (int64_t pos = 0; pos < t->len && parse_entry(t, pos, &e) == 0; pos += e.len) {
+        n += range_clusters(s, (int64_t)e.l1_offset, (int64_t)e.l1_size * 8);
+    }
+    return n;
+}
+
+static void guard_table(BDRVQcow2State *s, const SnapTable *t, int64_t off, bool enter)
+    QCOW2_LOCKED
+{
+    SnapEntry e;
+
+    guard_range(s, off, t->len, enter);
+    for (int64_t pos = 0; pos < t->len && parse_entry(t, pos, &e) == 0; pos += e.len) {
+        guard_range(s, (int64_t)e.l1_offset, (int64_t)e.l1_size * 8, enter);
+    }
+}
+
+static int copy_table(const SnapTable *t, SnapTable *out)
+{
+    out->buf = malloc(t->len ? t->len : 1);
+    if (!out->buf) {
+        return -ENOMEM;
+    }
+    memcpy(out->buf, t->buf, t->len);
+    out->len = t->len;
+    return 0;
+}
+
+/* The table in the header is replaced by @t (now at s->snapshots_offset):
+ * the guard follows.  Room for @t's clusters was reserved. */
+static void guard_swap(BDRVQcow2State *s, const SnapTable *old, int64_t old_off,
+                       const SnapTable *t) QCOW2_LOCKED
+{
+    guard_table(s, old, old_off, false);
+    guard_table(s, t, s->snapshots_offset, true);
+}
+
+int coroutine_fn qcow2_snapshot_guard_init(BlockDriverState *bs, BDRVQcow2State *s,
+                                           Error **errp)
+{
+    SnapTable t = { 0 };
+    int ret = s->nb_snapshots ? read_table(bs, s, &t) : 0;
+
+    if (ret >= 0 && t.len) {
+        ret = qcow2_meta_reserve(s, table_clusters(s, &t, s->snapshots_offset));
+        if (ret >= 0) {
+            guard_table(s, &t, s->snapshots_offset, true);
+        }
+    }
+    if (ret < 0 && ret != -EIO) {
+        error_setg_errno(errp, -ret, "Could not read the snapshot table");
+    }
+    free(t.buf);
+    /* A table that does not parse was reported corrupt: writes stop. */
+    return ret == -EIO ? 0 : ret;
 }
 
 /* ---- References ------------------------------------------------------------------- */
@@ -440,9 +532,9 @@ static int coroutine_fn create_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
 {
     BDRVQcow2State *s = bs->opaque;
     SnapCall *c = opaque;
-    SnapTable t = { 0 };
+    SnapTable t = { 0 }, old = { 0 };
     SnapEntry found;
-    int64_t l1_off = 0, old_len;
+    int64_t l1_off = 0, old_len, old_off = s->snapshots_offset;
     char id[32];
     int ret;
 
@@ -470,11 +562,20 @@ static int coroutine_fn create_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
     }
     old_len = t.len;
     if (ret >= 0) {
+        ret = copy_table(&t, &old);
+    }
+    if (ret >= 0) {
         snprintf(id, sizeof(id), "%lu", next_id(&t));
         ret = append_entry(&t, s, l1_off, id, c->name);
     }
     if (ret >= 0) {
+        ret = qcow2_meta_reserve(s, table_clusters(s, &t, 0));
+    }
+    if (ret >= 0) {
         ret = replace_table(bs, s, &t, old_len, s->nb_snapshots + 1);
+        if (ret >= 0) {
+            guard_swap(s, &old, old_off, &t);
+        }
     }
     if (ret < 0 && l1_off > 0) {
         qcow2_update_refcount(bs, s, l1_off, (int64_t)s->l1_size * 8, -1);
@@ -485,6 +586,7 @@ static int coroutine_fn create_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
     }
     co_mutex_unlock(&s->lock);
     free(t.buf);
+    free(old.buf);
     return ret;
 }
 
@@ -508,7 +610,7 @@ static int coroutine_fn delete_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
 {
     BDRVQcow2State *s = bs->opaque;
     SnapCall *c = opaque;
-    SnapTable t = { 0 };
+    SnapTable t = { 0 }, old = { 0 };
     SnapEntry e;
     int ret;
 
@@ -518,12 +620,21 @@ static int coroutine_fn delete_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
         ret = -ENOENT;
     }
     if (ret >= 0) {
+        ret = qcow2_meta_reserve(s, table_clusters(s, &t, 0));
+    }
+    if (ret >= 0) {
+        ret = copy_table(&t, &old);
+    }
+    if (ret >= 0) {
         /* The table without it first; then its references go. */
-        int64_t old_len = t.len;
+        int64_t old_off = s->snapshots_offset;
 
         memmove(t.buf + e.pos, t.buf + e.pos + e.len, t.len - e.pos - e.len);
         t.len -= e.len;
-        ret = replace_table(bs, s, &t, old_len, s->nb_snapshots - 1);
+        ret = replace_table(bs, s, &t, old.len, s->nb_snapshots - 1);
+        if (ret >= 0) {
+            guard_swap(s, &old, old_off, &t);
+        }
     }
     if (ret >= 0) {
         /* The snapshot is gone from here on: what follows can only leak. */
@@ -535,6 +646,7 @@ static int coroutine_fn delete_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
     }
     co_mutex_unlock(&s->lock);
     free(t.buf);
+    free(old.buf);
     return ret;
 }
 

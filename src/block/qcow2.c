@@ -399,6 +399,9 @@ static int coroutine_fn open_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
     if (ret >= 0) {
         ret = qcow2_l1_check(bs, s, a->errp);
     }
+    if (ret >= 0) {
+        ret = qcow2_snapshot_guard_init(bs, s, a->errp);
+    }
     if (ret >= 0 && (a->flags & BDRV_O_RDWR)) {
         qcow2_check_references_or_warn(bs, s);
     }

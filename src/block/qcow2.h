@@ -219,10 +219,12 @@ int coroutine_fn qcow2_grow_file(BlockDriverState *bs, BDRVQcow2State *s, int64_
 int coroutine_fn qcow2_file_flush(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK QCOW2_LOCKED;
 /* Does host range [offset, +bytes) overlap the header, the L1 table, the
- * refcount table, the snapshot table, an active L2 table or a refcount
- * block?  Cheap: checked before every in-place data write. */
+ * refcount table, the snapshot table, a snapshot's L1 table, an active L2
+ * table or a refcount block?  Cheap: checked before every in-place data
+ * write. */
 bool qcow2_overlaps_metadata(BDRVQcow2State *s, int64_t offset, int64_t bytes) QCOW2_LOCKED;
-/* The set of L2 table and refcount block clusters behind that check:
+/* The set of L2 table, refcount block and snapshot clusters behind that
+ * check:
  * enter or remove the table at host @offset; make room for @n entries so
  * that the next @n qcow2_meta_add() cannot fail (0 or -ENOMEM). */
 int qcow2_meta_reserve(BDRVQcow2State *s, int64_t n) QCOW2_LOCKED;
@@ -300,6 +302,10 @@ static inline void l1_mark_dirty(BDRVQcow2State *s, uint32_t i) QCOW2_LOCKED
 /* Take snapshot @name of the active layer (the node drained).  -EEXIST if
  * one has that name; other -errno on failure (at most leaked clusters). */
 int qcow2_snapshot_create(BlockDriverState *bs, const char *name);
+/* Enter the snapshot table and the snapshots' L1 tables in the overlap
+ * guard.  At open; a table that does not parse is reported corrupt. */
+int coroutine_fn qcow2_snapshot_guard_init(BlockDriverState *bs, BDRVQcow2State *s,
+                                           Error **errp) GRAPH_RDLOCK QCOW2_LOCKED;
 /* Delete the snapshot QEMU's lookup finds for @id and/or @name (-ENOENT:
  * none), returning its SnapshotInfo in *@info. */
 int qcow2_snapshot_delete(BlockDriverState *bs, const char *id, const char *name,

@@ -217,3 +217,29 @@ def test_snapshot_refused_cleanly(blockd, sdir, imgdir):  # noqa: F811
     check_clean(img)
     assert snapshots(img) == []
     qemu_io(img, "read -P 5 0 1M", "read -P 6 2M 64k")
+
+
+def test_qemu_table_at_end_of_file(blockd, sdir, imgdir):  # noqa: F811
+    """qemu-img leaves the snapshot table last in the file without the
+    padding after its last entry (the file ends up to 7 bytes short of
+    it): blockd reads it, adds and deletes snapshots, and the image stays
+    clean (once, reading the padded table failed and no snapshot could be
+    taken until a write grew the file)."""
+    img = os.path.join(imgdir, "e.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=512", img, "1M")
+    qemu_io(img, "write -P 4 0 64k")
+    qemu_img("snapshot", "-c", "pre", img)
+    assert os.path.getsize(img) % 8, "the table is expected last, unpadded"
+    j = Jobs(blockd, sdir, {})
+    q = j.qmp
+    q.cmd("blockdev-add", driver="qcow2", node_name="d",
+          file={"driver": "file", "filename": img})
+    for cmd, name in ((I, "s1"), (D, "pre")):
+        r = q.execute(cmd, {"device": "d", "name": name})
+        assert "error" not in r, r
+    q.cmd("blockdev-del", node_name="d")
+    j.assert_healthy()
+    check_clean(img)
+    assert [n for _, n in snapshots(img)] == ["s1"]
+    qemu_img("snapshot", "-a", "s1", img)
+    qemu_io(img, "read -P 4 0 64k")

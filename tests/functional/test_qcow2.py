@@ -1063,6 +1063,44 @@ def test_metadata_write_error_passes(blockd, sdir, tmp_path):
     qio(img, "read -P 0x11 0 64k", "read -P 0x22 1M 64k")
 
 
+@pytest.mark.parametrize("target", ["snapshot-l1", "snapshot-table", "snapshot-table-end"])
+def test_corrupt_data_cluster_on_snapshot_tables(blockd, sdir, tmp_path, target):
+    """An active L2 entry whose data cluster is a snapshot's L1 table or a
+    cluster of the snapshot table, the last one included (each in use, so
+    the open check passes): the write in place is refused, the image
+    marked corrupt, the snapshots intact."""
+    cs = 512 if target == "snapshot-table-end" else 64 * KiB
+    img = str(tmp_path / "s.qcow2")
+    qimg("create", "-q", "-f", "qcow2", "-o", f"cluster_size={cs}", img, "4M")
+    qio(img, f"write -P 9 0 {cs}")
+    for i in range(8 if target == "snapshot-table-end" else 1):
+        qimg("snapshot", "-c", f"s{i}", img)
+    qio(img, f"write -P 8 0 {cs}")      # the active L2 table is its own again
+    with open(img, "rb") as f:
+        data = f.read()
+    count, table = int.from_bytes(data[60:64], "big"), int.from_bytes(data[64:72], "big")
+    end = table
+    for _ in range(count):
+        h = data[end:end + 40]
+        end += (40 + int.from_bytes(h[36:40], "big") + int.from_bytes(h[12:14], "big") +
+                int.from_bytes(h[14:16], "big") + 7) // 8 * 8
+    host = {"snapshot-l1": int.from_bytes(data[table:table + 8], "big"),
+            "snapshot-table": table,
+            "snapshot-table-end": (end - 1) // cs * cs}[target]
+    assert target != "snapshot-table-end" or host > table
+    patch(img, l2_offset(img), be64(COPIED | host))
+    before = open(img, "rb").read()
+    d = Blockd(blockd, sdir, [qcow2_opts(img)])
+    h = d.connect()
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"\x55" * 512, 0)
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"\x56" * 512, MiB)   # refused: this one sets the corrupt bit
+    h.shutdown()
+    d.stop()
+    same_but_corrupt_bit(img, before)
+
+
 def test_entry_past_end_found_at_reopen_read_write(blockd, sdir, tmp_path):
     """Opened read-only, the image is not checked (nothing is allocated);
     reopened read-write, it is, before the first write."""
