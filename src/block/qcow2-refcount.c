@@ -624,22 +624,40 @@ void qcow2_defer_free(BDRVQcow2State *s, int64_t offset, int64_t bytes,
     s->pending[s->npending++] = (Qcow2PendingFree){ offset, bytes, type };
 }
 
+/*
+ * pass-discard-*: give the clusters of [offset, +bytes) that are free now
+ * back to the file system.  Each on its own: a compressed range shares its
+ * first and last clusters with its neighbours, which may still be in use.
+ */
+static int coroutine_fn discard_freed(BlockDriverState *bs, BDRVQcow2State *s, int64_t offset,
+                                      int64_t bytes) GRAPH_RDLOCK QCOW2_LOCKED
+{
+    int64_t last = (offset + bytes - 1) >> s->cluster_bits;
+
+    for (int64_t c = offset >> s->cluster_bits; c <= last; c++) {
+        uint64_t rc;
+        int ret = qcow2_get_refcount(bs, s, c, &rc);
+
+        if (ret < 0) {
+            return ret;
+        }
+        if (rc == 0) {
+            bdrv_co_pdiscard(bs->file, c << s->cluster_bits, s->cluster_size);
+        }
+    }
+    return 0;
+}
+
 int coroutine_fn qcow2_apply_deferred_frees(BlockDriverState *bs, BDRVQcow2State *s)
 {
     int ret = 0;
 
     for (int i = 0; i < s->npending && ret >= 0; i++) {
         Qcow2PendingFree *f = &s->pending[i];
-        uint64_t rc = 1;
-        bool pass = s->pass_discard[f->type];
 
         ret = qcow2_update_refcount(bs, s, f->offset, f->bytes, -1);
-        if (ret >= 0 && pass) {
-            ret = qcow2_get_refcount(bs, s, f->offset >> s->cluster_bits, &rc);
-        }
-        /* pass-discard-*: give the space back to the file system too. */
-        if (ret >= 0 && pass && rc == 0 && !(f->offset & (s->cluster_size - 1))) {
-            bdrv_co_pdiscard(bs->file, f->offset, qcow2_align_up(f->bytes, s->cluster_size));
+        if (ret >= 0 && s->pass_discard[f->type]) {
+            ret = discard_freed(bs, s, f->offset, f->bytes);
         }
     }
     /* On error the remaining ones stay allocated: leaked, not corrupt. */
