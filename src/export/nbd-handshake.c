@@ -1,0 +1,392 @@
+/*
+ * nbd-handshake.c - the fixed-newstyle handshake of one NBD connection:
+ * options (export info and go, list, structured replies, meta contexts)
+ * until the client picks an export.  What is negotiated goes into the
+ * NbdClient for the transmission phase (nbd-client.c).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockd/block-backend-io.h"
+#include "blockd/log.h"
+#include "blockd/main-loop.h"
+#include "nbd-conn.h"
+#include "nbd-internal.h"
+#include "nbd-proto.h"
+
+/* ---- Handshake ------------------------------------------------------------------ */
+
+static bool coroutine_fn send_option_reply(NbdClient *c, uint32_t option, uint32_t type,
+                                           const void *data, uint32_t len)
+{
+    uint8_t hdr[20];
+    struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)data, len } };
+
+    nbd_put64(hdr, NBD_REP_MAGIC);
+    nbd_put32(hdr + 8, option);
+    nbd_put32(hdr + 12, type);
+    nbd_put32(hdr + 16, len);
+    return nbd_co_sendv(c, iov, len ? 2 : 1);
+}
+
+static uint16_t transmission_flags(NbdClient *c, BlockExport *exp)
+{
+    uint16_t flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+                     NBD_FLAG_SEND_CACHE | NBD_FLAG_CAN_MULTI_CONN;
+
+    /* Every connection uses the same node, and a flush flushes the node:
+     * what one connection flushed, all see.  Hence multi-conn. */
+    if (blk_exp_writable(exp)) {
+        flags |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+    } else {
+        flags |= NBD_FLAG_READ_ONLY;
+    }
+    if (c->structured) {
+        flags |= NBD_FLAG_SEND_DF;
+    }
+    return flags;
+}
+
+/* INFO and GO: send what the client may want to know about the export. */
+static bool coroutine_fn send_export_info(NbdClient *c, uint32_t option, BlockExport *exp,
+                                          const uint8_t *requests, int nrequests)
+{
+    uint8_t buf[14];
+    bool want_name = false, want_desc = false;
+    const char *desc = blk_exp_description(exp);
+
+    for (int i = 0; i < nrequests; i++) {
+        uint16_t r = nbd_get16(requests + 2 * i);
+        want_name |= r == NBD_INFO_NAME;
+        want_desc |= r == NBD_INFO_DESCRIPTION;
+    }
+    if (want_name) {
+        size_t len = strlen(blk_exp_nbd_name(exp));
+        char *info = malloc(2 + len);
+        bool ok;
+        nbd_put16((uint8_t *)info, NBD_INFO_NAME);
+        memcpy(info + 2, blk_exp_nbd_name(exp), len);
+        ok = send_option_reply(c, option, NBD_REP_INFO, info, 2 + len);
+        free(info);
+        if (!ok) {
+            return false;
+        }
+    }
+    if (want_desc && desc) {
+        size_t len = strlen(desc);
+        char *info = malloc(2 + len);
+        bool ok;
+        nbd_put16((uint8_t *)info, NBD_INFO_DESCRIPTION);
+        memcpy(info + 2, desc, len);
+        ok = send_option_reply(c, option, NBD_REP_INFO, info, 2 + len);
+        free(info);
+        if (!ok) {
+            return false;
+        }
+    }
+    /* Block sizes: any alignment works (the I/O path bounces); the
+     * preferred size avoids read-modify-write; the maximum bounds buffers. */
+    nbd_put16(buf, NBD_INFO_BLOCK_SIZE);
+    nbd_put32(buf + 2, NBD_MIN_BLOCK_SIZE);
+    nbd_put32(buf + 6, NBD_PREF_BLOCK_SIZE);
+    nbd_put32(buf + 10, NBD_MAX_BUFFER_SIZE);
+    if (!send_option_reply(c, option, NBD_REP_INFO, buf, 14)) {
+        return false;
+    }
+    nbd_put16(buf, NBD_INFO_EXPORT);
+    nbd_put64(buf + 2, blk_co_getlength(blk_exp_blk(exp)));
+    nbd_put16(buf + 10, transmission_flags(c, exp));
+    return send_option_reply(c, option, NBD_REP_INFO, buf, 12);
+}
+
+/* Parse INFO/GO: name, then a list of information requests. */
+static bool parse_info_request(const uint8_t *data, uint32_t len, char *name,
+                               const uint8_t **requests, int *nrequests)
+{
+    uint32_t namelen;
+
+    if (len < 6) {
+        return false;
+    }
+    namelen = nbd_get32(data);
+    if (namelen > len - 6 || namelen > NBD_NAME_MAX) {
+        return false;
+    }
+    memcpy(name, data + 4, namelen);
+    name[namelen] = '\0';
+    *nrequests = nbd_get16(data + 4 + namelen);
+    *requests = data + 6 + namelen;
+    return len == 6 + namelen + 2 * (uint32_t)*nrequests;
+}
+
+/* One query of NBD_OPT_LIST/SET_META_CONTEXT: which of our contexts it
+ * names (a LIST query may name a namespace). */
+static void match_query(const uint8_t *q, uint32_t qlen, bool set, bool *alloc, bool *depth)
+{
+    static const char alloc_name[] = "base:allocation", depth_name[] = "qemu:allocation-depth";
+
+    if ((qlen == strlen(alloc_name) && memcmp(q, alloc_name, qlen) == 0) ||
+        (!set && qlen == 5 && memcmp(q, "base:", 5) == 0)) {
+        *alloc = true;
+    }
+    if ((qlen == strlen(depth_name) && memcmp(q, depth_name, qlen) == 0) ||
+        (!set && qlen == 5 && memcmp(q, "qemu:", 5) == 0)) {
+        *depth = true;
+    }
+}
+
+static bool coroutine_fn send_context(NbdClient *c, uint32_t option, uint32_t id,
+                                      const char *name)
+{
+    size_t len = strlen(name);
+    uint8_t reply[4 + 32];
+
+    nbd_put32(reply, id);
+    memcpy(reply + 4, name, len);
+    return send_option_reply(c, option, NBD_REP_META_CONTEXT, reply, 4 + len);
+}
+
+static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
+                                             const uint8_t *data, uint32_t len)
+{
+    char name[NBD_NAME_MAX + 1];
+    uint32_t namelen, nqueries, off;
+    bool set = option == NBD_OPT_SET_META_CONTEXT;
+    bool want_alloc = false, want_depth = false;
+    BlockExport *exp;
+
+    if (set && !c->structured) {
+        return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+    }
+    if (len < 8 || (namelen = nbd_get32(data)) > len - 8 || namelen > NBD_NAME_MAX) {
+        return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+    }
+    memcpy(name, data + 4, namelen);
+    name[namelen] = '\0';
+    nqueries = nbd_get32(data + 4 + namelen);
+    off = 8 + namelen;
+    for (uint32_t i = 0; i < nqueries; i++) {
+        uint32_t qlen;
+        if (off + 4 > len || (qlen = nbd_get32(data + off)) > len - off - 4) {
+            return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+        }
+        match_query(data + off + 4, qlen, set, &want_alloc, &want_depth);
+        off += 4 + qlen;
+    }
+    if (off != len) {
+        return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+    }
+    exp = blk_exp_find_nbd(name);
+    if (!exp) {
+        return send_option_reply(c, option, NBD_REP_ERR_UNKNOWN, NULL, 0);
+    }
+    if (!set && nqueries == 0) {
+        want_alloc = want_depth = true;    /* list everything */
+    }
+    want_depth = want_depth && blk_exp_allocation_depth(exp);
+    if (set) {
+        c->meta_allocation = want_alloc;
+        c->meta_depth = want_depth;
+    }
+    if (want_alloc &&
+        !send_context(c, option, NBD_META_BASE_ALLOCATION_ID, "base:allocation")) {
+        return false;
+    }
+    if (want_depth &&
+        !send_context(c, option, NBD_META_ALLOCATION_DEPTH_ID, "qemu:allocation-depth")) {
+        return false;
+    }
+    return send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
+}
+
+typedef struct NameList {
+    char **names;
+    char **descs;
+    int n;
+} NameList;
+
+static void collect_name(BlockExport *exp, void *opaque)
+{
+    NameList *l = opaque;
+    const char *desc = blk_exp_description(exp);
+
+    l->names = realloc(l->names, (l->n + 1) * sizeof(*l->names));
+    l->descs = realloc(l->descs, (l->n + 1) * sizeof(*l->descs));
+    if (!l->names || !l->descs || !(l->names[l->n] = strdup(blk_exp_nbd_name(exp))) ||
+        !(l->descs[l->n] = strdup(desc ? desc : ""))) {
+        abort();
+    }
+    l->n++;
+}
+
+static bool coroutine_fn handle_list(NbdClient *c, uint32_t len)
+{
+    NameList l = { NULL, NULL, 0 };
+    bool ok = true;
+
+    if (len != 0) {
+        return send_option_reply(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID, NULL, 0);
+    }
+    /* Copy the names first: sending may yield, and exports may change. */
+    blk_exp_foreach(collect_name, &l);
+    for (int i = 0; i < l.n; i++) {
+        /* Name length, name, then the description (what is left). */
+        size_t nlen = strlen(l.names[i]), dlen = strlen(l.descs[i]);
+        uint8_t *reply = malloc(4 + nlen + dlen);
+        if (!reply) {
+            abort();
+        }
+        nbd_put32(reply, nlen);
+        memcpy(reply + 4, l.names[i], nlen);
+        memcpy(reply + 4 + nlen, l.descs[i], dlen);
+        ok = ok && send_option_reply(c, NBD_OPT_LIST, NBD_REP_SERVER, reply, 4 + nlen + dlen);
+        free(reply);
+        free(l.names[i]);
+        free(l.descs[i]);
+    }
+    free(l.names);
+    free(l.descs);
+    return ok && send_option_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+}
+
+/* Drop a reference the handshake held: outside the coroutine, since the
+ * last one frees the BlockBackend (which waits). */
+static void exp_unref_bh(void *opaque)
+{
+    blk_exp_unref(opaque);
+}
+
+void nbd_handshake_put_exp(BlockExport *exp)
+{
+    aio_bh_schedule_oneshot(main_aio_context(), exp_unref_bh, exp);
+}
+
+/* After a send that may have yielded: is @exp still served as @name?
+ * (block-export-del may have run meanwhile.) */
+static bool exp_still_there(BlockExport *exp, const char *name)
+{
+    return blk_exp_find_nbd(name) == exp;
+}
+
+/*
+ * Run the option haggling.  Returns the chosen export with a reference
+ * the caller drops (nbd_handshake_put_exp), or NULL to end the connection.
+ * Sending may yield, and the export may be deleted meanwhile: it is
+ * referenced across every send that uses it.
+ */
+BlockExport *coroutine_fn nbd_handshake(NbdClient *c)
+{
+    uint8_t greeting[18], cflags[4], opt[16];
+    uint32_t client_flags;
+
+    nbd_put64(greeting, NBD_MAGIC);
+    nbd_put64(greeting + 8, NBD_OPTS_MAGIC);
+    nbd_put16(greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    if (!nbd_co_send(c, greeting, sizeof(greeting)) || !nbd_co_recv_full(c, cflags, 4)) {
+        return NULL;
+    }
+    client_flags = nbd_get32(cflags);
+    if (client_flags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
+        return NULL;
+    }
+    c->no_zeroes = client_flags & NBD_FLAG_C_NO_ZEROES;
+
+    for (;;) {
+        uint32_t option, len;
+        uint8_t *data = NULL;
+        BlockExport *exp = NULL;
+        bool ok = true;
+
+        if (!nbd_co_recv_full(c, opt, sizeof(opt)) || nbd_get64(opt) != NBD_OPTS_MAGIC) {
+            return NULL;
+        }
+        option = nbd_get32(opt + 8);
+        len = nbd_get32(opt + 12);
+        if (len > NBD_MAX_OPTION_LEN) {
+            return NULL;   /* not worth reading: the client is broken */
+        }
+        data = malloc(len + 1);
+        if (!data || !nbd_co_recv_full(c, data, len)) {
+            free(data);
+            return NULL;
+        }
+        data[len] = '\0';
+
+        switch (option) {
+        case NBD_OPT_EXPORT_NAME: {
+            uint8_t reply[8 + 2 + 124] = { 0 };
+            if (memchr(data, '\0', len) || !(exp = blk_exp_find_nbd((char *)data))) {
+                free(data);
+                return NULL;        /* the protocol allows no error here */
+            }
+            blk_exp_ref(exp);
+            nbd_put64(reply, blk_co_getlength(blk_exp_blk(exp)));
+            nbd_put16(reply + 8, transmission_flags(c, exp));
+            ok = nbd_co_send(c, reply, c->no_zeroes ? 10 : sizeof(reply)) &&
+                 exp_still_there(exp, (char *)data);
+            free(data);
+            if (!ok) {
+                nbd_handshake_put_exp(exp);
+                return NULL;
+            }
+            return exp;
+        }
+        case NBD_OPT_ABORT:
+            send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
+            free(data);
+            return NULL;
+        case NBD_OPT_LIST:
+            ok = handle_list(c, len);
+            break;
+        case NBD_OPT_STARTTLS:
+            ok = send_option_reply(c, option, NBD_REP_ERR_POLICY, NULL, 0);
+            break;
+        case NBD_OPT_INFO:
+        case NBD_OPT_GO: {
+            char name[NBD_NAME_MAX + 1];
+            const uint8_t *requests;
+            int nrequests;
+            if (!parse_info_request(data, len, name, &requests, &nrequests)) {
+                ok = send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+            } else if (!(exp = blk_exp_find_nbd(name))) {
+                ok = send_option_reply(c, option, NBD_REP_ERR_UNKNOWN, NULL, 0);
+            } else {
+                blk_exp_ref(exp);
+                ok = send_export_info(c, option, exp, requests, nrequests) &&
+                     send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
+                if (ok && option == NBD_OPT_GO) {
+                    if (exp_still_there(exp, name)) {
+                        free(data);
+                        return exp;
+                    }
+                    ok = false;     /* deleted while we told the client about it */
+                }
+                nbd_handshake_put_exp(exp);
+            }
+            break;
+        }
+        case NBD_OPT_STRUCTURED_REPLY:
+            if (len != 0) {
+                ok = send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+            } else {
+                c->structured = true;
+                ok = send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
+            }
+            break;
+        case NBD_OPT_LIST_META_CONTEXT:
+        case NBD_OPT_SET_META_CONTEXT:
+            ok = handle_meta_context(c, option, data, len);
+            break;
+        default:
+            ok = send_option_reply(c, option, NBD_REP_ERR_UNSUP, NULL, 0);
+            break;
+        }
+        free(data);
+        if (!ok) {
+            return NULL;
+        }
+    }
+}
+
