@@ -995,6 +995,13 @@ int coroutine_fn qcow2_sync_metadata(BlockDriverState *bs, BDRVQcow2State *s)
     return ret;
 }
 
+int coroutine_fn qcow2_sync_all(BlockDriverState *bs, BDRVQcow2State *s)
+{
+    int ret = qcow2_sync_metadata(bs, s);
+
+    return ret < 0 ? ret : qcow2_sync_metadata(bs, s);
+}
+
 /* ---- Preallocation -------------------------------------------------------------------- */
 
 int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State *s)

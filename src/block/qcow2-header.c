@@ -153,10 +153,7 @@ static int coroutine_fn sync_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOCK
 
     (void)opaque;
     co_mutex_lock(&s->lock);
-    ret = qcow2_sync_metadata(bs, s);
-    if (ret >= 0) {
-        ret = qcow2_sync_metadata(bs, s);      /* the frees it applied */
-    }
+    ret = qcow2_sync_all(bs, s);
     co_mutex_unlock(&s->lock);
     return ret >= 0 ? bdrv_co_flush(bs->file->bs) : ret;
 }

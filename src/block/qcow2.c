@@ -599,11 +599,7 @@ static int coroutine_fn close_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOC
 
     (void)opaque;
     co_mutex_lock(&s->lock);
-    ret = qcow2_sync_metadata(bs, s);
-    /* The frees just applied are refcount updates too. */
-    if (ret >= 0) {
-        ret = qcow2_sync_metadata(bs, s);
-    }
+    ret = qcow2_sync_all(bs, s);
     co_mutex_unlock(&s->lock);
     return ret;
 }

@@ -430,6 +430,10 @@ int coroutine_fn qcow2_co_block_status(BlockDriverState *bs, int64_t offset, int
 /* Write all dirty metadata in dependency order, then apply deferred frees. */
 int coroutine_fn qcow2_sync_metadata(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK QCOW2_LOCKED;
+/* The same, twice: the frees the first applied are refcount updates too
+ * (on close, and before a switch to read-only). */
+int coroutine_fn qcow2_sync_all(BlockDriverState *bs, BDRVQcow2State *s)
+    GRAPH_RDLOCK QCOW2_LOCKED;
 /* Allocate all L2 tables (preallocation=metadata). */
 int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK QCOW2_LOCKED;

@@ -12,41 +12,24 @@
 #include "blockd/job-driver.h"
 #include "blockd/main-loop.h"
 
-typedef struct CreateJob {
+/* Both jobs: the command's options, immutable (BlockdevCreateOptions or
+ * BlockdevAmendOptions). */
+typedef struct OptionsJob {
     Job common;
-    json_object *options;           /* immutable: the BlockdevCreateOptions */
-} CreateJob;
+    json_object *options;
+} OptionsJob;
 
-static int coroutine_fn create_run(Job *job, Error **errp)
+static void options_job_free(Job *job)
 {
-    CreateJob *s = (CreateJob *)job;
-    int ret;
-
-    job_progress_set_remaining(job, 1);
-    ret = bdrv_co_create(s->options, errp);
-    job_progress_update(job, 1);
-    return ret;
+    json_object_put(((OptionsJob *)job)->options);
 }
 
-static void create_free(Job *job)
+static Job *options_job_start(const char *job_id, const JobDriver *driver,
+                              json_object *options, Error **errp)
 {
-    json_object_put(((CreateJob *)job)->options);
-}
+    OptionsJob *s = job_create(job_id, driver, NULL, main_aio_context(), JOB_MANUAL_DISMISS,
+                               NULL, NULL, errp);
 
-static const JobDriver create_job_driver = {
-    .instance_size = sizeof(CreateJob),
-    .job_type = JOB_TYPE_CREATE,
-    .run = create_run,
-    .free = create_free,
-};
-
-Job *create_job_start(const char *job_id, json_object *options, Error **errp)
-{
-    CreateJob *s;
-
-    GLOBAL_STATE_CODE();
-    s = job_create(job_id, &create_job_driver, NULL, main_aio_context(),
-                   JOB_MANUAL_DISMISS, NULL, NULL, errp);
     if (!s) {
         return NULL;
     }
@@ -55,12 +38,31 @@ Job *create_job_start(const char *job_id, json_object *options, Error **errp)
     return &s->common;
 }
 
-/* ---- x-blockdev-amend ------------------------------------------------------------- */
+static int coroutine_fn create_run(Job *job, Error **errp)
+{
+    OptionsJob *s = (OptionsJob *)job;
+    int ret;
 
-typedef struct AmendJob {
-    Job common;
-    json_object *options;           /* immutable: the BlockdevAmendOptions */
-} AmendJob;
+    job_progress_set_remaining(job, 1);
+    ret = bdrv_co_create(s->options, errp);
+    job_progress_update(job, 1);
+    return ret;
+}
+
+static const JobDriver create_job_driver = {
+    .instance_size = sizeof(OptionsJob),
+    .job_type = JOB_TYPE_CREATE,
+    .run = create_run,
+    .free = options_job_free,
+};
+
+Job *create_job_start(const char *job_id, json_object *options, Error **errp)
+{
+    GLOBAL_STATE_CODE();
+    return options_job_start(job_id, &create_job_driver, options, errp);
+}
+
+/* ---- x-blockdev-amend ------------------------------------------------------------- */
 
 /*
  * What qcow2 lets x-blockdev-amend change is its encryption's key slots.
@@ -70,7 +72,7 @@ typedef struct AmendJob {
  */
 static int coroutine_fn amend_run(Job *job, Error **errp)
 {
-    AmendJob *s = (AmendJob *)job;
+    OptionsJob *s = (OptionsJob *)job;
     int ret = 0;
 
     job_progress_set_remaining(job, 1);
@@ -82,29 +84,15 @@ static int coroutine_fn amend_run(Job *job, Error **errp)
     return ret;
 }
 
-static void amend_free(Job *job)
-{
-    json_object_put(((AmendJob *)job)->options);
-}
-
 static const JobDriver amend_job_driver = {
-    .instance_size = sizeof(AmendJob),
+    .instance_size = sizeof(OptionsJob),
     .job_type = JOB_TYPE_AMEND,
     .run = amend_run,
-    .free = amend_free,
+    .free = options_job_free,
 };
 
 Job *amend_job_start(const char *job_id, json_object *options, Error **errp)
 {
-    AmendJob *s;
-
     GLOBAL_STATE_CODE();
-    s = job_create(job_id, &amend_job_driver, NULL, main_aio_context(), JOB_MANUAL_DISMISS,
-                   NULL, NULL, errp);
-    if (!s) {
-        return NULL;
-    }
-    s->options = json_object_get(options);
-    job_start(&s->common);
-    return &s->common;
+    return options_job_start(job_id, &amend_job_driver, options, errp);
 }
