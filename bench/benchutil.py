@@ -1,4 +1,6 @@
-"""Shared by the NBD benchmarks: waiting for a server, running fio."""
+"""Shared by the benchmarks: waiting for a server, running fio, a daemon
+driven over QMP."""
+import contextlib
 import json
 import os
 import subprocess
@@ -23,3 +25,25 @@ def fio_side(args):
     text = out.stdout[out.stdout.index("{"):]   # fio prints a line before the JSON
     job = json.loads(text)["jobs"][0]
     return job["read"] if job["read"]["io_bytes"] else job["write"]
+
+
+@contextlib.contextmanager
+def qmp_daemon(binary, args, qmp_path, timeout):
+    """Start @binary with @args and a QMP monitor on @qmp_path; yield the
+    QMP client (tests/functional/qmp.py must be importable).  Ends with
+    quit, or with a kill if the body failed."""
+    from qmp import QMP
+    proc = subprocess.Popen([binary, *args,
+                             "--chardev", f"socket,id=m,path={qmp_path},server=on,wait=off",
+                             "--monitor", "chardev=m"], stdout=subprocess.DEVNULL)
+    try:
+        q = QMP(qmp_path, timeout=timeout)
+        yield q
+        q.cmd("quit")
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if os.path.exists(qmp_path):
+            os.unlink(qmp_path)

@@ -16,7 +16,7 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "tests", "functional"))
-from qmp import QMP  # noqa: E402
+from benchutil import qmp_daemon  # noqa: E402
 
 BLOCKD = os.path.join(TOP, "build", "src", "blockd")
 QSD = "qemu-storage-daemon"
@@ -67,28 +67,16 @@ def time_job(binary, sock_dir, verb, until):
     fresh("full" if verb == "block-commit" else "empty")
     qmp_path = os.path.join(sock_dir, "qmp.sock")
     top = os.path.join(DIR, "top.qcow2")
-    proc = subprocess.Popen([binary,
-                             "--blockdev", "driver=file,node-name=ft,filename=" + top,
-                             "--blockdev", "driver=qcow2,node-name=top,file=ft",
-                             "--chardev", f"socket,id=m,path={qmp_path},server=on,wait=off",
-                             "--monitor", "chardev=m"], stdout=subprocess.DEVNULL)
-    try:
-        q = QMP(qmp_path, timeout=120)
+    args = ["--blockdev", "driver=file,node-name=ft,filename=" + top,
+            "--blockdev", "driver=qcow2,node-name=top,file=ft"]
+    with qmp_daemon(binary, args, qmp_path, 120) as q:
         start = time.monotonic()
         q.cmd(verb, job_id="j", device="top")
         wait_event(q, "j", (until,))
         elapsed = time.monotonic() - start
         if until == "BLOCK_JOB_READY":
             q.cmd("job-cancel", id="j")
-        q.cmd("quit")
-        proc.wait(60)
-        return elapsed
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if os.path.exists(qmp_path):
-            os.unlink(qmp_path)
+    return elapsed
 
 
 def main():

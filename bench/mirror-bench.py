@@ -14,7 +14,7 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "tests", "functional"))
-from qmp import QMP  # noqa: E402
+from benchutil import qmp_daemon  # noqa: E402
 
 BLOCKD = os.path.join(TOP, "build", "src", "blockd")
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
@@ -58,30 +58,17 @@ def wait_ready(q, job):
 def time_mirror(binary, sock_dir):
     fresh_target()
     qmp_path = os.path.join(sock_dir, "qmp.sock")
-    args = [binary,
-            "--blockdev", f"driver=file,node-name=fs,filename={SRC}" + AIO(binary),
+    args = ["--blockdev", f"driver=file,node-name=fs,filename={SRC}" + AIO(binary),
             "--blockdev", "driver=raw,node-name=src,file=fs",
             "--blockdev", f"driver=file,node-name=ft,filename={TGT}" + AIO(binary),
-            "--blockdev", "driver=raw,node-name=tgt,file=ft",
-            "--chardev", f"socket,id=m,path={qmp_path},server=on,wait=off",
-            "--monitor", "chardev=m"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    try:
-        q = QMP(qmp_path, timeout=60)
+            "--blockdev", "driver=raw,node-name=tgt,file=ft"]
+    with qmp_daemon(binary, args, qmp_path, 60) as q:
         start = time.monotonic()
         q.cmd("blockdev-mirror", job_id="m", device="src", target="tgt", sync="full")
         wait_ready(q, "m")
         elapsed = time.monotonic() - start
         q.cmd("job-cancel", id="m")
-        q.cmd("quit")
-        proc.wait(30)
-        return elapsed
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if os.path.exists(qmp_path):
-            os.unlink(qmp_path)
+    return elapsed
 
 
 def main():

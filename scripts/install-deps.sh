@@ -15,7 +15,7 @@ set -eu
 # fio) and 'file', which nbdinfo runs to fill its "content" field.
 PACKAGES="
 make meson ninja-build pkg-config gcc libc6-dev clang-19 libclang-rt-19-dev
-liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev
+liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev libgnutls28-dev
 python3 python3-pytest python3-libnbd
 qemu-utils qemu-system-common libnbd-bin nbdkit fio file
 coreutils util-linux mount procps
@@ -109,6 +109,7 @@ tool_runs liburing-dev pkg-config --exists liburing
 tool_runs libjson-c-dev pkg-config --exists json-c
 tool_runs zlib1g-dev pkg-config --exists zlib
 tool_runs libcmocka-dev pkg-config --exists cmocka
+tool_runs libgnutls28-dev pkg-config --exists gnutls
 tool_runs libaio-dev test -e /usr/include/libaio.h
 tool_runs qemu-system-common qemu-storage-daemon --version
 tool_runs qemu-utils qemu-img --version

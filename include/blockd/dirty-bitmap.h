@@ -29,6 +29,8 @@ void bdrv_dirty_bitmap_detach(BlockDriverState *bs, BdrvDirtyBitmap *bm);
 
 int64_t dirty_bitmap_granularity(BdrvDirtyBitmap *bm);
 int64_t dirty_bitmap_size(BdrvDirtyBitmap *bm);
+/* The node's new size: granules past it go, new ones start clean. */
+void dirty_bitmap_truncate(BdrvDirtyBitmap *bm, int64_t size);
 
 /* Mark / clear every granule that [offset, offset+bytes) touches. */
 void dirty_bitmap_set(BdrvDirtyBitmap *bm, int64_t offset, int64_t bytes);
@@ -48,10 +50,57 @@ int64_t dirty_bitmap_count(BdrvDirtyBitmap *bm);
 bool dirty_bitmap_next_area(BdrvDirtyBitmap *bm, int64_t offset, int64_t end,
                             int64_t max_bytes, int64_t *area_off, int64_t *area_bytes);
 
+/* ---- Named bitmaps (block-dirty-bitmap-*) ---- */
+
+/*
+ * A named bitmap of @bs: covers the node's size, records its writes unless
+ * @disabled, goes with the node.  The caller checked the name is free.
+ * Global state.
+ */
+BdrvDirtyBitmap *bdrv_dirty_bitmap_create(BlockDriverState *bs, const char *name,
+                                          int64_t granularity, bool disabled);
+/* Detach and free a named bitmap.  Global state. */
+void bdrv_dirty_bitmap_release(BlockDriverState *bs, BdrvDirtyBitmap *bm);
+/* @bs's named bitmap @name, or NULL.  Global state. */
+BdrvDirtyBitmap *bdrv_dirty_bitmap_find(BlockDriverState *bs, const char *name);
+/* The named bitmap after @prev (NULL: the first), oldest first, or NULL.
+ * Global state. */
+BdrvDirtyBitmap *bdrv_dirty_bitmap_next(BlockDriverState *bs, BdrvDirtyBitmap *prev);
+
+/* Its name (NULL for a job's bitmap).  Common. */
+const char *dirty_bitmap_name(BdrvDirtyBitmap *bm);
+/* Does it record writes?  Common. */
+bool dirty_bitmap_recording(BdrvDirtyBitmap *bm);
+void dirty_bitmap_set_recording(BdrvDirtyBitmap *bm, bool recording);
+/* Busy: a job or an export uses it, no command may change it.  Global state. */
+bool dirty_bitmap_busy(BdrvDirtyBitmap *bm);
+void dirty_bitmap_set_busy(BdrvDirtyBitmap *bm, bool busy);
+/* Persistent: stored in the image when it is closed or flushed.  GS. */
+bool dirty_bitmap_persistent(BdrvDirtyBitmap *bm);
+void dirty_bitmap_set_persistent(BdrvDirtyBitmap *bm, bool persistent);
+/* Inconsistent: found in use in the image (a crash); it records nothing
+ * and may only be removed.  Global state. */
+bool dirty_bitmap_inconsistent(BdrvDirtyBitmap *bm);
+void dirty_bitmap_set_inconsistent(BdrvDirtyBitmap *bm);
+
+/* Clear every bit.  Common. */
+void dirty_bitmap_clear_all(BdrvDirtyBitmap *bm);
+/* An unattached copy of @bm's bits, and putting them back (transaction
+ * undo).  Common. */
+BdrvDirtyBitmap *dirty_bitmap_copy(BdrvDirtyBitmap *bm);
+void dirty_bitmap_restore(BdrvDirtyBitmap *bm, BdrvDirtyBitmap *from);
+/* Mark in @dst what @src has marked; false if their sizes differ.
+ * Granularities may differ.  Common. */
+bool dirty_bitmap_merge(BdrvDirtyBitmap *dst, BdrvDirtyBitmap *src);
+/* SHA-256 of its bits laid out as QEMU lays them out.  Common. */
+bool dirty_bitmap_sha256(BdrvDirtyBitmap *bm, char hex[65]);
+
 /* ---- The node side (block layer internals) ---- */
 
 /* Mark every bitmap attached to @bs.  I/O, any thread. */
 void bdrv_set_dirty(BlockDriverState *bs, int64_t offset, int64_t bytes);
+/* @bs was resized: every bitmap attached follows.  I/O, any thread. */
+void bdrv_dirty_bitmaps_truncate(BlockDriverState *bs, int64_t size);
 void bdrv_dirty_bitmap_init_node(BlockDriverState *bs);
 void bdrv_dirty_bitmap_fini_node(BlockDriverState *bs);
 

@@ -5,23 +5,38 @@
  * "how much is left" costs nothing.  Each bitmap has its own mutex; a
  * node's list of attached bitmaps has another (list lock, then bitmap
  * lock, never the other way round).
+ *
+ * The words are laid out as QEMU's lowest bitmap level is (bit n of the
+ * image is bit n % 64 of little-endian word n / 64), so that the SHA-256
+ * of a bitmap (x-debug-block-dirty-bitmap-sha256) is the one
+ * qemu-storage-daemon reports after the same writes.
  */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "blockd/atomic.h"
+#include "blockd/block-io.h"
+#include "blockd/crypto-hash.h"
 #include "blockd/dirty-bitmap.h"
 #include "blockd/main-loop.h"
 
 struct BdrvDirtyBitmap {
     BdMutex lock;
-    int64_t size;                       /* immutable */
+    /* The node's size: changes with it (dirty_bitmap_truncate); read
+     * atomically outside the lock, only as a hint checked again inside. */
+    int64_t size;
     int shift;                          /* immutable: log2(granularity) */
-    uint64_t nbits;                     /* immutable */
+    uint64_t nbits TSA_FIELD_GUARDED_BY(lock);
     uint64_t *words TSA_FIELD_GUARDED_BY(lock);
     uint64_t set_bits TSA_FIELD_GUARDED_BY(lock);
     ListNode node_link;                 /* in bs->dirty_bitmaps */
+    /* Named bitmaps (block-dirty-bitmap-*); a job's own bitmap has none. */
+    char *name;                         /* GS */
+    int disabled;                       /* atomic: not recording writes */
+    bool busy;                          /* GS: in use by a job or an export */
+    bool persistent;                    /* GS: to be stored in the image */
+    bool inconsistent;                  /* GS: stored in use, not trustworthy */
 };
 
 BdrvDirtyBitmap *dirty_bitmap_new(int64_t size, int64_t granularity)
@@ -35,13 +50,13 @@ BdrvDirtyBitmap *dirty_bitmap_new(int64_t size, int64_t granularity)
     }
     bm->size = size;
     bm->shift = __builtin_ctzll(granularity);
-    bm->nbits = (size + granularity - 1) >> bm->shift;
-    words = calloc((bm->nbits + 63) / 64 + 1, sizeof(uint64_t));
+    words = calloc((((size + granularity - 1) >> bm->shift) + 63) / 64 + 1, sizeof(uint64_t));
     if (!words) {
         abort();
     }
     bd_mutex_init(&bm->lock);
     bd_mutex_lock(&bm->lock);
+    bm->nbits = (size + granularity - 1) >> bm->shift;
     bm->words = words;
     bm->set_bits = 0;
     bd_mutex_unlock(&bm->lock);
@@ -55,6 +70,7 @@ void dirty_bitmap_free(BdrvDirtyBitmap *bm)
         return;
     }
     assert(!list_linked(&bm->node_link));
+    free(bm->name);
     bd_mutex_lock(&bm->lock);
     free(bm->words);
     bd_mutex_unlock(&bm->lock);
@@ -69,7 +85,7 @@ int64_t dirty_bitmap_granularity(BdrvDirtyBitmap *bm)
 
 int64_t dirty_bitmap_size(BdrvDirtyBitmap *bm)
 {
-    return bm->size;
+    return atomic_read(&bm->size);
 }
 
 /* Set or clear bits [first, last]; keeps set_bits exact. */
@@ -95,14 +111,39 @@ static void bits_change(BdrvDirtyBitmap *bm, uint64_t first, uint64_t last, bool
 
 static void range_change(BdrvDirtyBitmap *bm, int64_t offset, int64_t bytes, bool set)
 {
-    if (offset < 0 || bytes <= 0 || offset >= bm->size) {
+    int64_t size = atomic_read(&bm->size);
+
+    if (offset < 0 || bytes <= 0 || offset >= size) {
         return;
     }
-    if (offset + bytes > bm->size) {
-        bytes = bm->size - offset;
+    if (offset + bytes > size) {
+        bytes = size - offset;
     }
     bd_mutex_lock(&bm->lock);
     bits_change(bm, offset >> bm->shift, (offset + bytes - 1) >> bm->shift, set);
+    bd_mutex_unlock(&bm->lock);
+}
+
+void dirty_bitmap_truncate(BdrvDirtyBitmap *bm, int64_t size)
+{
+    uint64_t nbits = (size + dirty_bitmap_granularity(bm) - 1) >> bm->shift;
+    uint64_t nwords = (nbits + 63) / 64 + 1, *words;
+
+    bd_mutex_lock(&bm->lock);
+    if (nbits < bm->nbits) {
+        bits_change(bm, nbits, bm->nbits - 1, false);   /* keeps set_bits exact */
+    }
+    words = realloc(bm->words, nwords * sizeof(uint64_t));
+    if (!words) {
+        abort();
+    }
+    if (nbits > bm->nbits) {
+        uint64_t old_words = (bm->nbits + 63) / 64 + 1;
+        memset(words + old_words, 0, (nwords - old_words) * sizeof(uint64_t));
+    }
+    bm->words = words;
+    bm->nbits = nbits;
+    atomic_set(&bm->size, size);
     bd_mutex_unlock(&bm->lock);
 }
 
@@ -123,7 +164,7 @@ void dirty_bitmap_clear_inner(BdrvDirtyBitmap *bm, int64_t offset, int64_t bytes
     int64_t end = (offset + bytes) / g * g;
 
     /* The granule holding the end of the image counts as whole. */
-    if (offset + bytes >= bm->size) {
+    if (offset + bytes >= dirty_bitmap_size(bm)) {
         end = offset + bytes;
     }
     if (end > start) {
@@ -133,7 +174,7 @@ void dirty_bitmap_clear_inner(BdrvDirtyBitmap *bm, int64_t offset, int64_t bytes
 
 void dirty_bitmap_set_all(BdrvDirtyBitmap *bm)
 {
-    range_change(bm, 0, bm->size, true);
+    range_change(bm, 0, dirty_bitmap_size(bm), true);
 }
 
 bool dirty_bitmap_get(BdrvDirtyBitmap *bm, int64_t offset)
@@ -141,11 +182,11 @@ bool dirty_bitmap_get(BdrvDirtyBitmap *bm, int64_t offset)
     uint64_t b = offset >> bm->shift;
     bool r;
 
-    if (offset < 0 || offset >= bm->size) {
+    if (offset < 0) {
         return false;
     }
     bd_mutex_lock(&bm->lock);
-    r = bm->words[b / 64] & (1ULL << (b % 64));
+    r = b < bm->nbits && (bm->words[b / 64] & (1ULL << (b % 64)));
     bd_mutex_unlock(&bm->lock);
     return r;
 }
@@ -153,13 +194,14 @@ bool dirty_bitmap_get(BdrvDirtyBitmap *bm, int64_t offset)
 int64_t dirty_bitmap_count(BdrvDirtyBitmap *bm)
 {
     int64_t bytes;
-    uint64_t last = bm->nbits - 1;
+    uint64_t last;
 
     bd_mutex_lock(&bm->lock);
+    last = bm->nbits - 1;
     bytes = (int64_t)bm->set_bits << bm->shift;
     /* The last granule may be partial. */
     if (bm->nbits && (bm->words[last / 64] & (1ULL << (last % 64)))) {
-        bytes -= ((int64_t)bm->nbits << bm->shift) - bm->size;
+        bytes -= ((int64_t)bm->nbits << bm->shift) - atomic_read(&bm->size);
     }
     bd_mutex_unlock(&bm->lock);
     return bytes;
@@ -187,8 +229,8 @@ bool dirty_bitmap_next_area(BdrvDirtyBitmap *bm, int64_t offset, int64_t end,
 {
     int64_t first, stop, start_off, end_off;
 
-    if (end > bm->size) {
-        end = bm->size;
+    if (end > dirty_bitmap_size(bm)) {
+        end = dirty_bitmap_size(bm);
     }
     if (offset < 0 || offset >= end) {
         return false;
@@ -203,18 +245,18 @@ bool dirty_bitmap_next_area(BdrvDirtyBitmap *bm, int64_t offset, int64_t end,
     bd_mutex_unlock(&bm->lock);
 
     start_off = first << bm->shift;
-    end_off = stop < 0 ? bm->size : stop << bm->shift;
+    end_off = stop < 0 ? dirty_bitmap_size(bm) : stop << bm->shift;
     if (end_off > end) {
         end_off = end;
     }
-    if (end_off > bm->size) {
-        end_off = bm->size;
+    if (end_off > dirty_bitmap_size(bm)) {
+        end_off = dirty_bitmap_size(bm);
     }
     if (end_off - start_off > max_bytes) {
         int64_t g = dirty_bitmap_granularity(bm);
         end_off = start_off + (max_bytes > g ? max_bytes / g * g : g);
-        if (end_off > bm->size) {
-            end_off = bm->size;
+        if (end_off > dirty_bitmap_size(bm)) {
+            end_off = dirty_bitmap_size(bm);
         }
     }
     *area_off = start_off;
@@ -235,6 +277,10 @@ void bdrv_dirty_bitmap_init_node(BlockDriverState *bs)
 
 void bdrv_dirty_bitmap_fini_node(BlockDriverState *bs)
 {
+    /* Named bitmaps go with their node; a job's must be gone already. */
+    for (BdrvDirtyBitmap *bm; (bm = bdrv_dirty_bitmap_next(bs, NULL));) {
+        bdrv_dirty_bitmap_release(bs, bm);
+    }
     bd_mutex_lock(&bs->dirty_bitmap_mutex);
     assert(list_empty(&bs->dirty_bitmaps));
     bd_mutex_unlock(&bs->dirty_bitmap_mutex);
@@ -268,7 +314,218 @@ void bdrv_set_dirty(BlockDriverState *bs, int64_t offset, int64_t bytes)
     }
     bd_mutex_lock(&bs->dirty_bitmap_mutex);
     list_for_each(n, &bs->dirty_bitmaps) {
-        dirty_bitmap_set(list_entry(n, BdrvDirtyBitmap, node_link), offset, bytes);
+        BdrvDirtyBitmap *bm = list_entry(n, BdrvDirtyBitmap, node_link);
+
+        if (!atomic_read(&bm->disabled)) {
+            dirty_bitmap_set(bm, offset, bytes);
+        }
     }
     bd_mutex_unlock(&bs->dirty_bitmap_mutex);
+}
+
+void bdrv_dirty_bitmaps_truncate(BlockDriverState *bs, int64_t size)
+{
+    bd_mutex_lock(&bs->dirty_bitmap_mutex);
+    list_for_each(n, &bs->dirty_bitmaps) {
+        dirty_bitmap_truncate(list_entry(n, BdrvDirtyBitmap, node_link), size);
+    }
+    bd_mutex_unlock(&bs->dirty_bitmap_mutex);
+}
+
+/* ---- Named bitmaps ------------------------------------------------------------ */
+
+BdrvDirtyBitmap *bdrv_dirty_bitmap_next(BlockDriverState *bs, BdrvDirtyBitmap *prev)
+{
+    ListNode *n;
+    BdrvDirtyBitmap *found = NULL;
+
+    GLOBAL_STATE_CODE();
+    bd_mutex_lock(&bs->dirty_bitmap_mutex);
+    for (n = prev ? prev->node_link.next : bs->dirty_bitmaps.next; n != &bs->dirty_bitmaps;
+         n = n->next) {
+        BdrvDirtyBitmap *bm = list_entry(n, BdrvDirtyBitmap, node_link);
+
+        if (bm->name) {
+            found = bm;
+            break;
+        }
+    }
+    bd_mutex_unlock(&bs->dirty_bitmap_mutex);
+    return found;
+}
+
+BdrvDirtyBitmap *bdrv_dirty_bitmap_find(BlockDriverState *bs, const char *name)
+{
+    BdrvDirtyBitmap *bm = NULL;
+
+    GLOBAL_STATE_CODE();
+    while ((bm = bdrv_dirty_bitmap_next(bs, bm)) && strcmp(bm->name, name)) {
+    }
+    return bm;
+}
+
+BdrvDirtyBitmap *bdrv_dirty_bitmap_create(BlockDriverState *bs, const char *name,
+                                          int64_t granularity, bool disabled)
+{
+    BdrvDirtyBitmap *bm = dirty_bitmap_new(bdrv_getlength(bs), granularity);
+
+    GLOBAL_STATE_CODE();
+    bm->name = strdup(name);
+    if (!bm->name) {
+        abort();
+    }
+    atomic_set(&bm->disabled, disabled);
+    bdrv_dirty_bitmap_attach(bs, bm);
+    return bm;
+}
+
+void bdrv_dirty_bitmap_release(BlockDriverState *bs, BdrvDirtyBitmap *bm)
+{
+    GLOBAL_STATE_CODE();
+    bdrv_dirty_bitmap_detach(bs, bm);
+    dirty_bitmap_free(bm);
+}
+
+const char *dirty_bitmap_name(BdrvDirtyBitmap *bm)
+{
+    return bm->name;
+}
+
+bool dirty_bitmap_recording(BdrvDirtyBitmap *bm)
+{
+    return !atomic_read(&bm->disabled);
+}
+
+void dirty_bitmap_set_recording(BdrvDirtyBitmap *bm, bool recording)
+{
+    atomic_set(&bm->disabled, !recording);
+}
+
+bool dirty_bitmap_busy(BdrvDirtyBitmap *bm)
+{
+    GLOBAL_STATE_CODE();
+    return bm->busy;
+}
+
+void dirty_bitmap_set_busy(BdrvDirtyBitmap *bm, bool busy)
+{
+    GLOBAL_STATE_CODE();
+    bm->busy = busy;
+}
+
+bool dirty_bitmap_persistent(BdrvDirtyBitmap *bm)
+{
+    GLOBAL_STATE_CODE();
+    return bm->persistent;
+}
+
+void dirty_bitmap_set_persistent(BdrvDirtyBitmap *bm, bool persistent)
+{
+    GLOBAL_STATE_CODE();
+    bm->persistent = persistent;
+}
+
+bool dirty_bitmap_inconsistent(BdrvDirtyBitmap *bm)
+{
+    GLOBAL_STATE_CODE();
+    return bm->inconsistent;
+}
+
+void dirty_bitmap_set_inconsistent(BdrvDirtyBitmap *bm)
+{
+    GLOBAL_STATE_CODE();
+    bm->inconsistent = true;
+    atomic_set(&bm->disabled, true);
+}
+
+void dirty_bitmap_clear_all(BdrvDirtyBitmap *bm)
+{
+    range_change(bm, 0, dirty_bitmap_size(bm), false);
+}
+
+BdrvDirtyBitmap *dirty_bitmap_copy(BdrvDirtyBitmap *bm)
+{
+    BdrvDirtyBitmap *copy = dirty_bitmap_new(dirty_bitmap_size(bm),
+                                             dirty_bitmap_granularity(bm));
+
+    dirty_bitmap_restore(copy, bm);
+    return copy;
+}
+
+/* A copy of @bm's words (never two bitmap locks at once: no order to keep). */
+static uint64_t *copy_words(BdrvDirtyBitmap *bm, uint64_t *nbits, uint64_t *set_bits)
+{
+    uint64_t *words;
+
+    bd_mutex_lock(&bm->lock);
+    *nbits = bm->nbits;
+    *set_bits = bm->set_bits;
+    words = malloc(((bm->nbits + 63) / 64 + 1) * sizeof(uint64_t));
+    if (!words) {
+        abort();
+    }
+    memcpy(words, bm->words, ((bm->nbits + 63) / 64 + 1) * sizeof(uint64_t));
+    bd_mutex_unlock(&bm->lock);
+    return words;
+}
+
+void dirty_bitmap_restore(BdrvDirtyBitmap *bm, BdrvDirtyBitmap *from)
+{
+    uint64_t nbits, set_bits, *words = copy_words(from, &nbits, &set_bits);
+
+    bd_mutex_lock(&bm->lock);
+    assert(bm->nbits == nbits && bm->shift == from->shift);
+    memcpy(bm->words, words, (nbits + 63) / 64 * sizeof(uint64_t));
+    bm->set_bits = set_bits;
+    bd_mutex_unlock(&bm->lock);
+    free(words);
+}
+
+/* Granules at different sizes: every dirty area of @src, marked in @dst. */
+static void merge_areas(BdrvDirtyBitmap *dst, BdrvDirtyBitmap *src)
+{
+    int64_t off = 0, aoff, abytes;
+
+    while (dirty_bitmap_next_area(src, off, dirty_bitmap_size(src), INT64_MAX, &aoff, &abytes)) {
+        dirty_bitmap_set(dst, aoff, abytes);
+        off = aoff + abytes;
+    }
+}
+
+bool dirty_bitmap_merge(BdrvDirtyBitmap *dst, BdrvDirtyBitmap *src)
+{
+    uint64_t nwords, nbits, set_bits, *words;
+
+    if (dirty_bitmap_size(dst) != dirty_bitmap_size(src)) {
+        return false;
+    }
+    if (dst == src) {
+        return true;
+    }
+    if (dst->shift != src->shift) {
+        merge_areas(dst, src);
+        return true;
+    }
+    words = copy_words(src, &nbits, &set_bits);
+    bd_mutex_lock(&dst->lock);
+    nwords = (dst->nbits < nbits ? dst->nbits + 63 : nbits + 63) / 64;
+    for (uint64_t w = 0; w < nwords; w++) {
+        uint64_t add = words[w] & ~dst->words[w];
+
+        dst->words[w] |= add;
+        dst->set_bits += __builtin_popcountll(add);
+    }
+    bd_mutex_unlock(&dst->lock);
+    free(words);
+    return true;
+}
+
+bool dirty_bitmap_sha256(BdrvDirtyBitmap *bm, char hex[65])
+{
+    bool ok;
+
+    bd_mutex_lock(&bm->lock);
+    ok = crypto_sha256_hex(bm->words, (bm->nbits + 63) / 64 * sizeof(uint64_t), hex);
+    bd_mutex_unlock(&bm->lock);
+    return ok;
 }

@@ -476,8 +476,11 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset, int64_t byte
     if (ret < 0) {
         block_acct_invalid(&bs->stats, BLOCK_ACCT_UNMAP);
     }
-    /* Discard is advisory: what cannot be discarded simply stays. */
-    if (ret < 0 || end <= start || !bs->drv->bdrv_co_pdiscard) {
+    /* Discard is advisory: what cannot be discarded simply stays.  A node
+     * opened without discard=unmap drops it before it changes (or marks)
+     * anything, as in QEMU. */
+    if (ret < 0 || end <= start || !bs->drv->bdrv_co_pdiscard ||
+        !(bs->open_flags & BDRV_O_UNMAP)) {
         return ret;
     }
     start_ns = clock_now_ns();
@@ -520,6 +523,9 @@ int coroutine_fn bdrv_co_truncate(BdrvChild *child, int64_t size, Error **errp)
     }
     bdrv_inc_in_flight(bs);
     ret = bs->drv->bdrv_co_truncate(bs, size, errp);
+    if (ret >= 0) {
+        bdrv_dirty_bitmaps_truncate(bs, size);
+    }
     bdrv_dec_in_flight(bs);
     return ret;
 }

@@ -20,6 +20,7 @@ extern const QmpCommand qmp_job_commands[];
 extern const QmpCommand qmp_blockjob_commands[];
 extern const QmpCommand qmp_chain_commands[];
 extern const QmpCommand qmp_reopen_commands[];
+extern const QmpCommand qmp_bitmap_commands[];
 extern const QmpCommand qmp_introspect_commands[];
 extern const QmpCommand qmp_chardev_commands[];
 extern const QmpCommand qmp_qom_commands[];
@@ -65,5 +66,18 @@ bool qmp_snapshot_nodes(json_object *args, BlockDriverState **node,
                         BlockDriverState **overlay, Error **errp);
 /* --nbd-server: the flat SocketAddress form. */
 bool qmp_nbd_server_start_flat(json_object *args, Error **errp);
+
+/* qmp-cmds-bitmap.c: the block-dirty-bitmap-* actions of a transaction.
+ * Each takes effect at once and records how to take it back in *@undo;
+ * qmp_bitmap_actions_end() then keeps (@commit) or undoes them all. */
+typedef struct BitmapUndo BitmapUndo;
+bool qmp_bitmap_is_action(const char *type);
+bool qmp_bitmap_action(const char *type, json_object *data, BitmapUndo **undo, Error **errp);
+void qmp_bitmap_actions_end(BitmapUndo *undo, bool commit);
+extern const SchemaObject qapi_block_dirty_bitmap, qapi_block_dirty_bitmap_add,
+    qapi_block_dirty_bitmap_merge;
+/* query-named-block-nodes' "dirty-bitmaps" of @bs (BlockDirtyInfo list),
+ * or NULL if it has none. */
+json_object *qmp_dirty_bitmaps_info(BlockDriverState *bs);
 
 #endif /* BLOCKD_MONITOR_INTERNAL_H */

@@ -104,7 +104,7 @@ static json_object *qmp_blockdev_del(json_object *args, Error **errp)
 static json_object *node_info(BlockDriverState *bs)
 {
     json_object *info = json_object_new_object(), *image = bdrv_image_info(bs);
-    json_object *cache = json_object_new_object();
+    json_object *cache = json_object_new_object(), *bitmaps;
     char buf[64], bbuf[64];
     const char *filename = bdrv_get_filename(bs, buf, sizeof(buf));
     /* No throttling yet: no limits to report. */
@@ -143,6 +143,10 @@ static json_object *node_info(BlockDriverState *bs)
                            json_object_new_int64(bdrv_write_threshold_get(bs)));
     json_object_object_add(info, "image", image);
     json_object_object_add(info, "cache", cache);
+    bitmaps = qmp_dirty_bitmaps_info(bs);
+    if (bitmaps) {
+        json_object_object_add(info, "dirty-bitmaps", bitmaps);
+    }
     return info;
 }
 

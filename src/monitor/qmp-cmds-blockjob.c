@@ -75,9 +75,12 @@ static const SchemaObject backup_args = { .name = "BlockdevBackup", .fields = ba
 /* The actions blockd carries out; QEMU's others are refused by the schema
  * ("Parameter 'type' does not accept value ..."), so query-qmp-schema
  * lists exactly these. */
-static const char *const action_types[] = { "abort", "blockdev-backup", "blockdev-snapshot",
-                                            "blockdev-snapshot-internal-sync",
-                                            "blockdev-snapshot-sync", "drive-backup", NULL };
+static const char *const action_types[] = {
+    "abort", "block-dirty-bitmap-add", "block-dirty-bitmap-clear", "block-dirty-bitmap-disable",
+    "block-dirty-bitmap-enable", "block-dirty-bitmap-merge", "block-dirty-bitmap-remove",
+    "blockdev-backup", "blockdev-snapshot", "blockdev-snapshot-internal-sync",
+    "blockdev-snapshot-sync", "drive-backup", NULL,
+};
 static const SchemaField action_fields[] = {
     { .name = "type", .type = SCHEMA_ENUM, .enum_values = action_types },
     { 0 },
@@ -108,7 +111,25 @@ static const SchemaField snapshot_internal_wrapper_fields[] = {
     { .name = "data", .type = SCHEMA_OBJECT, .object = &qapi_snapshot_internal_args },
     { 0 },
 };
+#define WRAPPER(var, obj)                                                    \
+    static const SchemaField var[] = {                                       \
+        { .name = "data", .type = SCHEMA_OBJECT, .object = &obj }, { 0 },    \
+    }
+WRAPPER(bitmap_wrapper_fields, qapi_block_dirty_bitmap);
+WRAPPER(bitmap_add_wrapper_fields, qapi_block_dirty_bitmap_add);
+WRAPPER(bitmap_merge_wrapper_fields, qapi_block_dirty_bitmap_merge);
+static const SchemaObject bitmap_wrapper = {
+    .name = "BlockDirtyBitmapWrapper", .fields = bitmap_wrapper_fields,
+};
 static const SchemaVariant action_variants[] = {
+    { "block-dirty-bitmap-add", &(const SchemaObject){ .name = "BlockDirtyBitmapAddWrapper",
+                                                       .fields = bitmap_add_wrapper_fields } },
+    { "block-dirty-bitmap-merge", &(const SchemaObject){ .name = "BlockDirtyBitmapMergeWrapper",
+                                                         .fields = bitmap_merge_wrapper_fields } },
+    { "block-dirty-bitmap-remove", &bitmap_wrapper },
+    { "block-dirty-bitmap-clear", &bitmap_wrapper },
+    { "block-dirty-bitmap-enable", &bitmap_wrapper },
+    { "block-dirty-bitmap-disable", &bitmap_wrapper },
     { "blockdev-snapshot-internal-sync",
       &(const SchemaObject){ .name = "BlockdevSnapshotInternalWrapper",
                              .fields = snapshot_internal_wrapper_fields } },
@@ -555,6 +576,7 @@ typedef struct TxnState {
     /* Per action: the overlay a blockdev-snapshot-sync opened, and its
      * node; or the target a drive-backup opened. */
     BlockDriverState **sync_overlay, **sync_node;
+    BitmapUndo *bitmaps;             /* the bitmap actions, to keep or undo */
 } TxnState;
 
 static const char *action_type(json_object *action, json_object **data)
@@ -625,6 +647,9 @@ static bool transaction_prepare(json_object *action, int i, TxnState *t, Error *
                    "completion-mode = grouped", type);
         return false;
     }
+    if (qmp_bitmap_is_action(type)) {
+        return qmp_bitmap_action(type, data, &t->bitmaps, errp);
+    }
     if (!strcmp(type, "blockdev-snapshot-sync")) {
         if (bdrv_snapshot_append(t->sync_node[i], t->sync_overlay[i], errp) < 0) {
             return false;
@@ -663,6 +688,7 @@ static bool transaction_prepare(json_object *action, int i, TxnState *t, Error *
 
 static void transaction_undo(TxnState *t)
 {
+    qmp_bitmap_actions_end(t->bitmaps, false);
     for (int i = t->ninternal - 1; i >= 0; i--) {
         json_object *info = NULL;
 
@@ -725,6 +751,7 @@ static json_object *qmp_transaction(json_object *args, Error **errp)
         for (int i = 0; i < t.nsnaps; i++) {
             qmp_snapshot_commit(t.snaps[2 * i], t.snaps[2 * i + 1], t.sync[i]);
         }
+        qmp_bitmap_actions_end(t.bitmaps, true);
     } else {
         transaction_undo(&t);
     }

@@ -149,6 +149,7 @@ void qmp_init_commands(void)
     qmp_register_commands(qmp_blockjob_commands);
     qmp_register_commands(qmp_chain_commands);
     qmp_register_commands(qmp_reopen_commands);
+    qmp_register_commands(qmp_bitmap_commands);
     qmp_register_commands(qmp_introspect_commands);
     qmp_register_commands(qmp_chardev_commands);
     qmp_register_commands(qmp_qom_commands);

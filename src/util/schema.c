@@ -129,7 +129,8 @@ static bool err_enum_value(const Path *p, const char *value, Error **errp)
 
 /*
  * The type name QEMU gives an alternate of a string and @o in messages:
- * "BlockdevRef" for "BlockdevOptions" ("XOptions" -> "XRef"), else @o's.
+ * "BlockdevRef" for "BlockdevOptions" ("XOptions" -> "XRef"), else @o's
+ * with "OrStr" ("BlockDirtyBitmapOrStr").
  */
 static bool err_alternate(const Path *p, const SchemaObject *o, Error **errp)
 {
@@ -142,7 +143,7 @@ static bool err_alternate(const Path *p, const SchemaObject *o, Error **errp)
         error_setg(errp, "Invalid parameter type for '%s', expected: %.*sRef",
                    short_name(p), (int)(len - slen), n);
     } else {
-        error_setg(errp, "Invalid parameter type for '%s', expected: %s", short_name(p), n);
+        error_setg(errp, "Invalid parameter type for '%s', expected: %sOrStr", short_name(p), n);
     }
     return false;
 }

@@ -97,7 +97,9 @@ class Server:
     """blockd serving one or more raw images over NBD on a unix socket.
 
     exports: dicts with name, img, and optionally writable (default True),
-    iothread, description, file_opts (options of the file node)."""
+    iothread, description, file_opts (options of the file node), raw_opts
+    (of the raw node: discard=unmap there too lets trims through, as in
+    QEMU)."""
 
     def __init__(self, blockd, sdir, exports, iothreads=(), qmp=False, nbd=True, extra=()):
         self.sdir = sdir
@@ -109,8 +111,9 @@ class Server:
         for e in exports:
             n = e["name"]
             fopts = "".join("," + o for o in e.get("file_opts", ()))
+            ropts = "".join("," + o for o in e.get("raw_opts", ()))
             args += ["--blockdev", f"driver=file,node-name=f-{n},filename={e['img']}{fopts}",
-                     "--blockdev", f"driver=raw,node-name={n},file=f-{n}"]
+                     "--blockdev", f"driver=raw,node-name={n},file=f-{n}{ropts}"]
         if qmp:
             args += ["--chardev", f"socket,id=mon0,path={self.qmp_path},server=on,wait=off",
                      "--monitor", "chardev=mon0"]

@@ -124,7 +124,8 @@ def test_nbdinfo_read_only_export_and_odd_size(serve, tmp_path):
 def test_nbdinfo_map_sparse(serve, tmp_path):
     img = sparse_image(tmp_path / "a.raw", 16 * MiB)
     # discard=unmap: zeroing with unmap allowed and trimming punch holes.
-    srv = serve([dict(name="disk", img=img, file_opts=["discard=unmap"])])
+    srv = serve([dict(name="disk", img=img, file_opts=["discard=unmap"],
+                      raw_opts=["discard=unmap"])])
     uri = srv.uri("disk")
     assert json.loads(run("nbdinfo", "--map", "--json", uri).stdout) == [
         {"offset": 0, "length": 16 * MiB, "type": 3, "description": "hole,zero"}]

@@ -1,0 +1,197 @@
+"""Named dirty bitmaps against qemu-storage-daemon: the same commands,
+transactions and writes give the same replies, errors, counts and SHA-256
+of the bits (x-debug-block-dirty-bitmap-sha256)."""
+import json
+
+from test_chain import qemu_io
+from test_qsd_compat_objects import pair, same_session  # noqa: F401  (fixture)
+
+B = "block-dirty-bitmap-"
+MiB = 1024 * 1024
+SETUP = [
+    ("blockdev-add", {"driver": "qcow2", "node-name": "t",
+                      "file": {"driver": "file", "filename": "@DIR@/t.qcow2"}}),
+    ("blockdev-add", {"driver": "raw", "node-name": "r",
+                      "file": {"driver": "file", "filename": "@DIR@/r.raw"}}),
+    ("nbd-server-start", {"addr": {"type": "unix", "data": {"path": "@DIR@/n.sock"}}}),
+    ("block-export-add", {"type": "nbd", "id": "e", "node-name": "t", "writable": True}),
+]
+
+
+def images(peers, size="8M"):
+    import subprocess
+    for q, d in peers:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", f"{d}/t.qcow2", size],
+                       check=True)
+        open(f"{d}/r.raw", "wb").truncate(8 * MiB)
+
+
+def write(peers, *cmds):
+    for q, d in peers:
+        qemu_io(f"nbd+unix:///t?socket={d}/n.sock", *cmds)
+
+
+def sha(name, node="t"):
+    return ("x-debug-block-dirty-bitmap-sha256", {"node": node, "name": name})
+
+
+def bitmaps(peers):
+    """query-named-block-nodes' dirty-bitmaps of each named node, both peers."""
+    views = []
+    for q, d in peers:
+        views.append({n["node-name"]: n.get("dirty-bitmaps")
+                      for n in q.cmd("query-named-block-nodes")
+                      if not n["node-name"].startswith("#")})
+    assert views[1] == views[0]
+    return views[0]
+
+
+def test_bitmap_errors_match(pair):  # noqa: F811
+    peers = pair()
+    images(peers)
+    same_session(peers, SETUP + [
+        (B + "add", {"node": "t", "name": "b1"}),
+        (B + "add", {"node": "t", "name": "b1"}),
+        (B + "add", {"node": "t", "name": ""}),
+        (B + "add", {"node": "nope", "name": "x"}),
+        (B + "add", {"node": "t", "name": "x", "granularity": 3000}),
+        (B + "add", {"node": "t", "name": "x", "granularity": 256}),
+        (B + "add", {"node": "t", "name": "x", "granularity": 1 << 32}),
+        (B + "add", {"node": "t", "name": "n" * 1100}),
+        (B + "add", {"node": "r", "name": "p", "persistent": True}),
+        (B + "add", {"node": "t", "name": "x", "bogus": 1}),
+        (B + "remove", {"node": "t", "name": "zz"}),
+        (B + "remove", {"node": "nope", "name": "zz"}),
+        (B + "clear", {"node": "t", "name": "zz"}),
+        (B + "enable", {"node": "t", "name": "zz"}),
+        (B + "disable", {"node": "nope", "name": "zz"}),
+        (B + "merge", {"node": "t", "target": "b1", "bitmaps": ["zz"]}),
+        (B + "merge", {"node": "t", "target": "zz", "bitmaps": ["b1"]}),
+        (B + "merge", {"node": "t", "target": "b1", "bitmaps": [{"node": "nope", "name": "b1"}]}),
+        (B + "merge", {"node": "t", "target": "b1", "bitmaps": [5]}),
+        sha("zz"),
+        sha("b1", "nope"),
+    ])
+
+
+def test_bitmap_writes_match(pair):  # noqa: F811
+    """Writes mark recording bitmaps at their granularity; disabled ones stay
+    as they are; merges across granularities and nodes, clear: the same
+    counts and the same SHA-256 as qemu-storage-daemon."""
+    peers = pair()
+    images(peers)
+    same_session(peers, SETUP + [
+        (B + "add", {"node": "t", "name": "b64k"}),
+        (B + "add", {"node": "t", "name": "b4k", "granularity": 4096}),
+        (B + "add", {"node": "t", "name": "b1m", "granularity": MiB}),
+        (B + "add", {"node": "t", "name": "off", "disabled": True}),
+        (B + "add", {"node": "r", "name": "other"}),
+    ])
+    write(peers, "write -P 1 0 512", "write -P 2 100k 5000", "write -z 3M 1M",
+          "discard 7M 64k", "write -P 3 8388096 512")
+    same_session(peers, [sha(n) for n in ("b64k", "b4k", "b1m", "off")])
+    views = bitmaps(peers)
+    assert [b["name"] for b in views["t"]] == ["off", "b1m", "b4k", "b64k"]
+    assert views["t"][3]["count"] > 0 and views["t"][0]["count"] == 0
+    same_session(peers, [
+        (B + "disable", {"node": "t", "name": "b4k"}),
+        (B + "enable", {"node": "t", "name": "off"}),
+    ])
+    write(peers, "write -P 4 2M 4k")
+    same_session(peers, [
+        sha("b4k"), sha("off"),
+        (B + "merge", {"node": "t", "target": "off", "bitmaps": ["b4k", "b1m"]}),
+        sha("off"),
+        (B + "merge", {"node": "t", "target": "b4k", "bitmaps": ["b1m"]}),
+        sha("b4k"),
+        (B + "merge", {"node": "t", "target": "b64k",
+                       "bitmaps": [{"node": "r", "name": "other"}]}),
+        sha("b64k"),
+        (B + "clear", {"node": "t", "name": "b1m"}),
+        sha("b1m"),
+        (B + "remove", {"node": "t", "name": "b1m"}),
+    ])
+    bitmaps(peers)
+
+
+def test_bitmap_transactions_match(pair):  # noqa: F811
+    """Bitmap actions in a transaction: all or nothing (an abort puts back
+    the bits a clear or a merge changed, a removed bitmap, the recording
+    state), and a new bitmap next to a backup starts at its point in time."""
+    peers = pair()
+    images(peers)
+    open_tgt = [("blockdev-add", {"driver": "raw", "node-name": "tgt",
+                                  "file": {"driver": "file", "filename": "@DIR@/r.raw"}})]
+    same_session(peers, SETUP[:1] + SETUP[2:] + [
+        (B + "add", {"node": "t", "name": "a"}),
+        (B + "add", {"node": "t", "name": "b", "granularity": 4096}),
+    ])
+    write(peers, "write -P 1 0 1M")
+    actions = [{"type": B + "clear", "data": {"node": "t", "name": "a"}},
+               {"type": B + "merge", "data": {"node": "t", "target": "b", "bitmaps": ["a"]}},
+               {"type": B + "disable", "data": {"node": "t", "name": "a"}},
+               {"type": B + "remove", "data": {"node": "t", "name": "b"}},
+               {"type": B + "add", "data": {"node": "t", "name": "c"}}]
+    before = bitmaps(peers)
+    same_session(peers, [
+        ("transaction", {"actions": actions + [{"type": "abort", "data": {}}]}),
+        ("transaction", {"actions": actions + [
+            {"type": B + "add", "data": {"node": "t", "name": "a"}}]}),
+        sha("a"), sha("b"),
+    ])
+    assert bitmaps(peers) == before
+    same_session(peers, [("transaction", {"actions": actions}), sha("a"), sha("c")])
+    after = bitmaps(peers)["t"]
+    assert [(b["name"], b["recording"], b["count"]) for b in after] == [
+        ("c", True, 0), ("a", False, 0)]
+    # A new bitmap with a full backup: the next incremental starts there.
+    same_session(peers, open_tgt + [
+        ("transaction", {"actions": [
+            {"type": "blockdev-backup", "data": {"device": "t", "target": "tgt",
+                                                 "sync": "full", "job-id": "j"}},
+            {"type": B + "add", "data": {"node": "t", "name": "inc"}}]}),
+    ])
+    for q, d in peers:
+        while q.cmd("query-block-jobs"):
+            pass
+    write(peers, "write -P 7 5M 64k")
+    same_session(peers, [sha("inc")])
+    assert {b["name"]: b["count"] for b in bitmaps(peers)["t"]}["inc"] == 65536
+
+
+def test_bitmap_goes_with_its_node(pair):  # noqa: F811
+    """blockdev-del of a node takes its bitmaps along; a node of that name
+    added again has none."""
+    peers = pair()
+    images(peers)
+    same_session(peers, SETUP[:2] + [
+        (B + "add", {"node": "r", "name": "x"}),
+        ("blockdev-del", {"node-name": "r"}),
+        SETUP[1],
+        (B + "remove", {"node": "r", "name": "x"}),
+    ])
+    assert bitmaps(peers)["r"] is None
+    json.dumps(peers[0][0].cmd("query-named-block-nodes"))
+
+
+def test_bitmap_follows_resize(pair):  # noqa: F811
+    """block_resize: the bitmaps grow with the node and mark writes past
+    the old end; shrinking drops what lay beyond (same bits as
+    qemu-storage-daemon)."""
+    peers = pair()
+    images(peers)
+    same_session(peers, SETUP[:2] + [
+        (B + "add", {"node": "r", "name": "x", "granularity": 4096}),
+        ("nbd-server-start", {"addr": {"type": "unix", "data": {"path": "@DIR@/n.sock"}}}),
+        ("block_resize", {"node-name": "r", "size": 12 * MiB}),
+        ("block-export-add", {"type": "nbd", "id": "e", "node-name": "r", "writable": True}),
+    ])
+    for q, d in peers:
+        qemu_io(f"nbd+unix:///r?socket={d}/n.sock", "write -P 1 10M 64k", "write -P 2 1M 4k")
+    same_session(peers, [sha("x", "r"), ("block-export-del", {"id": "e"})])
+    for q, d in peers:
+        while q.cmd("query-block-exports"):
+            pass
+    same_session(peers, [("block_resize", {"node-name": "r", "size": 4 * MiB}), sha("x", "r"),
+                         ("block_resize", {"node-name": "r", "size": 12 * MiB}), sha("x", "r")])
+    assert {b["name"]: b["count"] for b in bitmaps(peers)["r"]}["x"] == 4096
