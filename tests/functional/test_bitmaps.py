@@ -195,3 +195,16 @@ def test_bitmap_follows_resize(pair):  # noqa: F811
     same_session(peers, [("block_resize", {"node-name": "r", "size": 4 * MiB}), sha("x", "r"),
                          ("block_resize", {"node-name": "r", "size": 12 * MiB}), sha("x", "r")])
     assert {b["name"]: b["count"] for b in bitmaps(peers)["r"]}["x"] == 4096
+
+
+def test_merge_of_nothing(pair):  # noqa: F811
+    """A deliberate difference (README): merging an empty list leaves the
+    target as it is; qemu-storage-daemon 7.2 crashes on it."""
+    q, d = pair()[1]
+    open(f"{d}/r.raw", "wb").truncate(8 * MiB)
+    q.cmd("blockdev-add", **SETUP[1][1] | {"file": {"driver": "file",
+                                                    "filename": f"{d}/r.raw"}})
+    q.cmd(B + "add", node="r", name="x")
+    before = q.execute("x-debug-block-dirty-bitmap-sha256", {"node": "r", "name": "x"})
+    assert q.execute(B + "merge", {"node": "r", "target": "x", "bitmaps": []}) == {"return": {}}
+    assert q.execute("x-debug-block-dirty-bitmap-sha256", {"node": "r", "name": "x"}) == before
