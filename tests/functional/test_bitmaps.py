@@ -204,7 +204,7 @@ def test_merge_of_nothing(pair):  # noqa: F811
     open(f"{d}/r.raw", "wb").truncate(8 * MiB)
     q.cmd("blockdev-add", **SETUP[1][1] | {"file": {"driver": "file",
                                                     "filename": f"{d}/r.raw"}})
-    q.cmd(B + "add", node="r", name="x")
+    assert q.execute(B + "add", {"node": "r", "name": "x"}) == {"return": {}}
     before = q.execute("x-debug-block-dirty-bitmap-sha256", {"node": "r", "name": "x"})
     assert q.execute(B + "merge", {"node": "r", "target": "x", "bitmaps": []}) == {"return": {}}
     assert q.execute("x-debug-block-dirty-bitmap-sha256", {"node": "r", "name": "x"}) == before
