@@ -43,6 +43,12 @@ bool dirty_bitmap_get(BdrvDirtyBitmap *bm, int64_t offset);
 int64_t dirty_bitmap_count(BdrvDirtyBitmap *bm);
 
 /*
+ * Is @offset dirty?  *@pnum: how far from there, up to @bytes (and the
+ * size), everything is the same.  Common.
+ */
+bool dirty_bitmap_run(BdrvDirtyBitmap *bm, int64_t offset, int64_t bytes, int64_t *pnum);
+
+/*
  * The first dirty area at or after @offset and before @end: returns false
  * if there is none, else its start and length (at most @max_bytes, whole
  * granules, clamped to the size).

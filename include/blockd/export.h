@@ -41,6 +41,10 @@ const char *blk_exp_description(BlockExport *exp);
 /* Does the export offer the "qemu:allocation-depth" context (export
  * option allocation-depth)?  Common (immutable). */
 bool blk_exp_allocation_depth(BlockExport *exp);
+/* The bitmaps it offers as "qemu:dirty-bitmap:NAME" contexts (export
+ * option bitmaps): their number, and the @i-th.  Common (immutable). */
+int blk_exp_nbitmaps(BlockExport *exp);
+struct BdrvDirtyBitmap *blk_exp_bitmap(BlockExport *exp, int i);
 bool blk_exp_writable(BlockExport *exp);
 BlockBackend *blk_exp_blk(BlockExport *exp);
 AioContext *blk_exp_ctx(BlockExport *exp);

@@ -224,6 +224,28 @@ static int64_t next_bit(BdrvDirtyBitmap *bm, uint64_t b, bool value) TSA_REQUIRE
     return -1;
 }
 
+bool dirty_bitmap_run(BdrvDirtyBitmap *bm, int64_t offset, int64_t bytes, int64_t *pnum)
+{
+    int64_t size = dirty_bitmap_size(bm), end = offset + bytes, stop;
+    uint64_t b = offset >> bm->shift;
+    bool dirty;
+
+    if (end > size) {
+        end = size;
+    }
+    if (offset < 0 || offset >= end) {
+        *pnum = 0;
+        return false;
+    }
+    bd_mutex_lock(&bm->lock);
+    dirty = b < bm->nbits && (bm->words[b / 64] & (1ULL << (b % 64)));
+    stop = b < bm->nbits ? next_bit(bm, b, !dirty) : -1;
+    bd_mutex_unlock(&bm->lock);
+    stop = stop < 0 ? end : stop << bm->shift;
+    *pnum = (stop < end ? stop : end) - offset;
+    return dirty;
+}
+
 bool dirty_bitmap_next_area(BdrvDirtyBitmap *bm, int64_t offset, int64_t end,
                             int64_t max_bytes, int64_t *area_off, int64_t *area_bytes)
 {

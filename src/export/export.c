@@ -9,7 +9,9 @@
 
 #include "blockd/aio-wait.h"
 #include "blockd/atomic.h"
+#include "blockd/block-chain.h"
 #include "blockd/block-global-state.h"
+#include "blockd/dirty-bitmap.h"
 #include "blockd/iothread.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
@@ -23,6 +25,9 @@ struct BlockExport {
     char *nbd_name;
     char *description;
     bool allocation_depth;              /* offer "qemu:allocation-depth" */
+    /* immutable: "qemu:dirty-bitmap:NAME" contexts; busy while exported */
+    BdrvDirtyBitmap **bitmaps;
+    int nbitmaps;
     char *node_name;
     bool writable;
     BlockBackend *blk;
@@ -41,6 +46,99 @@ struct BlockExport {
 };
 
 static ListNode exports = LIST_INIT_STATIC(exports);
+
+static void release_bitmaps(BdrvDirtyBitmap **bms, int n)
+{
+    for (int i = 0; i < n; i++) {
+        dirty_bitmap_set_busy(bms[i], false);
+    }
+    free(bms);
+}
+
+/* One entry of "bitmaps": a name on @bs or a node below it, or a node and
+ * a name; usable, and not recording behind a read-only export's back. */
+static BdrvDirtyBitmap *export_bitmap(json_object *e, BlockDriverState *bs, bool writable,
+                                      Error **errp)
+{
+    BdrvDirtyBitmap *bm = NULL;
+    const char *name;
+
+    if (json_object_is_type(e, json_type_string)) {
+        name = json_object_get_string(e);
+        for (BlockDriverState *b = bs; b && !bm; b = bdrv_filter_or_cow_bs(b)) {
+            bm = bdrv_dirty_bitmap_find(b, name);
+        }
+        if (!bm) {
+            error_setg(errp, "Bitmap '%s' is not found", name);
+            return NULL;
+        }
+    } else {
+        const char *node = json_object_get_string(json_object_object_get(e, "node"));
+        BlockDriverState *b = bdrv_find_node(node);
+
+        name = json_object_get_string(json_object_object_get(e, "name"));
+        if (!b) {
+            error_setg(errp, "Node '%s' not found", node);
+            return NULL;
+        }
+        bm = bdrv_dirty_bitmap_find(b, name);
+        if (!bm) {
+            error_setg(errp, "Dirty bitmap '%s' not found", name);
+            return NULL;
+        }
+    }
+    if (dirty_bitmap_busy(bm)) {
+        error_setg(errp, "Bitmap '%s' is currently in use by another operation and cannot "
+                   "be used", name);
+        return NULL;
+    }
+    if (dirty_bitmap_inconsistent(bm)) {
+        error_setg(errp, "Bitmap '%s' is inconsistent and cannot be used", name);
+        return NULL;
+    }
+    if (!writable && !bs->read_only && dirty_bitmap_recording(bm)) {
+        error_setg(errp, "Enabled bitmap '%s' incompatible with readonly export", name);
+        return NULL;
+    }
+    return bm;
+}
+
+static bool export_parse_bitmaps(json_object *options, BlockDriverState *bs, bool writable,
+                                 BdrvDirtyBitmap ***out, int *n, Error **errp)
+{
+    json_object *list;
+    int len;
+
+    *out = NULL;
+    *n = 0;
+    if (!json_object_object_get_ex(options, "bitmaps", &list)) {
+        return true;
+    }
+    len = json_object_array_length(list);
+    if (len > NBD_MAX_BITMAPS) {
+        error_setg(errp, "blockd exports at most %d bitmaps per export", NBD_MAX_BITMAPS);
+        return false;
+    }
+    *out = calloc(len + 1, sizeof(**out));
+    if (!*out) {
+        abort();
+    }
+    for (int i = 0; i < len; i++) {
+        BdrvDirtyBitmap *bm = export_bitmap(json_object_array_get_idx(list, i), bs, writable,
+                                            errp);
+        if (!bm) {
+            free(*out);
+            *out = NULL;
+            return false;
+        }
+        (*out)[i] = bm;
+    }
+    /* Busy once all are found (one may be named twice, as QEMU allows). */
+    for (*n = 0; *n < len; (*n)++) {
+        dirty_bitmap_set_busy((*out)[*n], true);
+    }
+    return true;
+}
 
 /*
  * "iothreads": a list of iothread names; the export's connections are
@@ -173,7 +271,8 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     BlockExport *exp;
     AioContext *ctx;
     AioContext **ctxs = NULL;
-    int nctxs = 0;
+    BdrvDirtyBitmap **bms = NULL;
+    int nctxs = 0, nbms = 0;
     uint64_t perm = BLK_PERM_CONSISTENT_READ;
 
     GLOBAL_STATE_CODE();
@@ -230,10 +329,15 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
         free(ctxs);
         return NULL;
     }
+    if (!export_parse_bitmaps(options, bs, writable, &bms, &nbms, errp)) {
+        free(ctxs);
+        return NULL;
+    }
     /* The node moves to the export's iothread if it can; if it cannot, a
      * fixed export fails and another runs where the node stays. */
     if (iot && bdrv_try_change_aio_context(bs, iothread_get_aio_context(iot),
                                            fixed ? errp : NULL) < 0 && fixed) {
+        release_bitmaps(bms, nbms);
         free(ctxs);
         return NULL;
     }
@@ -250,10 +354,13 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     exp->blk = blk_new(perm, BLK_PERM_ALL);
     if (blk_insert_bs(exp->blk, bs, errp) < 0) {
         blk_unref(exp->blk);
+        release_bitmaps(bms, nbms);
         free(ctxs);
         free(exp);
         return NULL;
     }
+    exp->bitmaps = bms;
+    exp->nbitmaps = nbms;
     exp->id = strdup(id);
     exp->nbd_name = strdup(name);
     exp->description = desc ? strdup(desc) : NULL;
@@ -299,6 +406,7 @@ void blk_exp_unref(BlockExport *exp)
         return;
     }
     assert(exp->num_clients == 0);
+    release_bitmaps(exp->bitmaps, exp->nbitmaps);
     blk_unref(exp->blk);
     bd_mutex_destroy(&exp->lock);
     free(exp->id);
@@ -411,6 +519,8 @@ const char *blk_exp_id(BlockExport *exp) { return exp->id; }
 const char *blk_exp_nbd_name(BlockExport *exp) { return exp->nbd_name; }
 const char *blk_exp_description(BlockExport *exp) { return exp->description; }
 bool blk_exp_allocation_depth(BlockExport *exp) { return exp->allocation_depth; }
+int blk_exp_nbitmaps(BlockExport *exp) { return exp->nbitmaps; }
+BdrvDirtyBitmap *blk_exp_bitmap(BlockExport *exp, int i) { return exp->bitmaps[i]; }
 /* The node the export serves now: a mirror that completed may have moved
  * its users to another node since the export was added. */
 const char *blk_exp_node_name(BlockExport *exp)

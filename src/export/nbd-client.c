@@ -25,6 +25,7 @@
 #include "blockd/buf-pool.h"
 #include "blockd/coroutine.h"
 #include "blockd/defer-call.h"
+#include "blockd/dirty-bitmap.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
 #include "nbd-conn.h"
@@ -488,6 +489,14 @@ static bool valid_flags(NbdClient *c, NbdRequest *r)
 }
 
 /* The error for a request that cannot be carried out as given, or 0. */
+/* The selected bitmap contexts that the export has (a mask). */
+static uint64_t exp_bitmaps(NbdClient *c)
+{
+    int n = blk_exp_nbitmaps(c->exp);
+
+    return n ? c->meta_bitmaps & (~0ULL >> (64 - n)) : 0;
+}
+
 static int check_request(NbdClient *c, NbdRequest *r)
 {
     bool writes = r->type == NBD_CMD_WRITE || r->type == NBD_CMD_TRIM ||
@@ -520,7 +529,7 @@ static int check_request(NbdClient *c, NbdRequest *r)
         return -EINVAL;
     }
     if (r->type == NBD_CMD_BLOCK_STATUS &&
-        !(c->structured && (c->meta_allocation || c->meta_depth))) {
+        !(c->structured && (c->meta_allocation || c->meta_depth || exp_bitmaps(c)))) {
         return -EINVAL;
     }
     return 0;
@@ -676,22 +685,40 @@ static int coroutine_fn do_read(NbdClient *c, NbdRequest *r)
  * each range (@depth).  Neighbours with the same value merge.  The count,
  * or -errno.
  */
-static int coroutine_fn status_extents(NbdClient *c, NbdRequest *r, bool depth, uint8_t *buf,
-                                       uint32_t max)
+/* The contexts a block status reply covers, in this order. */
+enum { CTX_ALLOCATION = -2, CTX_DEPTH = -1 };   /* >= 0: the export's bitmap i */
+
+/* One context's value at @offset and how far it holds (*pnum). */
+static int coroutine_fn context_status(NbdClient *c, int ctx, uint64_t offset, uint64_t bytes,
+                                       int64_t *pnum)
 {
     BlockBackend *blk = blk_exp_blk(c->exp);
+    int st;
+
+    if (ctx >= 0) {
+        return dirty_bitmap_run(blk_exp_bitmap(c->exp, ctx), offset, bytes, pnum)
+               ? NBD_STATE_DIRTY : 0;
+    }
+    if (ctx == CTX_DEPTH) {
+        return blk_co_allocation_depth(blk, offset, bytes, pnum);
+    }
+    st = blk_co_block_status(blk, offset, bytes, pnum);
+    return st < 0 ? st : (int)allocation_flags(st);
+}
+
+static int coroutine_fn status_extents(NbdClient *c, NbdRequest *r, int ctx, uint8_t *buf,
+                                       uint32_t max)
+{
     uint8_t *ext = buf + 24;
     uint32_t n = 0;
     uint64_t done = 0;
 
     while (done < r->length && n < max) {
         int64_t pnum;
-        int st = depth ? blk_co_allocation_depth(blk, r->offset + done, r->length - done, &pnum)
-                       : blk_co_block_status(blk, r->offset + done, r->length - done, &pnum);
-        uint32_t value;
+        int value = context_status(c, ctx, r->offset + done, r->length - done, &pnum);
 
-        if (st < 0) {
-            return st;
+        if (value < 0) {
+            return value;
         }
         if (pnum <= 0) {
             break;
@@ -699,8 +726,7 @@ static int coroutine_fn status_extents(NbdClient *c, NbdRequest *r, bool depth, 
         if (pnum > UINT32_MAX) {
             pnum = UINT32_MAX & ~(uint32_t)511;
         }
-        value = depth ? (uint32_t)st : allocation_flags(st);
-        if (n > 0 && nbd_get32(ext + 8 * (n - 1) + 4) == value &&
+        if (n > 0 && nbd_get32(ext + 8 * (n - 1) + 4) == (uint32_t)value &&
             (uint64_t)nbd_get32(ext + 8 * (n - 1)) + pnum <= UINT32_MAX) {
             nbd_put32(ext + 8 * (n - 1), nbd_get32(ext + 8 * (n - 1)) + pnum);
         } else {
@@ -713,44 +739,60 @@ static int coroutine_fn status_extents(NbdClient *c, NbdRequest *r, bool depth, 
     return (int)n;
 }
 
+static uint32_t context_id(int ctx)
+{
+    return ctx == CTX_ALLOCATION ? NBD_META_BASE_ALLOCATION_ID
+           : ctx == CTX_DEPTH    ? NBD_META_ALLOCATION_DEPTH_ID
+                                 : NBD_META_DIRTY_BITMAP_ID_BASE + ctx;
+}
+
 /* One chunk per selected context, the last one marked done. */
 static int coroutine_fn do_block_status(NbdClient *c, NbdRequest *r)
 {
-    static const uint32_t ids[2] = { NBD_META_BASE_ALLOCATION_ID,
-                                     NBD_META_ALLOCATION_DEPTH_ID };
-    bool selected[2] = { c->meta_allocation, c->meta_depth };
     uint32_t max = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : MAX_STATUS_EXTENTS;
-    uint8_t *bufs[2] = { NULL, NULL };
-    int counts[2] = { 0, 0 }, last = selected[1] ? 1 : 0, ret = 0;
+    int ctxs[2 + NBD_MAX_BITMAPS], nctx = 0, ret = 0;
+    uint8_t *bufs[2 + NBD_MAX_BITMAPS];
+    int counts[2 + NBD_MAX_BITMAPS];
+    uint64_t bitmaps = exp_bitmaps(c);
     bool ok = true;
 
-    for (int i = 0; i < 2 && ret == 0; i++) {
-        if (!selected[i]) {
-            continue;
+    if (c->meta_allocation) {
+        ctxs[nctx++] = CTX_ALLOCATION;
+    }
+    if (c->meta_depth) {
+        ctxs[nctx++] = CTX_DEPTH;
+    }
+    for (int i = 0; i < NBD_MAX_BITMAPS; i++) {
+        if (bitmaps & (1ULL << i)) {
+            ctxs[nctx++] = i;
         }
-        bufs[i] = malloc(24 + 8 * max);
-        if (!bufs[i]) {
+    }
+    for (int k = 0; k < nctx; k++) {
+        bufs[k] = NULL;
+    }
+    for (int k = 0; k < nctx && ret == 0; k++) {
+        bufs[k] = malloc(24 + 8 * max);
+        if (!bufs[k]) {
             abort();
         }
-        counts[i] = status_extents(c, r, i == 1, bufs[i], max);
-        ret = counts[i] < 0 ? counts[i] : counts[i] == 0 ? -EIO : 0;
+        counts[k] = status_extents(c, r, ctxs[k], bufs[k], max);
+        ret = counts[k] < 0 ? counts[k] : counts[k] == 0 ? -EIO : 0;
     }
     request_io_done(c, r);
     co_mutex_lock(&c->send_lock);
     if (ret < 0) {
         ok = send_status(c, r, ret);
     }
-    for (int i = 0; i < 2 && ret == 0 && ok; i++) {
-        if (selected[i]) {
-            chunk_header(bufs[i], i == last ? NBD_REPLY_FLAG_DONE : 0,
-                         NBD_REPLY_TYPE_BLOCK_STATUS, r->cookie, 4 + 8 * counts[i]);
-            nbd_put32(bufs[i] + 20, ids[i]);
-            ok = reply_send(c, bufs[i], 24 + 8 * counts[i]);
-        }
+    for (int k = 0; k < nctx && ret == 0 && ok; k++) {
+        chunk_header(bufs[k], k == nctx - 1 ? NBD_REPLY_FLAG_DONE : 0,
+                     NBD_REPLY_TYPE_BLOCK_STATUS, r->cookie, 4 + 8 * counts[k]);
+        nbd_put32(bufs[k] + 20, context_id(ctxs[k]));
+        ok = reply_send(c, bufs[k], 24 + 8 * counts[k]);
     }
     co_mutex_unlock(&c->send_lock);
-    free(bufs[0]);
-    free(bufs[1]);
+    for (int k = 0; k < nctx; k++) {
+        free(bufs[k]);
+    }
     return ok ? 0 : -EPIPE;
 }
 

@@ -36,6 +36,7 @@ struct NbdClient {
     bool structured;
     bool meta_allocation;
     bool meta_depth;            /* qemu:allocation-depth */
+    uint64_t meta_bitmaps;      /* qemu:dirty-bitmap:NAME, by export index */
     bool no_zeroes;
     int closing;                /* atomic */
     Coroutine *recv_waiter;     /* ctx thread: waiting to read */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "blockd/block-backend-io.h"
+#include "blockd/dirty-bitmap.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
 #include "nbd-conn.h"
@@ -123,29 +124,68 @@ static bool parse_info_request(const uint8_t *data, uint32_t len, char *name,
 
 /* One query of NBD_OPT_LIST/SET_META_CONTEXT: which of our contexts it
  * names (a LIST query may name a namespace). */
-static void match_query(const uint8_t *q, uint32_t qlen, bool set, bool *alloc, bool *depth)
-{
-    static const char alloc_name[] = "base:allocation", depth_name[] = "qemu:allocation-depth";
+#define BITMAP_PREFIX "qemu:dirty-bitmap:"
 
-    if ((qlen == strlen(alloc_name) && memcmp(q, alloc_name, qlen) == 0) ||
-        (!set && qlen == 5 && memcmp(q, "base:", 5) == 0)) {
+static bool is(const uint8_t *q, uint32_t qlen, const char *name)
+{
+    return qlen == strlen(name) && memcmp(q, name, qlen) == 0;
+}
+
+/* The contexts of @exp that query @q selects.  Listing, a bare namespace
+ * ("base:", "qemu:", "qemu:dirty-bitmap:") selects all of its contexts. */
+static void match_query(BlockExport *exp, const uint8_t *q, uint32_t qlen, bool set,
+                        bool *alloc, bool *depth, uint64_t *bitmaps)
+{
+    size_t plen = strlen(BITMAP_PREFIX);
+    bool all_qemu = !set && is(q, qlen, "qemu:");
+
+    if (is(q, qlen, "base:allocation") || (!set && is(q, qlen, "base:"))) {
         *alloc = true;
     }
-    if ((qlen == strlen(depth_name) && memcmp(q, depth_name, qlen) == 0) ||
-        (!set && qlen == 5 && memcmp(q, "qemu:", 5) == 0)) {
+    if (is(q, qlen, "qemu:allocation-depth") || all_qemu) {
         *depth = true;
+    }
+    for (int i = 0; i < blk_exp_nbitmaps(exp); i++) {
+        const char *name = dirty_bitmap_name(blk_exp_bitmap(exp, i));
+
+        if (all_qemu || (!set && is(q, qlen, BITMAP_PREFIX)) ||
+            (qlen == plen + strlen(name) && memcmp(q, BITMAP_PREFIX, plen) == 0 &&
+             memcmp(q + plen, name, qlen - plen) == 0)) {
+            *bitmaps |= 1ULL << i;
+        }
     }
 }
 
 static bool coroutine_fn send_context(NbdClient *c, uint32_t option, uint32_t id,
-                                      const char *name)
+                                      const char *prefix, const char *name)
 {
-    size_t len = strlen(name);
-    uint8_t reply[4 + 32];
+    size_t plen = strlen(prefix), len = strlen(name);
+    uint8_t *reply = malloc(4 + plen + len);
+    bool ok;
 
+    if (!reply) {
+        abort();
+    }
     nbd_put32(reply, id);
-    memcpy(reply + 4, name, len);
-    return send_option_reply(c, option, NBD_REP_META_CONTEXT, reply, 4 + len);
+    memcpy(reply + 4, prefix, plen);
+    memcpy(reply + 4 + plen, name, len);
+    ok = send_option_reply(c, option, NBD_REP_META_CONTEXT, reply, 4 + plen + len);
+    free(reply);
+    return ok;
+}
+
+/* The queries of a meta context option are well-formed: each length fits. */
+static bool queries_valid(const uint8_t *data, uint32_t len, uint32_t off, uint32_t nqueries)
+{
+    for (uint32_t i = 0; i < nqueries; i++) {
+        uint32_t qlen;
+
+        if (off + 4 > len || (qlen = nbd_get32(data + off)) > len - off - 4) {
+            return false;
+        }
+        off += 4 + qlen;
+    }
+    return off == len;
 }
 
 static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
@@ -155,6 +195,7 @@ static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
     uint32_t namelen, nqueries, off;
     bool set = option == NBD_OPT_SET_META_CONTEXT;
     bool want_alloc = false, want_depth = false;
+    uint64_t want_bitmaps = 0;
     BlockExport *exp;
 
     if (set && !c->structured) {
@@ -167,38 +208,44 @@ static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
     name[namelen] = '\0';
     nqueries = nbd_get32(data + 4 + namelen);
     off = 8 + namelen;
-    for (uint32_t i = 0; i < nqueries; i++) {
-        uint32_t qlen;
-        if (off + 4 > len || (qlen = nbd_get32(data + off)) > len - off - 4) {
-            return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
-        }
-        match_query(data + off + 4, qlen, set, &want_alloc, &want_depth);
-        off += 4 + qlen;
-    }
-    if (off != len) {
+    if (!queries_valid(data, len, off, nqueries)) {
         return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
     }
     exp = blk_exp_find_nbd(name);
     if (!exp) {
         return send_option_reply(c, option, NBD_REP_ERR_UNKNOWN, NULL, 0);
     }
+    for (uint32_t i = 0; i < nqueries; i++) {
+        uint32_t qlen = nbd_get32(data + off);
+
+        match_query(exp, data + off + 4, qlen, set, &want_alloc, &want_depth, &want_bitmaps);
+        off += 4 + qlen;
+    }
     if (!set && nqueries == 0) {
-        want_alloc = want_depth = true;    /* list everything */
+        /* List everything. */
+        want_alloc = want_depth = true;
+        want_bitmaps = blk_exp_nbitmaps(exp) ? ~0ULL >> (64 - blk_exp_nbitmaps(exp)) : 0;
     }
     want_depth = want_depth && blk_exp_allocation_depth(exp);
     if (set) {
         c->meta_allocation = want_alloc;
         c->meta_depth = want_depth;
+        c->meta_bitmaps = want_bitmaps;
     }
-    if (want_alloc &&
-        !send_context(c, option, NBD_META_BASE_ALLOCATION_ID, "base:allocation")) {
-        return false;
+    /* The export is referenced across the sends (it may be deleted). */
+    blk_exp_ref(exp);
+    bool ok = (!want_alloc ||
+               send_context(c, option, NBD_META_BASE_ALLOCATION_ID, "", "base:allocation")) &&
+              (!want_depth ||
+               send_context(c, option, NBD_META_ALLOCATION_DEPTH_ID, "", "qemu:allocation-depth"));
+    for (int i = 0; ok && i < blk_exp_nbitmaps(exp); i++) {
+        if (want_bitmaps & (1ULL << i)) {
+            ok = send_context(c, option, NBD_META_DIRTY_BITMAP_ID_BASE + i, BITMAP_PREFIX,
+                              dirty_bitmap_name(blk_exp_bitmap(exp, i)));
+        }
     }
-    if (want_depth &&
-        !send_context(c, option, NBD_META_ALLOCATION_DEPTH_ID, "qemu:allocation-depth")) {
-        return false;
-    }
-    return send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
+    nbd_handshake_put_exp(exp);
+    return ok && send_option_reply(c, option, NBD_REP_ACK, NULL, 0);
 }
 
 typedef struct NameList {

@@ -112,6 +112,10 @@
 /* qemu:allocation-depth: the value is the layer (1: the export's node
  * itself, 2: its backing file, ...; 0: unallocated). */
 #define NBD_META_ALLOCATION_DEPTH_ID 2
+/* "qemu:dirty-bitmap:NAME": the export's bitmap i has id BASE + i. */
+#define NBD_META_DIRTY_BITMAP_ID_BASE 3
+#define NBD_MAX_BITMAPS 64              /* per export (a mask per connection) */
+#define NBD_STATE_DIRTY 1
 
 #define NBD_MAX_STRING           4096        /* names, option payloads */
 #define NBD_NAME_MAX             4096

@@ -79,10 +79,15 @@ static const SchemaField export_base_fields[] = {
     { 0 },
 };
 
+static const SchemaField bitmap_elem = {
+    .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_block_dirty_bitmap,
+};
+
 static const SchemaField nbd_export_fields[] = {
     { .name = "name", .type = SCHEMA_STR, .optional = true },
     { .name = "description", .type = SCHEMA_STR, .optional = true },
     { .name = "allocation-depth", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "bitmaps", .type = SCHEMA_LIST, .optional = true, .elem = &bitmap_elem },
     { 0 },
 };
 

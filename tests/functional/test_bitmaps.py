@@ -208,3 +208,52 @@ def test_merge_of_nothing(pair):  # noqa: F811
     before = q.execute("x-debug-block-dirty-bitmap-sha256", {"node": "r", "name": "x"})
     assert q.execute(B + "merge", {"node": "r", "target": "x", "bitmaps": []}) == {"return": {}}
     assert q.execute("x-debug-block-dirty-bitmap-sha256", {"node": "r", "name": "x"}) == before
+
+
+def export_with(bitmaps, writable=False, eid="eb", name="bm"):
+    return ("block-export-add", {"type": "nbd", "id": eid, "node-name": "t", "name": name,
+                                 "writable": writable, "bitmaps": bitmaps})
+
+
+def test_bitmap_export_matches(pair):  # noqa: F811
+    """block-export-add "bitmaps": the same refusals; an exported bitmap is
+    busy; nbdinfo lists its qemu:dirty-bitmap: context and maps the same
+    dirty ranges as from qemu-storage-daemon."""
+    import subprocess
+    peers = pair()
+    images(peers)
+    same_session(peers, SETUP + [
+        (B + "add", {"node": "t", "name": "b", "granularity": 4096}),
+        (B + "add", {"node": "t", "name": "off", "disabled": True}),
+    ])
+    write(peers, "write -P 1 64k 8k", "write -P 2 3M 1M", "write -P 3 8388096 512")
+    same_session(peers, [
+        export_with(["nope"]),
+        export_with([{"node": "nope", "name": "b"}]),
+        export_with([{"node": "t", "name": "nope"}]),
+        export_with(["b"]),                       # recording, read-only export
+        export_with(["off", "off"]),
+        export_with(["b"], writable=True, eid="ew", name="bw"),
+        (B + "remove", {"node": "t", "name": "b"}),
+        (B + "clear", {"node": "t", "name": "b"}),
+        export_with([{"node": "t", "name": "b"}], writable=True, eid="e3", name="b3"),
+    ])
+    assert {b["name"]: b["busy"] for b in bitmaps(peers)["t"]} == {"b": True, "off": True}
+    maps = []
+    for q, d in peers:
+        uri = f"nbd+unix:///bw?socket={d}/n.sock"
+        r = subprocess.run(["nbdinfo", "--map=qemu:dirty-bitmap:b", "--json", uri],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        ctx = subprocess.run(["nbdinfo", "--json", uri], capture_output=True, text=True,
+                             timeout=30)
+        contexts = json.loads(ctx.stdout)["exports"][0]["contexts"]
+        maps.append((json.loads(r.stdout), sorted(contexts)))
+    assert maps[1] == maps[0]
+    assert [(m["offset"], m["length"], m["type"]) for m in maps[0][0] if m["type"]] == [
+        (64 * 1024, 8192, 1), (3 * MiB, MiB, 1), (8 * MiB - 4096, 4096, 1)]
+    same_session(peers, [("block-export-del", {"id": "eb"})])
+    for q, d in peers:
+        while len(q.cmd("query-block-exports")) > 2:
+            pass
+    assert {b["name"]: b["busy"] for b in bitmaps(peers)["t"]}["off"] is False
