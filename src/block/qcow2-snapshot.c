@@ -261,14 +261,28 @@ static void guard_range(BDRVQcow2State *s, int64_t off, int64_t bytes, bool ente
     }
 }
 
+/* Is @e's L1 table where a table can be (a corrupt entry's is ignored by
+ * the guard, and refused where it would be used)? */
+static bool snapshot_l1_valid(BDRVQcow2State *s, const SnapEntry *e) QCOW2_LOCKED
+{
+    uint64_t end = (uint64_t)s->file_size;
+
+    /* In unsigned arithmetic: a garbage offset must not wrap to "inside". */
+    return !(e->l1_offset & (s->cluster_size - 1)) && e->l1_size <= QCOW2_SN_MAX_L1 &&
+           (!e->l1_size || (e->l1_offset <= end && (uint64_t)e->l1_size * 8 <= end - e->l1_offset));
+}
+
 /* The clusters table @t at @off and the L1 tables it names take. */
 static int64_t table_clusters(BDRVQcow2State *s, const SnapTable *t, int64_t off)
+    QCOW2_LOCKED
 {
     int64_t n = range_clusters(s, off, t->len);
     SnapEntry e;
 
     for (int64_t pos = 0; pos < t->len && parse_entry(t, pos, &e) == 0; pos += e.len) {
-        n += range_clusters(s, (int64_t)e.l1_offset, (int64_t)e.l1_size * 8);
+        if (snapshot_l1_valid(s, &e)) {
+            n += range_clusters(s, (int64_t)e.l1_offset, (int64_t)e.l1_size * 8);
+        }
     }
     return n;
 }
@@ -280,7 +294,9 @@ static void guard_table(BDRVQcow2State *s, const SnapTable *t, int64_t off, bool
 
     guard_range(s, off, t->len, enter);
     for (int64_t pos = 0; pos < t->len && parse_entry(t, pos, &e) == 0; pos += e.len) {
-        guard_range(s, (int64_t)e.l1_offset, (int64_t)e.l1_size * 8, enter);
+        if (snapshot_l1_valid(s, &e)) {
+            guard_range(s, (int64_t)e.l1_offset, (int64_t)e.l1_size * 8, enter);
+        }
     }
 }
 
@@ -424,8 +440,7 @@ static int coroutine_fn unref_snapshot(BlockDriverState *bs, BDRVQcow2State *s,
     int ret;
 
     /* A snapshot of a corrupt image must not free what others use. */
-    if ((e->l1_offset & (s->cluster_size - 1)) || e->l1_size > QCOW2_SN_MAX_L1 ||
-        (e->l1_size && (int64_t)(e->l1_offset + (uint64_t)e->l1_size * 8) > s->file_size)) {
+    if (!snapshot_l1_valid(s, e)) {
         qcow2_report_corruption(s, "snapshot '%s' has an invalid L1 table", e->name);
         return -EIO;
     }

@@ -483,7 +483,7 @@ static void test_blkdebug_rules(void **state)
     unsigned char buf[4096] = { 0 };
 
     (void)state;
-    bs = bt_open("{\"driver\": \"blkdebug\", \"node-name\": \"dbg\", "
+    bs = bt_open("{\"driver\": \"blkdebug\", \"node-name\": \"dbg\", \"discard\": \"unmap\", "
                  "\"image\": {\"driver\": \"null-co\", \"size\": 1048576, \"read-zeroes\": true},"
                  "\"inject-error\": ["
                  "  {\"iotype\": \"read\", \"sector\": 8, \"once\": true},"

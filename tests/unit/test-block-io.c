@@ -169,7 +169,8 @@ static void open_disk(const BlockDriver *drv, int64_t align, int64_t max_transfe
     json_object_object_add(o, "max-transfer", json_object_new_int64(max_transfer));
     json_object_object_add(o, "mem-align", json_object_new_int64(mem_align));
     json_object_object_add(o, "latency-ns", json_object_new_int64(latency_ns));
-    test_bs = bdrv_open_driver(drv, "disk", o, BDRV_O_RDWR, &error_abort);
+    /* discard=unmap: the discard tests reach the driver. */
+    test_bs = bdrv_open_driver(drv, "disk", o, BDRV_O_RDWR | BDRV_O_UNMAP, &error_abort);
     json_object_put(o);
     test_blk = blk_new(BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE, BLK_PERM_ALL);
     assert_int_equal(blk_insert_bs(test_blk, test_bs, &error_abort), 0);
