@@ -89,6 +89,9 @@ void dirty_bitmap_set_persistent(BdrvDirtyBitmap *bm, bool persistent);
 bool dirty_bitmap_inconsistent(BdrvDirtyBitmap *bm);
 void dirty_bitmap_set_inconsistent(BdrvDirtyBitmap *bm);
 
+/* Frozen: it keeps its bits and records nothing (a backup's own bitmap
+ * records the writes meanwhile), but still says it records.  Common. */
+void dirty_bitmap_set_frozen(BdrvDirtyBitmap *bm, bool frozen);
 /* Clear every bit.  Common. */
 void dirty_bitmap_clear_all(BdrvDirtyBitmap *bm);
 /* An unattached copy of @bm's bits, and putting them back (transaction

@@ -9,12 +9,21 @@
 
 #include "blockd/blockjob.h"
 
-/* QAPI MirrorSyncMode (the bitmap modes need persistent bitmaps). */
+/* QAPI MirrorSyncMode; "incremental" is backup's "bitmap" with bitmap
+ * mode "on-success", and only backup takes either. */
 typedef enum MirrorSyncMode {
     MIRROR_SYNC_FULL,
     MIRROR_SYNC_TOP,
     MIRROR_SYNC_NONE,
+    MIRROR_SYNC_BITMAP,
 } MirrorSyncMode;
+
+/* QAPI BitmapSyncMode: what a backup leaves in its bitmap. */
+typedef enum BitmapSyncMode {
+    BITMAP_SYNC_ON_SUCCESS,     /* the writes since the start, if it succeeded */
+    BITMAP_SYNC_NEVER,          /* as it was, plus the writes since */
+    BITMAP_SYNC_ALWAYS,         /* what is still not copied, plus the writes */
+} BitmapSyncMode;
 
 bool mirror_parse_sync(const char *s, MirrorSyncMode *out, Error **errp);
 /* "background" or "write-blocking". */
@@ -51,6 +60,10 @@ typedef struct MirrorArgs {
     /* backup's x-perf: copies in flight, bytes per copy (0: defaults) */
     int max_workers;
     int64_t max_chunk;
+    /* backup: a named bitmap of the source (sync "bitmap" copies what it
+     * marks), and what to leave in it. */
+    struct BdrvDirtyBitmap *bitmap;
+    BitmapSyncMode bitmap_mode;
 } MirrorArgs;
 
 /* Start a mirror job; NULL and an error if it cannot start. */

@@ -34,6 +34,7 @@ struct BdrvDirtyBitmap {
     /* Named bitmaps (block-dirty-bitmap-*); a job's own bitmap has none. */
     char *name;                         /* GS */
     int disabled;                       /* atomic: not recording writes */
+    int frozen;                         /* atomic: a job records for it meanwhile */
     bool busy;                          /* GS: in use by a job or an export */
     bool persistent;                    /* GS: to be stored in the image */
     bool inconsistent;                  /* GS: stored in use, not trustworthy */
@@ -338,7 +339,7 @@ void bdrv_set_dirty(BlockDriverState *bs, int64_t offset, int64_t bytes)
     list_for_each(n, &bs->dirty_bitmaps) {
         BdrvDirtyBitmap *bm = list_entry(n, BdrvDirtyBitmap, node_link);
 
-        if (!atomic_read(&bm->disabled)) {
+        if (!atomic_read(&bm->disabled) && !atomic_read(&bm->frozen)) {
             dirty_bitmap_set(bm, offset, bytes);
         }
     }
@@ -458,6 +459,11 @@ void dirty_bitmap_set_inconsistent(BdrvDirtyBitmap *bm)
     GLOBAL_STATE_CODE();
     bm->inconsistent = true;
     atomic_set(&bm->disabled, true);
+}
+
+void dirty_bitmap_set_frozen(BdrvDirtyBitmap *bm, bool frozen)
+{
+    atomic_set(&bm->frozen, frozen);
 }
 
 void dirty_bitmap_clear_all(BdrvDirtyBitmap *bm)

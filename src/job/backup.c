@@ -34,6 +34,11 @@ typedef struct BackupJob {
     CopyLoop loop;
     MirrorSyncMode sync;
     bool exited;
+    /* The user's bitmap, frozen and busy while the job runs; the writes
+     * meanwhile go to @successor. */
+    BdrvDirtyBitmap *user_bitmap;
+    BdrvDirtyBitmap *successor;
+    BitmapSyncMode bitmap_mode;
 } BackupJob;
 
 /* ---- The filter's hook ---------------------------------------------------------- */
@@ -108,6 +113,70 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
 
 /* ---- Callbacks ---------------------------------------------------------------------- */
 
+/* ---- The user's bitmap --------------------------------------------------------- */
+
+/*
+ * At creation (drained): the user's bitmap is frozen with what it marks
+ * (busy, as QEMU shows it during a backup) and a bitmap of the job's
+ * records the writes from now on; for sync "bitmap" its bits are what the
+ * job copies.
+ */
+static void backup_take_bitmap(BackupJob *s, const MirrorArgs *a)
+{
+    int64_t off = 0, len = dirty_bitmap_size(a->bitmap), aoff, abytes;
+
+    s->user_bitmap = a->bitmap;
+    s->bitmap_mode = a->bitmap_mode;
+    s->successor = dirty_bitmap_new(len, dirty_bitmap_granularity(a->bitmap));
+    dirty_bitmap_set_recording(s->successor, dirty_bitmap_recording(a->bitmap));
+    bdrv_dirty_bitmap_attach(s->source, s->successor);
+    dirty_bitmap_set_frozen(a->bitmap, true);
+    dirty_bitmap_set_busy(a->bitmap, true);
+    if (s->sync != MIRROR_SYNC_BITMAP) {
+        return;
+    }
+    dirty_bitmap_clear_all(s->bitmap);
+    while (dirty_bitmap_next_area(a->bitmap, off, len, INT64_MAX, &aoff, &abytes)) {
+        dirty_bitmap_set(s->bitmap, aoff, abytes);
+        off = aoff + abytes;
+    }
+}
+
+/* At the end: @ok, or failed or cancelled.  What the user's bitmap holds
+ * then, besides the writes since the start. */
+static void backup_give_bitmap(BackupJob *s, bool ok)
+{
+    BdrvDirtyBitmap *bm = s->user_bitmap;
+
+    if (!bm) {
+        return;
+    }
+    if (ok && s->bitmap_mode != BITMAP_SYNC_NEVER) {
+        dirty_bitmap_restore(bm, s->successor);          /* copied: only the new writes */
+    } else if (!ok && s->bitmap_mode == BITMAP_SYNC_ALWAYS && s->sync == MIRROR_SYNC_BITMAP) {
+        dirty_bitmap_restore(bm, s->successor);          /* and what was not copied */
+        dirty_bitmap_merge(bm, s->bitmap);
+    } else {
+        dirty_bitmap_merge(bm, s->successor);            /* all it had, and the new writes */
+    }
+    dirty_bitmap_set_frozen(bm, false);
+    dirty_bitmap_set_busy(bm, false);
+    bdrv_dirty_bitmap_detach(s->source, s->successor);
+    dirty_bitmap_free(s->successor);
+    s->successor = NULL;
+    s->user_bitmap = NULL;
+}
+
+static void backup_commit(Job *job)
+{
+    backup_give_bitmap((BackupJob *)job, true);
+}
+
+static void backup_abort(Job *job)
+{
+    backup_give_bitmap((BackupJob *)job, false);
+}
+
 static void coroutine_fn backup_pause(Job *job)
 {
     block_copy_wait_idle(((BackupJob *)job)->bcs);
@@ -136,6 +205,7 @@ static void backup_free(Job *job)
     BackupJob *s = (BackupJob *)job;
 
     backup_clean(job);
+    backup_give_bitmap(s, false);       /* a job that never got to its end */
     block_job_free(job);
     dirty_bitmap_free(s->bitmap);
     bdrv_unref(s->target);
@@ -150,6 +220,8 @@ static const BlockJobDriver backup_job_driver = {
         .run = backup_run,
         .pause = backup_pause,
         .user_resume = block_job_user_resume,
+        .commit = backup_commit,
+        .abort = backup_abort,
         .clean = backup_clean,
         .free = backup_free,
     },
@@ -205,6 +277,9 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     }
     s->bitmap = dirty_bitmap_new(bdrv_getlength(s->source), BACKUP_CLUSTER);
     dirty_bitmap_set_all(s->bitmap);
+    if (a->bitmap) {
+        backup_take_bitmap(s, a);
+    }
     s->bcs = block_copy_state_new(source_child, target_child, s->bitmap,
                                   &s->common, &copy_opts);
     s->loop = (CopyLoop){ &s->common, s->bcs, s->bitmap, a->on_source_error,

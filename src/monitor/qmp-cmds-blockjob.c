@@ -12,6 +12,7 @@
 
 #include "blockd/block-create.h"
 #include "blockd/block-global-state.h"
+#include "blockd/dirty-bitmap.h"
 #include "blockd/create-job.h"
 #include "blockd/main-loop.h"
 #include "blockd/mirror.h"
@@ -20,6 +21,7 @@
 #include "monitor-internal.h"
 #include "qapi-schemas.h"
 
+static const char *const bitmap_modes[] = { "on-success", "never", "always", NULL };
 static const char *const sync_modes[] = { "full", "top", "none", "incremental", "bitmap",
                                           NULL };
 static const char *const on_error_values[] = { "report", "ignore", "enospc", "stop", "auto",
@@ -65,7 +67,7 @@ static const SchemaField backup_fields[] = {
     COMMON_JOB_FIELDS,
     { .name = "compress", .type = SCHEMA_BOOL, .optional = true },
     { .name = "bitmap", .type = SCHEMA_STR, .optional = true },
-    { .name = "bitmap-mode", .type = SCHEMA_STR, .optional = true },
+    { .name = "bitmap-mode", .type = SCHEMA_ENUM, .optional = true, .enum_values = bitmap_modes },
     { .name = "discard-source", .type = SCHEMA_BOOL, .optional = true },
     { .name = "x-perf", .type = SCHEMA_OBJECT, .optional = true, .object = &backup_perf },
     { 0 },
@@ -178,9 +180,74 @@ static BlockDriverState *lookup_node(const char *name, Error **errp)
     return bs;
 }
 
+/* "bitmap" and "bitmap-mode" of a backup with @sync, in QEMU's order of
+ * checks; "incremental" becomes "bitmap" with "on-success". */
+static bool backup_parse_bitmap(json_object *args, MirrorArgs *a, const char *sync,
+                                Error **errp)
+{
+    const char *name = NULL;
+    int mode = -1;
+    json_object *v;
+
+    opt_get_str(args, "bitmap", &name, NULL);
+    if (json_object_object_get_ex(args, "bitmap-mode", &v) &&
+        !opt_parse_enum("bitmap-mode", json_object_get_string(v), bitmap_modes, &mode, errp)) {
+        return false;
+    }
+    if (a->sync == MIRROR_SYNC_BITMAP && !name) {
+        error_setg(errp, "must provide a valid bitmap name for '%s' sync mode", sync);
+        return false;
+    }
+    if (!strcmp(sync, "incremental")) {
+        if (mode >= 0 && mode != BITMAP_SYNC_ON_SUCCESS) {
+            error_setg(errp, "Bitmap sync mode must be 'on-success' when using sync mode "
+                       "'incremental'");
+            return false;
+        }
+        mode = BITMAP_SYNC_ON_SUCCESS;
+    }
+    if (!name) {
+        if (mode >= 0) {
+            error_setg(errp, "Cannot specify bitmap sync mode without a bitmap");
+            return false;
+        }
+        return true;
+    }
+    a->bitmap = bdrv_dirty_bitmap_find(a->source, name);
+    if (!a->bitmap) {
+        error_setg(errp, "Bitmap '%s' could not be found", name);
+        return false;
+    }
+    if (mode < 0) {
+        error_setg(errp, "Bitmap sync mode must be given when providing a bitmap");
+        return false;
+    }
+    if (dirty_bitmap_busy(a->bitmap)) {
+        error_setg(errp, "Bitmap '%s' is currently in use by another operation and cannot "
+                   "be used", name);
+        return false;
+    }
+    if (dirty_bitmap_inconsistent(a->bitmap)) {
+        error_setg(errp, "Bitmap '%s' is inconsistent and cannot be used", name);
+        return false;
+    }
+    if (a->sync == MIRROR_SYNC_NONE) {
+        error_setg(errp, "sync mode '%s' does not produce meaningful bitmap outputs", sync);
+        return false;
+    }
+    if (mode == BITMAP_SYNC_NEVER && a->sync != MIRROR_SYNC_BITMAP) {
+        error_setg(errp, "Bitmap sync mode 'never' has no meaningful effect when combined "
+                   "with sync mode '%s'", sync);
+        return false;
+    }
+    a->bitmap_mode = mode;
+    return true;
+}
+
 /* The arguments both job kinds share; "target" names a node unless
  * @target_is_file (the drive-* commands). */
-static bool parse_common(json_object *args, MirrorArgs *a, bool target_is_file, Error **errp)
+static bool parse_common(json_object *args, MirrorArgs *a, bool target_is_file, bool backup,
+                         Error **errp)
 {
     const char *device = NULL, *target = NULL, *sync = "full";
     const char *on_src = NULL, *on_tgt = NULL;
@@ -200,16 +267,18 @@ static bool parse_common(json_object *args, MirrorArgs *a, bool target_is_file, 
         return false;
     }
     if (!strcmp(sync, "incremental") || !strcmp(sync, "bitmap")) {
-        error_setg(errp, "Sync mode '%s' needs a dirty bitmap, which blockd does not "
-                   "support yet", sync);
-        return false;
+        if (!backup) {
+            error_setg(errp, "Sync mode '%s' not supported", sync);
+            return false;
+        }
+        a->sync = MIRROR_SYNC_BITMAP;
     }
     /* drive-*: the job checks it, after the image is made, as QEMU does. */
     if (a->speed < 0 && !target_is_file) {
         error_setg(errp, "Parameter 'speed' expects a non-negative value");
         return false;
     }
-    if (!mirror_parse_sync(sync, &a->sync, errp) ||
+    if ((a->sync != MIRROR_SYNC_BITMAP && !mirror_parse_sync(sync, &a->sync, errp)) ||
         !blockdev_on_error_parse("on-source-error", on_src, &a->on_source_error, errp) ||
         !blockdev_on_error_parse("on-target-error", on_tgt, &a->on_target_error, errp)) {
         return false;
@@ -221,6 +290,9 @@ static bool parse_common(json_object *args, MirrorArgs *a, bool target_is_file, 
     /* A job works on what users see: the top of a chain. */
     if (!bdrv_is_root_node(a->source)) {
         error_setg(errp, "Need a root block node");
+        return false;
+    }
+    if (backup && !backup_parse_bitmap(args, a, sync, errp)) {
         return false;
     }
     if (target_is_file) {
@@ -236,7 +308,7 @@ static json_object *qmp_blockdev_mirror(json_object *args, Error **errp)
     MirrorArgs a;
 
     GLOBAL_STATE_CODE();
-    if (!parse_common(args, &a, false, errp) ||
+    if (!parse_common(args, &a, false, false, errp) ||
         !opt_get_str(args, "replaces", &replaces, errp) ||
         !opt_get_int(args, "granularity", &a.granularity, errp) ||
         !opt_get_int(args, "buf-size", &a.buf_size, errp) ||
@@ -287,15 +359,9 @@ static bool backup_parse_perf(json_object *args, MirrorArgs *a, Error **errp)
 static bool backup_check_unsupported(json_object *args, Error **errp)
 {
     bool compress = false, discard_source = false;
-    json_object *v;
 
     if (!opt_get_bool(args, "compress", &compress, errp) ||
         !opt_get_bool(args, "discard-source", &discard_source, errp)) {
-        return false;
-    }
-    if (json_object_object_get_ex(args, "bitmap-mode", &v) &&
-        !json_object_object_get_ex(args, "bitmap", NULL)) {
-        error_setg(errp, "Cannot specify bitmap sync mode without a bitmap");
         return false;
     }
     if (discard_source) {
@@ -306,10 +372,6 @@ static bool backup_check_unsupported(json_object *args, Error **errp)
         error_setg(errp, "Compression is not supported for this drive");
         return false;
     }
-    if (json_object_object_get_ex(args, "bitmap", &v)) {
-        error_setg(errp, "Dirty bitmaps are not supported by blockd yet");
-        return false;
-    }
     return true;
 }
 
@@ -317,7 +379,7 @@ static Job *backup_create_from_args(json_object *args, JobTxn *txn, Error **errp
 {
     MirrorArgs a;
 
-    if (!parse_common(args, &a, false, errp) || !backup_check_unsupported(args, errp) ||
+    if (!parse_common(args, &a, false, true, errp) || !backup_check_unsupported(args, errp) ||
         !backup_parse_perf(args, &a, errp)) {
         return NULL;
     }
@@ -361,7 +423,7 @@ static const SchemaField drive_backup_fields[] = {
     { .name = "mode", .type = SCHEMA_ENUM, .optional = true, .enum_values = new_image_modes },
     { .name = "compress", .type = SCHEMA_BOOL, .optional = true },
     { .name = "bitmap", .type = SCHEMA_STR, .optional = true },
-    { .name = "bitmap-mode", .type = SCHEMA_STR, .optional = true },
+    { .name = "bitmap-mode", .type = SCHEMA_ENUM, .optional = true, .enum_values = bitmap_modes },
     { .name = "x-perf", .type = SCHEMA_OBJECT, .optional = true, .object = &backup_perf },
     { 0 },
 };
@@ -392,15 +454,11 @@ static bool drive_parse(json_object *args, MirrorArgs *a, DriveTarget *t, Error 
     if (!t->format && !t->existing) {
         t->format = a->source->drv->format_name;
     }
-    t->backing = bdrv_backing_bs(a->source);
+    t->backing = a->sync == MIRROR_SYNC_TOP  ? bdrv_backing_bs(a->source)
+               : a->sync == MIRROR_SYNC_NONE ? a->source
+                                             : NULL;
     if (!t->backing && a->sync == MIRROR_SYNC_TOP) {
         a->sync = MIRROR_SYNC_FULL;
-    }
-    if (a->sync == MIRROR_SYNC_NONE) {
-        t->backing = a->source;
-    }
-    if (a->sync == MIRROR_SYNC_FULL) {
-        t->backing = NULL;
     }
     return true;
 }
@@ -464,7 +522,7 @@ static json_object *qmp_drive_mirror(json_object *args, Error **errp)
     Job *job;
 
     GLOBAL_STATE_CODE();
-    if (!parse_common(args, &a, true, errp) ||
+    if (!parse_common(args, &a, true, false, errp) ||
         !opt_get_str(args, "replaces", &replaces, errp) ||
         !opt_get_int(args, "granularity", &a.granularity, errp) ||
         !opt_get_int(args, "buf-size", &a.buf_size, errp) ||
@@ -503,7 +561,7 @@ static BlockDriverState *drive_backup_open(json_object *args, Error **errp)
     DriveTarget t;
     MirrorArgs a;
 
-    if (!parse_common(args, &a, true, errp) || !backup_check_unsupported(args, errp) ||
+    if (!parse_common(args, &a, true, true, errp) || !backup_check_unsupported(args, errp) ||
         !backup_parse_perf(args, &a, errp) || !drive_parse(args, &a, &t, errp)) {
         return NULL;
     }
@@ -517,7 +575,7 @@ static Job *drive_backup_create(json_object *args, JobTxn *txn, BlockDriverState
     DriveTarget t;
     MirrorArgs a;
 
-    if (!parse_common(args, &a, true, errp) || !backup_parse_perf(args, &a, errp) ||
+    if (!parse_common(args, &a, true, true, errp) || !backup_parse_perf(args, &a, errp) ||
         !drive_parse(args, &a, &t, errp)) {
         return NULL;
     }
