@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "blockd/block-int.h"
+#include "blockd/error.h"
 
 typedef struct BdrvDirtyBitmap BdrvDirtyBitmap;
 
@@ -69,6 +70,14 @@ BdrvDirtyBitmap *bdrv_dirty_bitmap_create(BlockDriverState *bs, const char *name
 void bdrv_dirty_bitmap_release(BlockDriverState *bs, BdrvDirtyBitmap *bm);
 /* @bs's named bitmap @name, or NULL.  Global state. */
 BdrvDirtyBitmap *bdrv_dirty_bitmap_find(BlockDriverState *bs, const char *name);
+/* Bitmap @name of node @node, with QEMU's messages if either is missing
+ * (and the node in *@pbs, unless NULL).  Global state. */
+BdrvDirtyBitmap *bdrv_dirty_bitmap_lookup(const char *node, const char *name,
+                                          BlockDriverState **pbs, Error **errp);
+/* May a command or a job use @bm: not busy, and (unless
+ * @allow_inconsistent, as for removal) not inconsistent?  QEMU's
+ * messages.  Global state. */
+bool dirty_bitmap_check_usable(BdrvDirtyBitmap *bm, bool allow_inconsistent, Error **errp);
 /* The named bitmap after @prev (NULL: the first), oldest first, or NULL.
  * Global state. */
 BdrvDirtyBitmap *bdrv_dirty_bitmap_next(BlockDriverState *bs, BdrvDirtyBitmap *prev);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "blockd/atomic.h"
+#include "blockd/block-global-state.h"
 #include "blockd/block-io.h"
 #include "blockd/crypto-hash.h"
 #include "blockd/dirty-bitmap.h"
@@ -407,6 +408,43 @@ void bdrv_dirty_bitmap_release(BlockDriverState *bs, BdrvDirtyBitmap *bm)
     GLOBAL_STATE_CODE();
     bdrv_dirty_bitmap_detach(bs, bm);
     dirty_bitmap_free(bm);
+}
+
+BdrvDirtyBitmap *bdrv_dirty_bitmap_lookup(const char *node, const char *name,
+                                          BlockDriverState **pbs, Error **errp)
+{
+    BlockDriverState *bs = bdrv_find_node(node);
+    BdrvDirtyBitmap *bm;
+
+    GLOBAL_STATE_CODE();
+    if (!bs) {
+        error_setg(errp, "Node '%s' not found", node);
+        return NULL;
+    }
+    bm = bdrv_dirty_bitmap_find(bs, name);
+    if (!bm) {
+        error_setg(errp, "Dirty bitmap '%s' not found", name);
+        return NULL;
+    }
+    if (pbs) {
+        *pbs = bs;
+    }
+    return bm;
+}
+
+bool dirty_bitmap_check_usable(BdrvDirtyBitmap *bm, bool allow_inconsistent, Error **errp)
+{
+    GLOBAL_STATE_CODE();
+    if (bm->busy) {
+        error_setg(errp, "Bitmap '%s' is currently in use by another operation and cannot "
+                   "be used", bm->name);
+        return false;
+    }
+    if (!allow_inconsistent && bm->inconsistent) {
+        error_setg(errp, "Bitmap '%s' is inconsistent and cannot be used", bm->name);
+        return false;
+    }
+    return true;
 }
 
 const char *dirty_bitmap_name(BdrvDirtyBitmap *bm)

@@ -25,8 +25,10 @@ struct BlockExport {
     char *nbd_name;
     char *description;
     bool allocation_depth;              /* offer "qemu:allocation-depth" */
-    /* immutable: "qemu:dirty-bitmap:NAME" contexts; busy while exported */
+    /* immutable: "qemu:dirty-bitmap:NAME" contexts, busy while exported,
+     * and the nodes they belong to (referenced: a bitmap goes with its node) */
     BdrvDirtyBitmap **bitmaps;
+    BlockDriverState **bitmap_nodes;
     int nbitmaps;
     char *node_name;
     bool writable;
@@ -47,18 +49,20 @@ struct BlockExport {
 
 static ListNode exports = LIST_INIT_STATIC(exports);
 
-static void release_bitmaps(BdrvDirtyBitmap **bms, int n)
+static void release_bitmaps(BdrvDirtyBitmap **bms, BlockDriverState **nodes, int n)
 {
     for (int i = 0; i < n; i++) {
         dirty_bitmap_set_busy(bms[i], false);
+        bdrv_unref(nodes[i]);
     }
     free(bms);
+    free(nodes);
 }
 
 /* One entry of "bitmaps": a name on @bs or a node below it, or a node and
  * a name; usable, and not recording behind a read-only export's back. */
 static BdrvDirtyBitmap *export_bitmap(json_object *e, BlockDriverState *bs, bool writable,
-                                      Error **errp)
+                                      BlockDriverState **node, Error **errp)
 {
     BdrvDirtyBitmap *bm = NULL;
     const char *name;
@@ -67,33 +71,21 @@ static BdrvDirtyBitmap *export_bitmap(json_object *e, BlockDriverState *bs, bool
         name = json_object_get_string(e);
         for (BlockDriverState *b = bs; b && !bm; b = bdrv_filter_or_cow_bs(b)) {
             bm = bdrv_dirty_bitmap_find(b, name);
+            *node = b;
         }
         if (!bm) {
             error_setg(errp, "Bitmap '%s' is not found", name);
             return NULL;
         }
     } else {
-        const char *node = json_object_get_string(json_object_object_get(e, "node"));
-        BlockDriverState *b = bdrv_find_node(node);
-
         name = json_object_get_string(json_object_object_get(e, "name"));
-        if (!b) {
-            error_setg(errp, "Node '%s' not found", node);
-            return NULL;
-        }
-        bm = bdrv_dirty_bitmap_find(b, name);
+        bm = bdrv_dirty_bitmap_lookup(json_object_get_string(json_object_object_get(e, "node")),
+                                      name, node, errp);
         if (!bm) {
-            error_setg(errp, "Dirty bitmap '%s' not found", name);
             return NULL;
         }
     }
-    if (dirty_bitmap_busy(bm)) {
-        error_setg(errp, "Bitmap '%s' is currently in use by another operation and cannot "
-                   "be used", name);
-        return NULL;
-    }
-    if (dirty_bitmap_inconsistent(bm)) {
-        error_setg(errp, "Bitmap '%s' is inconsistent and cannot be used", name);
+    if (!dirty_bitmap_check_usable(bm, false, errp)) {
         return NULL;
     }
     if (!writable && !bs->read_only && dirty_bitmap_recording(bm)) {
@@ -104,12 +96,14 @@ static BdrvDirtyBitmap *export_bitmap(json_object *e, BlockDriverState *bs, bool
 }
 
 static bool export_parse_bitmaps(json_object *options, BlockDriverState *bs, bool writable,
-                                 BdrvDirtyBitmap ***out, int *n, Error **errp)
+                                 BdrvDirtyBitmap ***out, BlockDriverState ***nodes, int *n,
+                                 Error **errp)
 {
     json_object *list;
     int len;
 
     *out = NULL;
+    *nodes = NULL;
     *n = 0;
     if (!json_object_object_get_ex(options, "bitmaps", &list)) {
         return true;
@@ -120,15 +114,18 @@ static bool export_parse_bitmaps(json_object *options, BlockDriverState *bs, boo
         return false;
     }
     *out = calloc(len + 1, sizeof(**out));
-    if (!*out) {
+    *nodes = calloc(len + 1, sizeof(**nodes));
+    if (!*out || !*nodes) {
         abort();
     }
     for (int i = 0; i < len; i++) {
         BdrvDirtyBitmap *bm = export_bitmap(json_object_array_get_idx(list, i), bs, writable,
-                                            errp);
+                                            &(*nodes)[i], errp);
         if (!bm) {
             free(*out);
+            free(*nodes);
             *out = NULL;
+            *nodes = NULL;
             return false;
         }
         (*out)[i] = bm;
@@ -136,6 +133,7 @@ static bool export_parse_bitmaps(json_object *options, BlockDriverState *bs, boo
     /* Busy once all are found (one may be named twice, as QEMU allows). */
     for (*n = 0; *n < len; (*n)++) {
         dirty_bitmap_set_busy((*out)[*n], true);
+        bdrv_ref((*nodes)[*n]);
     }
     return true;
 }
@@ -272,6 +270,7 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     AioContext *ctx;
     AioContext **ctxs = NULL;
     BdrvDirtyBitmap **bms = NULL;
+    BlockDriverState **bm_nodes = NULL;
     int nctxs = 0, nbms = 0;
     uint64_t perm = BLK_PERM_CONSISTENT_READ;
 
@@ -329,7 +328,7 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
         free(ctxs);
         return NULL;
     }
-    if (!export_parse_bitmaps(options, bs, writable, &bms, &nbms, errp)) {
+    if (!export_parse_bitmaps(options, bs, writable, &bms, &bm_nodes, &nbms, errp)) {
         free(ctxs);
         return NULL;
     }
@@ -337,7 +336,7 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
      * fixed export fails and another runs where the node stays. */
     if (iot && bdrv_try_change_aio_context(bs, iothread_get_aio_context(iot),
                                            fixed ? errp : NULL) < 0 && fixed) {
-        release_bitmaps(bms, nbms);
+        release_bitmaps(bms, bm_nodes, nbms);
         free(ctxs);
         return NULL;
     }
@@ -354,12 +353,13 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     exp->blk = blk_new(perm, BLK_PERM_ALL);
     if (blk_insert_bs(exp->blk, bs, errp) < 0) {
         blk_unref(exp->blk);
-        release_bitmaps(bms, nbms);
+        release_bitmaps(bms, bm_nodes, nbms);
         free(ctxs);
         free(exp);
         return NULL;
     }
     exp->bitmaps = bms;
+    exp->bitmap_nodes = bm_nodes;
     exp->nbitmaps = nbms;
     exp->id = strdup(id);
     exp->nbd_name = strdup(name);
@@ -406,7 +406,7 @@ void blk_exp_unref(BlockExport *exp)
         return;
     }
     assert(exp->num_clients == 0);
-    release_bitmaps(exp->bitmaps, exp->nbitmaps);
+    release_bitmaps(exp->bitmaps, exp->bitmap_nodes, exp->nbitmaps);
     blk_unref(exp->blk);
     bd_mutex_destroy(&exp->lock);
     free(exp->id);

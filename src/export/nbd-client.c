@@ -696,8 +696,12 @@ static int coroutine_fn context_status(NbdClient *c, int ctx, uint64_t offset, u
     int st;
 
     if (ctx >= 0) {
-        return dirty_bitmap_run(blk_exp_bitmap(c->exp, ctx), offset, bytes, pnum)
-               ? NBD_STATE_DIRTY : 0;
+        bool dirty = dirty_bitmap_run(blk_exp_bitmap(c->exp, ctx), offset, bytes, pnum);
+
+        if (*pnum <= 0) {
+            *pnum = bytes;          /* past the end of a smaller node's bitmap: clean */
+        }
+        return dirty ? NBD_STATE_DIRTY : 0;
     }
     if (ctx == CTX_DEPTH) {
         return blk_co_allocation_depth(blk, offset, bytes, pnum);
@@ -986,6 +990,9 @@ static void coroutine_fn client_co(void *opaque)
 {
     NbdClient *c = opaque;
     BlockExport *exp = nbd_handshake(c);
+
+    free(c->meta_export);               /* a handshake that chose none */
+    c->meta_export = NULL;
 
     if (exp && !atomic_read(&c->closing)) {
         c->exp = exp;

@@ -37,6 +37,7 @@ struct NbdClient {
     bool meta_allocation;
     bool meta_depth;            /* qemu:allocation-depth */
     uint64_t meta_bitmaps;      /* qemu:dirty-bitmap:NAME, by export index */
+    char *meta_export;          /* handshake: the export those were set for */
     bool no_zeroes;
     int closing;                /* atomic */
     Coroutine *recv_waiter;     /* ctx thread: waiting to read */

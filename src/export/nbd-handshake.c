@@ -174,6 +174,25 @@ static bool coroutine_fn send_context(NbdClient *c, uint32_t option, uint32_t id
     return ok;
 }
 
+static void meta_clear(NbdClient *c)
+{
+    c->meta_allocation = c->meta_depth = false;
+    c->meta_bitmaps = 0;
+    free(c->meta_export);
+    c->meta_export = NULL;
+}
+
+/* The export chosen: contexts selected for another one do not apply (the
+ * bitmap numbers would name other bitmaps). */
+static void meta_for_export(NbdClient *c, BlockExport *exp)
+{
+    if (c->meta_export && strcmp(c->meta_export, blk_exp_nbd_name(exp))) {
+        meta_clear(c);
+    }
+    free(c->meta_export);
+    c->meta_export = NULL;
+}
+
 /* The queries of a meta context option are well-formed: each length fits. */
 static bool queries_valid(const uint8_t *data, uint32_t len, uint32_t off, uint32_t nqueries)
 {
@@ -198,6 +217,10 @@ static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
     uint64_t want_bitmaps = 0;
     BlockExport *exp;
 
+    if (set) {
+        /* A new selection replaces the old one, a failed one leaves none. */
+        meta_clear(c);
+    }
     if (set && !c->structured) {
         return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
     }
@@ -231,6 +254,7 @@ static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
         c->meta_allocation = want_alloc;
         c->meta_depth = want_depth;
         c->meta_bitmaps = want_bitmaps;
+        c->meta_export = strdup(name);
     }
     /* The export is referenced across the sends (it may be deleted). */
     blk_exp_ref(exp);
@@ -378,6 +402,7 @@ BlockExport *coroutine_fn nbd_handshake(NbdClient *c)
                 nbd_handshake_put_exp(exp);
                 return NULL;
             }
+            meta_for_export(c, exp);
             return exp;
         }
         case NBD_OPT_ABORT:
@@ -406,6 +431,7 @@ BlockExport *coroutine_fn nbd_handshake(NbdClient *c)
                 if (ok && option == NBD_OPT_GO) {
                     if (exp_still_there(exp, name)) {
                         free(data);
+                        meta_for_export(c, exp);
                         return exp;
                     }
                     ok = false;     /* deleted while we told the client about it */

@@ -151,17 +151,20 @@ static void backup_give_bitmap(BackupJob *s, bool ok)
     if (!bm) {
         return;
     }
+    /* No write may slip between the successor's bits and the switch. */
+    bdrv_drained_begin(s->source);
     if (ok && s->bitmap_mode != BITMAP_SYNC_NEVER) {
         dirty_bitmap_restore(bm, s->successor);          /* copied: only the new writes */
-    } else if (!ok && s->bitmap_mode == BITMAP_SYNC_ALWAYS && s->sync == MIRROR_SYNC_BITMAP) {
+    } else if (!ok && s->bitmap_mode == BITMAP_SYNC_ALWAYS) {
         dirty_bitmap_restore(bm, s->successor);          /* and what was not copied */
         dirty_bitmap_merge(bm, s->bitmap);
     } else {
         dirty_bitmap_merge(bm, s->successor);            /* all it had, and the new writes */
     }
     dirty_bitmap_set_frozen(bm, false);
-    dirty_bitmap_set_busy(bm, false);
     bdrv_dirty_bitmap_detach(s->source, s->successor);
+    bdrv_drained_end(s->source);
+    dirty_bitmap_set_busy(bm, false);
     dirty_bitmap_free(s->successor);
     s->successor = NULL;
     s->user_bitmap = NULL;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "blockd/block-global-state.h"
+#include "blockd/block-io.h"
 #include "blockd/dirty-bitmap.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
@@ -67,49 +68,12 @@ static const char *arg_str(json_object *args, const char *key)
 
 /* ---- Look-ups and checks ---------------------------------------------------------- */
 
-static BdrvDirtyBitmap *lookup(const char *node, const char *name, BlockDriverState **pbs,
-                               Error **errp)
-{
-    BlockDriverState *bs = bdrv_find_node(node);
-    BdrvDirtyBitmap *bm;
-
-    if (!bs) {
-        error_setg(errp, "Node '%s' not found", node);
-        return NULL;
-    }
-    bm = bdrv_dirty_bitmap_find(bs, name);
-    if (!bm) {
-        error_setg(errp, "Dirty bitmap '%s' not found", name);
-        return NULL;
-    }
-    if (pbs) {
-        *pbs = bs;
-    }
-    return bm;
-}
-
-/* What a command may do to @bm: anything unless busy; and unless it was
- * found inconsistent, where only removal is allowed (@any_state). */
-static bool usable(BdrvDirtyBitmap *bm, bool any_state, Error **errp)
-{
-    if (dirty_bitmap_busy(bm)) {
-        error_setg(errp, "Bitmap '%s' is currently in use by another operation and "
-                   "cannot be used", dirty_bitmap_name(bm));
-        return false;
-    }
-    if (!any_state && dirty_bitmap_inconsistent(bm)) {
-        error_setg(errp, "Bitmap '%s' is inconsistent and cannot be used",
-                   dirty_bitmap_name(bm));
-        return false;
-    }
-    return true;
-}
-
 static BdrvDirtyBitmap *lookup_usable(json_object *args, BlockDriverState **pbs, Error **errp)
 {
-    BdrvDirtyBitmap *bm = lookup(arg_str(args, "node"), arg_str(args, "name"), pbs, errp);
+    BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_lookup(arg_str(args, "node"), arg_str(args, "name"),
+                                                   pbs, errp);
 
-    return bm && usable(bm, false, errp) ? bm : NULL;
+    return bm && dirty_bitmap_check_usable(bm, false, errp) ? bm : NULL;
 }
 
 /* QEMU's default: the image's cluster size, at least 4 KiB; 64 KiB for a
@@ -173,6 +137,10 @@ static bool do_add(json_object *args, BitmapUndo **undo, Error **errp)
         error_setg(errp, "Cannot find device='%s' nor node-name='%s'", node, node);
         return false;
     }
+    if (bdrv_getlength(bs) < 0) {
+        error_setg(errp, "Cannot get the size of node '%s'", node);
+        return false;
+    }
     granularity = default_granularity(bs);
     opt_get_int(args, "granularity", &granularity, NULL);
     opt_get_bool(args, "persistent", &persistent, NULL);
@@ -213,9 +181,10 @@ static bool do_add(json_object *args, BitmapUndo **undo, Error **errp)
 static bool do_remove(json_object *args, BitmapUndo **undo, Error **errp)
 {
     BlockDriverState *bs;
-    BdrvDirtyBitmap *bm = lookup(arg_str(args, "node"), arg_str(args, "name"), &bs, errp);
+    BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_lookup(arg_str(args, "node"), arg_str(args, "name"),
+                                                   &bs, errp);
 
-    if (!bm || !usable(bm, true, errp)) {
+    if (!bm || !dirty_bitmap_check_usable(bm, true, errp)) {
         return false;
     }
     if (undo) {
@@ -274,11 +243,11 @@ static BdrvDirtyBitmap *merge_source(json_object *src, const char *node, Error *
     BdrvDirtyBitmap *bm;
 
     if (json_object_is_type(src, json_type_string)) {
-        bm = lookup(node, json_object_get_string(src), NULL, errp);
+        bm = bdrv_dirty_bitmap_lookup(node, json_object_get_string(src), NULL, errp);
     } else {
-        bm = lookup(arg_str(src, "node"), arg_str(src, "name"), NULL, errp);
+        bm = bdrv_dirty_bitmap_lookup(arg_str(src, "node"), arg_str(src, "name"), NULL, errp);
     }
-    return bm && usable(bm, false, errp) ? bm : NULL;
+    return bm && dirty_bitmap_check_usable(bm, false, errp) ? bm : NULL;
 }
 
 static bool do_merge(json_object *args, BitmapUndo **undo, Error **errp)
@@ -286,10 +255,11 @@ static bool do_merge(json_object *args, BitmapUndo **undo, Error **errp)
     const char *node = arg_str(args, "node");
     json_object *sources = json_object_object_get(args, "bitmaps");
     BlockDriverState *bs;
-    BdrvDirtyBitmap *dst = lookup(node, arg_str(args, "target"), &bs, errp), *merged;
+    BdrvDirtyBitmap *dst = bdrv_dirty_bitmap_lookup(node, arg_str(args, "target"), &bs, errp);
+    BdrvDirtyBitmap *merged;
     size_t n = json_object_array_length(sources);
 
-    if (!dst || !usable(dst, false, errp)) {
+    if (!dst || !dirty_bitmap_check_usable(dst, false, errp)) {
         return false;
     }
     /* Into a scratch copy first: a bad source leaves the target as it was. */
@@ -310,7 +280,8 @@ static bool do_merge(json_object *args, BitmapUndo **undo, Error **errp)
     if (undo) {
         push(undo, UNDO_BITS, bs, dst);
     }
-    dirty_bitmap_restore(dst, merged);
+    /* Or'ed in: writes that marked @dst meanwhile stay marked. */
+    dirty_bitmap_merge(dst, merged);
     dirty_bitmap_free(merged);
     return true;
 }
@@ -403,7 +374,8 @@ BITMAP_COMMAND(qmp_bitmap_merge, do_merge)
 
 static json_object *qmp_bitmap_sha256(json_object *args, Error **errp)
 {
-    BdrvDirtyBitmap *bm = lookup(arg_str(args, "node"), arg_str(args, "name"), NULL, errp);
+    BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_lookup(arg_str(args, "node"), arg_str(args, "name"),
+                                                   NULL, errp);
     json_object *ret;
     char hex[65];
 

@@ -222,13 +222,7 @@ static bool backup_parse_bitmap(json_object *args, MirrorArgs *a, const char *sy
         error_setg(errp, "Bitmap sync mode must be given when providing a bitmap");
         return false;
     }
-    if (dirty_bitmap_busy(a->bitmap)) {
-        error_setg(errp, "Bitmap '%s' is currently in use by another operation and cannot "
-                   "be used", name);
-        return false;
-    }
-    if (dirty_bitmap_inconsistent(a->bitmap)) {
-        error_setg(errp, "Bitmap '%s' is inconsistent and cannot be used", name);
+    if (!dirty_bitmap_check_usable(a->bitmap, false, errp)) {
         return false;
     }
     if (a->sync == MIRROR_SYNC_NONE) {
@@ -746,6 +740,12 @@ static bool transaction_prepare(json_object *action, int i, TxnState *t, Error *
 
 static void transaction_undo(TxnState *t)
 {
+    /* Jobs never started: cancelling them undoes their filters and gives
+     * back the bitmaps they took, before those bitmap actions are undone
+     * (a bitmap this transaction added would be gone). */
+    for (int i = t->njobs - 1; i >= 0; i--) {
+        job_cancel_sync(t->jobs[i], true);
+    }
     qmp_bitmap_actions_end(t->bitmaps, false);
     for (int i = t->ninternal - 1; i >= 0; i--) {
         json_object *info = NULL;
@@ -754,10 +754,6 @@ static void transaction_undo(TxnState *t)
                                           &info) == 0) {
             json_object_put(info);
         }
-    }
-    /* Jobs never started: cancelling them undoes their filters. */
-    for (int i = t->njobs - 1; i >= 0; i--) {
-        job_cancel_sync(t->jobs[i], true);
     }
     for (int i = t->nsnaps - 1; i >= 0; i--) {
         bdrv_snapshot_undo(t->snaps[2 * i], t->snaps[2 * i + 1]);

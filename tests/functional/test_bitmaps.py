@@ -33,6 +33,14 @@ def write(peers, *cmds):
         qemu_io(f"nbd+unix:///t?socket={d}/n.sock", *cmds)
 
 
+def wait_until(cond, timeout=30):
+    import time
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def sha(name, node="t"):
     return ("x-debug-block-dirty-bitmap-sha256", {"node": node, "name": name})
 
@@ -157,8 +165,7 @@ def test_bitmap_transactions_match(pair):  # noqa: F811
             {"type": B + "add", "data": {"node": "t", "name": "inc"}}]}),
     ])
     for q, d in peers:
-        while q.cmd("query-block-jobs"):
-            pass
+        wait_until(lambda: not q.cmd("query-block-jobs"))
     write(peers, "write -P 7 5M 64k")
     same_session(peers, [sha("inc")])
     assert {b["name"]: b["count"] for b in bitmaps(peers)["t"]}["inc"] == 65536
@@ -195,8 +202,7 @@ def test_bitmap_follows_resize(pair):  # noqa: F811
         qemu_io(f"nbd+unix:///r?socket={d}/n.sock", "write -P 1 10M 64k", "write -P 2 1M 4k")
     same_session(peers, [sha("x", "r"), ("block-export-del", {"id": "e"})])
     for q, d in peers:
-        while q.cmd("query-block-exports"):
-            pass
+        wait_until(lambda: not q.cmd("query-block-exports"))
     same_session(peers, [("block_resize", {"node-name": "r", "size": 4 * MiB}), sha("x", "r"),
                          ("block_resize", {"node-name": "r", "size": 12 * MiB}), sha("x", "r")])
     assert {b["name"]: b["count"] for b in bitmaps(peers)["r"]}["x"] == 4096
@@ -259,8 +265,7 @@ def test_bitmap_export_matches(pair):  # noqa: F811
         (64 * 1024, 8192, 1), (3 * MiB, MiB, 1), (8 * MiB - 4096, 4096, 1)]
     same_session(peers, [("block-export-del", {"id": "eb"})])
     for q, d in peers:
-        while len(q.cmd("query-block-exports")) > 2:
-            pass
+        wait_until(lambda: len(q.cmd("query-block-exports")) <= 2)
     assert {b["name"]: b["busy"] for b in bitmaps(peers)["t"]}["off"] is False
 
 
@@ -390,5 +395,56 @@ def test_incremental_backups_restore(pair):  # noqa: F811
         r = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", f"{d}/{inc}",
                             shadow], capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
+        # Only the changed clusters are in it (not a full copy): this round's
+        # writes and the previous job's, each within a few 64 KiB clusters.
+        m = json.loads(subprocess.run(["qemu-img", "map", "--output=json", f"{d}/{inc}"],
+                                      capture_output=True, text=True, check=True).stdout)
+        own = sum(e["length"] for e in m if e["data"] and e["depth"] == 0)
+        assert 0 < own <= 8 * 64 * 1024, m
         both(f"write -P {30 + k} {k}M 8k", "write -P 99 4M 64k")
         prev = inc
+
+
+def test_transaction_new_bitmap_for_backup_undone(pair):  # noqa: F811
+    """A transaction that adds a bitmap and starts a backup from it, then
+    fails: the job gives the bitmap back before the bitmap is taken away
+    again (once, it wrote into the freed bitmap)."""
+    peers = pair()
+    images(peers)
+    same_session(peers, SETUP[:1] + [
+        ("blockdev-add", {"driver": "raw", "node-name": "g",
+                          "file": {"driver": "file", "filename": "@DIR@/r.raw"}}),
+        ("transaction", {"actions": [
+            {"type": B + "add", "data": {"node": "t", "name": "n"}},
+            {"type": "blockdev-backup", "data": {"device": "t", "target": "g", "job-id": "j",
+                                                 "sync": "bitmap", "bitmap": "n",
+                                                 "bitmap-mode": "on-success"}},
+            {"type": "abort", "data": {}}]}),
+        ("query-block-jobs", {}),
+        (B + "remove", {"node": "t", "name": "n"}),
+    ])
+    assert bitmaps(peers)["t"] is None
+
+
+def test_exported_bitmap_keeps_its_node(pair):  # noqa: F811
+    """An export of a bitmap of another node keeps that node: deleting the
+    node while it is exported leaves the export working (once, the bitmap
+    went with the node and the export read freed memory)."""
+    import subprocess
+    q, d = pair()[1]
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", f"{d}/t.qcow2", "8M"], check=True)
+    open(f"{d}/r.raw", "wb").truncate(8 * MiB)
+    for name, args in SETUP[:3]:
+        r = q.execute(name, json.loads(json.dumps(args).replace("@DIR@", d)))
+        assert "error" not in r, r
+    assert q.execute(B + "add", {"node": "r", "name": "x", "disabled": True}) == {"return": {}}
+    r = q.execute("block-export-add", {"type": "nbd", "id": "e", "node-name": "t",
+                                       "bitmaps": [{"node": "r", "name": "x"}]})
+    assert r == {"return": {}}, r
+    q.execute("blockdev-del", {"node-name": "r"})
+    out = subprocess.run(["nbdinfo", "--map=qemu:dirty-bitmap:x", f"nbd+unix:///t?socket={d}/n.sock"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "clean" in out.stdout, out.stdout + out.stderr
+    q.cmd("block-export-del", id="e")
+    wait_until(lambda: not q.cmd("query-block-exports"))
+    q.cmd("query-named-block-nodes")
