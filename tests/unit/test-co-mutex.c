@@ -19,6 +19,7 @@ typedef struct Shared {
     long switches;           /* protected by lock: holder changed thread */
     unsigned violations;     /* atomic */
     unsigned started;        /* atomic */
+    unsigned waiting;        /* atomic: workers between asking and getting the lock */
     unsigned finished;       /* atomic */
 } Shared;
 
@@ -44,7 +45,9 @@ static void coroutine_fn counter_worker(void *opaque)
         tu_co_yield_to_loop();
     }
     for (long i = 0; i < w->iterations; i++) {
+        atomic_inc(&sh->waiting);
         co_mutex_lock(&sh->lock);
+        atomic_dec(&sh->waiting);
         if (sh->owner != NULL) {
             atomic_inc(&sh->violations);
         }
@@ -58,9 +61,14 @@ static void coroutine_fn counter_worker(void *opaque)
         }
         long v = sh->counter;
         if (i % 1000 == 999) {
-            /* Hold the lock across a trip through the event loop, so
-             * that the other threads pile up behind it. */
-            tu_co_yield_to_loop();
+            /* Hold the lock across trips through the event loop until
+             * another thread queues behind it (or all others are done),
+             * so that the hand-off between threads happens however the
+             * host schedules them. */
+            do {
+                tu_co_yield_to_loop();
+            } while (!atomic_read_mb(&sh->waiting) &&
+                     atomic_read_mb(&sh->finished) < NUM_IOTHREADS - 1);
         }
         sh->counter = v + 1;
         if (sh->owner != self) {
