@@ -73,6 +73,14 @@ struct BlockDriver {
      * file. */
     int (*bdrv_change_backing_file)(BlockDriverState *bs, const char *backing_file,
                                     const char *backing_fmt, Error **errp);
+    /* Persistent dirty bitmaps (global state; NULL: the format stores
+     * none): may a new bitmap @name of @granularity be stored (QEMU's
+     * messages)?  Remove the stored bitmap @name from the image now (not
+     * there: nothing to do). */
+    bool (*bdrv_can_store_new_dirty_bitmap)(BlockDriverState *bs, const char *name,
+                                            int64_t granularity, Error **errp);
+    int (*bdrv_remove_persistent_dirty_bitmap)(BlockDriverState *bs, const char *name,
+                                               Error **errp);
 
     /* What this node needs from child @c given what its parents need of it
      * (NULL: bdrv_default_child_perm by role). */

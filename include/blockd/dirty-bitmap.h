@@ -74,10 +74,20 @@ BdrvDirtyBitmap *bdrv_dirty_bitmap_find(BlockDriverState *bs, const char *name);
  * (and the node in *@pbs, unless NULL).  Global state. */
 BdrvDirtyBitmap *bdrv_dirty_bitmap_lookup(const char *node, const char *name,
                                           BlockDriverState **pbs, Error **errp);
-/* May a command or a job use @bm: not busy, and (unless
- * @allow_inconsistent, as for removal) not inconsistent?  QEMU's
- * messages.  Global state. */
-bool dirty_bitmap_check_usable(BdrvDirtyBitmap *bm, bool allow_inconsistent, Error **errp);
+/* What a command or a job needs of a bitmap: not busy (a job or an export
+ * uses it), not read-only (its image is), not inconsistent (found in use
+ * in its image).  DEFAULT: all three, for whatever changes the bitmap. */
+#define DIRTY_BITMAP_CHECK_BUSY         1u
+#define DIRTY_BITMAP_CHECK_RO           2u
+#define DIRTY_BITMAP_CHECK_INCONSISTENT 4u
+#define DIRTY_BITMAP_CHECK_DEFAULT      7u
+#define DIRTY_BITMAP_CHECK_ALLOW_RO     (DIRTY_BITMAP_CHECK_BUSY | \
+                                         DIRTY_BITMAP_CHECK_INCONSISTENT)
+/* Does @bm pass @checks?  QEMU's messages.  Global state. */
+bool dirty_bitmap_check(BdrvDirtyBitmap *bm, unsigned checks, Error **errp);
+/* May @bs be resized: none of its persistent bitmaps inconsistent or busy
+ * (they are stored at the new size)?  I/O, the node drained. */
+bool bdrv_dirty_bitmaps_check_resize(BlockDriverState *bs, Error **errp);
 /* The named bitmap after @prev (NULL: the first), oldest first, or NULL.
  * Global state. */
 BdrvDirtyBitmap *bdrv_dirty_bitmap_next(BlockDriverState *bs, BdrvDirtyBitmap *prev);
@@ -98,6 +108,11 @@ void dirty_bitmap_set_persistent(BdrvDirtyBitmap *bm, bool persistent);
 bool dirty_bitmap_inconsistent(BdrvDirtyBitmap *bm);
 void dirty_bitmap_set_inconsistent(BdrvDirtyBitmap *bm);
 
+/* Read-only: loaded from an image opened read-only; no command may
+ * change it.  Global state. */
+bool dirty_bitmap_readonly(BdrvDirtyBitmap *bm);
+void dirty_bitmap_set_readonly(BdrvDirtyBitmap *bm, bool readonly);
+
 /* Frozen: it keeps its bits and records nothing (a backup's own bitmap
  * records the writes meanwhile), but still says it records.  Common. */
 void dirty_bitmap_set_frozen(BdrvDirtyBitmap *bm, bool frozen);
@@ -112,6 +127,14 @@ void dirty_bitmap_restore(BdrvDirtyBitmap *bm, BdrvDirtyBitmap *from);
 bool dirty_bitmap_merge(BdrvDirtyBitmap *dst, BdrvDirtyBitmap *src);
 /* SHA-256 of its bits laid out as QEMU lays them out.  Common. */
 bool dirty_bitmap_sha256(BdrvDirtyBitmap *bm, char hex[65]);
+
+/* The bits as bytes, the lowest bit of each byte first (the layout of
+ * qcow2's bitmap data): how many bytes cover the bitmap; copy bytes
+ * [first, first + n) out (zero past the end) or in.  Common. */
+uint64_t dirty_bitmap_serial_bytes(BdrvDirtyBitmap *bm);
+void dirty_bitmap_serialize(BdrvDirtyBitmap *bm, uint64_t first, uint64_t n, uint8_t *buf);
+void dirty_bitmap_deserialize(BdrvDirtyBitmap *bm, uint64_t first, uint64_t n,
+                              const uint8_t *buf);
 
 /* ---- The node side (block layer internals) ---- */
 

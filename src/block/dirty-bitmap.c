@@ -36,9 +36,11 @@ struct BdrvDirtyBitmap {
     char *name;                         /* GS */
     int disabled;                       /* atomic: not recording writes */
     int frozen;                         /* atomic: a job records for it meanwhile */
-    bool busy;                          /* GS: in use by a job or an export */
-    bool persistent;                    /* GS: to be stored in the image */
-    bool inconsistent;                  /* GS: stored in use, not trustworthy */
+    /* Set in the main thread (atomically: a resize reads them anywhere). */
+    bool busy;                          /* in use by a job or an export */
+    bool persistent;                    /* to be stored in the image */
+    bool inconsistent;                  /* stored in use, not trustworthy */
+    bool readonly;                      /* GS: loaded from a read-only image */
 };
 
 BdrvDirtyBitmap *dirty_bitmap_new(int64_t size, int64_t granularity)
@@ -432,19 +434,46 @@ BdrvDirtyBitmap *bdrv_dirty_bitmap_lookup(const char *node, const char *name,
     return bm;
 }
 
-bool dirty_bitmap_check_usable(BdrvDirtyBitmap *bm, bool allow_inconsistent, Error **errp)
+bool dirty_bitmap_check(BdrvDirtyBitmap *bm, unsigned checks, Error **errp)
 {
     GLOBAL_STATE_CODE();
-    if (bm->busy) {
+    if ((checks & DIRTY_BITMAP_CHECK_BUSY) && bm->busy) {
         error_setg(errp, "Bitmap '%s' is currently in use by another operation and cannot "
                    "be used", bm->name);
         return false;
     }
-    if (!allow_inconsistent && bm->inconsistent) {
+    if ((checks & DIRTY_BITMAP_CHECK_RO) && bm->readonly) {
+        error_setg(errp, "Bitmap '%s' is readonly and cannot be modified", bm->name);
+        return false;
+    }
+    if ((checks & DIRTY_BITMAP_CHECK_INCONSISTENT) && bm->inconsistent) {
         error_setg(errp, "Bitmap '%s' is inconsistent and cannot be used", bm->name);
         return false;
     }
     return true;
+}
+
+bool bdrv_dirty_bitmaps_check_resize(BlockDriverState *bs, Error **errp)
+{
+    bool ok = true;
+
+    /* Named bitmaps' flags change only in the main thread while the node
+     * is drained, as it is for a resize: reading them here is safe. */
+    bd_mutex_lock(&bs->dirty_bitmap_mutex);
+    list_for_each(n, &bs->dirty_bitmaps) {
+        BdrvDirtyBitmap *bm = list_entry(n, BdrvDirtyBitmap, node_link);
+
+        if (ok && bm->name && atomic_read(&bm->persistent) &&
+            (atomic_read(&bm->inconsistent) || atomic_read(&bm->busy))) {
+            error_setg(errp, atomic_read(&bm->busy)
+                       ? "Bitmap '%s' is currently in use by another operation and cannot "
+                         "be used"
+                       : "Bitmap '%s' is inconsistent and cannot be used", bm->name);
+            ok = false;
+        }
+    }
+    bd_mutex_unlock(&bs->dirty_bitmap_mutex);
+    return ok;
 }
 
 const char *dirty_bitmap_name(BdrvDirtyBitmap *bm)
@@ -471,7 +500,7 @@ bool dirty_bitmap_busy(BdrvDirtyBitmap *bm)
 void dirty_bitmap_set_busy(BdrvDirtyBitmap *bm, bool busy)
 {
     GLOBAL_STATE_CODE();
-    bm->busy = busy;
+    atomic_set(&bm->busy, busy);
 }
 
 bool dirty_bitmap_persistent(BdrvDirtyBitmap *bm)
@@ -483,7 +512,7 @@ bool dirty_bitmap_persistent(BdrvDirtyBitmap *bm)
 void dirty_bitmap_set_persistent(BdrvDirtyBitmap *bm, bool persistent)
 {
     GLOBAL_STATE_CODE();
-    bm->persistent = persistent;
+    atomic_set(&bm->persistent, persistent);
 }
 
 bool dirty_bitmap_inconsistent(BdrvDirtyBitmap *bm)
@@ -495,8 +524,20 @@ bool dirty_bitmap_inconsistent(BdrvDirtyBitmap *bm)
 void dirty_bitmap_set_inconsistent(BdrvDirtyBitmap *bm)
 {
     GLOBAL_STATE_CODE();
-    bm->inconsistent = true;
+    atomic_set(&bm->inconsistent, true);
     atomic_set(&bm->disabled, true);
+}
+
+bool dirty_bitmap_readonly(BdrvDirtyBitmap *bm)
+{
+    GLOBAL_STATE_CODE();
+    return bm->readonly;
+}
+
+void dirty_bitmap_set_readonly(BdrvDirtyBitmap *bm, bool readonly)
+{
+    GLOBAL_STATE_CODE();
+    bm->readonly = readonly;
 }
 
 void dirty_bitmap_set_frozen(BdrvDirtyBitmap *bm, bool frozen)
@@ -594,4 +635,48 @@ bool dirty_bitmap_sha256(BdrvDirtyBitmap *bm, char hex[65])
     ok = crypto_sha256_hex(bm->words, (bm->nbits + 63) / 64 * sizeof(uint64_t), hex);
     bd_mutex_unlock(&bm->lock);
     return ok;
+}
+
+/* ---- The bits as bytes (images store them so) ---------------------------------- */
+
+uint64_t dirty_bitmap_serial_bytes(BdrvDirtyBitmap *bm)
+{
+    uint64_t n;
+
+    bd_mutex_lock(&bm->lock);
+    n = (bm->nbits + 7) / 8;
+    bd_mutex_unlock(&bm->lock);
+    return n;
+}
+
+/* Byte i holds bits 8i..8i+7, the lowest first: byte i % 8 of word i / 8
+ * in little-endian order. */
+void dirty_bitmap_serialize(BdrvDirtyBitmap *bm, uint64_t first, uint64_t n, uint8_t *buf)
+{
+    bd_mutex_lock(&bm->lock);
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t b = first + i;
+
+        buf[i] = b * 8 < bm->nbits ? (uint8_t)(bm->words[b / 8] >> (8 * (b % 8))) : 0;
+    }
+    bd_mutex_unlock(&bm->lock);
+}
+
+void dirty_bitmap_deserialize(BdrvDirtyBitmap *bm, uint64_t first, uint64_t n,
+                              const uint8_t *buf)
+{
+    bd_mutex_lock(&bm->lock);
+    for (uint64_t i = 0; i < n && (first + i) * 8 < bm->nbits; i++) {
+        uint64_t b = first + i, w = b / 8, shift = 8 * (b % 8);
+        uint64_t v = (uint64_t)buf[i] << shift, mask = 0xffULL << shift;
+        uint64_t old = bm->words[w];
+
+        if ((b + 1) * 8 > bm->nbits) {           /* bits past the end stay clear */
+            v &= ((1ULL << (bm->nbits % 64)) - 1) | ~mask;
+        }
+        bm->words[w] = (old & ~mask) | v;
+        bm->set_bits += __builtin_popcountll(bm->words[w] & mask);
+        bm->set_bits -= __builtin_popcountll(old & mask);
+    }
+    bd_mutex_unlock(&bm->lock);
 }

@@ -4,8 +4,9 @@
  * read-only and read-write (reopen).
  *
  * The header cluster is rewritten in one write: the fixed header as it
- * is, the backing format extension first, every other extension kept in
- * its order, the end marker, then the backing file name.
+ * is (but the autoclear bits, from the state), the backing format
+ * extension first, every other extension kept in its order, the bitmaps
+ * extension from the state, the end marker, then the backing file name.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -56,9 +57,14 @@ static int build_header(BDRVQcow2State *s, const uint8_t *in, int64_t len,
     int64_t cs = s->cluster_size, hlen = s->version >= 3 ? s->header_length : 72;
     int64_t name_len = c->file ? (int64_t)strlen(c->file) : 0, pos = hlen, ipos = hlen;
     int64_t reserve = 8 + name_len;
+    uint8_t bitmaps[24];
+    uint32_t bitmaps_len = qcow2_bitmaps_ext_build(s, bitmaps);
 
     memset(out, 0, cs);
     memcpy(out, in, hlen);
+    if (s->version >= 3) {
+        qcow2_put_be64(out + 88, s->autoclear);
+    }
     if (c->fmt && !append_ext(out, cs, &pos, reserve, QCOW2_EXT_BACKING_FMT,
                               (const uint8_t *)c->fmt, strlen(c->fmt))) {
         return -ENOSPC;
@@ -69,11 +75,15 @@ static int build_header(BDRVQcow2State *s, const uint8_t *in, int64_t len,
         if (type == QCOW2_EXT_END || elen > len - ipos - 8) {
             break;
         }
-        if (type != QCOW2_EXT_BACKING_FMT &&
+        if (type != QCOW2_EXT_BACKING_FMT && type != QCOW2_EXT_BITMAPS &&
             !append_ext(out, cs, &pos, reserve, type, in + ipos + 8, elen)) {
             return -ENOSPC;
         }
         ipos += 8 + qcow2_align_up(elen, 8);
+    }
+    if (bitmaps_len && !append_ext(out, cs, &pos, reserve, QCOW2_EXT_BITMAPS, bitmaps,
+                                   bitmaps_len)) {
+        return -ENOSPC;
     }
     pos += 8;                                   /* end marker */
     qcow2_put_be64(out + 8, c->file ? (uint64_t)pos : 0);
@@ -84,34 +94,51 @@ static int build_header(BDRVQcow2State *s, const uint8_t *in, int64_t len,
     return 0;
 }
 
-static int coroutine_fn change_backing_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOCK
+/* Read the header cluster, rebuild it for @c, write it and flush. */
+static int coroutine_fn rewrite_header(BlockDriverState *bs, BDRVQcow2State *s,
+                                       const BackingChange *c) GRAPH_RDLOCK QCOW2_LOCKED
 {
-    BDRVQcow2State *s = bs->opaque;
-    BackingChange *c = opaque;
-    int64_t cs = s->cluster_size, flen = bdrv_getlength(bs->file->bs);
-    int64_t len = flen < cs ? flen : cs;
+    int64_t cs = s->cluster_size, len = s->file_size < cs ? s->file_size : cs;
     uint8_t *in = calloc(1, cs), *out = calloc(1, cs);
     int ret = in && out ? 0 : -ENOMEM;
 
-    co_mutex_lock(&s->lock);
     if (ret == 0) {
         ret = qcow2_file_pread(bs, 0, len, in);
     }
     if (ret >= 0) {
         ret = build_header(s, in, len, c, out);
-        if (ret == -ENOSPC) {
-            error_setg(c->errp, "Backing file name and format do not fit in the qcow2 "
-                       "header cluster");
-        }
     }
     if (ret >= 0) {
         ret = qcow2_file_pwrite(bs, 0, cs, out);
-        if (ret >= 0) {
-            ret = bdrv_co_flush(bs->file->bs);
-        }
-        if (ret < 0) {
-            error_setg_errno(c->errp, -ret, "Could not update the qcow2 header");
-        }
+    }
+    if (ret >= 0) {
+        ret = qcow2_file_flush(bs, s);
+    }
+    free(in);
+    free(out);
+    return ret;
+}
+
+int coroutine_fn qcow2_write_header(BlockDriverState *bs, BDRVQcow2State *s)
+{
+    BackingChange c = { s->backing_file, s->backing_fmt, NULL };
+
+    return rewrite_header(bs, s, &c);
+}
+
+static int coroutine_fn change_backing_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOCK
+{
+    BDRVQcow2State *s = bs->opaque;
+    BackingChange *c = opaque;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = rewrite_header(bs, s, c);
+    if (ret == -ENOSPC) {
+        error_setg(c->errp, "Backing file name and format do not fit in the qcow2 "
+                   "header cluster");
+    } else if (ret < 0) {
+        error_setg_errno(c->errp, -ret, "Could not update the qcow2 header");
     }
     if (ret >= 0) {
         free(s->backing_file);
@@ -120,8 +147,6 @@ static int coroutine_fn change_backing_co(BlockDriverState *bs, void *opaque) GR
         s->backing_fmt = c->fmt ? strdup(c->fmt) : NULL;
     }
     co_mutex_unlock(&s->lock);
-    free(in);
-    free(out);
     return ret;
 }
 
@@ -174,7 +199,8 @@ static int coroutine_fn writable_co(BlockDriverState *bs, void *opaque) GRAPH_RD
  * nothing new arrives).  To read-write, called once the file below takes
  * writes: refused for images marked corrupt or dirty (as at open), the
  * references are checked (as at open), and the autoclear bits of features
- * blockd does not keep up to date go.
+ * blockd does not keep up to date go.  Persistent bitmaps follow: stored
+ * and read-only, or marked in use and writable.
  */
 int qcow2_reopen(BlockDriverState *bs, int flags, Error **errp)
 {
@@ -183,6 +209,10 @@ int qcow2_reopen(BlockDriverState *bs, int flags, Error **errp)
 
     GLOBAL_STATE_CODE();
     if (!(flags & BDRV_O_RDWR)) {
+        ret = qcow2_bitmaps_reopen(bs, false, errp);
+        if (ret < 0) {
+            return ret;
+        }
         ret = qcow2_run_in_coroutine(bs, sync_co, NULL);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "Could not write the qcow2 metadata");
@@ -203,5 +233,5 @@ int qcow2_reopen(BlockDriverState *bs, int flags, Error **errp)
         error_setg_errno(errp, -ret, "Could not update the qcow2 header");
         return ret;
     }
-    return 0;
+    return qcow2_bitmaps_reopen(bs, true, errp) < 0 ? -EINVAL : 0;
 }

@@ -29,6 +29,7 @@ typedef struct Counts {
     uint64_t *seen;              /* or only: referenced at all (check) */
     int64_t n;                   /* clusters covered */
     Error **errp;
+    BDRVQcow2State *s;
 } Counts;
 
 static int count(BDRVQcow2State *s, Counts *c, int64_t offset, int64_t bytes, const char *what)
@@ -225,10 +226,17 @@ static int coroutine_fn write_refcounts(BlockDriverState *bs, BDRVQcow2State *s,
     return ret;
 }
 
+static int count_range(void *opaque, int64_t offset, int64_t bytes, const char *what)
+{
+    Counts *c = opaque;
+
+    return count(c->s, c, offset, bytes, what);
+}
+
 /* Every reference in the image: the header, the active tables, the
- * snapshots'. */
+ * snapshots', the persistent bitmaps'. */
 static int coroutine_fn count_all(BlockDriverState *bs, BDRVQcow2State *s, Counts *c)
-    GRAPH_RDLOCK
+    GRAPH_RDLOCK QCOW2_LOCKED
 {
     int ret = count(s, c, 0, s->cluster_size, "header");
 
@@ -237,6 +245,10 @@ static int coroutine_fn count_all(BlockDriverState *bs, BDRVQcow2State *s, Count
     }
     if (ret >= 0) {
         ret = count_snapshots(bs, s, c);
+    }
+    if (ret >= 0) {
+        c->s = s;
+        ret = qcow2_bitmaps_visit(bs, s, count_range, c);
     }
     return ret;
 }

@@ -21,6 +21,7 @@
 #include "blockd/atomic.h"
 #include "blockd/block-io.h"
 #include "blockd/main-loop.h"
+#include "blockd/dirty-bitmap.h"
 #include "qcow2.h"
 
 /* L1 entries needed to map @size bytes (@size within qcow2_max_size()). */
@@ -126,6 +127,10 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t size, Error **e
     }
     if (size == s->size) {
         return 0;
+    }
+    /* Persistent bitmaps are stored at the new size: all must be in hand. */
+    if (s->nb_bitmaps && !bdrv_dirty_bitmaps_check_resize(bs, errp)) {
+        return -ENOTSUP;
     }
     if (size > qcow2_max_size(s)) {
         error_setg(errp, "qcow2: the new size is too large for this image's cluster size");

@@ -112,6 +112,11 @@ static int parse_extensions(BDRVQcow2State *s, const uint8_t *buf, int64_t len,
         } else if (type == QCOW2_EXT_FEATURES) {
             features = buf + pos + 8;
             features_len = elen;
+        } else if (type == QCOW2_EXT_BITMAPS) {
+            int ret = qcow2_bitmaps_ext_parse(s, buf + pos + 8, elen, errp);
+            if (ret < 0) {
+                return ret;
+            }
         } else if (type == QCOW2_EXT_CRYPTO) {
             error_setg(errp, "qcow2: encrypted images are not supported");
             return -ENOTSUP;
@@ -295,21 +300,24 @@ static int read_backing_name(BDRVQcow2State *s, const uint8_t *h, const uint8_t 
     return 0;
 }
 
-/* Clear autoclear bits we do not maintain (bitmaps): writing is allowed then. */
+/* Clear the autoclear bits of features blockd does not keep up to date
+ * (all but a valid bitmaps extension's): writing is allowed then. */
 int coroutine_fn qcow2_clear_autoclear(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK
 {
-    uint8_t zero[8] = { 0 };
+    uint64_t keep = s->nb_bitmaps ? QCOW2_AUTOCLEAR_BITMAPS : 0;
+    uint8_t be[8];
     int ret;
 
-    if (s->version < 3 || !s->autoclear) {
+    if (s->version < 3 || !(s->autoclear & ~keep)) {
         return 0;
     }
-    ret = qcow2_file_pwrite(bs, 88, 8, zero);
+    s->autoclear &= keep;
+    qcow2_put_be64(be, s->autoclear);
+    ret = qcow2_file_pwrite(bs, 88, 8, be);
     if (ret >= 0) {
         ret = bdrv_co_flush(bs->file->bs);
     }
-    s->autoclear = 0;
     return ret;
 }
 
@@ -535,6 +543,7 @@ static void free_state(BDRVQcow2State *s) TSA_NO_TSA
     free(s->backing_file);
     free(s->backing_fmt);
     free(s->image_filename);
+    qcow2_bitmaps_free(s);
     memset(s, 0, sizeof(*s));
 }
 
@@ -585,6 +594,10 @@ static int qcow2_open(BlockDriverState *bs, json_object *options, int flags, Err
         return -1;
     }
     bs->total_bytes = s->size;
+    if (qcow2_bitmaps_load(bs, flags & BDRV_O_RDWR, errp) < 0) {
+        free_state(s);
+        return -1;
+    }
     bs->bl.request_alignment = 1;
     bs->bl.pwrite_zeroes_alignment = s->cluster_size;
     bs->bl.pdiscard_alignment = s->cluster_size;
@@ -610,7 +623,15 @@ static void qcow2_close(BlockDriverState *bs)
 
     GLOBAL_STATE_CODE();
     if (!bs->read_only) {
-        int ret = qcow2_run_in_coroutine(bs, close_co, NULL);
+        Error *err = NULL;
+        int ret;
+
+        if (qcow2_bitmaps_store(bs, &err) < 0) {
+            error_report("qcow2 image '%s': could not store the dirty bitmaps: %s",
+                         s->image_filename, err ? error_get_pretty(err) : "I/O error");
+            error_free(err);
+        }
+        ret = qcow2_run_in_coroutine(bs, close_co, NULL);
         if (ret < 0) {
             error_report("qcow2 image '%s': could not write metadata on close: %s",
                          s->image_filename, strerror(-ret));
@@ -655,7 +676,7 @@ static int qcow2_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
 static json_object *qcow2_get_specific_info(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
-    json_object *info = json_object_new_object(), *data = json_object_new_object();
+    json_object *info = json_object_new_object(), *data = json_object_new_object(), *bitmaps;
 
     json_object_object_add(data, "compat", json_object_new_string(s->version == 2 ? "0.10"
                                                                                   : "1.1"));
@@ -669,6 +690,9 @@ static json_object *qcow2_get_specific_info(BlockDriverState *bs)
         json_object_object_add(data, "extended-l2", json_object_new_boolean(s->ext_l2));
     }
     json_object_object_add(data, "refcount-bits", json_object_new_int(s->refcount_bits));
+    if ((bitmaps = qcow2_bitmaps_info(s))) {
+        json_object_object_add(data, "bitmaps", bitmaps);
+    }
     json_object_object_add(info, "type", json_object_new_string("qcow2"));
     json_object_object_add(info, "data", data);
     return info;
@@ -684,6 +708,8 @@ const BlockDriver bdrv_qcow2 = {
     .bdrv_snapshot_delete = qcow2_snapshot_delete,
     .bdrv_change_backing_file = qcow2_change_backing_file,
     .bdrv_get_specific_info = qcow2_get_specific_info,
+    .bdrv_can_store_new_dirty_bitmap = qcow2_can_store_new_dirty_bitmap,
+    .bdrv_remove_persistent_dirty_bitmap = qcow2_remove_persistent_dirty_bitmap,
     .format_name = "qcow2",
     .instance_size = sizeof(BDRVQcow2State),
     .is_format = true,

@@ -18,6 +18,8 @@
  *   qcow2-metaset.c  the set of L2 table and refcount block clusters
  *                    behind the overlap guard
  *   qcow2-create.c   image creation (bdrv_co_create, block-create.h)
+ *   qcow2-header.c   header rewrites (backing file, extensions), reopen
+ *   qcow2-bitmap.c   persistent dirty bitmaps (the bitmaps extension)
  *
  * Locking: all metadata (L1, caches, refcount table, allocation state)
  * lives under one CoMutex, s->lock.  Data I/O runs without it.  Functions
@@ -58,6 +60,7 @@
 #define QCOW2_INCOMPAT_KNOWN       (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | \
                                     QCOW2_INCOMPAT_COMPRESSION | QCOW2_INCOMPAT_EXTL2)
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+#define QCOW2_AUTOCLEAR_BITMAPS     (1ULL << 0)
 
 /* Header extension types. */
 #define QCOW2_EXT_END          0x00000000u
@@ -90,6 +93,7 @@ typedef enum Qcow2Kind {
 } Qcow2Kind;
 
 typedef struct Qcow2Cache Qcow2Cache;
+typedef struct Qcow2Bitmap Qcow2Bitmap;
 
 /* A write that is allocating guest clusters [first, first + n). */
 typedef struct Qcow2InflightAlloc {
@@ -145,6 +149,16 @@ typedef struct BDRVQcow2State {
     bool pass_discard[QCOW2_DISCARD__MAX];
     bool lazy_refcounts;
     int64_t cache_clean_ns;      /* 0: never drop clean cache entries */
+
+    /* ---- Persistent bitmaps (qcow2-bitmap.c) ----
+     * The bitmaps extension and the directory it points at.  Changed only
+     * in the main thread, in coroutines holding lock, and replaced whole:
+     * main-thread code may read them without the lock. */
+    bool bitmaps_stale;          /* extension present, autoclear bit clear */
+    uint32_t nb_bitmaps;
+    uint64_t bitmap_dir_size;
+    int64_t bitmap_dir_offset;
+    Qcow2Bitmap *bitmaps;        /* the directory, once loaded */
 
     /* ---- Metadata, under lock ---- */
     CoMutex lock;
@@ -310,6 +324,41 @@ int coroutine_fn qcow2_snapshot_guard_init(BlockDriverState *bs, BDRVQcow2State 
  * none), returning its SnapshotInfo in *@info. */
 int qcow2_snapshot_delete(BlockDriverState *bs, const char *id, const char *name,
                           json_object **info);
+
+/* ---- Persistent bitmaps (qcow2-bitmap.c) ---- */
+
+/* The bitmaps extension's 24 bytes at open (before the geometry); a
+ * stale one (autoclear bit clear) is noted and dropped later. */
+int qcow2_bitmaps_ext_parse(BDRVQcow2State *s, const uint8_t *p, uint32_t len, Error **errp);
+/* The extension to write (0: none, else its length, 24). */
+uint32_t qcow2_bitmaps_ext_build(BDRVQcow2State *s, uint8_t out[24]);
+/* Global state, after open: the image's bitmaps become named bitmaps of
+ * @bs (read-only ones unless @writable; in use on disk if it is). */
+int qcow2_bitmaps_load(BlockDriverState *bs, bool writable, Error **errp);
+/* Global state: write @bs's persistent bitmaps (close, switch to
+ * read-only). */
+int qcow2_bitmaps_store(BlockDriverState *bs, Error **errp);
+/* Global state, the node drained: follow a switch to read-write (mark
+ * them in use) or read-only (store them; they become read-only). */
+int qcow2_bitmaps_reopen(BlockDriverState *bs, bool writable, Error **errp);
+/* BlockDriver callbacks (global state). */
+bool qcow2_can_store_new_dirty_bitmap(BlockDriverState *bs, const char *name,
+                                      int64_t granularity, Error **errp);
+int qcow2_remove_persistent_dirty_bitmap(BlockDriverState *bs, const char *name,
+                                         Error **errp);
+/* format-specific "bitmaps" (NULL: none).  Main thread. */
+json_object *qcow2_bitmaps_info(BDRVQcow2State *s);
+void qcow2_bitmaps_free(BDRVQcow2State *s);
+/* Call @fn for each host range the bitmaps use (directory, tables,
+ * data), for the refcount repair and check. */
+typedef int Qcow2ClusterVisitor(void *opaque, int64_t offset, int64_t bytes, const char *what);
+int coroutine_fn qcow2_bitmaps_visit(BlockDriverState *bs, BDRVQcow2State *s,
+                                     Qcow2ClusterVisitor *fn, void *opaque)
+    GRAPH_RDLOCK QCOW2_LOCKED;
+/* qcow2-header.c: write the header from the state (backing file, bitmaps
+ * extension, autoclear bits), then flush. */
+int coroutine_fn qcow2_write_header(BlockDriverState *bs, BDRVQcow2State *s)
+    GRAPH_RDLOCK QCOW2_LOCKED;
 
 /* ---- Cache (qcow2-cache.c) ---- */
 

@@ -85,7 +85,7 @@ static BdrvDirtyBitmap *export_bitmap(json_object *e, BlockDriverState *bs, bool
             return NULL;
         }
     }
-    if (!dirty_bitmap_check_usable(bm, false, errp)) {
+    if (!dirty_bitmap_check(bm, DIRTY_BITMAP_CHECK_ALLOW_RO, errp)) {
         return NULL;
     }
     if (!writable && !bs->read_only && dirty_bitmap_recording(bm)) {

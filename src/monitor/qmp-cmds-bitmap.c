@@ -68,12 +68,13 @@ static const char *arg_str(json_object *args, const char *key)
 
 /* ---- Look-ups and checks ---------------------------------------------------------- */
 
-static BdrvDirtyBitmap *lookup_usable(json_object *args, BlockDriverState **pbs, Error **errp)
+static BdrvDirtyBitmap *lookup_usable(json_object *args, unsigned checks,
+                                      BlockDriverState **pbs, Error **errp)
 {
     BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_lookup(arg_str(args, "node"), arg_str(args, "name"),
                                                    pbs, errp);
 
-    return bm && dirty_bitmap_check_usable(bm, false, errp) ? bm : NULL;
+    return bm && dirty_bitmap_check(bm, checks, errp) ? bm : NULL;
 }
 
 /* QEMU's default: the image's cluster size, at least 4 KiB; 64 KiB for a
@@ -154,13 +155,11 @@ static bool do_add(json_object *args, BitmapUndo **undo, Error **errp)
         error_setg(errp, "Granularity must be power of 2 and at least 512");
         return false;
     }
-    if (persistent && strcmp(bs->drv->format_name, "qcow2")) {
+    if (persistent && !bs->drv->bdrv_can_store_new_dirty_bitmap) {
         error_setg(errp, "Can't store persistent bitmaps to %s: Operation not supported", node);
         return false;
     }
-    if (persistent) {
-        error_setg(errp, "blockd does not store dirty bitmaps in qcow2 images yet: "
-                   "'persistent' is not supported");
+    if (persistent && !bs->drv->bdrv_can_store_new_dirty_bitmap(bs, name, granularity, errp)) {
         return false;
     }
     if (bdrv_dirty_bitmap_find(bs, name)) {
@@ -172,6 +171,7 @@ static bool do_add(json_object *args, BitmapUndo **undo, Error **errp)
         return false;
     }
     bm = bdrv_dirty_bitmap_create(bs, name, granularity, disabled);
+    dirty_bitmap_set_persistent(bm, persistent);
     if (undo) {
         push(undo, UNDO_ADD, bs, bm);
     }
@@ -184,7 +184,13 @@ static bool do_remove(json_object *args, BitmapUndo **undo, Error **errp)
     BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_lookup(arg_str(args, "node"), arg_str(args, "name"),
                                                    &bs, errp);
 
-    if (!bm || !dirty_bitmap_check_usable(bm, true, errp)) {
+    if (!bm || !dirty_bitmap_check(bm, DIRTY_BITMAP_CHECK_BUSY | DIRTY_BITMAP_CHECK_RO, errp)) {
+        return false;
+    }
+    /* Out of the image at once (a transaction that fails later keeps it
+     * in memory, persistent: it is stored again at close). */
+    if (dirty_bitmap_persistent(bm) && bs->drv->bdrv_remove_persistent_dirty_bitmap &&
+        bs->drv->bdrv_remove_persistent_dirty_bitmap(bs, dirty_bitmap_name(bm), errp) < 0) {
         return false;
     }
     if (undo) {
@@ -200,7 +206,7 @@ static bool do_remove(json_object *args, BitmapUndo **undo, Error **errp)
 static bool do_clear(json_object *args, BitmapUndo **undo, Error **errp)
 {
     BlockDriverState *bs;
-    BdrvDirtyBitmap *bm = lookup_usable(args, &bs, errp);
+    BdrvDirtyBitmap *bm = lookup_usable(args, DIRTY_BITMAP_CHECK_DEFAULT, &bs, errp);
 
     if (!bm) {
         return false;
@@ -215,7 +221,9 @@ static bool do_clear(json_object *args, BitmapUndo **undo, Error **errp)
 static bool set_recording(json_object *args, bool recording, BitmapUndo **undo, Error **errp)
 {
     BlockDriverState *bs;
-    BdrvDirtyBitmap *bm = lookup_usable(args, &bs, errp);
+    /* A read-only image's bitmap may change state (as in QEMU): only the
+     * bits are its image's. */
+    BdrvDirtyBitmap *bm = lookup_usable(args, DIRTY_BITMAP_CHECK_ALLOW_RO, &bs, errp);
 
     if (!bm) {
         return false;
@@ -247,7 +255,7 @@ static BdrvDirtyBitmap *merge_source(json_object *src, const char *node, Error *
     } else {
         bm = bdrv_dirty_bitmap_lookup(arg_str(src, "node"), arg_str(src, "name"), NULL, errp);
     }
-    return bm && dirty_bitmap_check_usable(bm, false, errp) ? bm : NULL;
+    return bm && dirty_bitmap_check(bm, DIRTY_BITMAP_CHECK_INCONSISTENT, errp) ? bm : NULL;
 }
 
 static bool do_merge(json_object *args, BitmapUndo **undo, Error **errp)
@@ -259,7 +267,7 @@ static bool do_merge(json_object *args, BitmapUndo **undo, Error **errp)
     BdrvDirtyBitmap *merged;
     size_t n = json_object_array_length(sources);
 
-    if (!dst || !dirty_bitmap_check_usable(dst, false, errp)) {
+    if (!dst || !dirty_bitmap_check(dst, DIRTY_BITMAP_CHECK_DEFAULT, errp)) {
         return false;
     }
     /* Into a scratch copy first: a bad source leaves the target as it was. */

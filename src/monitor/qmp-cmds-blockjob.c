@@ -222,7 +222,10 @@ static bool backup_parse_bitmap(json_object *args, MirrorArgs *a, const char *sy
         error_setg(errp, "Bitmap sync mode must be given when providing a bitmap");
         return false;
     }
-    if (!dirty_bitmap_check_usable(a->bitmap, false, errp)) {
+    /* A bitmap the job will change must be writable. */
+    if (!dirty_bitmap_check(a->bitmap, mode == BITMAP_SYNC_NEVER ? DIRTY_BITMAP_CHECK_ALLOW_RO
+                                                                : DIRTY_BITMAP_CHECK_DEFAULT,
+                            errp)) {
         return false;
     }
     if (a->sync == MIRROR_SYNC_NONE) {
