@@ -186,7 +186,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
         tests/functional/test_nbd_errors_compat.py tests/functional/test_thread_moves.py \
         tests/functional/test_chain_flow.py tests/functional/test_reopen.py \
         tests/functional/test_snapshot_sync.py tests/functional/test_internal_snapshot.py \
-        tests/functional/test_bitmaps.py tests/functional/test_bitmaps_persistent.py
+        tests/functional/test_bitmaps.py tests/functional/test_bitmaps_persistent.py \
+        tests/functional/test_fleecing.py
     # Hostile QMP input (the JSON stream) against the sanitized daemon.
     functional build-asan tests/functional/test_qmp_hostile.py \
         tests/functional/test_qsd_compat_protocol.py

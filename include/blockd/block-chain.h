@@ -38,6 +38,14 @@ const char *bdrv_backing_format(BlockDriverState *base);
  * conflict the old backing node stays.  -errno with @errp set.
  */
 int bdrv_set_backing_hd(BlockDriverState *bs, BlockDriverState *backing, Error **errp);
+/*
+ * Make @file the "file" child of @bs, drained, with the same role: only
+ * where that child is a filtered one (a filter's, a raw node's without
+ * offset and size), so that @bs's content is @file's (inserting or
+ * removing a copy-before-write filter under a running export).  -errno
+ * with @errp set; on failure the old child stays.  Global state.
+ */
+int bdrv_set_file(BlockDriverState *bs, BlockDriverState *file, Error **errp);
 /* Write @file / @fmt (NULL: none) as the backing file into @bs's header;
  * formats that record none refuse ("Operation not supported"). */
 int bdrv_change_backing_file(BlockDriverState *bs, const char *file, const char *fmt,

@@ -80,6 +80,18 @@ void block_copy_hold_all(BlockCopyState *s);
 void coroutine_fn block_copy_release_all(BlockCopyState *s);
 
 /*
+ * Hold [offset, offset+bytes) (whole granules) until block_copy_unlock():
+ * copies of that range, and other holds, wait meanwhile.  For a reader of
+ * what the source held (snapshot access): no copy-before-write can
+ * overwrite it under the reader.  Any coroutine.
+ */
+typedef struct BlockCopyLock BlockCopyLock;
+BlockCopyLock *coroutine_fn block_copy_lock(BlockCopyState *s, int64_t offset, int64_t bytes);
+void coroutine_fn block_copy_unlock(BlockCopyState *s, BlockCopyLock *lock);
+/* The granule in bytes.  Any thread. */
+int64_t block_copy_granularity(BlockCopyState *s);
+
+/*
  * Copy every dirty granule touching [offset, offset+bytes) now, waiting
  * for others that hold parts of it (copy-before-write).  Any coroutine;
  * graph read lock held.

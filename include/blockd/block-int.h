@@ -125,6 +125,17 @@ struct BlockDriver {
                                              int64_t bytes, int64_t *pnum) GRAPH_RDLOCK_PTR;
     int coroutine_fn (*bdrv_co_truncate)(BlockDriverState *bs, int64_t size,
                                          Error **errp) GRAPH_RDLOCK_PTR;
+    /* The point-in-time view a copy-before-write filter keeps (NULL:
+     * none; the snapshot-access driver reads it): read it, its status as
+     * bdrv_co_block_status gives it, and forget a range of it. */
+    int coroutine_fn (*bdrv_co_preadv_snapshot)(BlockDriverState *bs, int64_t offset,
+                                                int64_t bytes, struct iovec *iov,
+                                                int niov) GRAPH_RDLOCK_PTR;
+    int coroutine_fn (*bdrv_co_snapshot_block_status)(BlockDriverState *bs, int64_t offset,
+                                                      int64_t bytes,
+                                                      int64_t *pnum) GRAPH_RDLOCK_PTR;
+    int coroutine_fn (*bdrv_co_pdiscard_snapshot)(BlockDriverState *bs, int64_t offset,
+                                                  int64_t bytes) GRAPH_RDLOCK_PTR;
 
     int supported_write_flags;     /* BDRV_REQ_* the driver handles itself */
     int supported_zero_flags;

@@ -52,6 +52,19 @@ int coroutine_fn bdrv_co_truncate(BdrvChild *child, int64_t size, Error **errp)
 int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
                                       int64_t bytes, int64_t *pnum) GRAPH_RDLOCK;
 
+/*
+ * The snapshot a copy-before-write node below @child keeps: read it, its
+ * block status, forget a range of it (BlockDriver's *_snapshot callbacks,
+ * counted as requests in flight).  -ENOTSUP where the node keeps none.
+ * Coroutine only, graph read lock held.
+ */
+int coroutine_fn bdrv_co_preadv_snapshot(BdrvChild *child, int64_t offset, int64_t bytes,
+                                         struct iovec *iov, int niov) GRAPH_RDLOCK;
+int coroutine_fn bdrv_co_snapshot_block_status(BdrvChild *child, int64_t offset,
+                                               int64_t bytes, int64_t *pnum) GRAPH_RDLOCK;
+int coroutine_fn bdrv_co_pdiscard_snapshot(BdrvChild *child, int64_t offset, int64_t bytes)
+    GRAPH_RDLOCK;
+
 /* Emit a block layer event through the monitor's sink (takes @data). */
 void bdrv_emit_event(const char *name, json_object *data);
 /* The armed write threshold of @bs (0: none). */

@@ -18,6 +18,8 @@ void bdrv_init(void)
         bdrv_register(&bdrv_raw);
         bdrv_register(&bdrv_blkdebug);
         bdrv_register(&bdrv_qcow2);
+        bdrv_register(&bdrv_copy_before_write);
+        bdrv_register(&bdrv_snapshot_access);
         initialised = true;
     }
     /* A graph writer quiesces every node so readers cannot starve it. */

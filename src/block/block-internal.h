@@ -16,6 +16,8 @@ extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_blkdebug;
 extern const BlockDriver bdrv_qcow2;
+extern const BlockDriver bdrv_copy_before_write;
+extern const BlockDriver bdrv_snapshot_access;
 
 /* create.c: helpers of image creation (global state, in a coroutine). */
 /* Run @fn(@opaque) in the main loop outside any coroutine, and wait: graph

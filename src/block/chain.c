@@ -167,6 +167,67 @@ int bdrv_set_backing_hd(BlockDriverState *bs, BlockDriverState *backing, Error *
     return ret;
 }
 
+/* Is @bs @top or anywhere below it? */
+static bool in_subtree(BlockDriverState *top, BlockDriverState *bs) GRAPH_RDLOCK
+{
+    if (top == bs) {
+        return true;
+    }
+    list_for_each(n, &top->children) {
+        if (in_subtree(list_entry(n, BdrvChild, next)->bs, bs)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int bdrv_set_file(BlockDriverState *bs, BlockDriverState *file, Error **errp)
+{
+    BlockDriverState *old;
+    BdrvChild *child;
+    unsigned role;
+    bool cycle;
+    int ret = 0;
+
+    GLOBAL_STATE_CODE();
+    graph_rdlock_main_loop();
+    child = bs->file;
+    old = child ? child->bs : NULL;
+    role = child ? child->role : 0;
+    cycle = in_subtree(file, bs);
+    graph_rdunlock_main_loop();
+    if (old == file) {
+        return 0;
+    }
+    if (!child || !(role & BDRV_CHILD_FILTERED)) {
+        error_setg(errp, "blockd cannot replace the file child of '%s' in blockdev-reopen "
+                   "(only that of a filter, or of a raw node without offset and size)",
+                   bs->node_name);
+        return -ENOTSUP;
+    }
+    if (cycle) {
+        error_setg(errp, "Making '%s' a file child of '%s' would create a cycle",
+                   file->node_name, bs->node_name);
+        return -EINVAL;
+    }
+    bdrv_ref(file);
+    bdrv_ref(old);
+    bdrv_drained_begin(bs);
+    bdrv_unref_child(bs, child);
+    if (!bdrv_attach_child(bs, file, "file", role, errp)) {
+        ret = -EPERM;
+        bdrv_attach_child(bs, old, "file", role, NULL);
+    }
+    graph_rdlock_main_loop();
+    bs->total_bytes = bdrv_getlength(bs->file->bs);
+    bs->bl = bs->file->bs->bl;
+    graph_rdunlock_main_loop();
+    bdrv_drained_end(bs);
+    bdrv_unref(old);
+    bdrv_unref(file);
+    return ret;
+}
+
 int bdrv_change_backing_file(BlockDriverState *bs, const char *file, const char *fmt,
                              Error **errp)
 {

@@ -586,3 +586,52 @@ int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
     }
     return ret;
 }
+
+/* ---- Snapshot access ------------------------------------------------------- */
+
+int coroutine_fn bdrv_co_preadv_snapshot(BdrvChild *child, int64_t offset, int64_t bytes,
+                                         struct iovec *iov, int niov)
+{
+    BlockDriverState *bs = child->bs;
+    int ret;
+
+    IO_CODE();
+    if (!bs->drv->bdrv_co_preadv_snapshot) {
+        return -ENOTSUP;
+    }
+    bdrv_inc_in_flight(bs);
+    ret = bs->drv->bdrv_co_preadv_snapshot(bs, offset, bytes, iov, niov);
+    bdrv_dec_in_flight(bs);
+    return ret;
+}
+
+int coroutine_fn bdrv_co_snapshot_block_status(BdrvChild *child, int64_t offset,
+                                               int64_t bytes, int64_t *pnum)
+{
+    BlockDriverState *bs = child->bs;
+    int ret;
+
+    IO_CODE();
+    if (!bs->drv->bdrv_co_snapshot_block_status) {
+        return -ENOTSUP;
+    }
+    bdrv_inc_in_flight(bs);
+    ret = bs->drv->bdrv_co_snapshot_block_status(bs, offset, bytes, pnum);
+    bdrv_dec_in_flight(bs);
+    return ret;
+}
+
+int coroutine_fn bdrv_co_pdiscard_snapshot(BdrvChild *child, int64_t offset, int64_t bytes)
+{
+    BlockDriverState *bs = child->bs;
+    int ret;
+
+    IO_CODE();
+    if (!bs->drv->bdrv_co_pdiscard_snapshot) {
+        return -ENOTSUP;
+    }
+    bdrv_inc_in_flight(bs);
+    ret = bs->drv->bdrv_co_pdiscard_snapshot(bs, offset, bytes);
+    bdrv_dec_in_flight(bs);
+    return ret;
+}

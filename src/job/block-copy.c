@@ -227,6 +227,30 @@ static bool claim_next_dirty(BlockCopyState *s, Claim *c, int64_t offset, int64_
     return false;
 }
 
+BlockCopyLock *coroutine_fn block_copy_lock(BlockCopyState *s, int64_t offset, int64_t bytes)
+{
+    int64_t g = s->granularity, start = offset / g * g;
+    int64_t end = (offset + bytes + g - 1) / g * g;
+    Claim *c = malloc(sizeof(*c));
+
+    if (!c) {
+        abort();
+    }
+    claim_range_wait(s, c, start, end - start);
+    return (BlockCopyLock *)c;
+}
+
+void coroutine_fn block_copy_unlock(BlockCopyState *s, BlockCopyLock *lock)
+{
+    claim_release(s, (Claim *)lock);
+    free(lock);
+}
+
+int64_t block_copy_granularity(BlockCopyState *s)
+{
+    return s->granularity;
+}
+
 void block_copy_hold_all(BlockCopyState *s)
 {
     GLOBAL_STATE_CODE();

@@ -7,8 +7,10 @@
 #include "qapi-schemas.h"
 
 static const char *const driver_names[] = {
-    "blkdebug", "file", "null-co", "qcow2", "raw", NULL,
+    "blkdebug", "copy-before-write", "file", "null-co", "qcow2", "raw", "snapshot-access",
+    NULL,
 };
+static const char *const on_cbw_error_names[] = { "break-guest-write", "break-snapshot", NULL };
 static const char *const discard_names[] = { "ignore", "unmap", NULL };
 static const char *const detect_zeroes_names[] = { "off", "on", "unmap", NULL };
 static const char *const aio_names[] = { "threads", "native", "io_uring", NULL };
@@ -122,12 +124,43 @@ static const SchemaObject qcow2_options = {
     .name = "BlockdevOptionsQcow2", .fields = qcow2_fields,
 };
 
+static const SchemaField bitmap_ref_fields[] = {
+    { .name = "node", .type = SCHEMA_STR },
+    { .name = "name", .type = SCHEMA_STR },
+    { 0 },
+};
+
+static const SchemaObject bitmap_ref = { .name = "BlockDirtyBitmap", .fields = bitmap_ref_fields };
+
+static const SchemaField cbw_fields[] = {
+    { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "target", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "bitmap", .type = SCHEMA_OBJECT, .optional = true, .object = &bitmap_ref },
+    { .name = "on-cbw-error", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = on_cbw_error_names },
+    { .name = "cbw-timeout", .type = SCHEMA_INT, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject cbw_options = { .name = "BlockdevOptionsCbw", .fields = cbw_fields };
+
+static const SchemaField generic_file_fields[] = {
+    { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { 0 },
+};
+
+static const SchemaObject generic_file_options = {
+    .name = "BlockdevOptionsGenericFormat", .fields = generic_file_fields,
+};
+
 static const SchemaVariant driver_variants[] = {
     { "blkdebug", &blkdebug_options },
+    { "copy-before-write", &cbw_options },
     { "file", &file_options },
     { "null-co", &null_options },
     { "qcow2", &qcow2_options },
     { "raw", &raw_options },
+    { "snapshot-access", &generic_file_options },
     { NULL, NULL },
 };
 

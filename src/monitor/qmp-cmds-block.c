@@ -150,15 +150,20 @@ static json_object *node_info(BlockDriverState *bs)
     return info;
 }
 
+/* Newest first, as qemu-storage-daemon lists them. */
 static json_object *qmp_query_named_block_nodes(json_object *args, Error **errp)
 {
-    json_object *list = json_object_new_array();
+    json_object *oldest_first = json_object_new_array(), *list = json_object_new_array();
 
     (void)args;
     (void)errp;
     for (BlockDriverState *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
-        json_object_array_add(list, node_info(bs));
+        json_object_array_add(oldest_first, node_info(bs));
     }
+    for (size_t i = json_object_array_length(oldest_first); i-- > 0;) {
+        json_object_array_add(list, json_object_get(json_object_array_get_idx(oldest_first, i)));
+    }
+    json_object_put(oldest_first);
     return list;
 }
 

@@ -13,8 +13,10 @@
  * by reference) and stays, follows the parent's new cache mode, or takes
  * the one given in its own options, as in QEMU.  Such a file child may
  * be given as a set of options, checked like its parent; a child named by
- * reference may not.  Replacing the file child, or giving the backing
- * child new options, is refused by name.
+ * reference may not.  Another node may become the file child where that
+ * child is a filtered one (a filter, raw without offset and size: how a
+ * copy-before-write filter goes in under a running export); elsewhere,
+ * and new options for the backing child, are refused by name.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -55,6 +57,9 @@ typedef struct ReopenPlan {
     bool old_read_only, old_auto_read_only, old_unmap, applied;
     int old_detect_zeroes;
     BlockDriverState *old_backing;
+    /* A new file child (by reference), or NULL. */
+    BlockDriverState *new_file;
+    BlockDriverState *old_file;
 } ReopenPlan;
 
 static bool is_changeable(const char *key)
@@ -162,9 +167,13 @@ static bool plan_file(ReopenPlan *p, Error **errp)
     }
     if (json_object_is_type(v, json_type_string)) {
         if (strcmp(json_object_get_string(v), file->node_name)) {
-            error_setg(errp, "blockd cannot replace the file child of '%s' in "
-                       "blockdev-reopen", bs->node_name);
-            return false;
+            p->new_file = bdrv_find_node(json_object_get_string(v));
+            if (!p->new_file) {
+                error_setg(errp, "Cannot find device='' nor node-name='%s'",
+                           json_object_get_string(v));
+                return false;
+            }
+            return true;
         }
         follow_cache(p, &p->kids[0], file, inline_child);
         return true;
@@ -349,7 +358,18 @@ static int apply(ReopenPlan *p, Error **errp)
         undo_caches(p);
         return -EPERM;
     }
+    p->old_file = bdrv_file_bs(bs);
+    if (p->new_file && bdrv_set_file(bs, p->new_file, errp) < 0) {
+        if (p->backing != p->old_backing) {
+            bdrv_set_backing_hd(bs, p->old_backing, NULL);
+        }
+        undo_caches(p);
+        return -EPERM;
+    }
     if (bdrv_reopen_set_read_only(bs, p->read_only, errp) < 0) {
+        if (p->new_file) {
+            bdrv_set_file(bs, p->old_file, NULL);
+        }
         if (p->backing != p->old_backing) {
             bdrv_set_backing_hd(bs, p->old_backing, NULL);
         }
@@ -367,6 +387,9 @@ static void undo(ReopenPlan *p)
 
     bdrv_reopen_set_io_options(bs, p->old_unmap, p->old_detect_zeroes, p->old_auto_read_only);
     bdrv_reopen_set_read_only(bs, p->old_read_only, NULL);
+    if (p->new_file) {
+        bdrv_set_file(bs, p->old_file, NULL);
+    }
     if (p->backing != p->old_backing) {
         bdrv_set_backing_hd(bs, p->old_backing, NULL);
     }
