@@ -53,6 +53,8 @@ enum {
     BDRV_REQ_NO_FALLBACK = 1 << 2,  /* write-zeroes must be fast or fail */
     BDRV_REQ_ZERO_WRITE  = 1 << 3,  /* internal: this write of zeroes carries
                                        out a write-zeroes (no detect-zeroes) */
+    BDRV_REQ_WRITE_COMPRESSED = 1 << 4, /* store whole clusters compressed (a
+                                           driver that cannot: -ENOTSUP) */
 };
 
 /* block-status result bits. */

@@ -37,6 +37,10 @@ typedef struct BlockCopyOptions {
     int64_t max_bytes;          /* background bytes in flight (buf-size) */
     bool no_unmap;              /* zeroes stay allocated on the target */
     BlockCopyMethod method;
+    bool compress;              /* data as compressed clusters (whole
+                                 * granules, the target's cluster size) */
+    bool discard_source;        /* discard what was copied on the source
+                                 * (the source edge may write) */
 } BlockCopyOptions;
 
 /* Main.  @bitmap stays the caller's; @job receives progress and pays the

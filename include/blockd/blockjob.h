@@ -83,10 +83,12 @@ void *block_job_create(const char *job_id, const BlockJobDriver *driver, JobTxn 
 int block_job_add_bdrv(BlockJob *job, const char *name, BlockDriverState *bs,
                        uint64_t perm, uint64_t shared_perm, Error **errp);
 /* The edges of a copying job (mirror, backup): read @source while guests
- * keep writing it, write @target which nobody else may write. */
+ * keep writing it (and write it too if @write_source: a backup that
+ * discards what it copied), write @target which nobody else may write. */
 int block_job_add_copy_nodes(BlockJob *job, BlockDriverState *source,
-                             BlockDriverState *target, BdrvChild **source_child,
-                             BdrvChild **target_child, Error **errp);
+                             BlockDriverState *target, bool write_source,
+                             BdrvChild **source_child, BdrvChild **target_child,
+                             Error **errp);
 /* Release every node edge (also done when the job is freed). */
 void block_job_remove_all_bdrv(BlockJob *job);
 

@@ -64,6 +64,11 @@ typedef struct MirrorArgs {
      * marks), and what to leave in it. */
     struct BdrvDirtyBitmap *bitmap;
     BitmapSyncMode bitmap_mode;
+    /* backup: write compressed clusters (the target's driver must store
+     * them); discard on the source what was copied (the job then writes
+     * the source, which its other users must allow). */
+    bool compress;
+    bool discard_source;
 } MirrorArgs;
 
 /* Start a mirror job; NULL and an error if it cannot start. */

@@ -175,7 +175,8 @@ static int coroutine_fn driver_pwritev(BlockDriverState *bs, int64_t offset, int
     IOVector chunk;
     int ret = 0;
 
-    if (!bs->drv->bdrv_co_pwritev) {
+    if (!bs->drv->bdrv_co_pwritev ||
+        ((flags & BDRV_REQ_WRITE_COMPRESSED) && !(drv_flags & BDRV_REQ_WRITE_COMPRESSED))) {
         return -ENOTSUP;
     }
     iovector_init(&chunk);

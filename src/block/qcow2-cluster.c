@@ -727,7 +727,9 @@ int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t 
 
     IO_CODE();
 
-    (void)flags;
+    if (flags & BDRV_REQ_WRITE_COMPRESSED) {
+        return qcow2_co_pwritev_compressed(bs, offset, bytes, iov, niov);
+    }
     iovector_init(&chunk);
     for (int64_t done = 0; done < bytes && ret >= 0;) {
         WritePlan p;
@@ -764,6 +766,32 @@ int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t 
     }
     iovector_destroy(&chunk);
     return ret < 0 ? ret : 0;
+}
+
+int coroutine_fn qcow2_install_compressed(BlockDriverState *bs, BDRVQcow2State *s, int64_t cidx,
+                                          uint64_t desc)
+{
+    int64_t i0 = cidx & (s->l2_entries - 1);
+    L2Entry old, l = { desc | QCOW2_OFLAG_COMPRESSED, 0 };
+    void *table;
+    int ret;
+
+    while (inflight_overlaps(s, cidx, 1)) {
+        co_queue_wait(&s->inflight_wait, &s->lock);
+    }
+    ret = get_l2_for_write(bs, s, cidx >> s->l2_bits, &table);
+    if (ret < 0) {
+        return ret;
+    }
+    old = get_entry(s, table, i0);
+    if (host_of(old) || is_compressed(old)) {
+        ret = -EIO;              /* QEMU's rule: a compressed write never overwrites */
+    } else {
+        set_entry(s, table, i0, l);
+        qcow2_cache_mark_dirty(s->l2_cache, table);
+    }
+    qcow2_cache_put(s->l2_cache, table);
+    return ret;
 }
 
 /* ---- Write zeroes and discard ------------------------------------------------------ */

@@ -652,6 +652,8 @@ int coroutine_fn qcow2_apply_deferred_frees(BlockDriverState *bs, BDRVQcow2State
 {
     int ret = 0;
 
+    /* A shared compressed cluster may lose its last reference here. */
+    qcow2_compress_forget_cluster(s);
     for (int i = 0; i < s->npending && ret >= 0; i++) {
         Qcow2PendingFree *f = &s->pending[i];
 

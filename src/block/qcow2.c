@@ -721,5 +721,6 @@ const BlockDriver bdrv_qcow2 = {
     .bdrv_co_pdiscard = qcow2_co_pdiscard,
     .bdrv_co_pwrite_zeroes = qcow2_co_pwrite_zeroes,
     .bdrv_co_block_status = qcow2_co_block_status,
+    .supported_write_flags = BDRV_REQ_WRITE_COMPRESSED,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
 };

@@ -191,6 +191,9 @@ typedef struct BDRVQcow2State {
     int corrupt;
     bool corrupt_marked TSA_FIELD_GUARDED_BY(lock);
     int64_t last_clean_ns TSA_FIELD_GUARDED_BY(lock);    /* cache-clean-interval */
+    /* Where the next compressed cluster's data may go: the free tail of
+     * a host cluster that holds others (0: none). */
+    int64_t compress_next TSA_FIELD_GUARDED_BY(lock);
     /* Guest data requests between their mapping lookup and the end of their
      * I/O (atomic).  Host clusters are freed only while it is zero, so no
      * read or in-place write can land on a cluster that was reused. */
@@ -483,6 +486,19 @@ int coroutine_fn qcow2_sync_metadata(BlockDriverState *bs, BDRVQcow2State *s)
  * (on close, and before a switch to read-only). */
 int coroutine_fn qcow2_sync_all(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK QCOW2_LOCKED;
+/* Point guest cluster @cidx at compressed data (@desc: the entry's offset
+ * and sector count bits) if it holds nothing yet; -EIO if it does. */
+int coroutine_fn qcow2_install_compressed(BlockDriverState *bs, BDRVQcow2State *s, int64_t cidx,
+                                          uint64_t desc) GRAPH_RDLOCK QCOW2_LOCKED;
+/* qcow2-compress.c: BDRV_REQ_WRITE_COMPRESSED writes (whole clusters, the
+ * last one may end with the image). */
+int coroutine_fn qcow2_co_pwritev_compressed(BlockDriverState *bs, int64_t offset,
+                                             int64_t bytes, struct iovec *iov, int niov)
+    GRAPH_RDLOCK;
+/* Forget the partly filled cluster compressed data goes to (its clusters
+ * may be freed and reused now). */
+void qcow2_compress_forget_cluster(BDRVQcow2State *s) QCOW2_LOCKED;
+
 /* Allocate all L2 tables (preallocation=metadata). */
 int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK QCOW2_LOCKED;

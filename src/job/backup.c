@@ -232,6 +232,18 @@ static const BlockJobDriver backup_job_driver = {
 
 /* ---- Creation ------------------------------------------------------------------------ */
 
+/* The target's cluster size, at least BACKUP_CLUSTER. */
+static int64_t target_cluster_size(BlockDriverState *target)
+{
+    BlockDriverInfo bdi = { 0 };
+
+    if (target->drv->bdrv_get_info && target->drv->bdrv_get_info(target, &bdi) == 0 &&
+        bdi.cluster_size > BACKUP_CLUSTER) {
+        return bdi.cluster_size;
+    }
+    return BACKUP_CLUSTER;
+}
+
 Job *backup_create(const MirrorArgs *a, Error **errp)
 {
     BlockCopyOptions copy_opts = {
@@ -241,9 +253,22 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     };
     BdrvChild *source_child, *target_child;
     BlockDriverState *cbw;
+    int64_t cluster = BACKUP_CLUSTER;
     BackupJob *s;
 
     GLOBAL_STATE_CODE();
+    if (a->compress &&
+        !(a->target->drv->supported_write_flags & BDRV_REQ_WRITE_COMPRESSED)) {
+        error_setg(errp, "Compression is not supported for this drive ");
+        return NULL;
+    }
+    if (a->compress) {
+        /* Compressed clusters are written whole. */
+        cluster = target_cluster_size(a->target);
+        copy_opts.compress = true;
+        copy_opts.chunk_size = BACKUP_CHUNK > cluster ? BACKUP_CHUNK : cluster;
+    }
+    copy_opts.discard_source = a->discard_source;
     if (a->max_chunk && a->max_chunk < BACKUP_CLUSTER) {
         error_setg(errp, "Required max-chunk (%lld) is less than backup cluster size (%d)",
                    (long long)a->max_chunk, BACKUP_CLUSTER);
@@ -269,8 +294,8 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
     bdrv_ref(s->source);
     bdrv_ref(s->target);
     s->sync = a->sync;
-    if (block_job_add_copy_nodes(&s->common, s->source, s->target, &source_child,
-                                 &target_child, errp) < 0) {
+    if (block_job_add_copy_nodes(&s->common, s->source, s->target, a->discard_source,
+                                 &source_child, &target_child, errp) < 0) {
         s->exited = true;
         block_job_remove_all_bdrv(&s->common);
         job_filter_remove(cbw, s->source, NULL);
@@ -278,7 +303,7 @@ Job *backup_create(const MirrorArgs *a, Error **errp)
         job_early_fail(&s->common.job);
         return NULL;
     }
-    s->bitmap = dirty_bitmap_new(bdrv_getlength(s->source), BACKUP_CLUSTER);
+    s->bitmap = dirty_bitmap_new(bdrv_getlength(s->source), cluster);
     dirty_bitmap_set_all(s->bitmap);
     if (a->bitmap) {
         backup_take_bitmap(s, a);

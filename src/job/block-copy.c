@@ -345,9 +345,17 @@ static int coroutine_fn copy_range_now(BlockCopyState *s, int64_t offset, int64_
     int ret = 0;
 
     while (bytes > 0 && ret == 0) {
-        int64_t pnum = bytes;
+        int64_t pnum = bytes, start = offset;
+        bool zero = source_reads_zero(s, offset, &pnum);
 
-        if (source_reads_zero(s, offset, &pnum)) {
+        if (s->opts.compress && pnum < bytes) {
+            /* Compressed writes take whole granules: a run that ends
+             * inside one is cut there, or read as data if that is all. */
+            int64_t whole = pnum / s->granularity * s->granularity;
+            zero = zero && whole > 0;
+            pnum = whole > 0 ? whole : (s->granularity < bytes ? s->granularity : bytes);
+        }
+        if (zero) {
             ret = bdrv_co_pwrite_zeroes(s->target, offset, pnum, zero_flags);
             *error_is_read = false;
         } else {
@@ -369,8 +377,13 @@ static int coroutine_fn copy_range_now(BlockCopyState *s, int64_t offset, int64_
                 iov_is_zero(v.iov, v.niov, 0, pnum)) {
                 ret = bdrv_co_pwrite_zeroes(s->target, offset, pnum, 0);
             } else {
-                ret = bdrv_co_pwritev(s->target, offset, pnum, v.iov, v.niov, 0);
+                ret = bdrv_co_pwritev(s->target, offset, pnum, v.iov, v.niov,
+                                      s->opts.compress ? BDRV_REQ_WRITE_COMPRESSED : 0);
             }
+        }
+        if (ret == 0 && s->opts.discard_source) {
+            /* Advisory: a source that keeps the data is still correct. */
+            bdrv_co_pdiscard(s->source, start, pnum);
         }
         offset += pnum;
         bytes -= pnum;

@@ -158,12 +158,14 @@ int block_job_add_bdrv(BlockJob *job, const char *name, BlockDriverState *bs,
 }
 
 int block_job_add_copy_nodes(BlockJob *job, BlockDriverState *source,
-                             BlockDriverState *target, BdrvChild **source_child,
-                             BdrvChild **target_child, Error **errp)
+                             BlockDriverState *target, bool write_source,
+                             BdrvChild **source_child, BdrvChild **target_child,
+                             Error **errp)
 {
     /* Reading the source, which guests keep writing; writing the target,
      * which nobody else may write meanwhile. */
-    if (block_job_add_bdrv(job, "source", source, BLK_PERM_CONSISTENT_READ,
+    if (block_job_add_bdrv(job, "source", source,
+                           BLK_PERM_CONSISTENT_READ | (write_source ? BLK_PERM_WRITE : 0),
                            BLK_PERM_ALL & ~BLK_PERM_RESIZE, errp) < 0) {
         return -EPERM;
     }

@@ -566,7 +566,7 @@ Job *mirror_start(const MirrorArgs *a, Error **errp)
     s->base = a->base;
 
     if ((a->base ? mirror_add_commit_nodes(s, errp)
-                 : block_job_add_copy_nodes(&s->common, s->source, s->target,
+                 : block_job_add_copy_nodes(&s->common, s->source, s->target, false,
                                             &s->source_child, &s->target_child, errp)) < 0) {
         goto fail;
     }

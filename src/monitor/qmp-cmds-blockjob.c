@@ -352,31 +352,18 @@ static bool backup_parse_perf(json_object *args, MirrorArgs *a, Error **errp)
     return true;
 }
 
-/* Backup arguments blockd refuses rather than ignores. */
-static bool backup_check_unsupported(json_object *args, Error **errp)
+/* compress and discard-source (checked against the nodes by the job). */
+static bool backup_parse_flags(json_object *args, MirrorArgs *a, Error **errp)
 {
-    bool compress = false, discard_source = false;
-
-    if (!opt_get_bool(args, "compress", &compress, errp) ||
-        !opt_get_bool(args, "discard-source", &discard_source, errp)) {
-        return false;
-    }
-    if (discard_source) {
-        error_setg(errp, "discard-source is not supported by blockd yet");
-        return false;
-    }
-    if (compress) {
-        error_setg(errp, "Compression is not supported for this drive");
-        return false;
-    }
-    return true;
+    return opt_get_bool(args, "compress", &a->compress, errp) &&
+           opt_get_bool(args, "discard-source", &a->discard_source, errp);
 }
 
 static Job *backup_create_from_args(json_object *args, JobTxn *txn, Error **errp)
 {
     MirrorArgs a;
 
-    if (!parse_common(args, &a, false, true, errp) || !backup_check_unsupported(args, errp) ||
+    if (!parse_common(args, &a, false, true, errp) || !backup_parse_flags(args, &a, errp) ||
         !backup_parse_perf(args, &a, errp)) {
         return NULL;
     }
@@ -558,7 +545,7 @@ static BlockDriverState *drive_backup_open(json_object *args, Error **errp)
     DriveTarget t;
     MirrorArgs a;
 
-    if (!parse_common(args, &a, true, true, errp) || !backup_check_unsupported(args, errp) ||
+    if (!parse_common(args, &a, true, true, errp) || !backup_parse_flags(args, &a, errp) ||
         !backup_parse_perf(args, &a, errp) || !drive_parse(args, &a, &t, errp)) {
         return NULL;
     }

@@ -456,7 +456,7 @@ def test_backup_filter_node_name_and_cancel(blockd, sdir, imgdir):
     q = j.qmp
     cls, desc = q.error("blockdev-backup", {"job-id": "b", "device": "src", "target": "tgt",
                                             "sync": "full", "compress": True})
-    assert desc == "Compression is not supported for this drive"
+    assert desc == "Compression is not supported for this drive "   # QEMU's, space and all
     q.cmd("blockdev-backup", job_id="b1", device="src", target="tgt", sync="full",
           speed=MiB, filter_node_name="cbw0")
     nodes = {n["node-name"]: n for n in q.cmd("query-named-block-nodes")}

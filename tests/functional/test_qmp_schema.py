@@ -23,7 +23,7 @@ MEMBER_EXTENSIONS = {
     ("blockdev-add", "{blkdebug}.inject-error[].nth"),
     ("blockdev-add", "{blkdebug}.inject-error[].offset"),
     ("blockdev-add", "{blkdebug}.inject-error[].bytes"),
-    ("blockdev-backup", ".discard-source"),   # refused with a message
+    ("blockdev-backup", ".discard-source"),   # QEMU 9.1's
 }
 
 
