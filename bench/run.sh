@@ -2,7 +2,8 @@
 # make bench: micro-benchmarks of the foundation and the block layer, and
 # the same 4 KiB random-read workload through blockd and through fio on one
 # file, with the ratio; then the NBD benchmarks against qemu-storage-daemon
-# and nbdkit on a raw image (nbd-bench.py) and on qcow2 (qcow2-bench.py).
+# and nbdkit on a raw image (nbd-bench.py) and on qcow2 (qcow2-bench.py),
+# and the jobs (mirror, chain, backup-bench.py).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 b="$top/build/bench"
@@ -37,3 +38,5 @@ echo "== qcow2 over NBD: blockd vs qemu-storage-daemon (allocating 4k writes, 4k
 /usr/bin/python3 "$top/bench/qcow2-bench.py" "$seconds"
 echo "== image chains: 1 GiB active commit and stream on /dev/shm, blockd vs qemu-storage-daemon"
 /usr/bin/python3 "$top/bench/chain-bench.py" 3
+echo "== dirty bitmaps: incremental backup of 1 GiB with 1 % dirty, bitmap cost on 4k writes"
+/usr/bin/python3 "$top/bench/backup-bench.py" 5 "$seconds"

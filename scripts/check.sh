@@ -166,9 +166,9 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     functional build-tsan tests/functional/test_chain_flow.py \
         tests/functional/test_internal_snapshot.py
     # Nodes, jobs and exports moving between threads while they work; the
-    # stress matrix for 40 s (BLOCKD_STRESS_SECONDS for longer).
+    # stress matrix for 30 s (BLOCKD_STRESS_SECONDS for longer).
     functional build-tsan tests/functional/test_thread_moves.py
-    BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-40} \
+    BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-30} \
         functional build-tsan tests/functional/test_thread_stress.py
 fi
 
@@ -191,7 +191,7 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # Hostile QMP input (the JSON stream) against the sanitized daemon.
     functional build-asan tests/functional/test_qmp_hostile.py \
         tests/functional/test_qsd_compat_protocol.py
-    BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-40} \
+    BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-30} \
         functional build-asan tests/functional/test_thread_stress.py
 fi
 
