@@ -55,6 +55,9 @@ enum {
                                        out a write-zeroes (no detect-zeroes) */
     BDRV_REQ_WRITE_COMPRESSED = 1 << 4, /* store whole clusters compressed (a
                                            driver that cannot: -ENOTSUP) */
+    BDRV_REQ_WRITE_UNCHANGED = 1 << 5,  /* the node's content stays what it was
+                                           (a stream's copy into the top):
+                                           dirty bitmaps are not marked */
 };
 
 /* block-status result bits. */

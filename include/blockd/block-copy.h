@@ -41,6 +41,8 @@ typedef struct BlockCopyOptions {
                                  * granules, the target's cluster size) */
     bool discard_source;        /* discard what was copied on the source
                                  * (the source edge may write) */
+    bool unchanged;             /* the copy changes no content (a stream
+                                 * into the top): no dirty bitmap marks */
 } BlockCopyOptions;
 
 /* Main.  @bitmap stays the caller's; @job receives progress and pays the

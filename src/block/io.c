@@ -322,7 +322,8 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes
      * (not those that are already one: ZERO_WRITE). */
     if (bs->detect_zeroes && !(flags & BDRV_REQ_ZERO_WRITE) &&
         iov_is_zero(iov, niov, 0, bytes)) {
-        return bdrv_co_pwrite_zeroes(child, offset, bytes, (flags & BDRV_REQ_FUA) |
+        return bdrv_co_pwrite_zeroes(child, offset, bytes,
+            (flags & (BDRV_REQ_FUA | BDRV_REQ_WRITE_UNCHANGED)) |
             (bs->detect_zeroes == BDRV_DETECT_ZEROES_UNMAP ? BDRV_REQ_MAY_UNMAP : 0));
     }
     flags &= ~BDRV_REQ_ZERO_WRITE;
@@ -346,7 +347,9 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes
     } else {
         ret = driver_pwritev(bs, offset, bytes, iov, niov, flags);
     }
-    bdrv_set_dirty(bs, offset, bytes);
+    if (!(flags & BDRV_REQ_WRITE_UNCHANGED)) {
+        bdrv_set_dirty(bs, offset, bytes);
+    }
     request_end(bs, &req, track);
     if (account) {
         block_acct_done(&bs->stats, BLOCK_ACCT_WRITE, offset, bytes, start_ns, ret);
@@ -372,7 +375,8 @@ static int coroutine_fn write_zero_buffer(BdrvChild *child, int64_t offset, int6
         int64_t len = bytes - done < chunk ? bytes - done : chunk;
         struct iovec iov = { buf, len };
         ret = bdrv_co_pwritev(child, offset + done, len, &iov, 1,
-                              (flags & BDRV_REQ_FUA) | BDRV_REQ_ZERO_WRITE);
+                              (flags & (BDRV_REQ_FUA | BDRV_REQ_WRITE_UNCHANGED)) |
+                              BDRV_REQ_ZERO_WRITE);
     }
     free(buf);
     return ret;
@@ -454,7 +458,9 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset, int64_t
             ret = zeroes_by_writing(child, end, offset + bytes - end, flags);
         }
     }
-    bdrv_set_dirty(bs, offset, bytes);
+    if (!(flags & BDRV_REQ_WRITE_UNCHANGED)) {
+        bdrv_set_dirty(bs, offset, bytes);
+    }
     bdrv_dec_in_flight(bs);
     block_acct_done(&bs->stats, BLOCK_ACCT_WRITE, offset, bytes, start_ns, ret);
     return ret < 0 ? ret : 0;

@@ -340,7 +340,8 @@ static bool coroutine_fn source_reads_zero(BlockCopyState *s, int64_t offset,
 static int coroutine_fn copy_range_now(BlockCopyState *s, int64_t offset, int64_t bytes,
                                        bool *error_is_read) GRAPH_RDLOCK
 {
-    int zero_flags = s->opts.no_unmap ? 0 : BDRV_REQ_MAY_UNMAP;
+    int unchanged = s->opts.unchanged ? BDRV_REQ_WRITE_UNCHANGED : 0;
+    int zero_flags = (s->opts.no_unmap ? 0 : BDRV_REQ_MAY_UNMAP) | unchanged;
     void *buf = NULL;
     int ret = 0;
 
@@ -375,10 +376,10 @@ static int coroutine_fn copy_range_now(BlockCopyState *s, int64_t offset, int64_
             *error_is_read = false;
             if (s->opts.method == BLOCK_COPY_ZERO_DETECT &&
                 iov_is_zero(v.iov, v.niov, 0, pnum)) {
-                ret = bdrv_co_pwrite_zeroes(s->target, offset, pnum, 0);
+                ret = bdrv_co_pwrite_zeroes(s->target, offset, pnum, unchanged);
             } else {
-                ret = bdrv_co_pwritev(s->target, offset, pnum, v.iov, v.niov,
-                                      s->opts.compress ? BDRV_REQ_WRITE_COMPRESSED : 0);
+                ret = bdrv_co_pwritev(s->target, offset, pnum, v.iov, v.niov, unchanged |
+                                      (s->opts.compress ? BDRV_REQ_WRITE_COMPRESSED : 0));
             }
         }
         if (ret == 0 && s->opts.discard_source) {

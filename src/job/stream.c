@@ -223,6 +223,7 @@ Job *stream_start(const StreamArgs *a, Error **errp)
         .chunk_size = STREAM_CHUNK, .max_tasks = STREAM_MAX_TASKS,
         .max_bytes = STREAM_MAX_BYTES, .no_unmap = true,
         .method = BLOCK_COPY_ZERO_DETECT,   /* as copy-on-read does */
+        .unchanged = true,                  /* what the node shows stays */
     };
     BlockDriverState *base = a->bottom ? bdrv_filter_or_cow_bs(a->bottom) : a->base;
     bool bs_read_only = a->bs->read_only;

@@ -364,3 +364,54 @@ def test_corrupt_directory_is_refused(both, case):
         x.quit()
         return res
     both(scenario)
+
+
+def wait_job_state(q, job, want, timeout=30):
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = {j["id"]: j["status"] for j in q.cmd("query-jobs")}
+        if jobs.get(job, "gone") in want:
+            return jobs.get(job, "gone")
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.02)
+
+
+def test_bitmaps_through_snapshot_commit_and_stream(both):
+    """Bitmaps belong to their node: an overlay starts without any, the
+    node below keeps its own (recording nothing more, since writes now go
+    to the overlay); commit and stream leave each node's bitmaps as they
+    were, persistent ones stay in their images -- as in QEMU."""
+    def scenario(start, d):
+        img = create(d)
+        res = []
+        x = start(img)
+        q = x.q
+        res.append(q.execute(B + "add", {"node": "t", "name": "base-p", "persistent": True}))
+        res.append(q.execute(B + "add", {"node": "t", "name": "base-m"}))
+        x.write("write 0 1M")
+        res.append(q.execute("blockdev-snapshot-sync", {
+            "node-name": "t", "snapshot-file": f"{d}/ov.qcow2", "snapshot-node-name": "ov",
+            "format": "qcow2"}))
+        res.append(q.execute(B + "add", {"node": "ov", "name": "ov-m"}))
+        x.write("write 2M 1M")
+        res.append([bitmaps(q, n)[0] for n in ("t", "ov")])
+        res.append(q.execute("block-commit", {"job-id": "c", "device": "ov"}))
+        res.append(wait_job_state(q, "c", ("ready",)))
+        res.append(q.execute("job-complete", {"id": "c"}))
+        res.append(wait_job_state(q, "c", ("gone", "null")))
+        res.append(bitmaps(q, "t")[0])
+        res.append(sha(q, "base-p"))
+        res.append(q.execute("blockdev-snapshot-sync", {
+            "node-name": "t", "snapshot-file": f"{d}/ov2.qcow2", "snapshot-node-name": "ov2",
+            "format": "qcow2"}))
+        res.append(q.execute(B + "add", {"node": "ov2", "name": "ov2-m"}))
+        x.write("write 4M 64k")
+        res.append(q.execute("block-stream", {"job-id": "s", "device": "ov2"}))
+        res.append(wait_job_state(q, "s", ("gone", "null")))
+        res.append([bitmaps(q, n)[0] for n in ("t", "ov2")])
+        res.append(x.quit())
+        res.append(img_info(img))
+        res.append(img_info(f"{d}/ov2.qcow2"))
+        return res
+    both(scenario)
