@@ -1,7 +1,11 @@
 """The same QMP session against qemu-storage-daemon and blockd: replies
 must have the same shape (members and JSON types), errors the same class
 and text, and jobs the same event sequences with the same payload
-members.  qemu-storage-daemon is the reference a user compares us with."""
+members.  qemu-storage-daemon is the reference a user compares us with.
+More sessions against it live next to their subject: test_bitmaps.py,
+test_bitmaps_persistent.py, test_fleecing.py, test_backup_options.py,
+test_backup_chain.py, test_chain*.py, test_reopen.py and the other
+test_qsd_compat_*.py."""
 import os
 import shutil
 import subprocess
