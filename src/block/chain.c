@@ -219,8 +219,10 @@ int bdrv_set_file(BlockDriverState *bs, BlockDriverState *file, Error **errp)
         bdrv_attach_child(bs, old, "file", role, NULL);
     }
     graph_rdlock_main_loop();
-    bs->total_bytes = bdrv_getlength(bs->file->bs);
-    bs->bl = bs->file->bs->bl;
+    if (bs->file) {              /* (the old one could not come back: none) */
+        bs->total_bytes = bdrv_getlength(bs->file->bs);
+        bs->bl = bs->file->bs->bl;
+    }
     graph_rdunlock_main_loop();
     bdrv_drained_end(bs);
     bdrv_unref(old);

@@ -75,6 +75,11 @@ static bool apply_bitmap(CbwState *s, json_object *options, Error **errp)
     if (!bm) {
         return false;
     }
+    if (!dirty_bitmap_check(bm, DIRTY_BITMAP_CHECK_INCONSISTENT, errp)) {
+        error_prepend(errp, "Cannot create block-copy-state: Failed to merge bitmap '%s' to "
+                      "internal copy-bitmap: ", json_object_get_string(name));
+        return false;
+    }
     if (!dirty_bitmap_merge(s->to_copy, bm)) {
         error_setg(errp, "Bitmap '%s' does not cover the node's size",
                    json_object_get_string(name));
@@ -141,19 +146,29 @@ static void cbw_close(BlockDriverState *bs)
     dirty_bitmap_free(s->access);
 }
 
-/* "file" as a filter passes; "target" is written whatever the parents do. */
+/*
+ * "file" passes its parents' needs through; once the filter has parents,
+ * nobody else may write or resize it (a write beside the filter would
+ * change the view unseen).  "target" is written whatever the parents do,
+ * and keeps its size.
+ */
 static void cbw_child_perm(BlockDriverState *bs, BdrvChild *c, unsigned role,
                            uint64_t perm, uint64_t shared, uint64_t *nperm, uint64_t *nshared)
+    TSA_NO_TSA
 {
     CbwState *s = bs->opaque;
 
     if (c != s->target) {
         bdrv_default_child_perm(bs, c, role, perm, shared, nperm, nshared);
-        *nperm |= BLK_PERM_CONSISTENT_READ;
+        /* Permission updates run under the graph write lock. */
+        if (!list_empty(&bs->parents)) {
+            *nperm |= BLK_PERM_CONSISTENT_READ;
+            *nshared &= ~(uint64_t)(BLK_PERM_WRITE | BLK_PERM_RESIZE);
+        }
         return;
     }
     *nperm = BLK_PERM_WRITE | BLK_PERM_CONSISTENT_READ;
-    *nshared = BLK_PERM_ALL;
+    *nshared = BLK_PERM_ALL & ~(uint64_t)BLK_PERM_RESIZE;
 }
 
 /* ---- The guest's side ------------------------------------------------------------- */
@@ -297,12 +312,19 @@ static int coroutine_fn cbw_pdiscard_snapshot(BlockDriverState *bs, int64_t offs
     CbwState *s = bs->opaque;
     BlockCopyLock *lock;
 
-    /* Whole granules leave the view: nothing there is copied any more. */
-    lock = block_copy_lock(s->bcs, offset, bytes);
-    dirty_bitmap_clear_inner(s->access, offset, bytes);
-    dirty_bitmap_clear_inner(s->to_copy, offset, bytes);
+    int64_t g = block_copy_granularity(s->bcs);
+    int64_t start = (offset + g - 1) / g * g, end = (offset + bytes) / g * g;
+
+    /* Whole granules leave the view: nothing there is copied any more,
+     * and what the target holds of them may go. */
+    if (end <= start) {
+        return 0;
+    }
+    lock = block_copy_lock(s->bcs, start, end - start);
+    dirty_bitmap_clear(s->access, start, end - start);
+    dirty_bitmap_clear(s->to_copy, start, end - start);
     block_copy_unlock(s->bcs, lock);
-    return bdrv_co_pdiscard(s->target, offset, bytes);
+    return bdrv_co_pdiscard(s->target, start, end - start);
 }
 
 const BlockDriver bdrv_copy_before_write = {

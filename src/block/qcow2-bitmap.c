@@ -187,6 +187,7 @@ static bool entry_valid(BDRVQcow2State *s, const Qcow2Bitmap *b, int64_t len)
     uint64_t phys = (uint64_t)b->table_size * s->cluster_size;
 
     if (!b->table_size || !b->table_offset || (b->table_offset & (s->cluster_size - 1)) ||
+        ((uint64_t)b->table_offset & ~BME_ENTRY_OFFSET) ||
         b->table_size > BME_MAX_TABLE_SIZE || b->gran_bits > BME_MAX_GRAN_BITS ||
         b->gran_bits < BME_MIN_GRAN_BITS || (b->flags & BME_RESERVED_FLAGS) ||
         phys > BME_MAX_PHYS_SIZE) {
@@ -427,11 +428,13 @@ static void coroutine_fn table_free(BlockDriverState *bs, BDRVQcow2State *s,
     for (uint32_t i = 0; i < b->table_size; i++) {
         int64_t off = (int64_t)(t[i] & BME_ENTRY_OFFSET);
 
-        if (off && off < s->file_size) {
+        if (off && off < s->file_size && !qcow2_overlaps_metadata(s, off, s->cluster_size)) {
             qcow2_defer_free(s, off, s->cluster_size, QCOW2_DISCARD_OTHER);
         }
     }
-    if (b->table_offset + (int64_t)b->table_size * 8 <= s->file_size) {
+    if (b->table_offset > 0 && b->table_offset <= s->file_size &&
+        (int64_t)b->table_size * 8 <= s->file_size - b->table_offset &&
+        !qcow2_overlaps_metadata(s, b->table_offset, (int64_t)b->table_size * 8)) {
         qcow2_defer_free(s, b->table_offset, (int64_t)b->table_size * 8, QCOW2_DISCARD_OTHER);
     }
     free(t);
@@ -446,7 +449,7 @@ static int coroutine_fn data_write(BlockDriverState *bs, BDRVQcow2State *s, Qcow
     uint64_t *t = calloc(n ? n : 1, 8);
     uint8_t *buf = malloc(s->cluster_size);
     int64_t off;
-    int ret = t && buf ? 0 : -ENOMEM;
+    int ret = !n ? -EINVAL : t && buf ? 0 : -ENOMEM;     /* n == 0: an empty disk */
 
     for (uint32_t i = 0; ret >= 0 && i < n; i++) {
         uint64_t first = (uint64_t)i << s->cluster_bits;
@@ -477,6 +480,8 @@ static int coroutine_fn data_write(BlockDriverState *bs, BDRVQcow2State *s, Qcow
             qcow2_put_be64(&t[i], t[i]);
         }
         ret = qcow2_file_pwrite(bs, off, (int64_t)n * 8, t);
+    }
+    if (ret >= 0) {
         b->table_offset = off;
         b->table_size = n;
     }
@@ -510,16 +515,20 @@ static void set_autoclear_bit(BDRVQcow2State *s, bool on)
 /*
  * Make @list (@n entries, NULL/0: none) the image's directory: written to
  * new clusters, made stable, the header switched to it; then the old
- * directory is freed.  @list becomes s->bitmaps.
+ * directory is freed and @list becomes s->bitmaps (0).  On failure @list
+ * stays the caller's, and *@named says whether the image may name it now
+ * (the header write failed: its tables must stay allocated, leaked).
  */
 static int coroutine_fn dir_switch(BlockDriverState *bs, BDRVQcow2State *s, Qcow2Bitmap *list,
-                                   uint32_t n) GRAPH_RDLOCK QCOW2_LOCKED
+                                   uint32_t n, bool *named) GRAPH_RDLOCK QCOW2_LOCKED
 {
     int64_t old_off = s->bitmap_dir_offset, off = 0;
-    uint64_t old_size = s->bitmap_dir_size, size = 0;
+    uint64_t old_size = s->bitmap_dir_size, old_autoclear = s->autoclear, size = 0;
+    uint32_t old_n = s->nb_bitmaps;
     uint8_t *dir = NULL;
     int ret = 0;
 
+    *named = false;
     if (n) {
         dir = dir_build(list, n, &size);
         if (!dir || size > BME_MAX_DIR_SIZE) {
@@ -544,15 +553,26 @@ static int coroutine_fn dir_switch(BlockDriverState *bs, BDRVQcow2State *s, Qcow
     }
     s->bitmap_dir_offset = off;
     s->bitmap_dir_size = size;
-    qcow2_bitmaps_free(s);
-    s->bitmaps = list;
     s->nb_bitmaps = n;
     set_autoclear_bit(s, n > 0);
     ret = qcow2_write_header(bs, s);
-    if (ret >= 0 && old_size) {
+    if (ret < 0) {
+        /* The header may or may not point at the new directory: keep the
+         * old state in memory and leak the new clusters rather than free
+         * something the image still names. */
+        s->bitmap_dir_offset = old_off;
+        s->bitmap_dir_size = old_size;
+        s->nb_bitmaps = old_n;
+        s->autoclear = old_autoclear;
+        *named = true;
+        return ret;
+    }
+    list_free(s->bitmaps, old_n);
+    s->bitmaps = list;
+    if (old_size) {
         qcow2_defer_free(s, old_off, old_size, QCOW2_DISCARD_OTHER);
     }
-    return ret;
+    return 0;
 }
 
 /* Rewrite the directory where it is (the flags changed): the extension is marked stale around the write, so that a crash
@@ -624,6 +644,9 @@ static int coroutine_fn load_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOCK
                                                        !(b->flags & BME_FLAG_AUTO));
 
         dirty_bitmap_set_persistent(bm, true);
+        if (!a->writable) {
+            dirty_bitmap_set_readonly(bm, true);
+        }
         if (b->flags & BME_FLAG_IN_USE) {
             dirty_bitmap_set_inconsistent(bm);
             continue;
@@ -635,8 +658,6 @@ static int coroutine_fn load_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOCK
         if (a->writable) {
             b->flags |= BME_FLAG_IN_USE;
             mark = true;
-        } else {
-            dirty_bitmap_set_readonly(bm, true);
         }
     }
     if (mark) {
@@ -721,6 +742,7 @@ static int coroutine_fn store_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOC
     uint32_t n = s->nb_bitmaps, count = 0, old_n = s->nb_bitmaps;
     Qcow2Bitmap *list = NULL, *old = NULL;
     BdrvDirtyBitmap **all;
+    bool named = false;
     int ret = 0;
 
     for (BdrvDirtyBitmap *bm = NULL; (bm = bdrv_dirty_bitmap_next(bs, bm));) {
@@ -780,15 +802,16 @@ static int coroutine_fn store_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOC
         }
     }
     if (ret >= 0) {
-        ret = dir_switch(bs, s, list, n);
+        ret = dir_switch(bs, s, list, n, &named);
         if (ret < 0) {
             error_setg_errno(a->errp, -ret, "Failed to update bitmap extension");
         } else {
             list = NULL;                 /* s->bitmaps now */
         }
     }
-    /* Success: the replaced tables go.  Failure: the new ones. */
-    for (uint32_t i = 0; i < n; i++) {
+    /* Success: the replaced tables go.  Failure: the new ones, unless the
+     * image may name them (then they leak). */
+    for (uint32_t i = 0; i < n && !named; i++) {
         const Qcow2Bitmap *now = ret >= 0 ? &s->bitmaps[i] : &list[i];
         bool replaced = i >= old_n || now->table_offset != old[i].table_offset;
 
@@ -824,9 +847,18 @@ static int coroutine_fn writable_co(BlockDriverState *bs, void *opaque) GRAPH_RD
     BDRVQcow2State *s = bs->opaque;
     Error **errp = opaque;
     bool mark = false;
+    uint32_t *saved;
     int ret = 0;
 
     co_mutex_lock(&s->lock);
+    saved = calloc(s->nb_bitmaps + 1, sizeof(*saved));
+    if (!saved) {
+        co_mutex_unlock(&s->lock);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+        saved[i] = s->bitmaps[i].flags;
+    }
     for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
         Qcow2Bitmap *b = &s->bitmaps[i];
         BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_find(bs, b->name);
@@ -848,6 +880,13 @@ static int coroutine_fn writable_co(BlockDriverState *bs, void *opaque) GRAPH_RD
             error_setg_errno(errp, -ret, "Cannot update bitmap directory");
         }
     }
+    if (ret < 0) {
+        /* As it was: the next attempt writes the flags again. */
+        for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
+            s->bitmaps[i].flags = saved[i];
+        }
+    }
+    free(saved);
     co_mutex_unlock(&s->lock);
     return ret;
 }
@@ -934,18 +973,23 @@ static int coroutine_fn remove_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
     BDRVQcow2State *s = bs->opaque;
     RemoveArgs *a = opaque;
     uint32_t n = s->nb_bitmaps;
+    bool named;
     int i, ret = 0;
 
     co_mutex_lock(&s->lock);
     i = find_entry(s->bitmaps, n, a->name);
-    if (i >= 0) {
+    if (i >= 0 && qcow2_refuse_writes(bs, s)) {
+        error_setg(a->errp, "Failed to update bitmap extension: the image is corrupt or "
+                   "its metadata could not be written");
+        ret = -EIO;
+    } else if (i >= 0) {
         Qcow2Bitmap gone = s->bitmaps[i];
         Qcow2Bitmap *list = list_copy(s->bitmaps, n, 0);
 
         gone.name = NULL;
         free(list[i].name);
         memmove(&list[i], &list[i + 1], (n - i - 1) * sizeof(*list));
-        ret = dir_switch(bs, s, list, n - 1);
+        ret = dir_switch(bs, s, list, n - 1, &named);
         if (ret < 0) {
             list_free(list, n - 1);
             error_setg_errno(a->errp, -ret, "Failed to update bitmap extension");
@@ -998,7 +1042,7 @@ json_object *qcow2_bitmaps_info(BDRVQcow2State *s)
 }
 
 int coroutine_fn qcow2_bitmaps_visit(BlockDriverState *bs, BDRVQcow2State *s,
-                                     Qcow2ClusterVisitor *fn, void *opaque)
+                                     Qcow2ClusterVisitor *fn, void *opaque, Error **errp)
 {
     Qcow2Bitmap *list = NULL;
     Error *err = NULL;
@@ -1007,10 +1051,13 @@ int coroutine_fn qcow2_bitmaps_visit(BlockDriverState *bs, BDRVQcow2State *s,
     if (!s->nb_bitmaps || s->bitmaps_stale) {
         return 0;
     }
-    /* A directory that does not parse fails the open later, clearly. */
     if (dir_read(bs, s, s->size, &list, &err) < 0) {
+        if (errp) {
+            error_propagate(errp, err);
+            return -EINVAL;
+        }
         error_free(err);
-        return 0;
+        return 0;                /* the open fails at load, clearly */
     }
     ret = fn(opaque, s->bitmap_dir_offset, (int64_t)s->bitmap_dir_size, "bitmap directory");
     for (uint32_t i = 0; ret >= 0 && i < s->nb_bitmaps; i++) {

@@ -216,6 +216,8 @@ int qcow2_reopen(BlockDriverState *bs, int flags, Error **errp)
         ret = qcow2_run_in_coroutine(bs, sync_co, NULL);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "Could not write the qcow2 metadata");
+            /* Still read-write: the bitmaps are in use (and writable) again. */
+            qcow2_bitmaps_reopen(bs, true, NULL);
         }
         return ret < 0 ? ret : 0;
     }

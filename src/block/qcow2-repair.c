@@ -248,7 +248,7 @@ static int coroutine_fn count_all(BlockDriverState *bs, BDRVQcow2State *s, Count
     }
     if (ret >= 0) {
         c->s = s;
-        ret = qcow2_bitmaps_visit(bs, s, count_range, c);
+        ret = qcow2_bitmaps_visit(bs, s, count_range, c, c->rc ? c->errp : NULL);
     }
     return ret;
 }

@@ -353,10 +353,12 @@ int qcow2_remove_persistent_dirty_bitmap(BlockDriverState *bs, const char *name,
 json_object *qcow2_bitmaps_info(BDRVQcow2State *s);
 void qcow2_bitmaps_free(BDRVQcow2State *s);
 /* Call @fn for each host range the bitmaps use (directory, tables,
- * data), for the refcount repair and check. */
+ * data), for the refcount repair and check.  A directory that does not
+ * parse: an error in @errp (the repair must not free what it holds), or
+ * with @errp NULL nothing (the open then fails at load). */
 typedef int Qcow2ClusterVisitor(void *opaque, int64_t offset, int64_t bytes, const char *what);
 int coroutine_fn qcow2_bitmaps_visit(BlockDriverState *bs, BDRVQcow2State *s,
-                                     Qcow2ClusterVisitor *fn, void *opaque)
+                                     Qcow2ClusterVisitor *fn, void *opaque, Error **errp)
     GRAPH_RDLOCK QCOW2_LOCKED;
 /* qcow2-header.c: write the header from the state (backing file, bitmaps
  * extension, autoclear bits), then flush. */

@@ -359,6 +359,9 @@ static int apply(ReopenPlan *p, Error **errp)
         return -EPERM;
     }
     p->old_file = bdrv_file_bs(bs);
+    if (p->new_file) {
+        bdrv_ref(p->old_file);       /* until the command ends: undo may need it */
+    }
     if (p->new_file && bdrv_set_file(bs, p->new_file, errp) < 0) {
         if (p->backing != p->old_backing) {
             bdrv_set_backing_hd(bs, p->old_backing, NULL);
@@ -429,7 +432,17 @@ static json_object *qmp_blockdev_reopen(json_object *args, Error **errp)
                 undo(&plans[i]);
             }
         }
+        for (i = 0; i < n; i++) {
+            if (plans[i].new_file && plans[i].old_file) {
+                bdrv_unref(plans[i].old_file);
+            }
+        }
     } else {
+        for (i = 0; i < n; i++) {
+            if (plans[i].new_file) {
+                bdrv_unref(plans[i].old_file);
+            }
+        }
         /* The node's options are the new ones from now on. */
         for (i = 0; i < n; i++) {
             json_object *copy = NULL;

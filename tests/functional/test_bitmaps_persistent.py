@@ -92,8 +92,11 @@ def both():
         for prog in (QSD, BLOCKD):
             d = short_dir()
             dirs.append(d)
-            res = scenario(lambda img, ro=False: daemons.append(Daemon(prog, d, img, ro)) or
-                           daemons[-1], d)
+            try:
+                res = scenario(lambda img, ro=False: daemons.append(Daemon(prog, d, img, ro))
+                               or daemons[-1], d)
+            except Exception as e:
+                raise AssertionError(f"{os.path.basename(prog)}: {e!r}") from e
             out.append(json.loads(json.dumps(res).replace(d, "@DIR@")))
         for i, (a, b) in enumerate(zip(*out)):
             assert b == a, f"step {i}: qemu-storage-daemon {a!r}, blockd {b!r}"
@@ -415,3 +418,68 @@ def test_bitmaps_through_snapshot_commit_and_stream(both):
         res.append(img_info(f"{d}/ov2.qcow2"))
         return res
     both(scenario)
+
+
+def test_inconsistent_bitmaps_of_a_read_only_image(both):
+    """After a crash, a read-only open shows the bitmap inconsistent and
+    read-only: not removable until the node is read-write, and a
+    copy-before-write filter refuses to use it."""
+    def scenario(start, d):
+        img = create(d)
+        res = []
+        x = start(img)
+        x.q.execute(B + "add", {"node": "t", "name": "a", "persistent": True})
+        x.quit()
+        x = start(img)
+        x.write("write 0 64k")
+        x.kill()
+        x = start(img, ro=True)
+        q = x.q
+        res.append(bitmaps(q))
+        res.append(q.execute(B + "remove", {"node": "t", "name": "a"}))
+        res.append(q.execute("blockdev-add", {"driver": "null-co", "node-name": "n",
+                                              "size": 64 * MiB}))
+        res.append(q.execute("blockdev-add", {"driver": "copy-before-write", "node-name": "c",
+                                              "file": "t", "target": "n",
+                                              "bitmap": {"node": "t", "name": "a"}}))
+        opts = {"driver": "qcow2", "node-name": "t", "file": "f", "read-only": False}
+        res.append(q.execute("blockdev-reopen", {"options": [opts]}))
+        res.append(q.execute(B + "remove", {"node": "t", "name": "a"}))
+        res.append(bitmaps(q))
+        res.append("Sanitizer" in x.quit())    # (QEMU warns about the null target)
+        res.append(img_info(img))
+        res.append(img_check(img))
+        return res
+    both(scenario)
+
+
+@pytest.mark.parametrize("nth", range(1, 15))
+def test_write_errors_never_corrupt(nth):
+    """The nth write to the image file fails, wherever it falls (marking
+    the bitmaps in use at open, storing them at close): the daemon reports
+    it and goes on, and the image never becomes corrupt (leaked clusters
+    at most, as `qemu-img check` counts them)."""
+    d = short_dir()
+    try:
+        img = create(d, size="16M")
+        subprocess.run(["qemu-img", "bitmap", "--add", img, "a"], check=True)
+        subprocess.run(["qemu-img", "bitmap", "--add", "-g", "4096", img, "b"], check=True)
+        qemu_io(img, "write 0 1M", "write 9M 64k", fmt="qcow2")
+        x = Daemon(BLOCKD, d, None)
+        r = x.q.execute("blockdev-add", {
+            "driver": "qcow2", "node-name": "t",
+            "file": {"driver": "blkdebug",
+                     "image": {"driver": "file", "filename": img},
+                     "inject-error": [{"iotype": "write", "errno": 5, "nth": nth}]}})
+        if "error" not in r:
+            x.q.execute(B + "add", {"node": "t", "name": "c", "persistent": True})
+            x.q.execute("blockdev-del", {"node-name": "t"})
+        err = x.quit()
+        assert "Sanitizer" not in err, err
+        code, first = img_check(img)
+        assert code in (0, 3), first            # 3: leaked clusters only
+        r = subprocess.run(["qemu-img", "info", "--output=json", img], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
