@@ -49,6 +49,11 @@ BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
                            const char *key, unsigned role, bool required,
                            Error **errp) GRAPH_UNLOCKED;
 
+/* Open the "file" child with @role and make its size and limits the
+ * node's own (a filter, snapshot-access).  0, or -1 with @errp set. */
+int bdrv_open_file_as_own(BlockDriverState *bs, json_object *options, unsigned role,
+                          Error **errp) GRAPH_UNLOCKED;
+
 /* Check a user-supplied node name: "Invalid node-name: '...'" */
 bool bdrv_check_node_name(const char *name, Error **errp);
 

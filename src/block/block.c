@@ -316,6 +316,23 @@ BdrvChild *bdrv_open_child(BlockDriverState *parent, json_object *options,
     return c;
 }
 
+int bdrv_open_file_as_own(BlockDriverState *bs, json_object *options, unsigned role,
+                          Error **errp)
+{
+    BdrvChild *file;
+
+    GLOBAL_STATE_CODE();
+    file = bdrv_open_child(bs, options, "file", role, true, errp);
+    if (!file) {
+        return -1;
+    }
+    graph_rdlock_main_loop();
+    bs->total_bytes = bdrv_getlength(file->bs);
+    bs->bl = file->bs->bl;
+    graph_rdunlock_main_loop();
+    return 0;
+}
+
 void bdrv_ref(BlockDriverState *bs)
 {
     GLOBAL_STATE_CODE();

@@ -36,326 +36,7 @@
 #include "blockd/dirty-bitmap.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
-#include "qcow2.h"
-
-#define BME_FLAG_IN_USE        (1u << 0)
-#define BME_FLAG_AUTO          (1u << 1)
-#define BME_RESERVED_FLAGS     0xfffffffcu
-#define BME_TYPE_DIRTY         1
-#define BME_MIN_GRAN_BITS      9
-#define BME_MAX_GRAN_BITS      31
-#define BME_MAX_NAME           1023
-#define BME_MAX_TABLE_SIZE     0x8000000u
-#define BME_MAX_PHYS_SIZE      0x20000000ull
-#define BME_ENTRY_RESERVED     0xff000000000001feull
-#define BME_ENTRY_OFFSET       0x00fffffffffffe00ull
-#define BME_ENTRY_ALL_ONES     1ull
-#define BME_MAX_BITMAPS        65535u
-#define BME_MAX_DIR_SIZE       (1024ull * BME_MAX_BITMAPS)   /* QEMU's limit */
-#define BME_HEADER_SIZE        24
-
-struct Qcow2Bitmap {
-    char *name;
-    int64_t table_offset;
-    uint32_t table_size;         /* entries */
-    uint32_t flags;
-    int gran_bits;
-};
-
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3];
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-    p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
-}
-
-static uint64_t entry_size(size_t name_len)
-{
-    return qcow2_align_up(BME_HEADER_SIZE + name_len, 8);
-}
-
-static void list_free(Qcow2Bitmap *list, uint32_t n)
-{
-    for (uint32_t i = 0; list && i < n; i++) {
-        free(list[i].name);
-    }
-    free(list);
-}
-
-void qcow2_bitmaps_free(BDRVQcow2State *s)
-{
-    list_free(s->bitmaps, s->nb_bitmaps);
-    s->bitmaps = NULL;
-    s->nb_bitmaps = 0;
-}
-
-/* Clusters the bitmap of a @len-byte disk at 2^@gran_bits takes. */
-static uint64_t table_entries(BDRVQcow2State *s, int64_t len, int gran_bits)
-{
-    uint64_t bits = ((uint64_t)len + (1ull << gran_bits) - 1) >> gran_bits;
-
-    return ((bits + 7) / 8 + s->cluster_size - 1) >> s->cluster_bits;
-}
-
-/* Read [offset, +bytes) of the file; what lies past its end reads as
- * zeroes (and then fails the checks that follow, as in QEMU). */
-static int coroutine_fn read_zero_filled(BlockDriverState *bs, BDRVQcow2State *s,
-                                         int64_t offset, uint64_t bytes, void *buf)
-    GRAPH_RDLOCK QCOW2_LOCKED
-{
-    uint64_t avail = 0;
-
-    memset(buf, 0, bytes);
-    if (offset >= 0 && offset < s->file_size) {
-        avail = (uint64_t)(s->file_size - offset);
-        avail = avail < bytes ? avail : bytes;
-    }
-    return avail ? qcow2_file_pread(bs, offset, (int64_t)avail, buf) : 0;
-}
-
-/* ---- The header extension ------------------------------------------------------ */
-
-int qcow2_bitmaps_ext_parse(BDRVQcow2State *s, const uint8_t *p, uint32_t len, Error **errp)
-{
-    uint32_t nb;
-    uint64_t size, offset;
-
-    if (len < 24) {
-        error_setg(errp, "bitmaps_ext: Invalid extension length");
-        return -EINVAL;
-    }
-    nb = rd32(p);
-    size = qcow2_be64(p + 8);
-    offset = qcow2_be64(p + 16);
-    if (rd32(p + 4)) {
-        error_setg(errp, "bitmaps_ext: Reserved field is not zero");
-        return -EINVAL;
-    }
-    if (s->version < 3 || !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS)) {
-        /* Written by a program without bitmap support: the extension is
-         * stale and goes at the first read-write open. */
-        warn_report("qcow2 image '%s': a program lacking bitmap support modified this "
-                    "file, so all bitmaps are now considered inconsistent (they are "
-                    "dropped; some clusters may be leaked, run 'qemu-img check -r' to "
-                    "reclaim them)", s->image_filename);
-        s->bitmaps_stale = true;
-        return 0;
-    }
-    if (nb > BME_MAX_BITMAPS) {
-        error_setg(errp, "bitmaps_ext: Image has %u bitmaps, exceeding the QEMU supported "
-                   "maximum of %u", nb, BME_MAX_BITMAPS);
-        return -EINVAL;
-    }
-    if (nb == 0) {
-        error_setg(errp, "found bitmaps extension with zero bitmaps");
-        return -EINVAL;
-    }
-    if (offset & (s->cluster_size - 1)) {
-        error_setg(errp, "bitmaps_ext: invalid bitmap directory offset");
-        return -EINVAL;
-    }
-    if (size > BME_MAX_DIR_SIZE) {
-        error_setg(errp, "bitmaps_ext: bitmap directory size (%llu) exceeds the maximum "
-                   "supported size (%llu)", (unsigned long long)size, BME_MAX_DIR_SIZE);
-        return -EINVAL;
-    }
-    s->nb_bitmaps = nb;
-    s->bitmap_dir_size = size;
-    s->bitmap_dir_offset = (int64_t)offset;
-    return 0;
-}
-
-uint32_t qcow2_bitmaps_ext_build(BDRVQcow2State *s, uint8_t out[24])
-{
-    if (!s->nb_bitmaps) {
-        return 0;
-    }
-    memset(out, 0, 24);
-    wr32(out, s->nb_bitmaps);
-    qcow2_put_be64(out + 8, s->bitmap_dir_size);
-    qcow2_put_be64(out + 16, (uint64_t)s->bitmap_dir_offset);
-    return 24;
-}
-
-/* ---- The directory -------------------------------------------------------------- */
-
-static bool entry_valid(BDRVQcow2State *s, const Qcow2Bitmap *b, int64_t len)
-{
-    uint64_t phys = (uint64_t)b->table_size * s->cluster_size;
-
-    if (!b->table_size || !b->table_offset || (b->table_offset & (s->cluster_size - 1)) ||
-        ((uint64_t)b->table_offset & ~BME_ENTRY_OFFSET) ||
-        b->table_size > BME_MAX_TABLE_SIZE || b->gran_bits > BME_MAX_GRAN_BITS ||
-        b->gran_bits < BME_MIN_GRAN_BITS || (b->flags & BME_RESERVED_FLAGS) ||
-        phys > BME_MAX_PHYS_SIZE) {
-        return false;
-    }
-    /* A consistent bitmap covers the whole disk. */
-    return (b->flags & BME_FLAG_IN_USE) || (uint64_t)len <= (phys * 8) << b->gran_bits;
-}
-
-/* Parse the @size-byte directory in @dir into *@out (@nb entries). */
-static int dir_parse(BDRVQcow2State *s, const uint8_t *dir, uint64_t size, uint32_t nb,
-                     int64_t len, Qcow2Bitmap **out, Error **errp)
-{
-    Qcow2Bitmap *list = calloc(nb, sizeof(*list));
-    uint64_t pos = 0;
-    uint32_t i = 0;
-
-    if (!list) {
-        error_setg(errp, "Failed to allocate space for bitmap directory");
-        return -ENOMEM;
-    }
-    for (; pos < size; i++) {
-        Qcow2Bitmap *b = &list[i];
-        uint32_t name_len, extra;
-
-        if (size - pos < BME_HEADER_SIZE) {
-            goto broken;
-        }
-        if (i >= nb) {
-            error_setg(errp, "More bitmaps found than specified in header extension");
-            goto fail;
-        }
-        name_len = (uint32_t)dir[pos + 18] << 8 | dir[pos + 19];
-        extra = rd32(dir + pos + 20);
-        if (entry_size((uint64_t)name_len + extra) > size - pos) {
-            goto broken;
-        }
-        if (extra) {
-            error_setg(errp, "Bitmap extra data is not supported");
-            goto fail;
-        }
-        b->table_offset = (int64_t)qcow2_be64(dir + pos);
-        b->table_size = rd32(dir + pos + 8);
-        b->flags = rd32(dir + pos + 12);
-        b->gran_bits = dir[pos + 17];
-        b->name = strndup((const char *)dir + pos + BME_HEADER_SIZE, name_len);
-        if (name_len > BME_MAX_NAME || dir[pos + 16] != BME_TYPE_DIRTY ||
-            !entry_valid(s, b, len)) {
-            error_setg(errp, "Bitmap '%.*s' doesn't satisfy the constraints", (int)name_len,
-                       (const char *)dir + pos + BME_HEADER_SIZE);
-            goto fail;
-        }
-        for (uint32_t j = 0; j < i; j++) {
-            if (!strcmp(list[j].name, b->name)) {
-                error_setg(errp, "Bitmap '%s' is stored twice in the bitmap directory",
-                           b->name);
-                goto fail;
-            }
-        }
-        pos += entry_size(name_len);
-    }
-    if (i != nb) {
-        error_setg(errp, "Less bitmaps found than specified in header extension");
-        goto fail;
-    }
-    for (i = 0; i < nb; i++) {
-        if (!list[i].name[0]) {
-            error_setg(errp, "Bitmap '' doesn't satisfy the constraints");
-            goto fail;
-        }
-    }
-    *out = list;
-    return 0;
-
-broken:
-    error_setg(errp, "Broken bitmap directory");
-fail:
-    list_free(list, nb);
-    return -EINVAL;
-}
-
-/* Read the directory the header points at. */
-static int coroutine_fn dir_read(BlockDriverState *bs, BDRVQcow2State *s, int64_t len,
-                                 Qcow2Bitmap **out, Error **errp) GRAPH_RDLOCK QCOW2_LOCKED
-{
-    uint8_t *dir;
-    int ret;
-
-    if (!s->bitmap_dir_size) {
-        error_setg(errp, "Requested bitmap directory size is zero");
-        return -EINVAL;
-    }
-    dir = malloc(s->bitmap_dir_size);
-    if (!dir) {
-        error_setg(errp, "Failed to allocate space for bitmap directory");
-        return -ENOMEM;
-    }
-    ret = read_zero_filled(bs, s, s->bitmap_dir_offset, s->bitmap_dir_size, dir);
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "Failed to read bitmap directory");
-    } else {
-        ret = dir_parse(s, dir, s->bitmap_dir_size, s->nb_bitmaps, len, out, errp);
-    }
-    free(dir);
-    return ret;
-}
-
-/* The directory bytes for @list (@n entries): *@size. */
-static uint8_t *dir_build(const Qcow2Bitmap *list, uint32_t n, uint64_t *size)
-{
-    uint64_t total = 0, pos = 0;
-    uint8_t *dir;
-
-    for (uint32_t i = 0; i < n; i++) {
-        total += entry_size(strlen(list[i].name));
-    }
-    dir = calloc(1, total ? total : 1);
-    if (!dir) {
-        return NULL;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        size_t name_len = strlen(list[i].name);
-
-        qcow2_put_be64(dir + pos, (uint64_t)list[i].table_offset);
-        wr32(dir + pos + 8, list[i].table_size);
-        wr32(dir + pos + 12, list[i].flags);
-        dir[pos + 16] = BME_TYPE_DIRTY;
-        dir[pos + 17] = (uint8_t)list[i].gran_bits;
-        dir[pos + 18] = (uint8_t)(name_len >> 8);
-        dir[pos + 19] = (uint8_t)name_len;
-        memcpy(dir + pos + BME_HEADER_SIZE, list[i].name, name_len);
-        pos += entry_size(name_len);
-    }
-    *size = total;
-    return dir;
-}
-
-/* ---- Bitmap tables ---------------------------------------------------------------- */
-
-static int coroutine_fn table_read(BlockDriverState *bs, BDRVQcow2State *s,
-                                   const Qcow2Bitmap *b, uint64_t **out)
-    GRAPH_RDLOCK QCOW2_LOCKED
-{
-    uint64_t bytes = (uint64_t)b->table_size * 8;
-    uint64_t *t;
-    int ret;
-
-    t = malloc(bytes);
-    if (!t) {
-        return -ENOMEM;
-    }
-    ret = read_zero_filled(bs, s, b->table_offset, bytes, t);
-    for (uint32_t i = 0; ret >= 0 && i < b->table_size; i++) {
-        uint64_t e = qcow2_be64(&t[i]), off = e & BME_ENTRY_OFFSET;
-
-        t[i] = e;
-        if ((e & BME_ENTRY_RESERVED) || (off && (e & BME_ENTRY_ALL_ONES)) ||
-            (off & (s->cluster_size - 1))) {
-            ret = -EINVAL;
-        }
-    }
-    if (ret < 0) {
-        free(t);
-        return ret;
-    }
-    *out = t;
-    return 0;
-}
+#include "qcow2-bitmap.h"
 
 /* Fill @bm from the table of @b. */
 static int coroutine_fn data_read(BlockDriverState *bs, BDRVQcow2State *s,
@@ -366,11 +47,11 @@ static int coroutine_fn data_read(BlockDriverState *bs, BDRVQcow2State *s,
     uint8_t *buf;
     int ret;
 
-    if (table_entries(s, dirty_bitmap_size(bm), b->gran_bits) != b->table_size) {
+    if (bm_table_entries(s, dirty_bitmap_size(bm), b->gran_bits) != b->table_size) {
         error_setg_errno(errp, EINVAL, "Could not read bitmap '%s' from image", b->name);
         return -EINVAL;
     }
-    ret = table_read(bs, s, b, &t);
+    ret = bm_table_read(bs, s, b, &t);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "Could not read bitmap_table table from image for "
                          "bitmap '%s'", b->name);
@@ -388,7 +69,7 @@ static int coroutine_fn data_read(BlockDriverState *bs, BDRVQcow2State *s,
         uint64_t off = t[i] & BME_ENTRY_OFFSET;
 
         if (off) {
-            ret = read_zero_filled(bs, s, (int64_t)off, n, buf);
+            ret = bm_read_zero_filled(bs, s, (int64_t)off, n, buf);
         } else {
             memset(buf, (t[i] & BME_ENTRY_ALL_ONES) ? 0xff : 0, n);
         }
@@ -421,7 +102,7 @@ static void coroutine_fn table_free(BlockDriverState *bs, BDRVQcow2State *s,
 {
     uint64_t *t = NULL;
 
-    if (table_read(bs, s, b, &t) < 0) {
+    if (bm_table_read(bs, s, b, &t) < 0) {
         return;                  /* leaked: qemu-img check -r reclaims it */
     }
     /* Only what lies inside the file (a corrupt entry may point outside). */
@@ -445,7 +126,7 @@ static int coroutine_fn data_write(BlockDriverState *bs, BDRVQcow2State *s, Qcow
                                    BdrvDirtyBitmap *bm) GRAPH_RDLOCK QCOW2_LOCKED
 {
     uint64_t total = dirty_bitmap_serial_bytes(bm);
-    uint32_t n = (uint32_t)table_entries(s, dirty_bitmap_size(bm), b->gran_bits);
+    uint32_t n = (uint32_t)bm_table_entries(s, dirty_bitmap_size(bm), b->gran_bits);
     uint64_t *t = calloc(n ? n : 1, 8);
     uint8_t *buf = malloc(s->cluster_size);
     int64_t off;
@@ -530,7 +211,7 @@ static int coroutine_fn dir_switch(BlockDriverState *bs, BDRVQcow2State *s, Qcow
 
     *named = false;
     if (n) {
-        dir = dir_build(list, n, &size);
+        dir = bm_dir_build(list, n, &size);
         if (!dir || size > BME_MAX_DIR_SIZE) {
             free(dir);
             return dir ? -EFBIG : -ENOMEM;
@@ -567,7 +248,7 @@ static int coroutine_fn dir_switch(BlockDriverState *bs, BDRVQcow2State *s, Qcow
         *named = true;
         return ret;
     }
-    list_free(s->bitmaps, old_n);
+    bm_list_free(s->bitmaps, old_n);
     s->bitmaps = list;
     if (old_size) {
         qcow2_defer_free(s, old_off, old_size, QCOW2_DISCARD_OTHER);
@@ -581,7 +262,7 @@ static int coroutine_fn dir_update_in_place(BlockDriverState *bs, BDRVQcow2State
     GRAPH_RDLOCK QCOW2_LOCKED
 {
     uint64_t size;
-    uint8_t *dir = dir_build(s->bitmaps, s->nb_bitmaps, &size);
+    uint8_t *dir = bm_dir_build(s->bitmaps, s->nb_bitmaps, &size);
     int ret;
 
     if (!dir) {
@@ -633,7 +314,7 @@ static int coroutine_fn load_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOCK
     if (!s->nb_bitmaps) {
         goto out;
     }
-    ret = dir_read(bs, s, bs->total_bytes, &list, a->errp);
+    ret = bm_dir_read(bs, s, bs->total_bytes, &list, a->errp);
     if (ret < 0) {
         goto out;
     }
@@ -825,8 +506,8 @@ static int coroutine_fn store_co(BlockDriverState *bs, void *opaque) GRAPH_RDLOC
         ret = qcow2_sync_metadata(bs, s);
     }
 out:
-    list_free(list, n);
-    list_free(old, old_n);
+    bm_list_free(list, n);
+    bm_list_free(old, old_n);
     free(all);
     co_mutex_unlock(&s->lock);
     return ret;
@@ -923,7 +604,7 @@ bool qcow2_can_store_new_dirty_bitmap(BlockDriverState *bs, const char *name,
 {
     BDRVQcow2State *s = bs->opaque;
     int gran_bits = __builtin_ctzll(granularity);
-    uint64_t dir_size = entry_size(strlen(name)), bytes;
+    uint64_t dir_size = bm_entry_size(strlen(name)), bytes;
     uint32_t n = 1;
 
     GLOBAL_STATE_CODE();
@@ -931,7 +612,7 @@ bool qcow2_can_store_new_dirty_bitmap(BlockDriverState *bs, const char *name,
         error_setg(errp, "Bitmap already exists: %s", name);
         return false;
     }
-    bytes = table_entries(s, bdrv_getlength(bs), gran_bits) << s->cluster_bits;
+    bytes = bm_table_entries(s, bdrv_getlength(bs), gran_bits) << s->cluster_bits;
     if (s->version < 3) {
         error_setg(errp, "Cannot store dirty bitmaps in qcow2 v2 files");
     } else if (gran_bits > BME_MAX_GRAN_BITS) {
@@ -948,7 +629,7 @@ bool qcow2_can_store_new_dirty_bitmap(BlockDriverState *bs, const char *name,
         for (BdrvDirtyBitmap *bm = NULL; (bm = bdrv_dirty_bitmap_next(bs, bm));) {
             if (dirty_bitmap_persistent(bm)) {
                 n++;
-                dir_size += entry_size(strlen(dirty_bitmap_name(bm)));
+                dir_size += bm_entry_size(strlen(dirty_bitmap_name(bm)));
             }
         }
         if (n > BME_MAX_BITMAPS) {
@@ -991,7 +672,7 @@ static int coroutine_fn remove_co(BlockDriverState *bs, void *opaque) GRAPH_RDLO
         memmove(&list[i], &list[i + 1], (n - i - 1) * sizeof(*list));
         ret = dir_switch(bs, s, list, n - 1, &named);
         if (ret < 0) {
-            list_free(list, n - 1);
+            bm_list_free(list, n - 1);
             error_setg_errno(a->errp, -ret, "Failed to update bitmap extension");
         } else {
             table_free(bs, s, &gone);
@@ -1013,68 +694,3 @@ int qcow2_remove_persistent_dirty_bitmap(BlockDriverState *bs, const char *name,
     return qcow2_run_in_coroutine(bs, remove_co, &a);
 }
 
-/* ---- What the image holds -------------------------------------------------------------- */
-
-json_object *qcow2_bitmaps_info(BDRVQcow2State *s)
-{
-    json_object *list;
-
-    if (!s->nb_bitmaps || !s->bitmaps) {
-        return NULL;
-    }
-    list = json_object_new_array();
-    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
-        json_object *o = json_object_new_object(), *flags = json_object_new_array();
-
-        if (s->bitmaps[i].flags & BME_FLAG_IN_USE) {
-            json_object_array_add(flags, json_object_new_string("in-use"));
-        }
-        if (s->bitmaps[i].flags & BME_FLAG_AUTO) {
-            json_object_array_add(flags, json_object_new_string("auto"));
-        }
-        json_object_object_add(o, "flags", flags);
-        json_object_object_add(o, "name", json_object_new_string(s->bitmaps[i].name));
-        json_object_object_add(o, "granularity",
-                               json_object_new_int64(1LL << s->bitmaps[i].gran_bits));
-        json_object_array_add(list, o);
-    }
-    return list;
-}
-
-int coroutine_fn qcow2_bitmaps_visit(BlockDriverState *bs, BDRVQcow2State *s,
-                                     Qcow2ClusterVisitor *fn, void *opaque, Error **errp)
-{
-    Qcow2Bitmap *list = NULL;
-    Error *err = NULL;
-    int ret;
-
-    if (!s->nb_bitmaps || s->bitmaps_stale) {
-        return 0;
-    }
-    if (dir_read(bs, s, s->size, &list, &err) < 0) {
-        if (errp) {
-            error_propagate(errp, err);
-            return -EINVAL;
-        }
-        error_free(err);
-        return 0;                /* the open fails at load, clearly */
-    }
-    ret = fn(opaque, s->bitmap_dir_offset, (int64_t)s->bitmap_dir_size, "bitmap directory");
-    for (uint32_t i = 0; ret >= 0 && i < s->nb_bitmaps; i++) {
-        uint64_t *t = NULL;
-
-        ret = fn(opaque, list[i].table_offset, (int64_t)list[i].table_size * 8, "bitmap table");
-        if (ret < 0 || table_read(bs, s, &list[i], &t) < 0) {
-            continue;
-        }
-        for (uint32_t j = 0; ret >= 0 && j < list[i].table_size; j++) {
-            if (t[j] & BME_ENTRY_OFFSET) {
-                ret = fn(opaque, (int64_t)(t[j] & BME_ENTRY_OFFSET), s->cluster_size,
-                         "bitmap data");
-            }
-        }
-        free(t);
-    }
-    list_free(list, s->nb_bitmaps);
-    return ret;
-}

@@ -19,7 +19,9 @@
  *                    behind the overlap guard
  *   qcow2-create.c   image creation (bdrv_co_create, block-create.h)
  *   qcow2-header.c   header rewrites (backing file, extensions), reopen
- *   qcow2-bitmap.c   persistent dirty bitmaps (the bitmaps extension)
+ *   qcow2-bitmap.c   persistent dirty bitmaps (the bitmaps extension):
+ *                    load, store, remove; qcow2-bitmap-dir.c its format
+ *   qcow2-compress.c writing compressed clusters
  *
  * Locking: all metadata (L1, caches, refcount table, allocation state)
  * lives under one CoMutex, s->lock.  Data I/O runs without it.  Functions

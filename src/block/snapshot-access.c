@@ -15,20 +15,8 @@
 
 static int sa_open(BlockDriverState *bs, json_object *options, int flags, Error **errp)
 {
-    BdrvChild *file;
-
     (void)flags;
-    GLOBAL_STATE_CODE();
-    file = bdrv_open_child(bs, options, "file", BDRV_CHILD_DATA | BDRV_CHILD_PRIMARY, true,
-                           errp);
-    if (!file) {
-        return -1;
-    }
-    graph_rdlock_main_loop();
-    bs->total_bytes = bdrv_getlength(file->bs);
-    bs->bl = file->bs->bl;
-    graph_rdunlock_main_loop();
-    return 0;
+    return bdrv_open_file_as_own(bs, options, BDRV_CHILD_DATA | BDRV_CHILD_PRIMARY, errp);
 }
 
 /* The view is read, never written: the node below may change freely. */

@@ -19,19 +19,8 @@ typedef struct JobFilterState {
 static int job_filter_open(BlockDriverState *bs, json_object *options, int flags,
                            Error **errp)
 {
-    BdrvChild *file;
-
     (void)flags;
-    file = bdrv_open_child(bs, options, "file", BDRV_CHILD_FILTERED | BDRV_CHILD_PRIMARY,
-                           true, errp);
-    if (!file) {
-        return -1;
-    }
-    graph_rdlock_main_loop();
-    bs->total_bytes = bdrv_getlength(file->bs);
-    bs->bl = file->bs->bl;
-    graph_rdunlock_main_loop();
-    return 0;
+    return bdrv_open_file_as_own(bs, options, BDRV_CHILD_FILTERED | BDRV_CHILD_PRIMARY, errp);
 }
 
 static int coroutine_fn job_filter_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
