@@ -18,17 +18,18 @@
 
 typedef struct BlockExport BlockExport;
 
-/* block-export-add: @options per BlockExportOptions (type nbd). */
+/* block-export-add: @options per BlockExportOptions (the types of
+ * export-driver.h: nbd). */
 BlockExport *blk_exp_add(json_object *options, Error **errp);
 /* block-export-del: disconnect clients once their requests are done. */
 bool blk_exp_del(const char *id, Error **errp);
 BlockExport *blk_exp_find(const char *id);
-/* The export an NBD client asks for by name; NULL if none. */
-BlockExport *blk_exp_find_nbd(const char *name);
+/* The export after @prev (NULL: the first), oldest first, or NULL. */
+BlockExport *blk_exp_next(BlockExport *prev);
 void blk_exp_foreach(void (*fn)(BlockExport *exp, void *opaque), void *opaque);
 void blk_exp_close_all(void);
 
-/* Connections currently using @exp.  Global state. */
+/* Users (connections) currently using @exp.  Global state. */
 int blk_exp_num_clients(BlockExport *exp);
 /* The name of the node @exp serves now (after a mirror's switch, the
  * target's).  Global state. */
@@ -36,15 +37,6 @@ const char *blk_exp_node_name(BlockExport *exp);
 
 /* Accessors (common). */
 const char *blk_exp_id(BlockExport *exp);
-const char *blk_exp_nbd_name(BlockExport *exp);
-const char *blk_exp_description(BlockExport *exp);
-/* Does the export offer the "qemu:allocation-depth" context (export
- * option allocation-depth)?  Common (immutable). */
-bool blk_exp_allocation_depth(BlockExport *exp);
-/* The bitmaps it offers as "qemu:dirty-bitmap:NAME" contexts (export
- * option bitmaps): their number, and the @i-th.  Common (immutable). */
-int blk_exp_nbitmaps(BlockExport *exp);
-struct BdrvDirtyBitmap *blk_exp_bitmap(BlockExport *exp, int i);
 bool blk_exp_writable(BlockExport *exp);
 BlockBackend *blk_exp_blk(BlockExport *exp);
 AioContext *blk_exp_ctx(BlockExport *exp);
@@ -53,9 +45,7 @@ AioContext *blk_exp_next_ctx(BlockExport *exp);
 /* Does any connection of @exp run (or may run) in @ctx? */
 bool blk_exp_uses_ctx(BlockExport *exp, AioContext *ctx);
 
-/* For the NBD code: connections register with their export.  I/O (in the
- * export's context). */
-typedef struct NbdClient NbdClient;
+/* A reference keeps @exp (not its id) alive.  Global state. */
 void blk_exp_ref(BlockExport *exp);
 void blk_exp_unref(BlockExport *exp);
 

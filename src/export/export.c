@@ -1,6 +1,8 @@
 /*
- * export.c - block exports: a BlockBackend on a node, the connections
- * that use it, and what they do in drained sections.
+ * export.c - block exports, whatever their type: the id, a BlockBackend on
+ * the node, the contexts the export runs in, its users and what they do
+ * in drained sections (export-driver.h).  A type adds the rest: NBD in
+ * nbd-export.c.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -9,38 +11,29 @@
 
 #include "blockd/aio-wait.h"
 #include "blockd/atomic.h"
-#include "blockd/block-chain.h"
 #include "blockd/block-global-state.h"
-#include "blockd/dirty-bitmap.h"
+#include "blockd/block-io.h"
+#include "blockd/export-driver.h"
 #include "blockd/iothread.h"
-#include "blockd/log.h"
 #include "blockd/main-loop.h"
-#include "blockd/monitor.h"
 #include "blockd/thread.h"
-#include "nbd-internal.h"
-#include "nbd-proto.h"
+#include "export-types.h"
 
 struct BlockExport {
+    const BlockExportDriver *drv; /* immutable */
+    void *state;                  /* immutable: the type's */
     char *id;
-    char *nbd_name;
-    char *description;
-    bool allocation_depth;              /* offer "qemu:allocation-depth" */
-    /* immutable: "qemu:dirty-bitmap:NAME" contexts, busy while exported,
-     * and the nodes they belong to (referenced: a bitmap goes with its node) */
-    BdrvDirtyBitmap **bitmaps;
-    BlockDriverState **bitmap_nodes;
-    int nbitmaps;
     char *node_name;
     bool writable;
     BlockBackend *blk;
-    AioContext *ctx;              /* the first (or only) home of connections */
+    AioContext *ctx;              /* the first (or only) home of its users */
     AioContext **ctxs;            /* immutable: all of them (iothreads=[...]) */
     int nctxs;
     unsigned next_ctx;            /* atomic: round robin over ctxs */
     int refcnt;                   /* main thread */
-    ListNode clients;             /* main thread: links owned by the clients */
-    int num_clients;              /* main thread */
-    unsigned in_flight;           /* atomic: requests of all connections */
+    ListNode users;               /* main thread: links owned by the users */
+    int num_users;                /* main thread */
+    unsigned in_flight;           /* atomic: requests of all users */
     int quiesced;                 /* atomic: inside a drained section */
     BdMutex lock;
     CoQueue unquiesce TSA_FIELD_GUARDED_BY(lock);   /* receivers waiting */
@@ -49,93 +42,17 @@ struct BlockExport {
 
 static ListNode exports = LIST_INIT_STATIC(exports);
 
-static void release_bitmaps(BdrvDirtyBitmap **bms, BlockDriverState **nodes, int n)
+/* The export types blockd has. */
+static const BlockExportDriver *const drivers[] = { &blk_exp_nbd, NULL };
+
+static const BlockExportDriver *find_driver(const char *type)
 {
-    for (int i = 0; i < n; i++) {
-        dirty_bitmap_set_busy(bms[i], false);
-        bdrv_unref(nodes[i]);
-    }
-    free(bms);
-    free(nodes);
-}
-
-/* One entry of "bitmaps": a name on @bs or a node below it, or a node and
- * a name; usable, and not recording behind a read-only export's back. */
-static BdrvDirtyBitmap *export_bitmap(json_object *e, BlockDriverState *bs, bool writable,
-                                      BlockDriverState **node, Error **errp)
-{
-    BdrvDirtyBitmap *bm = NULL;
-    const char *name;
-
-    if (json_object_is_type(e, json_type_string)) {
-        name = json_object_get_string(e);
-        for (BlockDriverState *b = bs; b && !bm; b = bdrv_filter_or_cow_bs(b)) {
-            bm = bdrv_dirty_bitmap_find(b, name);
-            *node = b;
-        }
-        if (!bm) {
-            error_setg(errp, "Bitmap '%s' is not found", name);
-            return NULL;
-        }
-    } else {
-        name = json_object_get_string(json_object_object_get(e, "name"));
-        bm = bdrv_dirty_bitmap_lookup(json_object_get_string(json_object_object_get(e, "node")),
-                                      name, node, errp);
-        if (!bm) {
-            return NULL;
+    for (int i = 0; drivers[i]; i++) {
+        if (type && !strcmp(drivers[i]->type, type)) {
+            return drivers[i];
         }
     }
-    if (!dirty_bitmap_check(bm, DIRTY_BITMAP_CHECK_ALLOW_RO, errp)) {
-        return NULL;
-    }
-    if (!writable && !bs->read_only && dirty_bitmap_recording(bm)) {
-        error_setg(errp, "Enabled bitmap '%s' incompatible with readonly export", name);
-        return NULL;
-    }
-    return bm;
-}
-
-static bool export_parse_bitmaps(json_object *options, BlockDriverState *bs, bool writable,
-                                 BdrvDirtyBitmap ***out, BlockDriverState ***nodes, int *n,
-                                 Error **errp)
-{
-    json_object *list;
-    int len;
-
-    *out = NULL;
-    *nodes = NULL;
-    *n = 0;
-    if (!json_object_object_get_ex(options, "bitmaps", &list)) {
-        return true;
-    }
-    len = json_object_array_length(list);
-    if (len > NBD_MAX_BITMAPS) {
-        error_setg(errp, "blockd exports at most %d bitmaps per export", NBD_MAX_BITMAPS);
-        return false;
-    }
-    *out = calloc(len + 1, sizeof(**out));
-    *nodes = calloc(len + 1, sizeof(**nodes));
-    if (!*out || !*nodes) {
-        abort();
-    }
-    for (int i = 0; i < len; i++) {
-        BdrvDirtyBitmap *bm = export_bitmap(json_object_array_get_idx(list, i), bs, writable,
-                                            &(*nodes)[i], errp);
-        if (!bm) {
-            free(*out);
-            free(*nodes);
-            *out = NULL;
-            *nodes = NULL;
-            return false;
-        }
-        (*out)[i] = bm;
-    }
-    /* Busy once all are found (one may be named twice, as QEMU allows). */
-    for (*n = 0; *n < len; (*n)++) {
-        dirty_bitmap_set_busy((*out)[*n], true);
-        bdrv_ref((*nodes)[*n]);
-    }
-    return true;
+    return NULL;
 }
 
 /*
@@ -257,21 +174,44 @@ static bool id_wellformed(const char *id)
     return true;
 }
 
+/* "iothread" must exist; "iothreads" (blockd's) spreads users over
+ * several, into *@ctxs. */
+static bool export_parse_place(json_object *options, AioContext ***ctxs, int *nctxs,
+                               Error **errp)
+{
+    const char *iothread = get_str(options, "iothread");
+
+    if (iothread && !iothread_find(iothread)) {
+        error_setg(errp, "iothread \"%s\" not found", iothread);
+        return false;
+    }
+    return export_parse_iothreads(options, iothread != NULL, ctxs, nctxs, errp);
+}
+
+static void export_free(BlockExport *exp)
+{
+    if (exp->blk) {
+        blk_unref(exp->blk);
+    }
+    bd_mutex_destroy(&exp->lock);
+    free(exp->id);
+    free(exp->node_name);
+    free(exp->ctxs);
+    free(exp);
+}
+
 BlockExport *blk_exp_add(json_object *options, Error **errp)
 {
     const char *id = get_str(options, "id"), *node_name = get_str(options, "node-name");
-    const char *name = get_str(options, "name"), *desc = get_str(options, "description");
-    const char *iothread = get_str(options, "iothread");
+    const BlockExportDriver *drv = find_driver(get_str(options, "type"));
     json_object *v;
     bool writable = false, fixed = false, writethrough = false;
-    IOThread *iot = NULL;
     BlockDriverState *bs;
     BlockExport *exp;
     AioContext *ctx;
     AioContext **ctxs = NULL;
-    BdrvDirtyBitmap **bms = NULL;
-    BlockDriverState **bm_nodes = NULL;
-    int nctxs = 0, nbms = 0;
+    IOThread *iot = NULL;
+    int nctxs = 0;
     uint64_t perm = BLK_PERM_CONSISTENT_READ;
 
     GLOBAL_STATE_CODE();
@@ -286,28 +226,16 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
         error_setg(errp, "Block export id '%s' is already in use", id);
         return NULL;
     }
+    if (!drv) {
+        error_setg(errp, "blockd has no export type '%s'", get_str(options, "type"));
+        return NULL;
+    }
     bs = bdrv_find_node(node_name);
     if (!bs) {
         error_setg(errp, "Cannot find device='' nor node-name='%s'", node_name);
         return NULL;
     }
-    if (!nbd_server_running()) {
-        error_setg(errp, "NBD server not running");
-        return NULL;
-    }
-    if (!name) {
-        name = node_name;
-    }
-    if (strlen(name) > NBD_NAME_MAX) {
-        error_setg(errp, "export name '%s' too long", name);
-        return NULL;
-    }
-    if (desc && strlen(desc) > NBD_MAX_STRING) {
-        error_setg(errp, "description '%s' too long", desc);
-        return NULL;
-    }
-    if (blk_exp_find_nbd(name)) {
-        error_setg(errp, "NBD server already has export named '%s'", name);
+    if (drv->check && !drv->check(options, errp)) {
         return NULL;
     }
     if (json_object_object_get_ex(options, "fixed-iothread", &v)) {
@@ -316,11 +244,7 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     if (json_object_object_get_ex(options, "writethrough", &v)) {
         writethrough = json_object_get_boolean(v);
     }
-    if (iothread && !(iot = iothread_find(iothread))) {
-        error_setg(errp, "iothread \"%s\" not found", iothread);
-        return NULL;
-    }
-    if (!export_parse_iothreads(options, iothread != NULL, &ctxs, &nctxs, errp)) {
+    if (!export_parse_place(options, &ctxs, &nctxs, errp)) {
         return NULL;
     }
     if (writable && bs->read_only) {
@@ -328,15 +252,13 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
         free(ctxs);
         return NULL;
     }
-    if (!export_parse_bitmaps(options, bs, writable, &bms, &bm_nodes, &nbms, errp)) {
-        free(ctxs);
-        return NULL;
-    }
     /* The node moves to the export's iothread if it can; if it cannot, a
      * fixed export fails and another runs where the node stays. */
+    if (get_str(options, "iothread")) {
+        iot = iothread_find(get_str(options, "iothread"));
+    }
     if (iot && bdrv_try_change_aio_context(bs, iothread_get_aio_context(iot),
                                            fixed ? errp : NULL) < 0 && fixed) {
-        release_bitmaps(bms, bm_nodes, nbms);
         free(ctxs);
         return NULL;
     }
@@ -350,33 +272,29 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     if (!exp) {
         abort();
     }
-    exp->blk = blk_new(perm, BLK_PERM_ALL);
-    if (blk_insert_bs(exp->blk, bs, errp) < 0) {
-        blk_unref(exp->blk);
-        release_bitmaps(bms, bm_nodes, nbms);
-        free(ctxs);
-        free(exp);
-        return NULL;
-    }
-    exp->bitmaps = bms;
-    exp->bitmap_nodes = bm_nodes;
-    exp->nbitmaps = nbms;
+    bd_mutex_init(&exp->lock);
+    bd_mutex_lock(&exp->lock);
+    co_queue_init(&exp->unquiesce);
+    bd_mutex_unlock(&exp->lock);
+    exp->drv = drv;
     exp->id = strdup(id);
-    exp->nbd_name = strdup(name);
-    exp->description = desc ? strdup(desc) : NULL;
-    exp->allocation_depth = json_object_object_get_ex(options, "allocation-depth", &v) &&
-                            json_object_get_boolean(v);
     exp->node_name = strdup(node_name);     /* until the node is gone */
     exp->writable = writable;
     exp->ctx = ctx;
     exp->ctxs = ctxs;
     exp->nctxs = nctxs;
     exp->refcnt = 1;
-    list_init(&exp->clients);
-    bd_mutex_init(&exp->lock);
-    bd_mutex_lock(&exp->lock);
-    co_queue_init(&exp->unquiesce);
-    bd_mutex_unlock(&exp->lock);
+    list_init(&exp->users);
+    exp->blk = blk_new(perm, BLK_PERM_ALL);
+    if (blk_insert_bs(exp->blk, bs, errp) < 0) {
+        export_free(exp);
+        return NULL;
+    }
+    exp->state = drv->create(exp, options, errp);
+    if (!exp->state) {
+        export_free(exp);
+        return NULL;
+    }
     {
         char desc_buf[256];
         snprintf(desc_buf, sizeof(desc_buf), "block device '%s'", id);
@@ -405,46 +323,33 @@ void blk_exp_unref(BlockExport *exp)
     if (--exp->refcnt > 0) {
         return;
     }
-    assert(exp->num_clients == 0);
-    release_bitmaps(exp->bitmaps, exp->bitmap_nodes, exp->nbitmaps);
-    blk_unref(exp->blk);
-    bd_mutex_destroy(&exp->lock);
-    free(exp->id);
-    free(exp->nbd_name);
-    free(exp->description);
-    free(exp->node_name);
-    free(exp->ctxs);
-    free(exp);
+    assert(exp->num_users == 0);
+    exp->drv->free(exp->state);
+    export_free(exp);
 }
 
-void blk_exp_add_client(BlockExport *exp, NbdClient *client, ListNode *link)
+void blk_exp_add_user(BlockExport *exp, ListNode *link)
 {
-    (void)client;
     GLOBAL_STATE_CODE();
-    list_add_tail(&exp->clients, link);
-    exp->num_clients++;
+    list_add_tail(&exp->users, link);
+    exp->num_users++;
     blk_exp_ref(exp);
 }
 
-void blk_exp_remove_client(BlockExport *exp, ListNode *link)
+void blk_exp_remove_user(BlockExport *exp, ListNode *link)
 {
     GLOBAL_STATE_CODE();
     list_del(link);
-    exp->num_clients--;
+    exp->num_users--;
     aio_wait_kick();
     blk_exp_unref(exp);
 }
 
-/* The client owning @link: links sit first in NbdClient (see nbd-client.c). */
-static NbdClient *link_client(ListNode *link)
+void blk_exp_foreach_user(BlockExport *exp, void (*fn)(ListNode *link))
 {
-    return (NbdClient *)(void *)link;
-}
-
-static void exp_shutdown_clients(BlockExport *exp)
-{
-    list_for_each(n, &exp->clients) {
-        nbd_client_shutdown(link_client(n));
+    GLOBAL_STATE_CODE();
+    list_for_each_safe(n, &exp->users) {
+        fn(n);
     }
 }
 
@@ -459,21 +364,20 @@ bool blk_exp_del(const char *id, Error **errp)
         return false;
     }
     list_del(&exp->node);
-    /* In-flight requests finish; then each connection ends. */
-    exp_shutdown_clients(exp);
-    AIO_WAIT_WHILE_UNLOCKED(NULL, exp->num_clients > 0);
+    /* In-flight requests finish; then each user ends. */
+    exp->drv->request_shutdown(exp);
+    AIO_WAIT_WHILE_UNLOCKED(NULL, exp->num_users > 0);
     data = json_object_new_object();
     json_object_object_add(data, "id", json_object_new_string(exp->id));
     blk_exp_unref(exp);
-    qmp_event("BLOCK_EXPORT_DELETED", data);
+    bdrv_emit_event("BLOCK_EXPORT_DELETED", data);
     return true;
 }
 
 BlockExport *blk_exp_find(const char *id)
 {
     GLOBAL_STATE_CODE();
-    list_for_each(n, &exports) {
-        BlockExport *exp = list_entry(n, BlockExport, node);
+    for (BlockExport *exp = blk_exp_next(NULL); exp; exp = blk_exp_next(exp)) {
         if (strcmp(exp->id, id) == 0) {
             return exp;
         }
@@ -481,16 +385,12 @@ BlockExport *blk_exp_find(const char *id)
     return NULL;
 }
 
-BlockExport *blk_exp_find_nbd(const char *name)
+BlockExport *blk_exp_next(BlockExport *prev)
 {
+    ListNode *n = prev ? prev->node.next : exports.next;
+
     GLOBAL_STATE_CODE();
-    list_for_each(n, &exports) {
-        BlockExport *exp = list_entry(n, BlockExport, node);
-        if (strcmp(exp->nbd_name, name) == 0) {
-            return exp;
-        }
-    }
-    return NULL;
+    return n == &exports ? NULL : list_entry(n, BlockExport, node);
 }
 
 void blk_exp_foreach(void (*fn)(BlockExport *exp, void *opaque), void *opaque)
@@ -512,15 +412,12 @@ void blk_exp_close_all(void)
 int blk_exp_num_clients(BlockExport *exp)
 {
     GLOBAL_STATE_CODE();
-    return exp->num_clients;
+    return exp->num_users;
 }
 
 const char *blk_exp_id(BlockExport *exp) { return exp->id; }
-const char *blk_exp_nbd_name(BlockExport *exp) { return exp->nbd_name; }
-const char *blk_exp_description(BlockExport *exp) { return exp->description; }
-bool blk_exp_allocation_depth(BlockExport *exp) { return exp->allocation_depth; }
-int blk_exp_nbitmaps(BlockExport *exp) { return exp->nbitmaps; }
-BdrvDirtyBitmap *blk_exp_bitmap(BlockExport *exp, int i) { return exp->bitmaps[i]; }
+void *blk_exp_state(BlockExport *exp) { return exp->state; }
+const BlockExportDriver *blk_exp_driver(BlockExport *exp) { return exp->drv; }
 /* The node the export serves now: a mirror that completed may have moved
  * its users to another node since the export was added. */
 const char *blk_exp_node_name(BlockExport *exp)

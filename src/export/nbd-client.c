@@ -492,7 +492,7 @@ static bool valid_flags(NbdClient *c, NbdRequest *r)
 /* The selected bitmap contexts that the export has (a mask). */
 static uint64_t exp_bitmaps(NbdClient *c)
 {
-    int n = blk_exp_nbitmaps(c->exp);
+    int n = nbd_export_nbitmaps(c->exp);
 
     return n ? c->meta_bitmaps & (~0ULL >> (64 - n)) : 0;
 }
@@ -696,7 +696,7 @@ static int coroutine_fn context_status(NbdClient *c, int ctx, uint64_t offset, u
     int st;
 
     if (ctx >= 0) {
-        bool dirty = dirty_bitmap_run(blk_exp_bitmap(c->exp, ctx), offset, bytes, pnum);
+        bool dirty = dirty_bitmap_run(nbd_export_bitmap(c->exp, ctx), offset, bytes, pnum);
 
         if (*pnum <= 0) {
             *pnum = bytes;          /* past the end of a smaller node's bitmap: clean */
@@ -974,7 +974,7 @@ static void client_free_bh(void *opaque)
     NbdClient *c = opaque;
 
     if (c->exp) {
-        blk_exp_remove_client(c->exp, &c->link);
+        blk_exp_remove_user(c->exp, &c->link);
     }
     list_del(&c->all_link);
     num_clients--;
@@ -997,7 +997,7 @@ static void coroutine_fn client_co(void *opaque)
     if (exp && !atomic_read(&c->closing)) {
         c->exp = exp;
         c->size = blk_co_getlength(blk_exp_blk(exp));
-        blk_exp_add_client(exp, c, &c->link);
+        blk_exp_add_user(exp, &c->link);
         nbd_handshake_put_exp(exp);         /* the client holds its own now */
         AioContext *home = blk_exp_next_ctx(exp);
         if (home != c->ctx) {

@@ -18,6 +18,8 @@
 #include "blockd/list.h"
 #include "blockd/compiler.h"
 
+typedef struct NbdClient NbdClient;
+
 #define MAX_REQUESTS 32                        /* in flight per connection */
 #define MAX_IN_FLIGHT_BYTES (64 * 1024 * 1024)  /* payloads held per connection */
 /* Payloads held by all connections together: past this, a connection

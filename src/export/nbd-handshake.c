@@ -56,7 +56,7 @@ static bool coroutine_fn send_export_info(NbdClient *c, uint32_t option, BlockEx
 {
     uint8_t buf[14];
     bool want_name = false, want_desc = false;
-    const char *desc = blk_exp_description(exp);
+    const char *desc = nbd_export_description(exp);
 
     for (int i = 0; i < nrequests; i++) {
         uint16_t r = nbd_get16(requests + 2 * i);
@@ -64,11 +64,11 @@ static bool coroutine_fn send_export_info(NbdClient *c, uint32_t option, BlockEx
         want_desc |= r == NBD_INFO_DESCRIPTION;
     }
     if (want_name) {
-        size_t len = strlen(blk_exp_nbd_name(exp));
+        size_t len = strlen(nbd_export_name(exp));
         char *info = malloc(2 + len);
         bool ok;
         nbd_put16((uint8_t *)info, NBD_INFO_NAME);
-        memcpy(info + 2, blk_exp_nbd_name(exp), len);
+        memcpy(info + 2, nbd_export_name(exp), len);
         ok = send_option_reply(c, option, NBD_REP_INFO, info, 2 + len);
         free(info);
         if (!ok) {
@@ -145,8 +145,8 @@ static void match_query(BlockExport *exp, const uint8_t *q, uint32_t qlen, bool 
     if (is(q, qlen, "qemu:allocation-depth") || all_qemu) {
         *depth = true;
     }
-    for (int i = 0; i < blk_exp_nbitmaps(exp); i++) {
-        const char *name = dirty_bitmap_name(blk_exp_bitmap(exp, i));
+    for (int i = 0; i < nbd_export_nbitmaps(exp); i++) {
+        const char *name = dirty_bitmap_name(nbd_export_bitmap(exp, i));
 
         if (all_qemu || (!set && is(q, qlen, BITMAP_PREFIX)) ||
             (qlen == plen + strlen(name) && memcmp(q, BITMAP_PREFIX, plen) == 0 &&
@@ -186,7 +186,7 @@ static void meta_clear(NbdClient *c)
  * bitmap numbers would name other bitmaps). */
 static void meta_for_export(NbdClient *c, BlockExport *exp)
 {
-    if (c->meta_export && strcmp(c->meta_export, blk_exp_nbd_name(exp))) {
+    if (c->meta_export && strcmp(c->meta_export, nbd_export_name(exp))) {
         meta_clear(c);
     }
     free(c->meta_export);
@@ -234,7 +234,7 @@ static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
     if (!queries_valid(data, len, off, nqueries)) {
         return send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
     }
-    exp = blk_exp_find_nbd(name);
+    exp = nbd_export_find(name);
     if (!exp) {
         return send_option_reply(c, option, NBD_REP_ERR_UNKNOWN, NULL, 0);
     }
@@ -247,9 +247,9 @@ static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
     if (!set && nqueries == 0) {
         /* List everything. */
         want_alloc = want_depth = true;
-        want_bitmaps = blk_exp_nbitmaps(exp) ? ~0ULL >> (64 - blk_exp_nbitmaps(exp)) : 0;
+        want_bitmaps = nbd_export_nbitmaps(exp) ? ~0ULL >> (64 - nbd_export_nbitmaps(exp)) : 0;
     }
-    want_depth = want_depth && blk_exp_allocation_depth(exp);
+    want_depth = want_depth && nbd_export_allocation_depth(exp);
     if (set) {
         c->meta_allocation = want_alloc;
         c->meta_depth = want_depth;
@@ -262,10 +262,10 @@ static bool coroutine_fn handle_meta_context(NbdClient *c, uint32_t option,
                send_context(c, option, NBD_META_BASE_ALLOCATION_ID, "", "base:allocation")) &&
               (!want_depth ||
                send_context(c, option, NBD_META_ALLOCATION_DEPTH_ID, "", "qemu:allocation-depth"));
-    for (int i = 0; ok && i < blk_exp_nbitmaps(exp); i++) {
+    for (int i = 0; ok && i < nbd_export_nbitmaps(exp); i++) {
         if (want_bitmaps & (1ULL << i)) {
             ok = send_context(c, option, NBD_META_DIRTY_BITMAP_ID_BASE + i, BITMAP_PREFIX,
-                              dirty_bitmap_name(blk_exp_bitmap(exp, i)));
+                              dirty_bitmap_name(nbd_export_bitmap(exp, i)));
         }
     }
     nbd_handshake_put_exp(exp);
@@ -281,11 +281,11 @@ typedef struct NameList {
 static void collect_name(BlockExport *exp, void *opaque)
 {
     NameList *l = opaque;
-    const char *desc = blk_exp_description(exp);
+    const char *desc = nbd_export_description(exp);
 
     l->names = realloc(l->names, (l->n + 1) * sizeof(*l->names));
     l->descs = realloc(l->descs, (l->n + 1) * sizeof(*l->descs));
-    if (!l->names || !l->descs || !(l->names[l->n] = strdup(blk_exp_nbd_name(exp))) ||
+    if (!l->names || !l->descs || !(l->names[l->n] = strdup(nbd_export_name(exp))) ||
         !(l->descs[l->n] = strdup(desc ? desc : ""))) {
         abort();
     }
@@ -338,7 +338,7 @@ void nbd_handshake_put_exp(BlockExport *exp)
  * (block-export-del may have run meanwhile.) */
 static bool exp_still_there(BlockExport *exp, const char *name)
 {
-    return blk_exp_find_nbd(name) == exp;
+    return nbd_export_find(name) == exp;
 }
 
 /*
@@ -388,7 +388,7 @@ BlockExport *coroutine_fn nbd_handshake(NbdClient *c)
         switch (option) {
         case NBD_OPT_EXPORT_NAME: {
             uint8_t reply[8 + 2 + 124] = { 0 };
-            if (memchr(data, '\0', len) || !(exp = blk_exp_find_nbd((char *)data))) {
+            if (memchr(data, '\0', len) || !(exp = nbd_export_find((char *)data))) {
                 free(data);
                 return NULL;        /* the protocol allows no error here */
             }
@@ -422,7 +422,7 @@ BlockExport *coroutine_fn nbd_handshake(NbdClient *c)
             int nrequests;
             if (!parse_info_request(data, len, name, &requests, &nrequests)) {
                 ok = send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
-            } else if (!(exp = blk_exp_find_nbd(name))) {
+            } else if (!(exp = nbd_export_find(name))) {
                 ok = send_option_reply(c, option, NBD_REP_ERR_UNKNOWN, NULL, 0);
             } else {
                 blk_exp_ref(exp);

@@ -5,8 +5,23 @@
 #ifndef BLOCKD_NBD_INTERNAL_H
 #define BLOCKD_NBD_INTERNAL_H
 
-#include "blockd/export.h"
+#include "blockd/dirty-bitmap.h"
+#include "blockd/export-driver.h"
 #include "blockd/list.h"
+
+typedef struct NbdClient NbdClient;
+
+/* nbd-export.c: the "nbd" type's part of an export.  The export an NBD
+ * client asks for by name (NULL: none); its name, description, whether
+ * it offers "qemu:allocation-depth", the bitmaps it offers as
+ * "qemu:dirty-bitmap:NAME" (their number, the @i-th).  Common, immutable
+ * but nbd_export_find (global state). */
+BlockExport *nbd_export_find(const char *name);
+const char *nbd_export_name(BlockExport *exp);
+const char *nbd_export_description(BlockExport *exp);
+bool nbd_export_allocation_depth(BlockExport *exp);
+int nbd_export_nbitmaps(BlockExport *exp);
+BdrvDirtyBitmap *nbd_export_bitmap(BlockExport *exp, int i);
 
 /* Start serving a freshly accepted connection (main thread). */
 void nbd_client_new(int fd);
@@ -17,15 +32,5 @@ void nbd_clients_shutdown_all(void);
 /* Connections currently alive (for max-connections). */
 int nbd_client_count(void);
 
-/* export.c: connection bookkeeping of an export (main thread). */
-void blk_exp_add_client(BlockExport *exp, NbdClient *client, ListNode *link);
-void blk_exp_remove_client(BlockExport *exp, ListNode *link);
-/* Requests of all connections of @exp in flight (any thread, atomic). */
-void blk_exp_request_begin(BlockExport *exp);
-void blk_exp_request_end(BlockExport *exp);
-/* Is the export drained right now (no new requests may start)? */
-bool blk_exp_quiesced(BlockExport *exp);
-/* Wait (coroutine, export context) until the export is not drained. */
-void coroutine_fn blk_exp_wait_unquiesced(BlockExport *exp);
 
 #endif /* BLOCKD_NBD_INTERNAL_H */

@@ -228,18 +228,18 @@ static json_object *qmp_nbd_server_add(json_object *args, Error **errp)
         error_setg(errp, "Cannot find device='%s' nor node-name='%s'", device, device);
         return NULL;
     }
-    if (json_object_object_get_ex(args, "bitmap", &v)) {
-        /* blockd has no user-visible dirty bitmaps yet: none can be found. */
-        error_setg(errp, "Bitmap '%s' is not found", json_object_get_string(v));
-        return NULL;
-    }
     opts = json_object_new_object();
     json_object_object_add(opts, "type", json_object_new_string("nbd"));
     json_object_object_add(opts, "id", json_object_new_string(
         name ? json_object_get_string(name) : device));
     json_object_object_add(opts, "node-name", json_object_new_string(device));
     json_object_object_foreach(args, key, val) {
-        if (strcmp(key, "device") != 0) {
+        if (strcmp(key, "bitmap") == 0) {
+            /* The one bitmap of the old form is a "bitmaps" list of one. */
+            v = json_object_new_array();
+            json_object_array_add(v, json_object_get(val));
+            json_object_object_add(opts, "bitmaps", v);
+        } else if (strcmp(key, "device") != 0) {
             json_object_object_add(opts, key, json_object_get(val));
         }
     }

@@ -448,3 +448,26 @@ def test_exported_bitmap_keeps_its_node(pair):  # noqa: F811
     q.cmd("block-export-del", id="e")
     wait_until(lambda: not q.cmd("query-block-exports"))
     q.cmd("query-named-block-nodes")
+
+
+def test_nbd_server_add_bitmap_matches(pair):  # noqa: F811
+    """The deprecated nbd-server-add takes one "bitmap": the same refusals,
+    and the export offers its context (once refused as unknown)."""
+    import subprocess
+    peers = pair()
+    images(peers)
+    same_session(peers, SETUP + [
+        (B + "add", {"node": "t", "name": "on"}),
+        (B + "add", {"node": "t", "name": "off", "disabled": True}),
+        ("nbd-server-add", {"device": "t", "name": "a", "bitmap": "nope"}),
+        ("nbd-server-add", {"device": "t", "name": "a", "bitmap": "on"}),
+        ("nbd-server-add", {"device": "t", "name": "a", "bitmap": "off"}),
+        ("query-block-exports", {}),
+    ])
+    ctxs = []
+    for q, d in peers:
+        r = subprocess.run(["nbdinfo", "--json", f"nbd+unix:///a?socket={d}/n.sock"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        ctxs.append(sorted(json.loads(r.stdout)["exports"][0]["contexts"]))
+    assert ctxs[1] == ctxs[0] and "qemu:dirty-bitmap:off" in ctxs[1], ctxs
