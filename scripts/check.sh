@@ -201,6 +201,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     functional build-asan tests/functional/test_bitmaps_persistent.py \
         -k "corrupt or write_errors or crash"
     functional build-asan tests/functional/test_fleecing.py -k restores
+    # The FUSE export: requests from the kernel, a stale mount.
+    functional build-asan tests/functional/test_fuse.py
     # Hostile QMP input (the JSON stream) against the sanitized daemon.
     functional build-asan tests/functional/test_qmp_hostile.py \
         tests/functional/test_qsd_compat_protocol.py

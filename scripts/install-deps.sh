@@ -10,12 +10,15 @@
 set -eu
 
 # Build: compilers, sanitizer runtimes, libraries.
+# FUSE export: libfuse3, and fusermount3 (tests unmount what a killed
+# daemon left mounted).
 # Tests: cmocka, pytest and libnbd's Python binding; the peers
 # (qemu-storage-daemon, qemu-img, qemu-io, nbdinfo, nbdcopy, nbdsh, nbdkit,
 # fio) and 'file', which nbdinfo runs to fill its "content" field.
 PACKAGES="
 make meson ninja-build pkg-config gcc libc6-dev clang-19 libclang-rt-19-dev
 liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev libgnutls28-dev
+libfuse3-dev fuse3
 python3 python3-pytest python3-libnbd
 qemu-utils qemu-system-common libnbd-bin nbdkit fio file
 coreutils util-linux mount procps
@@ -110,6 +113,8 @@ tool_runs libjson-c-dev pkg-config --exists json-c
 tool_runs zlib1g-dev pkg-config --exists zlib
 tool_runs libcmocka-dev pkg-config --exists cmocka
 tool_runs libgnutls28-dev pkg-config --exists gnutls
+tool_runs libfuse3-dev pkg-config --exists fuse3
+tool_runs fuse3 fusermount3 --version
 tool_runs libaio-dev test -e /usr/include/libaio.h
 tool_runs qemu-system-common qemu-storage-daemon --version
 tool_runs qemu-utils qemu-img --version

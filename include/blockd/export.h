@@ -37,6 +37,8 @@ const char *blk_exp_node_name(BlockExport *exp);
 
 /* Accessors (common). */
 const char *blk_exp_id(BlockExport *exp);
+/* Its type ("nbd", "fuse").  Common. */
+const char *blk_exp_type(BlockExport *exp);
 bool blk_exp_writable(BlockExport *exp);
 BlockBackend *blk_exp_blk(BlockExport *exp);
 AioContext *blk_exp_ctx(BlockExport *exp);

@@ -8,5 +8,6 @@
 #include "blockd/export-driver.h"
 
 extern const BlockExportDriver blk_exp_nbd;     /* nbd-export.c */
+extern const BlockExportDriver blk_exp_fuse;    /* fuse-export.c */
 
 #endif /* BLOCKD_EXPORT_TYPES_H */

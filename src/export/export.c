@@ -43,7 +43,7 @@ struct BlockExport {
 static ListNode exports = LIST_INIT_STATIC(exports);
 
 /* The export types blockd has. */
-static const BlockExportDriver *const drivers[] = { &blk_exp_nbd, NULL };
+static const BlockExportDriver *const drivers[] = { &blk_exp_nbd, &blk_exp_fuse, NULL };
 
 static const BlockExportDriver *find_driver(const char *type)
 {
@@ -416,6 +416,7 @@ int blk_exp_num_clients(BlockExport *exp)
 }
 
 const char *blk_exp_id(BlockExport *exp) { return exp->id; }
+const char *blk_exp_type(BlockExport *exp) { return exp->drv->type; }
 void *blk_exp_state(BlockExport *exp) { return exp->state; }
 const BlockExportDriver *blk_exp_driver(BlockExport *exp) { return exp->drv; }
 /* The node the export serves now: a mirror that completed may have moved

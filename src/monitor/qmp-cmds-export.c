@@ -13,7 +13,8 @@
 #include "qapi-schemas.h"
 
 static const char *const address_types[] = { "unix", "inet", NULL };
-static const char *const export_types[] = { "nbd", NULL };
+static const char *const export_types[] = { "nbd", "fuse", NULL };
+static const char *const on_off_auto[] = { "on", "off", "auto", NULL };
 static const char *const del_modes[] = { "safe", "hard", NULL };
 
 /* SocketAddress, flat (--nbd-server addr.type=unix,addr.path=...). */
@@ -95,8 +96,20 @@ static const SchemaObject nbd_export_options = {
     .name = "BlockExportOptionsNbd", .fields = nbd_export_fields,
 };
 
+static const SchemaField fuse_export_fields[] = {
+    { .name = "mountpoint", .type = SCHEMA_STR },
+    { .name = "growable", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "allow-other", .type = SCHEMA_ENUM, .optional = true, .enum_values = on_off_auto },
+    { 0 },
+};
+
+static const SchemaObject fuse_export_options = {
+    .name = "BlockExportOptionsFuse", .fields = fuse_export_fields,
+};
+
 static const SchemaVariant export_variants[] = {
     { "nbd", &nbd_export_options },
+    { "fuse", &fuse_export_options },
     { NULL, NULL },
 };
 
@@ -265,7 +278,7 @@ static void add_export_info(BlockExport *exp, void *opaque)
 {
     json_object *info = json_object_new_object();
 
-    json_object_object_add(info, "type", json_object_new_string("nbd"));
+    json_object_object_add(info, "type", json_object_new_string(blk_exp_type(exp)));
     json_object_object_add(info, "id", json_object_new_string(blk_exp_id(exp)));
     json_object_object_add(info, "node-name", json_object_new_string(blk_exp_node_name(exp)));
     json_object_object_add(info, "shutting-down", json_object_new_boolean(false));
