@@ -53,7 +53,13 @@ static const char *const on_off_auto[] = { "on", "off", "auto", NULL };
 
 /* ---- Requests ---------------------------------------------------------------- */
 
-static bool begin(FuseExport *fe)
+static BlockBackend *blk_of(FuseExport *fe)
+{
+    return blk_exp_blk(fe->exp);
+}
+
+/* A request starts: counted for drains, and not while the node is drained. */
+static void begin(FuseExport *fe)
 {
     blk_exp_request_begin(fe->exp);
     while (blk_exp_quiesced(fe->exp)) {
@@ -61,17 +67,24 @@ static bool begin(FuseExport *fe)
         blk_exp_wait_unquiesced(fe->exp);
         blk_exp_request_begin(fe->exp);
     }
+}
+
+/* A request that writes: refused on a read-only export (EACCES, replied
+ * here); else begun, with the node's length in *@len. */
+static bool begin_write(FuseExport *fe, fuse_req_t req, int64_t *len)
+{
+    if (!blk_exp_writable(fe->exp)) {
+        fuse_reply_err(req, EACCES);
+        return false;
+    }
+    begin(fe);
+    *len = blk_co_getlength(blk_of(fe));
     return true;
 }
 
 static void end(FuseExport *fe)
 {
     blk_exp_request_end(fe->exp);
-}
-
-static BlockBackend *blk_of(FuseExport *fe)
-{
-    return blk_exp_blk(fe->exp);
 }
 
 static void fill_stat(FuseExport *fe, struct stat *st)
@@ -192,12 +205,9 @@ static void fuse_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t s
     int ret = 0;
 
     (void)ino; (void)fi;
-    if (!blk_exp_writable(fe->exp)) {
-        fuse_reply_err(req, EACCES);
+    if (!begin_write(fe, req, &len)) {
         return;
     }
-    begin(fe);
-    len = blk_co_getlength(blk_of(fe));
     if (len >= 0 && off + (int64_t)size > len) {
         if (fe->growable) {
             ret = resize(fe, off + size);
@@ -224,12 +234,9 @@ static void fuse_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, 
     int ret = 0;
 
     (void)ino; (void)fi;
-    if (!blk_exp_writable(fe->exp)) {
-        fuse_reply_err(req, EACCES);
+    if (!begin_write(fe, req, &size)) {
         return;
     }
-    begin(fe);
-    size = blk_co_getlength(blk_of(fe));
     if (mode & FALLOC_FL_KEEP_SIZE) {
         len = off >= size ? 0 : (off + len > size ? size - off : len);
     } else if (off + len > size) {
