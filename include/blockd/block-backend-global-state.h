@@ -22,6 +22,8 @@ typedef struct BlockDevOps {
     void (*drained_end)(void *opaque);
     /* Does the user still have work of its own in flight? */
     bool (*drained_poll)(void *opaque);
+    /* The node changed size.  Any thread (the one that resized it). */
+    void (*resized)(void *opaque);
 } BlockDevOps;
 
 /* A backend that will need @perm and tolerate @shared_perm. */
@@ -43,7 +45,8 @@ void blk_set_dev_ops(BlockBackend *blk, const BlockDevOps *ops, void *opaque);
  * internal users that are drained on purpose). Default on. */
 void blk_set_allow_queuing(BlockBackend *blk, bool allow);
 /* With the write cache off (an export's writethrough=on), every write and
- * write-zeroes is FUA: stable when it completes.  Set before use. */
+ * write-zeroes is FUA: stable when it completes.  Any thread: requests
+ * issued afterwards follow the new setting (a guest toggling its cache). */
 void blk_set_enable_write_cache(BlockBackend *blk, bool wce);
 /* When on, the node (and everything connected to it) may not move to
  * another thread: bdrv_try_change_aio_context() is refused with "Cannot

@@ -158,6 +158,9 @@ struct BdrvChildClass {
     /* The parent's other edges, whose nodes must move with this one (a
      * job's nodes: one job runs in one context).  NULL: none. */
     BdrvChild **(*get_siblings)(BdrvChild *c, int *n);
+    /* The child changed size (a completed truncate).  Any thread (the
+     * one that resized it), graph read lock held.  NULL: not interested. */
+    void (*resized)(BdrvChild *c);
     /* A user of the node that is not a node (BlockBackend: exports). */
     bool is_backend;
     /* x-debug-query-block-graph: what the parent is ("block-driver",

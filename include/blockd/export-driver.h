@@ -27,6 +27,9 @@ typedef struct BlockExportDriver {
     /* Ask every user of @exp to end; blk_exp_del() then waits until the
      * last one called blk_exp_remove_user(). */
     void (*request_shutdown)(BlockExport *exp);
+    /* The node changed size.  Any thread (the one that resized it): the
+     * type hands the news to its own context.  NULL: nothing to tell. */
+    void (*resized)(BlockExport *exp);
     /* Free the state create() returned (the last reference is gone). */
     void (*free)(void *state);
 } BlockExportDriver;
@@ -47,6 +50,12 @@ void blk_exp_foreach_user(BlockExport *exp, void (*fn)(ListNode *link));
  * node waits for them. */
 void blk_exp_request_begin(BlockExport *exp);
 void blk_exp_request_end(BlockExport *exp);
+/* A request begins in a coroutine: counted, and not while the node is
+ * drained (it waits for the drained section to end).  Ends with
+ * blk_exp_request_end(). */
+void coroutine_fn blk_exp_co_request_begin(BlockExport *exp);
+/* "writethrough": the backend's write cache is off.  Common. */
+bool blk_exp_writethrough(BlockExport *exp);
 /* Is the node drained right now (no new request may start)?  Any thread. */
 bool blk_exp_quiesced(BlockExport *exp);
 /* Wait until it is not (coroutine, in one of the export's contexts). */

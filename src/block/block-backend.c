@@ -12,6 +12,7 @@
 
 #include "blockd/block-chain.h"
 #include "blockd/aio-wait.h"
+#include "blockd/atomic.h"
 #include "blockd/block-backend-io.h"
 #include "blockd/block-global-state.h"
 #include "blockd/block-io.h"
@@ -26,7 +27,7 @@ struct BlockBackend {
     void *dev_opaque;
     bool allow_queuing;              /* GS */
     bool fixed_ctx;                  /* GS: refuse to let the node move */
-    bool write_through;              /* set before use: writes are FUA */
+    bool write_through;              /* atomic: writes are FUA */
     int quiesce_counter;             /* atomic; written by the main thread */
     unsigned in_flight;              /* atomic */
     BdMutex queue_lock;
@@ -92,7 +93,17 @@ static bool blk_root_can_set_aio_ctx(BdrvChild *c, AioContext *ctx, Error **errp
     return true;
 }
 
+static void blk_root_resized(BdrvChild *c)
+{
+    BlockBackend *blk = c->opaque;
+
+    if (blk->dev_ops && blk->dev_ops->resized) {
+        blk->dev_ops->resized(blk->dev_opaque);
+    }
+}
+
 static const BdrvChildClass child_root = {
+    .resized = blk_root_resized,
     .is_backend = true,
     .parent_type = "block-backend",
     .can_set_aio_ctx = blk_root_can_set_aio_ctx,
@@ -206,8 +217,7 @@ void blk_set_dev_ops(BlockBackend *blk, const BlockDevOps *ops, void *opaque)
 
 void blk_set_enable_write_cache(BlockBackend *blk, bool wce)
 {
-    GLOBAL_STATE_CODE();
-    blk->write_through = !wce;
+    atomic_set(&blk->write_through, !wce);
 }
 
 void blk_set_allow_queuing(BlockBackend *blk, bool allow)
@@ -298,7 +308,7 @@ static int coroutine_fn blk_do(BlockBackend *blk, BlkRequest *r)
     int ret;
 
     IO_CODE();
-    if (blk->write_through && (r->op == BLK_WRITE || r->op == BLK_ZEROES)) {
+    if (atomic_read(&blk->write_through) && (r->op == BLK_WRITE || r->op == BLK_ZEROES)) {
         r->flags |= BDRV_REQ_FUA;
     }
     blk_inc_in_flight(blk);

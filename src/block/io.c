@@ -532,6 +532,13 @@ int coroutine_fn bdrv_co_truncate(BdrvChild *child, int64_t size, Error **errp)
     ret = bs->drv->bdrv_co_truncate(bs, size, errp);
     if (ret >= 0) {
         bdrv_dirty_bitmaps_truncate(bs, size);
+        list_for_each(n, &bs->parents) {
+            BdrvChild *parent = list_entry(n, BdrvChild, next_parent);
+
+            if (parent->klass->resized) {
+                parent->klass->resized(parent);
+            }
+        }
     }
     bdrv_dec_in_flight(bs);
     return ret;

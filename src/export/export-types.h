@@ -9,5 +9,6 @@
 
 extern const BlockExportDriver blk_exp_nbd;     /* nbd-export.c */
 extern const BlockExportDriver blk_exp_fuse;    /* fuse-export.c */
+extern const BlockExportDriver blk_exp_vhost_user_blk;  /* vhost-user-blk.c */
 
 #endif /* BLOCKD_EXPORT_TYPES_H */

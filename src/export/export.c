@@ -25,6 +25,7 @@ struct BlockExport {
     char *id;
     char *node_name;
     bool writable;
+    bool writethrough;
     BlockBackend *blk;
     AioContext *ctx;              /* the first (or only) home of its users */
     AioContext **ctxs;            /* immutable: all of them (iothreads=[...]) */
@@ -43,7 +44,9 @@ struct BlockExport {
 static ListNode exports = LIST_INIT_STATIC(exports);
 
 /* The export types blockd has. */
-static const BlockExportDriver *const drivers[] = { &blk_exp_nbd, &blk_exp_fuse, NULL };
+static const BlockExportDriver *const drivers[] = {
+    &blk_exp_nbd, &blk_exp_fuse, &blk_exp_vhost_user_blk, NULL,
+};
 
 static const BlockExportDriver *find_driver(const char *type)
 {
@@ -120,11 +123,38 @@ static bool exp_drained_poll(void *opaque)
     return atomic_read_mb(&exp->in_flight) > 0;
 }
 
+/* The node changed size: the types that tell their users (virtio's config
+ * change) do so. */
+static void exp_resized(void *opaque)
+{
+    BlockExport *exp = opaque;
+
+    if (exp->drv->resized) {
+        exp->drv->resized(exp);
+    }
+}
+
 static const BlockDevOps exp_dev_ops = {
     .drained_begin = exp_drained_begin,
     .drained_end = exp_drained_end,
     .drained_poll = exp_drained_poll,
+    .resized = exp_resized,
 };
+
+void coroutine_fn blk_exp_co_request_begin(BlockExport *exp)
+{
+    blk_exp_request_begin(exp);
+    while (blk_exp_quiesced(exp)) {
+        blk_exp_request_end(exp);
+        blk_exp_wait_unquiesced(exp);
+        blk_exp_request_begin(exp);
+    }
+}
+
+bool blk_exp_writethrough(BlockExport *exp)
+{
+    return exp->writethrough;
+}
 
 bool blk_exp_quiesced(BlockExport *exp)
 {
@@ -280,6 +310,7 @@ BlockExport *blk_exp_add(json_object *options, Error **errp)
     exp->id = strdup(id);
     exp->node_name = strdup(node_name);     /* until the node is gone */
     exp->writable = writable;
+    exp->writethrough = writethrough;
     exp->ctx = ctx;
     exp->ctxs = ctxs;
     exp->nctxs = nctxs;

@@ -61,12 +61,7 @@ static BlockBackend *blk_of(FuseExport *fe)
 /* A request starts: counted for drains, and not while the node is drained. */
 static void begin(FuseExport *fe)
 {
-    blk_exp_request_begin(fe->exp);
-    while (blk_exp_quiesced(fe->exp)) {
-        blk_exp_request_end(fe->exp);
-        blk_exp_wait_unquiesced(fe->exp);
-        blk_exp_request_begin(fe->exp);
-    }
+    blk_exp_co_request_begin(fe->exp);
 }
 
 /* A request that writes: refused on a read-only export (EACCES, replied

@@ -12,6 +12,7 @@
 
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
+#include "blockd/sockets.h"
 #include "nbd-internal.h"
 
 static int listen_fds[8];
@@ -43,23 +44,9 @@ static const char *str_member(json_object *o, const char *key)
 
 static bool listen_unix(const char *path, Error **errp)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd;
+    int fd = socket_listen_unix(path, 128, errp);
 
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        error_setg(errp, "UNIX socket path '%s' is too long", path);
-        return false;
-    }
-    strcpy(sa.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
-        error_setg_errno(errp, errno, "Failed to create socket");
-        return false;
-    }
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
-        error_setg_errno(errp, errno, "Failed to bind socket to %s", path);
-        close(fd);
         return false;
     }
     listen_fds[num_listen_fds++] = fd;

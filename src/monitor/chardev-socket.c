@@ -19,6 +19,7 @@
 
 #include "blockd/main-loop.h"
 #include "blockd/options.h"
+#include "blockd/sockets.h"
 #include "chardev-internal.h"
 
 static int unix_address(const char *path, struct sockaddr_un *sa, Error **errp)
@@ -37,6 +38,9 @@ static int socket_unix(const char *path, bool server, Error **errp)
     struct sockaddr_un sa;
     int fd;
 
+    if (server) {
+        return socket_listen_unix(path, 16, errp);
+    }
     if (unix_address(path, &sa, errp) < 0) {
         return -1;
     }
@@ -45,24 +49,9 @@ static int socket_unix(const char *path, bool server, Error **errp)
         error_setg_errno(errp, errno, "Failed to create socket");
         return -1;
     }
-    if (!server) {
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-            error_setg_errno(errp, errno, "Failed to connect to '%s'", path);
-            close(fd);
-            return -1;
-        }
-        return fd;
-    }
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        error_setg_errno(errp, errno, "Failed to bind socket to %s", path);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        error_setg_errno(errp, errno, "Failed to connect to '%s'", path);
         close(fd);
-        return -1;
-    }
-    if (listen(fd, 16) < 0) {
-        error_setg_errno(errp, errno, "Failed to listen on socket");
-        close(fd);
-        unlink(path);
         return -1;
     }
     return fd;

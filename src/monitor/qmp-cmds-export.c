@@ -13,7 +13,7 @@
 #include "qapi-schemas.h"
 
 static const char *const address_types[] = { "unix", "inet", NULL };
-static const char *const export_types[] = { "nbd", "fuse", NULL };
+static const char *const export_types[] = { "nbd", "fuse", "vhost-user-blk", NULL };
 static const char *const on_off_auto[] = { "on", "off", "auto", NULL };
 static const char *const del_modes[] = { "safe", "hard", NULL };
 
@@ -107,9 +107,51 @@ static const SchemaObject fuse_export_options = {
     .name = "BlockExportOptionsFuse", .fields = fuse_export_fields,
 };
 
+/* SocketAddress for vhost-user: unix, or a socket fd ("str"); the other
+ * types are refused with qemu-storage-daemon's message by the export. */
+static const char *const vu_address_types[] = { "unix", "inet", "vsock", "fd", NULL };
+static const SchemaField vu_address_base_fields[] = {
+    { .name = "type", .type = SCHEMA_ENUM, .enum_values = vu_address_types },
+    { 0 },
+};
+static const SchemaField fd_fields[] = {
+    { .name = "str", .type = SCHEMA_STR },
+    { 0 },
+};
+static const SchemaObject fd_address = { .name = "FdSocketAddress", .fields = fd_fields };
+static const SchemaField vsock_fields[] = {
+    { .name = "cid", .type = SCHEMA_STR },
+    { .name = "port", .type = SCHEMA_STR },
+    { 0 },
+};
+static const SchemaObject vsock_address = { .name = "VsockSocketAddress", .fields = vsock_fields };
+static const SchemaVariant vu_address_variants[] = {
+    { "unix", &unix_address },
+    { "inet", &inet_address },
+    { "vsock", &vsock_address },
+    { "fd", &fd_address },
+    { NULL, NULL },
+};
+static const SchemaObject vu_socket_address = {
+    .name = "SocketAddress", .fields = vu_address_base_fields,
+    .discriminator = "type", .variants = vu_address_variants,
+};
+
+static const SchemaField vhost_user_blk_export_fields[] = {
+    { .name = "addr", .type = SCHEMA_OBJECT, .object = &vu_socket_address },
+    { .name = "logical-block-size", .type = SCHEMA_SIZE, .optional = true },
+    { .name = "num-queues", .type = SCHEMA_INT, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject vhost_user_blk_export_options = {
+    .name = "BlockExportOptionsVhostUserBlk", .fields = vhost_user_blk_export_fields,
+};
+
 static const SchemaVariant export_variants[] = {
     { "nbd", &nbd_export_options },
     { "fuse", &fuse_export_options },
+    { "vhost-user-blk", &vhost_user_blk_export_options },
     { NULL, NULL },
 };
 
