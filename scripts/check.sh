@@ -176,6 +176,8 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     # Nodes, jobs and exports moving between threads while they work; the
     # stress matrix for 30 s (BLOCKD_STRESS_SECONDS for longer).
     functional build-tsan tests/functional/test_thread_moves.py
+    # A VM's vhost-user-blk queues served by two iothreads, mirrored.
+    functional build-tsan tests/functional/test_vm.py -k iothreads
     BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-30} \
         functional build-tsan tests/functional/test_thread_stress.py
 fi
@@ -203,6 +205,9 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     functional build-asan tests/functional/test_fleecing.py -k restores
     # The FUSE export: requests from the kernel, a stale mount.
     functional build-asan tests/functional/test_fuse.py
+    # The vhost-user-blk export: hostile guests and front-ends.
+    functional build-asan tests/functional/test_vhost_user_hostile.py \
+        tests/functional/test_vhost_user_blk.py
     # Hostile QMP input (the JSON stream) against the sanitized daemon.
     functional build-asan tests/functional/test_qmp_hostile.py \
         tests/functional/test_qsd_compat_protocol.py

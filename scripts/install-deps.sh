@@ -12,6 +12,9 @@ set -eu
 # Build: compilers, sanitizer runtimes, libraries.
 # FUSE export: libfuse3, and fusermount3 (tests unmount what a killed
 # daemon left mounted).
+# The VM tests: qemu-system-x86_64 and a static busybox for the guest's
+# initramfs (its kernel is fetched with 'apt-get download' below, never
+# installed on this machine).
 # Tests: cmocka, pytest and libnbd's Python binding; the peers
 # (qemu-storage-daemon, qemu-img, qemu-io, nbdinfo, nbdcopy, nbdsh, nbdkit,
 # fio) and 'file', which nbdinfo runs to fill its "content" field.
@@ -20,7 +23,7 @@ make meson ninja-build pkg-config gcc libc6-dev clang-19 libclang-rt-19-dev
 liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev libgnutls28-dev
 libfuse3-dev fuse3
 python3 python3-pytest python3-libnbd
-qemu-utils qemu-system-common libnbd-bin nbdkit fio file
+qemu-utils qemu-system-common qemu-system-x86 busybox-static libnbd-bin nbdkit fio file
 coreutils util-linux mount procps
 "
 
@@ -130,10 +133,21 @@ tool_runs file file --version
 tool_runs python3-pytest /usr/bin/python3 -m pytest --version
 tool_runs python3-libnbd /usr/bin/python3 -c 'import nbd'
 
+tool_runs qemu-system-x86 qemu-system-x86_64 --version
+tool_runs busybox-static busybox true
+
 # nbdinfo's "content" comes from file(1): without it the JSON is garbage.
 truncate -s 1M "$tmp/x.img"
 if ! nbdinfo --json -- [ nbdkit file "$tmp/x.img" ] 2>/dev/null |
         /usr/bin/python3 -c 'import json, sys; json.load(sys.stdin)' 2>/dev/null; then
     fail "nbdinfo --json does not print valid JSON" "file"
+fi
+
+# The VM tests' guest (Debian's kernel and a busybox initramfs), built
+# once into the cache the tests use, so that make check needs no network.
+guest_cache=${BLOCKD_GUEST_CACHE:-/var/tmp/blockd-guest}
+if ! "$(dirname "$0")/../tests/vm/make-guest.sh" "$guest_cache"; then
+    say "cannot build the VM tests' guest in $guest_cache (see above)"
+    exit 1
 fi
 exit 0

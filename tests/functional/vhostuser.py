@@ -125,7 +125,15 @@ class Frontend:
         self.queues = []
         self.protocol_features = 0
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
+        if self.sock.fileno() < 0:
+            return
         self.sock.close()
         for q in self.queues:
             os.close(q.kick)
