@@ -400,7 +400,7 @@ static int listen_on(json_object *addr, char **unix_path, Error **errp)
     }
     fd = strtol(str, &end, 10);
     if (*str == '\0' || *end != '\0' || fd < 0 || fd > 65535) {
-        error_setg(errp, "File descriptor named '%s' has not been found", str);
+        error_setg(errp, "Unable to parse FD number %s", str);
         return -1;
     }
     if (getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &sotype, &len) < 0) {

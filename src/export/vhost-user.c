@@ -98,6 +98,28 @@ typedef struct VuConfigMsg {
 
 static void dev_disconnect(VuDev *dev);
 static void dev_readable(void *opaque);
+static void dev_accept(void *opaque);
+
+/* Carrying out a message or a disconnect may wait for queues in a nested
+ * event loop: neither the connection's handler nor the listener's may
+ * run meanwhile. */
+static void dev_pause(VuDev *dev)
+{
+    aio_set_fd_handler(main_aio_context(), dev->fd, NULL, NULL, NULL, NULL);
+    if (dev->listen_fd >= 0) {
+        aio_set_fd_handler(main_aio_context(), dev->listen_fd, NULL, NULL, NULL, NULL);
+    }
+}
+
+static void dev_resume(VuDev *dev)
+{
+    if (dev->fd >= 0) {
+        aio_set_fd_handler(main_aio_context(), dev->fd, dev_readable, NULL, NULL, dev);
+    }
+    if (dev->listen_fd >= 0) {
+        aio_set_fd_handler(main_aio_context(), dev->listen_fd, dev_accept, NULL, NULL, dev);
+    }
+}
 
 /* ---- Queues ------------------------------------------------------------------ */
 
@@ -580,9 +602,7 @@ static void dev_readable(void *opaque)
             dev_disconnect(dev);
             return;
         }
-        /* Carrying a message out may wait for queues (nested event
-         * loop): this handler must not run again meanwhile. */
-        aio_set_fd_handler(main_aio_context(), dev->fd, NULL, NULL, NULL, NULL);
+        dev_pause(dev);
         ok = handle_message(dev);
         dev->rlen = 0;
         close_rfds(dev);                /* fds a message did not use */
@@ -590,7 +610,7 @@ static void dev_readable(void *opaque)
             dev_disconnect(dev);
             return;
         }
-        aio_set_fd_handler(main_aio_context(), dev->fd, dev_readable, NULL, NULL, dev);
+        dev_resume(dev);
     }
 }
 
@@ -601,7 +621,7 @@ static void dev_disconnect(VuDev *dev)
     if (dev->fd < 0) {
         return;
     }
-    aio_set_fd_handler(main_aio_context(), dev->fd, NULL, NULL, NULL, NULL);
+    dev_pause(dev);
     dev_reset(dev);
     vu_mem_unmap(&dev->mem);
     close(dev->fd);
@@ -613,6 +633,14 @@ static void dev_disconnect(VuDev *dev)
     dev->protocol_features = 0;
     dev->rlen = 0;
     close_rfds(dev);
+    dev_resume(dev);
+}
+
+static bool connection_gone(int fd)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLRDHUP };
+
+    return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
 static void dev_accept(void *opaque)
@@ -622,6 +650,10 @@ static void dev_accept(void *opaque)
 
     if (fd < 0) {
         return;
+    }
+    if (dev->fd >= 0 && connection_gone(dev->fd)) {
+        dev_disconnect(dev);            /* a VMM restarting: its hang-up is
+                                         * not read yet */
     }
     if (dev->fd >= 0) {
         warn_report("vhost-user: a front-end is already connected; refusing another");
