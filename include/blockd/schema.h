@@ -60,6 +60,8 @@ typedef enum SchemaType {
                              (BlockdevRef: a node name or a nested node); its
                              type name in messages is .object's name with
                              "Options" replaced by "Ref" */
+    SCHEMA_STR_OR_LIST, /* an alternate: a string, or an array of .elem
+                           (an export's "iothread": one, or several) */
 } SchemaType;
 
 typedef struct SchemaObject SchemaObject;
@@ -71,7 +73,8 @@ struct SchemaField {
     bool optional;
     const char *const *enum_values;    /* SCHEMA_ENUM: NULL-terminated */
     const SchemaObject *object;        /* SCHEMA_OBJECT, SCHEMA_STR_OR_OBJECT */
-    const SchemaField *elem;           /* SCHEMA_LIST: the element (name unused) */
+    const SchemaField *elem;           /* SCHEMA_LIST, SCHEMA_STR_OR_LIST: the
+                                          element (name unused) */
     bool nullable;                     /* SCHEMA_STR_OR_OBJECT: JSON null allowed
                                           (BlockdevRefOrNull; "null" in key=value) */
 };

@@ -59,25 +59,37 @@ static const BlockExportDriver *find_driver(const char *type)
 }
 
 /*
- * "iothreads": a list of iothread names; the export's connections are
- * spread over them, round robin (beyond qemu-storage-daemon, which has one
- * "iothread" per export).
+ * A list of iothread names, as "iothread" or as "iothreads": the export's
+ * users (connections, queues) are spread over them, round robin (beyond
+ * qemu-storage-daemon 7.2, which has one "iothread" per export).
  */
-static bool export_parse_iothreads(json_object *options, bool have_iothread,
+static bool export_parse_iothreads(json_object *options, const char *iothread,
                                    AioContext ***ctxs, int *nctxs, Error **errp)
 {
-    json_object *list;
+    json_object *list, *v;
+    const char *key = "iothreads";
     int n;
 
     *ctxs = NULL;
     *nctxs = 0;
-    if (!json_object_object_get_ex(options, "iothreads", &list)) {
+    if (json_object_object_get_ex(options, "iothread", &v) &&
+        json_object_is_type(v, json_type_array)) {
+        if (json_object_object_get_ex(options, "iothreads", &list)) {
+            error_setg(errp, "'iothread' and 'iothreads' are mutually exclusive");
+            return false;
+        }
+        list = v;
+        key = "iothread";
+    } else if (!json_object_object_get_ex(options, "iothreads", &list)) {
         return true;
     }
     n = json_object_array_length(list);
-    if (have_iothread || n == 0) {
-        error_setg(errp, have_iothread ? "'iothread' and 'iothreads' are mutually exclusive"
-                                       : "Parameter 'iothreads' expects a non-empty list");
+    if (iothread) {
+        error_setg(errp, "'iothread' and 'iothreads' are mutually exclusive");
+        return false;
+    }
+    if (n == 0) {
+        error_setg(errp, "Parameter '%s' expects a non-empty list", key);
         return false;
     }
     *ctxs = calloc(n, sizeof(**ctxs));
@@ -187,7 +199,8 @@ void blk_exp_request_end(BlockExport *exp)
 static const char *get_str(json_object *o, const char *key)
 {
     json_object *v;
-    return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
+    return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+           ? json_object_get_string(v) : NULL;
 }
 
 /* As QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'. */
@@ -215,7 +228,7 @@ static bool export_parse_place(json_object *options, AioContext ***ctxs, int *nc
         error_setg(errp, "iothread \"%s\" not found", iothread);
         return false;
     }
-    return export_parse_iothreads(options, iothread != NULL, ctxs, nctxs, errp);
+    return export_parse_iothreads(options, iothread, ctxs, nctxs, errp);
 }
 
 static void export_free(BlockExport *exp)

@@ -74,7 +74,7 @@ static const SchemaField export_base_fields[] = {
     { .name = "node-name", .type = SCHEMA_STR },
     { .name = "writable", .type = SCHEMA_BOOL, .optional = true },
     { .name = "writethrough", .type = SCHEMA_BOOL, .optional = true },
-    { .name = "iothread", .type = SCHEMA_STR, .optional = true },
+    { .name = "iothread", .type = SCHEMA_STR_OR_LIST, .optional = true, .elem = &iothread_name },
     { .name = "iothreads", .type = SCHEMA_LIST, .optional = true, .elem = &iothread_name },
     { .name = "fixed-iothread", .type = SCHEMA_BOOL, .optional = true },
     { 0 },

@@ -253,6 +253,31 @@ static const char *alternate_type(Introspect *in, const SchemaField *f)
     return name;
 }
 
+/* A string or a list of @f->elem. */
+static const char *alternate_list_type(Introspect *in, const SchemaField *f)
+{
+    const char *name = lookup(in, SCHEMA_STR_OR_LIST, f->elem, false);
+    const char *list;
+    json_object *info, *members, *m;
+
+    if (name) {
+        return name;
+    }
+    name = reserve(in, SCHEMA_STR_OR_LIST, f->elem, false);
+    list = array_type(in, f->elem);
+    info = info_new(name, "alternate");
+    members = json_object_new_array();
+    m = json_object_new_object();
+    json_object_object_add(m, "type", json_object_new_string("str"));
+    json_object_array_add(members, m);
+    m = json_object_new_object();
+    json_object_object_add(m, "type", json_object_new_string(list));
+    json_object_array_add(members, m);
+    json_object_object_add(info, "members", members);
+    json_object_array_add(in->list, info);
+    return name;
+}
+
 static const char *type_of_field(Introspect *in, const SchemaField *f)
 {
     switch (f->type) {
@@ -275,6 +300,8 @@ static const char *type_of_field(Introspect *in, const SchemaField *f)
         return array_type(in, f->elem);
     case SCHEMA_STR_OR_OBJECT:
         return alternate_type(in, f);
+    case SCHEMA_STR_OR_LIST:
+        return alternate_list_type(in, f);
     }
     abort();
 }

@@ -586,6 +586,14 @@ static bool walk_typed(const Walk *w, const SchemaField *f, const Path *p,
             return err_alternate(p, f->object, errp);
         }
         break;
+    case SCHEMA_STR_OR_LIST:
+        if (t == json_type_array) {
+            return walk_list(w, f, p, val, out, errp);
+        }
+        if (t != json_type_string) {
+            return err_type(w, p, "string or array", errp);
+        }
+        break;
     }
     if (out) {
         *out = copy_value(val);
@@ -604,6 +612,9 @@ static bool walk_kv_string(const Walk *w, const SchemaField *f, const Path *p,
     bool b;
 
     switch (f->type) {
+    case SCHEMA_STR_OR_LIST:
+        res = json_object_new_string(s);
+        break;
     case SCHEMA_STR:
     case SCHEMA_ANY:
     case SCHEMA_STR_OR_OBJECT:
@@ -667,8 +678,9 @@ static bool walk_kv_tree(const Walk *w, const SchemaField *f, const Path *p,
         }
         return walk_object(w, f->object, p, val, out, errp);
     case SCHEMA_LIST:
+    case SCHEMA_STR_OR_LIST:
         if (!list) {
-            return err_type(w, p, "array", errp);
+            return err_type(w, p, f->type == SCHEMA_LIST ? "array" : "string or array", errp);
         }
         return walk_list(w, f, p, val, out, errp);
     case SCHEMA_ANY:

@@ -325,10 +325,11 @@ def test_export_del_while_connected(d, img):
     s.quit()
 
 
-def test_queues_over_iothreads(d, img):
-    """num-queues=4 over two iothreads: every queue serves requests, at
-    the same time."""
-    s = Server(BLOCKD, d, img, ",writable=on,num-queues=4,iothreads.0=io0,iothreads.1=io1",
+@pytest.mark.parametrize("key", ["iothread", "iothreads"])
+def test_queues_over_iothreads(d, img, key):
+    """num-queues=4 over two iothreads ("iothread" as a list, or blockd's
+    "iothreads"): every queue serves requests, at the same time."""
+    s = Server(BLOCKD, d, img, f",writable=on,num-queues=4,{key}.0=io0,{key}.1=io1",
                extra=["--object", "iothread,id=io0", "--object", "iothread,id=io1"])
     fe = s.connect(queues=4)
     blk = vu.BlkDevice(fe)
@@ -344,5 +345,26 @@ def test_queues_over_iothreads(d, img):
         (uid, ulen), = q.wait()
         assert uid == head and fe.mem[st] == vu.S_OK
         assert bytes(fe.mem[buf:buf + 4096]) == bytes([i + 1]) * 4096
+    fe.close()
+    s.quit()
+
+
+def test_iothread_list_over_qmp(d, img):
+    s = Server(BLOCKD, d, img, None, extra=["--object", "iothread,id=io0",
+                                            "--object", "iothread,id=io1"])
+    add = {"type": "vhost-user-blk", "id": "e", "node-name": "f", "num-queues": 2,
+           "addr": {"type": "unix", "path": s.sock}}
+    r = s.q.execute("block-export-add", {**add, "iothread": ["io0", "nope"]})
+    assert r["error"]["desc"] == 'iothread "nope" not found'
+    r = s.q.execute("block-export-add", {**add, "iothread": ["io0"], "iothreads": ["io1"]})
+    assert r["error"]["desc"] == "'iothread' and 'iothreads' are mutually exclusive"
+    r = s.q.execute("block-export-add", {**add, "iothread": []})
+    assert r["error"]["desc"] == "Parameter 'iothread' expects a non-empty list"
+    r = s.q.execute("block-export-add", {**add, "iothread": 5})
+    assert "expected: string or array" in r["error"]["desc"]
+    s.q.cmd("block-export-add", **add, iothread=["io0", "io1"])
+    fe = s.connect(queues=2)
+    blk = vu.BlkDevice(fe)
+    assert [blk.read(q, 0, 512)[0] for q in fe.queues] == [vu.S_OK, vu.S_OK]
     fe.close()
     s.quit()
