@@ -38,5 +38,7 @@ echo "== qcow2 over NBD: blockd vs qemu-storage-daemon (allocating 4k writes, 4k
 /usr/bin/python3 "$top/bench/qcow2-bench.py" "$seconds"
 echo "== image chains: 1 GiB active commit and stream on /dev/shm, blockd vs qemu-storage-daemon"
 /usr/bin/python3 "$top/bench/chain-bench.py" 3
+echo "== vhost-user-blk and FUSE exports: blockd vs qemu-storage-daemon vs fio on the file"
+/usr/bin/python3 "$top/bench/vhost-user-bench.py" "$seconds"
 echo "== dirty bitmaps: incremental backup of 1 GiB with 1 % dirty, bitmap cost on 4k writes"
 /usr/bin/python3 "$top/bench/backup-bench.py" 5 "$seconds"
