@@ -83,12 +83,12 @@ void vu_mem_unmap(VuMem *mem)
 /* ---- Setting a queue up ----------------------------------------------------- */
 
 bool vq_map(VirtQueue *vq, const VuMem *mem, unsigned num, uint64_t desc_qva,
-            uint64_t avail_qva, uint64_t used_qva, const char **why)
+            uint64_t avail_qva, uint64_t used_qva, bool event_idx, const char **why)
 {
-    /* With EVENT_IDX each ring has one more u16 at its end; map it always. */
+    /* With EVENT_IDX each ring has one more u16 at its end. */
     uint64_t desc_len = (uint64_t)num * sizeof(struct vq_desc);
-    uint64_t avail_len = 4 + 2 * (uint64_t)num + 2;
-    uint64_t used_len = 4 + (uint64_t)num * sizeof(struct vq_used_elem) + 2;
+    uint64_t avail_len = 4 + 2 * (uint64_t)num + (event_idx ? 2 : 0);
+    uint64_t used_len = 4 + (uint64_t)num * sizeof(struct vq_used_elem) + (event_idx ? 2 : 0);
 
     if (num == 0 || num > VQ_MAX_SIZE || (num & (num - 1))) {
         *why = "ring size is not a power of 2 up to 32768";
@@ -107,6 +107,7 @@ bool vq_map(VirtQueue *vq, const VuMem *mem, unsigned num, uint64_t desc_qva,
     }
     vq->mem = mem;
     vq->num = num;
+    vq->event_idx = event_idx;
     vq->used_idx = vq->used->idx;       /* ours, unless the guest meddled */
     vq->signalled_valid = false;
     return true;
@@ -233,6 +234,10 @@ int vq_pop(VirtQueue *vq, VqElem *elem, const char **why)
     if (avail_idx == vq->last_avail) {
         return 0;
     }
+    if (vq->inuse >= vq->num) {
+        *why = "more requests in flight than the ring has entries";
+        return -1;
+    }
     smp_rmb();          /* the entry after the index that published it */
     head = vq->avail->ring[vq->last_avail & (vq->num - 1)];
     if (head >= vq->num) {
@@ -246,6 +251,7 @@ int vq_pop(VirtQueue *vq, VqElem *elem, const char **why)
         return -1;
     }
     vq->last_avail++;
+    vq->inuse++;
     return 1;
 }
 
@@ -258,6 +264,7 @@ void vq_push(VirtQueue *vq, unsigned head, uint32_t len)
     e->id = head;
     e->len = len;
     vq->used_idx++;
+    vq->inuse--;
     /* The element before the index that publishes it. */
     atomic_store_release(&vq->used->idx, vq->used_idx);
 }

@@ -55,6 +55,7 @@ typedef struct VirtQueue {
     uint16_t last_avail;                /* next entry of avail to take */
     uint16_t used_idx;                  /* next entry of used to fill */
     uint16_t signalled_used;            /* used_idx when we last notified */
+    unsigned inuse;                     /* taken and not given back */
     bool signalled_valid;
     bool event_idx;                     /* VIRTIO_RING_F_EVENT_IDX */
 } VirtQueue;
@@ -70,17 +71,19 @@ typedef struct VqElem {
 
 /*
  * Point @vq at its rings (front-end addresses, from SET_VRING_ADDR) in
- * @mem, for a ring of @num entries; the used index continues from the
- * ring's.  False with *@why set if a ring does
- * not lie in guest memory.
+ * @mem, for a ring of @num entries, with the event index fields if
+ * @event_idx; the used index continues from the ring's.  False with *@why
+ * set if a ring does not lie in guest memory.
  */
 bool vq_map(VirtQueue *vq, const VuMem *mem, unsigned num, uint64_t desc_qva,
-            uint64_t avail_qva, uint64_t used_qva, const char **why);
+            uint64_t avail_qva, uint64_t used_qva, bool event_idx, const char **why);
 
 /*
  * Take the next request: 1 with @elem filled, 0 if the ring is empty, -1
  * if the guest broke the rules (*@why says how; the queue must not be
- * used again until it is set up anew).
+ * used again until it is set up anew).  More requests than the ring has
+ * entries are never taken: a guest that offers a head again before it
+ * was given back breaks the rules.
  */
 int vq_pop(VirtQueue *vq, VqElem *elem, const char **why);
 

@@ -40,7 +40,7 @@ static int setup(void **state)
     mem.regions[1] = (VuRegion){ .gpa = MEM / 2, .size = MEM / 2, .qva = QVA + MEM / 2,
                                  .host = guest + MEM / 2 };
     memset(&vq, 0, sizeof(vq));
-    assert_true(vq_map(&vq, &mem, NUM, QVA + DESC, QVA + AVAIL, QVA + USED, &why));
+    assert_true(vq_map(&vq, &mem, NUM, QVA + DESC, QVA + AVAIL, QVA + USED, true, &why));
     return 0;
 }
 
@@ -230,10 +230,73 @@ static void test_bad_rings(void **state)
     const char *why = NULL;
 
     (void)state;
-    assert_false(vq_map(&q, &mem, 12, QVA + DESC, QVA + AVAIL, QVA + USED, &why));
-    assert_false(vq_map(&q, &mem, NUM, QVA + DESC + 8, QVA + AVAIL, QVA + USED, &why));
-    assert_false(vq_map(&q, &mem, NUM, DESC, AVAIL, USED, &why));    /* GPAs, not QVAs */
-    assert_false(vq_map(&q, &mem, NUM, QVA + MEM - 64, QVA + AVAIL, QVA + USED, &why));
+    assert_false(vq_map(&q, &mem, 12, QVA + DESC, QVA + AVAIL, QVA + USED, true, &why));
+    assert_false(vq_map(&q, &mem, NUM, QVA + DESC + 8, QVA + AVAIL, QVA + USED, true, &why));
+    assert_false(vq_map(&q, &mem, NUM, DESC, AVAIL, USED, true, &why));    /* GPAs, not QVAs */
+    assert_false(vq_map(&q, &mem, NUM, QVA + MEM - 64, QVA + AVAIL, QVA + USED, true, &why));
+}
+
+/* A head offered again and again without being given back: at most
+ * NUM requests are ever taken. */
+static void test_flood_of_one_head(void **state)
+{
+    const char *why = NULL;
+
+    (void)state;
+    put_desc(DESC, 0, 0x10000, 16, 0, 0);
+    for (int i = 0; i < NUM; i++) {
+        publish(0);
+        assert_int_equal(vq_pop(&vq, &elem, &why), 1);
+    }
+    publish(0);
+    assert_refused("more requests in flight than the ring has entries");
+    vq_push(&vq, 0, 0);                             /* one back: one more */
+    assert_int_equal(vq_pop(&vq, &elem, &why), 1);
+}
+
+static void test_limits_themselves_pass(void **state)
+{
+    const char *why = NULL;
+
+    (void)state;
+    for (unsigned i = 0; i < VQ_MAX_SEGMENTS; i++) {       /* exactly the most buffers */
+        put_desc(0x20000, i, 0x10000, 1, WRITE | (i + 1 < VQ_MAX_SEGMENTS ? NEXT : 0), i + 1);
+    }
+    put_desc(DESC, 0, 0x20000, 16 * VQ_MAX_SEGMENTS, INDIRECT, 0);
+    publish(0);
+    assert_int_equal(vq_pop(&vq, &elem, &why), 1);
+    assert_int_equal(elem.in_num, VQ_MAX_SEGMENTS);
+    for (unsigned i = 0; i < NUM; i++) {                   /* a chain of the whole table */
+        put_desc(DESC, i, 0x10000, 1, i + 1 < NUM ? NEXT : 0, i + 1);
+    }
+    publish(0);
+    assert_int_equal(vq_pop(&vq, &elem, &why), 1);
+    assert_int_equal(elem.out_num, NUM);
+}
+
+static void test_rings_at_the_end_of_a_region(void **state)
+{
+    VirtQueue q = { 0 };
+    const char *why = NULL;
+    uint64_t used = MEM / 2 - (4 + 8 * NUM);        /* ends where region 0 ends */
+
+    (void)state;
+    assert_true(vq_map(&q, &mem, NUM, QVA + DESC, QVA + AVAIL, QVA + used, false, &why));
+    /* With EVENT_IDX the ring has 2 more bytes: beyond the region. */
+    assert_false(vq_map(&q, &mem, NUM, QVA + DESC, QVA + AVAIL, QVA + used, true, &why));
+}
+
+static void test_no_interrupt_flag(void **state)
+{
+    uint16_t flags = 1;                             /* VRING_AVAIL_F_NO_INTERRUPT */
+
+    (void)state;
+    vq.event_idx = false;
+    vq_push(&vq, 0, 1);
+    assert_true(vq_should_notify(&vq));
+    memcpy(guest + AVAIL, &flags, 2);
+    vq_push(&vq, 0, 1);
+    assert_false(vq_should_notify(&vq));
 }
 
 static void test_event_idx(void **state)
@@ -296,6 +359,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_order_of_buffers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ring_indexes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_rings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flood_of_one_head, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits_themselves_pass, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rings_at_the_end_of_a_region, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_interrupt_flag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_idx, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enable_kicks, setup, teardown),
     };
