@@ -52,13 +52,17 @@ struct VuDev {
 /* vhost-user-queue.c (control thread) */
 VuQueue *vu_queue_new(VuDev *dev, int index, AioContext *ctx);
 void vu_queue_free(VuQueue *q);
-/* Start serving @q if it is complete (rings mapped, kick fd); stop
- * serving it and wait for its requests. */
-void vu_queue_start(VuQueue *q);
+/* Start serving @q if it is complete (rings, kick fd, memory): false if
+ * its rings do not lie in guest memory.  A queue the guest broke stays
+ * stopped until vu_queue_close_fds(). */
+bool vu_queue_start(VuQueue *q);
+/* Stop serving @q and wait for its requests. */
 void vu_queue_stop(VuQueue *q);
 /* SET_VRING_ENABLE */
 void vu_queue_set_enabled(VuQueue *q, bool enabled);
-/* Forget the front-end's setup of @q (it is stopped). */
+/* The ring stopped (GET_VRING_BASE): its eventfds go, its setup stays. */
+void vu_queue_close_fds(VuQueue *q);
+/* Forget the front-end's whole setup of @q (it is stopped). */
 void vu_queue_reset(VuQueue *q);
 
 #define VHOST_USER_F_PROTOCOL_FEATURES 30

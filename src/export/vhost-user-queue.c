@@ -128,9 +128,19 @@ static void queue_kicked(void *opaque)
 static void queue_start_bh(void *opaque)
 {
     VuQueue *q = opaque;
+    uint64_t one = 1;
 
+    if (atomic_read(&q->broken)) {
+        return;                 /* until the front-end resets the ring */
+    }
     aio_set_fd_handler(q->ctx, q->kick_fd, queue_kicked, NULL, NULL, q);
     queue_process(q);           /* requests queued before the kick fd */
+    /* Completions made before the call fd came (or while it changed) were
+     * not signalled: one interrupt too many is harmless, one too few
+     * hangs the guest. */
+    if (q->call_fd >= 0 && write(q->call_fd, &one, sizeof(one)) < 0) {
+        /* a full eventfd has an interrupt pending anyway */
+    }
 }
 
 static void queue_stop_bh(void *opaque)
@@ -158,31 +168,31 @@ static void queue_process_bh(void *opaque)
 
 /* ---- In the control thread ---------------------------------------------------- */
 
-void vu_queue_start(VuQueue *q)
+bool vu_queue_start(VuQueue *q)
 {
     VuDev *dev = q->dev;
     const char *why;
 
     GLOBAL_STATE_CODE();
     if (q->running || q->kick_fd < 0 || !q->have_addr || dev->mem.nregions == 0) {
-        return;
+        return true;
     }
-    if (!vq_map(&q->vq, &dev->mem, q->num, q->desc_qva, q->avail_qva, q->used_qva, &why)) {
+    if (!vq_map(&q->vq, &dev->mem, q->num, q->desc_qva, q->avail_qva, q->used_qva,
+                dev->features & (1ULL << VIRTIO_RING_F_EVENT_IDX), &why)) {
         error_report("vhost-user: queue %d: %s", q->index, why);
-        return;
+        return false;
     }
-    q->vq.event_idx = dev->features & (1ULL << VIRTIO_RING_F_EVENT_IDX);
     if (!(dev->features & (1ULL << VHOST_USER_F_PROTOCOL_FEATURES))) {
         atomic_set(&q->enabled, 1);      /* no SET_VRING_ENABLE will come */
     }
     if (!q->scratch && !(q->scratch = malloc(sizeof(*q->scratch)))) {
         abort();
     }
-    atomic_set(&q->broken, 0);
     q->notify_pending = false;
     q->notify_bh = aio_bh_new(q->ctx, queue_notify, q);
     q->running = true;
     aio_bh_schedule_oneshot(q->ctx, queue_start_bh, q);
+    return true;
 }
 
 void vu_queue_stop(VuQueue *q)
@@ -206,7 +216,7 @@ void vu_queue_set_enabled(VuQueue *q, bool enabled)
     }
 }
 
-void vu_queue_reset(VuQueue *q)
+void vu_queue_close_fds(VuQueue *q)
 {
     GLOBAL_STATE_CODE();
     assert(!q->running);
@@ -217,12 +227,21 @@ void vu_queue_reset(VuQueue *q)
         close(q->call_fd);
     }
     q->kick_fd = q->call_fd = -1;
+    /* A request the device gave up on (vu_queue_break) is not coming
+     * back: the ring starts over from SET_VRING_BASE. */
+    q->vq.inuse = 0;
+    atomic_set(&q->broken, 0);
+}
+
+void vu_queue_reset(VuQueue *q)
+{
+    GLOBAL_STATE_CODE();
+    vu_queue_close_fds(q);
     q->have_addr = false;
     q->num = 0;
     q->vq.last_avail = 0;
     q->vq.used_idx = 0;
     atomic_set(&q->enabled, 0);
-    atomic_set(&q->broken, 0);
     free(q->scratch);
     q->scratch = NULL;
 }

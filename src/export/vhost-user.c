@@ -3,10 +3,19 @@
  * messages (with the file descriptors they carry) without ever blocking
  * the main loop, and carrying them out.
  *
- * A front-end that breaks the protocol (an unknown or oversized message,
- * a queue index out of range, a memory table that cannot be mapped) is
- * disconnected with a message in the log; the export goes on listening for
- * the next one, as it does when a VMM goes away and comes back.
+ * A front-end that breaks the framing (an unknown or oversized message,
+ * too many fds, a GET with a bad argument) is disconnected with a message
+ * in the log; a setting that cannot be carried out (a queue index out of
+ * range, a memory table that cannot be mapped, rings outside guest memory)
+ * is refused -- with a failure reply under REPLY_ACK, in the log without.
+ * The export goes on listening for the next front-end, as it does when a
+ * VMM goes away and comes back.
+ *
+ * The connection and the listener are watched in the main loop's
+ * top-level context (iohandler_aio_context(), as the monitor's are), never
+ * from inside a nested event loop: a message that stops queues waits for
+ * their requests, and a request may itself wait for a drained section --
+ * begun further down the same stack, in a nested loop -- to end.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,8 +26,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
+#include "blockd/atomic.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
+#include "blockd/thread.h"
 #include "vhost-user-int.h"
 
 enum {
@@ -105,19 +118,19 @@ static void dev_accept(void *opaque);
  * run meanwhile. */
 static void dev_pause(VuDev *dev)
 {
-    aio_set_fd_handler(main_aio_context(), dev->fd, NULL, NULL, NULL, NULL);
+    aio_set_fd_handler(iohandler_aio_context(), dev->fd, NULL, NULL, NULL, NULL);
     if (dev->listen_fd >= 0) {
-        aio_set_fd_handler(main_aio_context(), dev->listen_fd, NULL, NULL, NULL, NULL);
+        aio_set_fd_handler(iohandler_aio_context(), dev->listen_fd, NULL, NULL, NULL, NULL);
     }
 }
 
 static void dev_resume(VuDev *dev)
 {
     if (dev->fd >= 0) {
-        aio_set_fd_handler(main_aio_context(), dev->fd, dev_readable, NULL, NULL, dev);
+        aio_set_fd_handler(iohandler_aio_context(), dev->fd, dev_readable, NULL, NULL, dev);
     }
     if (dev->listen_fd >= 0) {
-        aio_set_fd_handler(main_aio_context(), dev->listen_fd, dev_accept, NULL, NULL, dev);
+        aio_set_fd_handler(iohandler_aio_context(), dev->listen_fd, dev_accept, NULL, NULL, dev);
     }
 }
 
@@ -161,14 +174,17 @@ static void dev_start_queues(VuDev *dev)
 static bool send_all(int fd, const void *buf, size_t len)
 {
     const uint8_t *p = buf;
+    int64_t deadline = clock_now_ns() + 1000 * 1000 * 1000LL;
 
     while (len > 0) {
         ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 
         if (n < 0 && errno == EAGAIN) {
             struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-            if (poll(&pfd, 1, 1000) <= 0) {
-                return false;
+            int64_t left_ms = (deadline - clock_now_ns()) / (1000 * 1000);
+
+            if (left_ms <= 0 || poll(&pfd, 1, (int)left_ms) <= 0) {
+                return false;           /* it does not read its replies */
             }
             continue;
         }
@@ -190,7 +206,9 @@ static bool reply(VuDev *dev, const VuHdr *req, const void *payload, uint32_t si
     VuHdr hdr = { .request = req->request, .flags = FLAG_VERSION | FLAG_REPLY, .size = size };
 
     memcpy(buf, &hdr, HDR_SIZE);
-    memcpy(buf + HDR_SIZE, payload, size);
+    if (size) {
+        memcpy(buf + HDR_SIZE, payload, size);
+    }
     return send_all(dev->fd, buf, HDR_SIZE + size);
 }
 
@@ -218,6 +236,9 @@ static bool set_mem_table(VuDev *dev, const uint8_t *p, uint32_t size)
     uint32_t n;
     VuMem mem = { 0 };
 
+    if (size < 8) {
+        return false;
+    }
     memcpy(&n, p, sizeof(n));
     if (n == 0 || n > VU_MAX_REGIONS || size < 8 + n * sizeof(VuRegionMsg) ||
         (int)n != dev->nrfds) {
@@ -227,11 +248,15 @@ static bool set_mem_table(VuDev *dev, const uint8_t *p, uint32_t size)
     for (uint32_t i = 0; i < n; i++) {
         VuRegionMsg m;
         VuRegion *r = &mem.regions[i];
+        struct stat st;
         void *map;
 
         memcpy(&m, p + 8 + i * sizeof(m), sizeof(m));
+        /* A region past the end of its file would fault when touched. */
         if (m.size == 0 || m.mmap_offset > SIZE_MAX - m.size ||
-            m.gpa > UINT64_MAX - m.size || m.qva > UINT64_MAX - m.size) {
+            m.gpa > UINT64_MAX - m.size || m.qva > UINT64_MAX - m.size ||
+            fstat(dev->rfds[i], &st) < 0 ||
+            (S_ISREG(st.st_mode) && m.size + m.mmap_offset > (uint64_t)st.st_size)) {
             error_report("vhost-user: memory region %u has a bad size or offset", i);
             vu_mem_unmap(&mem);
             return false;
@@ -274,8 +299,18 @@ static bool set_vring_addr(VuDev *dev, const uint8_t *p, uint32_t size)
     q->avail_qva = a.avail;
     q->used_qva = a.used;
     q->have_addr = true;
-    vu_queue_start(q);
-    return true;
+    if (dev->mem.nregions > 0 && q->num > 0) {
+        VirtQueue probe = { 0 };
+        const char *why;
+
+        if (!vq_map(&probe, &dev->mem, q->num, a.desc, a.avail, a.used,
+                    dev->features & (1ULL << VIRTIO_RING_F_EVENT_IDX), &why)) {
+            error_report("vhost-user: queue %d: %s", q->index, why);
+            q->have_addr = false;
+            return false;
+        }
+    }
+    return vu_queue_start(q);
 }
 
 /* SET_VRING_KICK / CALL / ERR: the queue index and an fd (or none). */
@@ -308,8 +343,7 @@ static bool set_vring_fd(VuDev *dev, uint32_t request, uint64_t arg)
         close(*slot);
     }
     *slot = fd;
-    vu_queue_start(q);
-    return true;
+    return vu_queue_start(q);
 }
 
 static bool get_config(VuDev *dev, const VuHdr *hdr, const uint8_t *p)
@@ -324,7 +358,8 @@ static bool get_config(VuDev *dev, const VuHdr *hdr, const uint8_t *p)
     }
     memcpy(cfg, p, sizeof(*cfg));
     if (cfg->size > MAX_CONFIG || cfg->offset > MAX_CONFIG - cfg->size) {
-        return false;
+        /* What the spec says a back-end answers when it cannot. */
+        return reply(dev, hdr, NULL, 0);
     }
     len = dev->ops->get_config(dev, whole, MAX_CONFIG);
     (void)len;                          /* beyond it: zeroes */
@@ -387,9 +422,11 @@ static bool handle_set(VuDev *dev, const VuHdr *hdr, const uint8_t *p)
     case VHOST_USER_SET_VRING_NUM:
     case VHOST_USER_SET_VRING_BASE:
     case VHOST_USER_SET_VRING_ENABLE: {
-        uint32_t state[2];
+        uint32_t state[2] = { 0, 0 };
 
-        memcpy(state, p, sizeof(state));
+        if (hdr->size >= sizeof(state)) {
+            memcpy(state, p, sizeof(state));
+        }
         q = hdr->size >= sizeof(state) ? dev_queue(dev, state[0]) : NULL;
         if (!q) {
             return false;
@@ -403,9 +440,10 @@ static bool handle_set(VuDev *dev, const VuHdr *hdr, const uint8_t *p)
             q->num = state[1];
         } else {
             q->vq.last_avail = (uint16_t)state[1];
+            q->vq.inuse = 0;            /* the ring starts over */
+            atomic_set(&q->broken, 0);
         }
-        vu_queue_start(q);
-        return true;
+        return vu_queue_start(q);
     }
     case VHOST_USER_SET_VRING_ADDR:
         return set_vring_addr(dev, p, hdr->size);
@@ -452,10 +490,12 @@ static bool handle_get(VuDev *dev, const VuHdr *hdr, const uint8_t *p)
     case VHOST_USER_GET_CONFIG:
         return get_config(dev, hdr, p);
     case VHOST_USER_GET_VRING_BASE: {
-        uint32_t state[2];
+        uint32_t state[2] = { 0, 0 };
         VuQueue *q;
 
-        memcpy(state, p, sizeof(state));
+        if (hdr->size >= sizeof(state)) {
+            memcpy(state, p, sizeof(state));
+        }
         q = hdr->size >= sizeof(state) ? dev_queue(dev, state[0]) : NULL;
         if (!q) {
             return false;
@@ -463,7 +503,7 @@ static bool handle_get(VuDev *dev, const VuHdr *hdr, const uint8_t *p)
         /* The ring stops here; its eventfds go with it. */
         vu_queue_stop(q);
         state[1] = q->vq.last_avail;
-        vu_queue_reset(q);
+        vu_queue_close_fds(q);
         return reply(dev, hdr, state, sizeof(state));
     }
     }
@@ -591,7 +631,9 @@ static void dev_readable(void *opaque)
 {
     VuDev *dev = opaque;
 
-    for (;;) {
+    /* A few messages per wake-up: a chatty front-end does not hold the
+     * main loop (the fd stays readable; the rest come next time). */
+    for (int budget = 16; budget > 0; budget--) {
         int ret = receive(dev);
         bool ok;
 
@@ -661,7 +703,7 @@ static void dev_accept(void *opaque)
         return;
     }
     dev->fd = fd;
-    aio_set_fd_handler(main_aio_context(), fd, dev_readable, NULL, NULL, dev);
+    aio_set_fd_handler(iohandler_aio_context(), fd, dev_readable, NULL, NULL, dev);
 }
 
 VuDev *vu_dev_new(const VuDevOps *ops, void *opaque, int listen_fd, int num_queues,
@@ -683,7 +725,7 @@ VuDev *vu_dev_new(const VuDevOps *ops, void *opaque, int listen_fd, int num_queu
     dev->num_queues = num_queues;
     memcpy(dev->ctxs, ctxs, (size_t)nctxs * sizeof(AioContext *));
     dev->nctxs = nctxs;
-    aio_set_fd_handler(main_aio_context(), listen_fd, dev_accept, NULL, NULL, dev);
+    aio_set_fd_handler(iohandler_aio_context(), listen_fd, dev_accept, NULL, NULL, dev);
     return dev;
 }
 
@@ -691,7 +733,7 @@ void vu_dev_shutdown(VuDev *dev)
 {
     GLOBAL_STATE_CODE();
     if (dev->listen_fd >= 0) {
-        aio_set_fd_handler(main_aio_context(), dev->listen_fd, NULL, NULL, NULL, NULL);
+        aio_set_fd_handler(iohandler_aio_context(), dev->listen_fd, NULL, NULL, NULL, NULL);
         close(dev->listen_fd);
         dev->listen_fd = -1;
     }
