@@ -19,7 +19,7 @@
 typedef struct BlockExport BlockExport;
 
 /* block-export-add: @options per BlockExportOptions (the types of
- * export-driver.h: nbd). */
+ * export-driver.h: nbd, fuse, vhost-user-blk). */
 BlockExport *blk_exp_add(json_object *options, Error **errp);
 /* block-export-del: disconnect clients once their requests are done. */
 bool blk_exp_del(const char *id, Error **errp);
@@ -37,7 +37,7 @@ const char *blk_exp_node_name(BlockExport *exp);
 
 /* Accessors (common). */
 const char *blk_exp_id(BlockExport *exp);
-/* Its type ("nbd", "fuse").  Common. */
+/* Its type ("nbd", "fuse", "vhost-user-blk").  Common. */
 const char *blk_exp_type(BlockExport *exp);
 bool blk_exp_writable(BlockExport *exp);
 BlockBackend *blk_exp_blk(BlockExport *exp);

@@ -362,14 +362,21 @@ void blk_exp_ref(BlockExport *exp)
 
 void blk_exp_unref(BlockExport *exp)
 {
+    const BlockExportDriver *drv;
+    void *state;
+
     GLOBAL_STATE_CODE();
     assert(exp->refcnt > 0);
     if (--exp->refcnt > 0) {
         return;
     }
     assert(exp->num_users == 0);
-    exp->drv->free(exp->state);
+    drv = exp->drv;
+    state = exp->state;
+    /* The backend goes first: none of its callbacks (a resize, from any
+     * thread) can reach the type's state once that is freed. */
     export_free(exp);
+    drv->free(state);
 }
 
 void blk_exp_add_user(BlockExport *exp, ListNode *link)
