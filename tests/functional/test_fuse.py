@@ -134,3 +134,72 @@ def test_stale_mount_after_kill_is_named():
     finally:
         subprocess.run(["fusermount3", "-u", "-q", f"{d}/mp"], capture_output=True)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def tool_session(prog, d, fmt):
+    """Real programs on the mountpoint of a @fmt node: qemu-img convert
+    into it, dd, fallocate --punch-hole; qemu-img compare of the mountpoint
+    against a local file that got the same treatment, and of the image
+    afterwards.  blockd also serves the node over NBD meanwhile, and the
+    mountpoint compares equal to it (qemu-storage-daemon cannot: its NBD
+    export and a writable FUSE export on one node conflict over the resize
+    permission)."""
+    img, mp, expect, src = f"{d}/t.{fmt}", f"{d}/mp", f"{d}/expect.raw", f"{d}/src.raw"
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, img, "8M"], check=True)
+    with open(src, "wb") as f:
+        f.write(os.urandom(3 * MiB))
+    open(mp, "w").close()
+    x = Daemon(prog, d, None)
+    q = x.q
+    q.cmd("blockdev-add", **{"driver": fmt, "node-name": "t", "discard": "unmap",
+                             "file": {"driver": "file", "filename": img}})
+    q.cmd("block-export-add", **{"type": "fuse", "id": "f", "node-name": "t",
+                                 "mountpoint": mp, "writable": True})
+    if prog == BLOCKD:
+        q.cmd("nbd-server-start", addr={"type": "unix", "data": {"path": f"{d}/n.sock"}})
+        q.cmd("block-export-add", **{"type": "nbd", "id": "n", "node-name": "t",
+                                     "writable": True})
+    nbd = f"nbd+unix:///t?socket={d}/n.sock"
+    steps = [
+        ["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, mp],
+        ["dd", f"if={src}", f"of={mp}", "bs=64k", "seek=80", "count=16", "conv=notrunc,fsync",
+         "status=none"],
+        ["fallocate", "--punch-hole", "-o", str(MiB), "-l", str(MiB // 2), mp],
+    ]
+    with open(expect, "wb") as f:
+        f.truncate(8 * MiB)
+    for argv in steps:
+        r = subprocess.run(argv, capture_output=True, text=True)
+        assert r.returncode == 0, (argv, r.stderr)
+        subprocess.run([a.replace(mp, expect) for a in argv], check=True)
+    def compare(a, b, fmt_b="raw"):
+        r = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", fmt_b, a, b],
+                           capture_output=True, text=True)
+        return r.returncode, r.stdout.replace(d, "@D")
+
+    out = [compare(mp, expect)]
+    if prog == BLOCKD:
+        assert compare(mp, nbd) == (0, "Images are identical.\n")
+    q.cmd("block-export-del", id="f")
+    assert "Sanitizer" not in x.quit()
+    out.append(compare(expect, img, fmt))
+    if fmt == "qcow2":
+        out.append(subprocess.run(["qemu-img", "check", img], capture_output=True).returncode)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_fuse_with_real_tools(fmt):
+    if not fuse_usable():
+        pytest.fail("the FUSE export needs /dev/fuse and fusermount3 (scripts/install-deps.sh)")
+    results = []
+    for prog in (BLOCKD, QSD):
+        d = short_dir()
+        try:
+            results.append(tool_session(prog, d, fmt))
+        finally:
+            subprocess.run(["fusermount3", "-u", "-q", f"{d}/mp"], capture_output=True)
+            shutil.rmtree(d, ignore_errors=True)
+    ours, theirs = results
+    assert ours[0] == ours[1] == (0, "Images are identical.\n"), ours
+    assert ours == theirs

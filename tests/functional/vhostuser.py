@@ -10,6 +10,7 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
 
 GET_FEATURES, SET_FEATURES, SET_OWNER, RESET_OWNER, SET_MEM_TABLE = 1, 2, 3, 4, 5
@@ -28,6 +29,16 @@ T_IN, T_OUT, T_FLUSH, T_GET_ID, T_DISCARD, T_WRITE_ZEROES = 0, 1, 4, 8, 11, 13
 S_OK, S_IOERR, S_UNSUPP = 0, 1, 2
 
 QVA_BASE = 0x7F0000000000
+
+_fence = threading.Lock()
+
+
+def full_barrier():
+    """Order our store of used_event before our load of used->idx, as the
+    device orders its store of used->idx before its load of used_event: a
+    lock's atomic instruction is a full barrier (x86: store-load too)."""
+    with _fence:
+        pass
 
 
 class Queue:
@@ -65,18 +76,32 @@ class Queue:
     def used_idx(self):
         return struct.unpack_from("<H", self.fe.mem, self.used + 2)[0]
 
+    def ready(self):
+        return (self.used_idx() - self.used_seen) & 0xFFFF
+
+    def set_used_event(self, idx):
+        off = self.avail + 4 + 2 * self.size
+        self.fe.mem[off:off + 2] = struct.pack("<H", idx & 0xFFFF)
+
     def wait(self, count=1, timeout=10):
-        """The next @count used entries as (id, len)."""
+        """The next @count used entries as (id, len), waited for as a
+        guest does: asleep until the device interrupts (call eventfd),
+        with EVENT_IDX asking for the interrupt at the next entry.  A
+        completion that came without its interrupt is an error."""
         deadline = time.monotonic() + timeout
-        while (self.used_idx() - self.used_seen) & 0xFFFF < count:
+        while self.ready() < count:
+            if self.fe.features & F_EVENT_IDX:
+                self.set_used_event(self.used_idx())
+            full_barrier()
+            if self.ready() >= count:
+                break
             left = deadline - time.monotonic()
-            if left <= 0:
+            r, _, _ = select.select([self.call], [], [], max(left, 0))
+            if not r:
+                if self.ready():
+                    raise AssertionError(f"queue {self.index}: completion without interrupt")
                 raise TimeoutError(f"queue {self.index}: no completion")
-            select.select([self.call], [], [], min(left, 0.05))
-            try:
-                os.eventfd_read(self.call)
-            except BlockingIOError:
-                pass
+            os.eventfd_read(self.call)
         out = []
         for _ in range(count):
             off = self.used + 4 + 8 * (self.used_seen % self.size)
@@ -242,6 +267,18 @@ class Frontend:
 
     def get_vring_base(self, i):
         return struct.unpack("<II", self.call(GET_VRING_BASE, struct.pack("<II", i, 0)))[1]
+
+    def submit_reads(self, q, n, length=4096):
+        """@n reads published at once (not waited for): their status
+        addresses."""
+        status = []
+        for i in range(n):
+            hdr, buf, st = self.scratch(16), self.scratch(length, 512), self.scratch(1)
+            self.mem[hdr:hdr + 16] = struct.pack("<IIQ", T_IN, 0, i * 8)
+            self.mem[st] = 0xFF
+            q.chain([(hdr, 16, False), (buf, length, True), (st, 1, True)])
+            status.append(st)
+        return status
 
 
 def connect(path, queues=1, size=128, features_mask=~0, timeout=10):
