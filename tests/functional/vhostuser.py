@@ -91,15 +91,25 @@ class Queue:
         deadline = time.monotonic() + timeout
         while self.ready() < count:
             if self.fe.features & F_EVENT_IDX:
-                self.set_used_event(self.used_idx())
-            full_barrier()
+                # Interrupt me when the entry after what I have seen is
+                # used; if more came meanwhile, look again first (the
+                # device only interrupts when it passes used_event).
+                now = self.used_idx()
+                self.set_used_event(now)
+                full_barrier()
+                if self.used_idx() != now:
+                    continue
+            else:
+                full_barrier()
             if self.ready() >= count:
                 break
             left = deadline - time.monotonic()
             r, _, _ = select.select([self.call], [], [], max(left, 0))
             if not r:
                 if self.ready():
-                    raise AssertionError(f"queue {self.index}: completion without interrupt")
+                    raise AssertionError(
+                        f"queue {self.index}: completion without interrupt (used "
+                        f"{self.used_idx()}, seen {self.used_seen}, waiting for {count})")
                 raise TimeoutError(f"queue {self.index}: no completion")
             os.eventfd_read(self.call)
         out = []
