@@ -485,7 +485,16 @@ fail:
     return NULL;
 }
 
-/* Stop reading, let the requests in flight finish, unmount. */
+static void unwatch_bh(void *opaque)
+{
+    FuseExport *fe = opaque;
+
+    aio_set_fd_handler(blk_exp_ctx(fe->exp), fe->fd, NULL, NULL, NULL, NULL);
+}
+
+/* Stop reading, let the requests in flight finish, unmount.  The reader
+ * is stopped in its own thread: removed from here, it could still be
+ * reading the device when the unmount closes it. */
 static void fuse_request_shutdown(BlockExport *exp)
 {
     FuseExport *fe = blk_exp_state(exp);
@@ -493,7 +502,7 @@ static void fuse_request_shutdown(BlockExport *exp)
     if (!fe->mounted) {
         return;
     }
-    aio_set_fd_handler(blk_exp_ctx(exp), fe->fd, NULL, NULL, NULL, NULL);
+    aio_wait_bh_oneshot(blk_exp_ctx(exp), unwatch_bh, fe);
     AIO_WAIT_WHILE_UNLOCKED(NULL, atomic_read(&fe->in_flight) > 0);
     fuse_session_unmount(fe->se);
     fuse_session_destroy(fe->se);

@@ -203,3 +203,39 @@ def test_fuse_with_real_tools(fmt):
     ours, theirs = results
     assert ours[0] == ours[1] == (0, "Images are identical.\n"), ours
     assert ours == theirs
+
+
+def test_fuse_in_an_iothread():
+    """The FUSE device read in an iothread's loop: data written through the
+    mountpoint is the node's, a drain (block_resize) in between is waited
+    out, and unmounting from the main thread works."""
+    if not fuse_usable():
+        pytest.fail("the FUSE export needs /dev/fuse and fusermount3 (scripts/install-deps.sh)")
+    d = short_dir()
+    try:
+        img, mp = f"{d}/t.raw", f"{d}/mp"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "raw", img, "8M"], check=True)
+        open(mp, "w").close()
+        x = Daemon(BLOCKD, d, None)
+        q = x.q
+        q.cmd("object-add", **{"qom-type": "iothread", "id": "io0"})
+        q.cmd("blockdev-add", **{"driver": "raw", "node-name": "t",
+                                 "file": {"driver": "file", "filename": img}})
+        q.cmd("block-export-add", **{"type": "fuse", "id": "f", "node-name": "t",
+                                     "mountpoint": mp, "writable": True, "iothread": "io0"})
+        data = os.urandom(2 * MiB)
+        with open(mp, "r+b") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        q.cmd("block_resize", **{"node-name": "t", "size": 16 * MiB})
+        with open(mp, "rb") as f:
+            assert f.read(2 * MiB) == data
+        assert os.stat(mp).st_size == 16 * MiB
+        q.cmd("block-export-del", id="f")
+        assert "Sanitizer" not in x.quit()
+        with open(img, "rb") as f:
+            assert f.read(2 * MiB) == data
+    finally:
+        subprocess.run(["fusermount3", "-u", "-q", f"{d}/mp"], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
