@@ -224,32 +224,30 @@ static const char *array_type(Introspect *in, const SchemaField *elem)
     return reserved;
 }
 
-static const char *alternate_type(Introspect *in, const SchemaField *f)
+/* An alternate @name of "str", @other and (if @nullable) "null". */
+static void add_alternate(Introspect *in, const char *name, const char *other, bool nullable)
 {
-    const char *name = lookup(in, SCHEMA_STR_OR_OBJECT, f->object, f->nullable);
-    const char *obj;
-    json_object *info, *members, *m;
+    const char *types[] = { "str", other, "null" };
+    json_object *info = info_new(name, "alternate"), *members = json_object_new_array();
 
-    if (name) {
-        return name;
-    }
-    name = reserve(in, SCHEMA_STR_OR_OBJECT, f->object, f->nullable);
-    obj = object_type(in, f->object);
-    info = info_new(name, "alternate");
-    members = json_object_new_array();
-    m = json_object_new_object();
-    json_object_object_add(m, "type", json_object_new_string("str"));
-    json_object_array_add(members, m);
-    m = json_object_new_object();
-    json_object_object_add(m, "type", json_object_new_string(obj));
-    json_object_array_add(members, m);
-    if (f->nullable) {
-        m = json_object_new_object();
-        json_object_object_add(m, "type", json_object_new_string("null"));
+    for (int i = 0; i < (nullable ? 3 : 2); i++) {
+        json_object *m = json_object_new_object();
+
+        json_object_object_add(m, "type", json_object_new_string(types[i]));
         json_object_array_add(members, m);
     }
     json_object_object_add(info, "members", members);
     json_object_array_add(in->list, info);
+}
+
+static const char *alternate_type(Introspect *in, const SchemaField *f)
+{
+    const char *name = lookup(in, SCHEMA_STR_OR_OBJECT, f->object, f->nullable);
+
+    if (!name) {
+        name = reserve(in, SCHEMA_STR_OR_OBJECT, f->object, f->nullable);
+        add_alternate(in, name, object_type(in, f->object), f->nullable);
+    }
     return name;
 }
 
@@ -257,24 +255,11 @@ static const char *alternate_type(Introspect *in, const SchemaField *f)
 static const char *alternate_list_type(Introspect *in, const SchemaField *f)
 {
     const char *name = lookup(in, SCHEMA_STR_OR_LIST, f->elem, false);
-    const char *list;
-    json_object *info, *members, *m;
 
-    if (name) {
-        return name;
+    if (!name) {
+        name = reserve(in, SCHEMA_STR_OR_LIST, f->elem, false);
+        add_alternate(in, name, array_type(in, f->elem), false);
     }
-    name = reserve(in, SCHEMA_STR_OR_LIST, f->elem, false);
-    list = array_type(in, f->elem);
-    info = info_new(name, "alternate");
-    members = json_object_new_array();
-    m = json_object_new_object();
-    json_object_object_add(m, "type", json_object_new_string("str"));
-    json_object_array_add(members, m);
-    m = json_object_new_object();
-    json_object_object_add(m, "type", json_object_new_string(list));
-    json_object_array_add(members, m);
-    json_object_object_add(info, "members", members);
-    json_object_array_add(in->list, info);
     return name;
 }
 
