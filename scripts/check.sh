@@ -124,9 +124,10 @@ litmus() {
 if setup build; then
     suite build unit
     litmus
-    # The VM with two queues over two iothreads boots once, under TSan
-    # (below), where its threads are worth watching.
-    functional build tests/functional \
+    # Two test files at a time (pytest-xdist; each file in one worker, in
+    # order).  The VM with two queues over two iothreads boots once, under
+    # TSan (below), where its threads are worth watching.
+    functional build tests/functional -n 2 --dist loadfile \
         --deselect "tests/functional/test_vm.py::test_vm_on_vhost_user_blk[blockd-2queues-iothreads]"
 fi
 
@@ -179,8 +180,10 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     # Nodes, jobs and exports moving between threads while they work; the
     # stress matrix for 20 s (BLOCKD_STRESS_SECONDS for longer).
     functional build-tsan tests/functional/test_thread_moves.py
-    # A VM's vhost-user-blk queues served by two iothreads, mirrored.
+    # A VM's vhost-user-blk queues served by two iothreads, mirrored; the
+    # FUSE device read in an iothread.
     functional build-tsan tests/functional/test_vm.py -k iothreads
+    functional build-tsan tests/functional/test_fuse.py -k iothread
     BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-20} \
         functional build-tsan tests/functional/test_thread_stress.py
 fi

@@ -15,14 +15,15 @@ set -eu
 # The VM tests: qemu-system-x86_64 and a static busybox for the guest's
 # initramfs (its kernel is fetched with 'apt-get download' below, never
 # installed on this machine).
-# Tests: cmocka, pytest and libnbd's Python binding; the peers
+# Tests: cmocka, pytest (and pytest-xdist: make check runs the functional
+# tests two files at a time) and libnbd's Python binding; the peers
 # (qemu-storage-daemon, qemu-img, qemu-io, nbdinfo, nbdcopy, nbdsh, nbdkit,
 # fio) and 'file', which nbdinfo runs to fill its "content" field.
 PACKAGES="
 make meson ninja-build pkg-config gcc libc6-dev clang-19 libclang-rt-19-dev
 liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev libgnutls28-dev
 libfuse3-dev fuse3
-python3 python3-pytest python3-libnbd
+python3 python3-pytest python3-pytest-xdist python3-libnbd
 qemu-utils qemu-system-common qemu-system-x86 busybox-static libnbd-bin nbdkit fio file
 coreutils util-linux mount procps
 "
@@ -132,6 +133,7 @@ tool_runs fio fio --version
 tool_runs file file --version
 tool_runs python3-pytest /usr/bin/python3 -m pytest --version
 tool_runs python3-libnbd /usr/bin/python3 -c 'import nbd'
+tool_runs python3-pytest-xdist /usr/bin/python3 -c 'import xdist'
 
 tool_runs qemu-system-x86 qemu-system-x86_64 --version
 tool_runs busybox-static busybox true
