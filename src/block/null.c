@@ -1,7 +1,10 @@
 /*
- * null.c - the null-co driver: a node of a given size that discards writes
- * and reads zeroes (read-zeroes=on) or leaves the buffer alone (off, the
- * fastest: for benchmarks).  latency-ns delays every request.
+ * null.c - the null-co and null-aio drivers: a node of a given size that
+ * discards writes and reads zeroes (read-zeroes=on) or leaves the buffer
+ * alone (off, the fastest: for benchmarks).  latency-ns delays every
+ * request.  QEMU's two differ in how their requests complete (coroutine
+ * or callback); blockd's block layer has coroutines only, so null-aio is
+ * null-co under its own name, for the configurations that name it.
  */
 #include <string.h>
 
@@ -28,7 +31,8 @@ static int null_open(BlockDriverState *bs, json_object *options, int flags,
         return -1;
     }
     if (size < 0 || s->latency_ns < 0) {
-        error_setg(errp, "null-co: 'size' and 'latency-ns' must not be negative");
+        error_setg(errp, "%s: 'size' and 'latency-ns' must not be negative",
+                   bs->drv->format_name);
         return -1;
     }
     bs->total_bytes = size;
@@ -101,16 +105,24 @@ static int coroutine_fn null_co_block_status(BlockDriverState *bs, int64_t offse
     return s->read_zeroes ? (BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED) : BDRV_BLOCK_ALLOCATED;
 }
 
+#define NULL_DRIVER_OPS                                                           \
+    .instance_size = sizeof(NullState),                                           \
+    .is_protocol = true,                                                          \
+    .bdrv_open = null_open,                                                       \
+    .bdrv_co_preadv = null_co_preadv,                                             \
+    .bdrv_co_pwritev = null_co_pwritev,                                           \
+    .bdrv_co_flush = null_co_flush,                                               \
+    .bdrv_co_pwrite_zeroes = null_co_pwrite_zeroes,                               \
+    .bdrv_co_block_status = null_co_block_status,                                 \
+    .supported_write_flags = BDRV_REQ_FUA,                                        \
+    .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK
+
 const BlockDriver bdrv_null_co = {
     .format_name = "null-co",
-    .instance_size = sizeof(NullState),
-    .is_protocol = true,
-    .bdrv_open = null_open,
-    .bdrv_co_preadv = null_co_preadv,
-    .bdrv_co_pwritev = null_co_pwritev,
-    .bdrv_co_flush = null_co_flush,
-    .bdrv_co_pwrite_zeroes = null_co_pwrite_zeroes,
-    .bdrv_co_block_status = null_co_block_status,
-    .supported_write_flags = BDRV_REQ_FUA,
-    .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
+    NULL_DRIVER_OPS,
+};
+
+const BlockDriver bdrv_null_aio = {
+    .format_name = "null-aio",
+    NULL_DRIVER_OPS,
 };

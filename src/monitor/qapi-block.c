@@ -7,7 +7,8 @@
 #include "qapi-schemas.h"
 
 static const char *const driver_names[] = {
-    "blkdebug", "copy-before-write", "file", "null-co", "qcow2", "raw", "snapshot-access",
+    "blkdebug", "copy-before-write", "file", "null-aio", "null-co", "qcow2", "raw",
+    "snapshot-access",
     NULL,
 };
 static const char *const on_cbw_error_names[] = { "break-guest-write", "break-snapshot", NULL };
@@ -157,6 +158,7 @@ static const SchemaVariant driver_variants[] = {
     { "blkdebug", &blkdebug_options },
     { "copy-before-write", &cbw_options },
     { "file", &file_options },
+    { "null-aio", &null_options },
     { "null-co", &null_options },
     { "qcow2", &qcow2_options },
     { "raw", &raw_options },
