@@ -209,6 +209,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     functional build-asan tests/functional/test_bitmaps_persistent.py \
         -k "corrupt or write_errors or crash"
     functional build-asan tests/functional/test_fleecing.py -k restores
+    # Compressed writes through the compress filter (RMW of partial clusters).
+    functional build-asan tests/functional/test_compress_filter.py
     # The FUSE export: requests from the kernel, a stale mount.
     functional build-asan tests/functional/test_fuse.py
     # The vhost-user-blk export: hostile guests and front-ends.

@@ -15,6 +15,7 @@ void bdrv_init(void)
     if (!initialised) {
         bdrv_register(&bdrv_null_co);
         bdrv_register(&bdrv_null_aio);
+        bdrv_register(&bdrv_compress);
         bdrv_register(&bdrv_file);
         bdrv_register(&bdrv_raw);
         bdrv_register(&bdrv_blkdebug);

@@ -13,6 +13,7 @@ int bdrv_drain_all_depth(void);
 /* The drivers (registered by bdrv_init()). */
 extern const BlockDriver bdrv_null_co;
 extern const BlockDriver bdrv_null_aio;
+extern const BlockDriver bdrv_compress;
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_blkdebug;

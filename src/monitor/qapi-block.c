@@ -7,8 +7,8 @@
 #include "qapi-schemas.h"
 
 static const char *const driver_names[] = {
-    "blkdebug", "copy-before-write", "file", "null-aio", "null-co", "qcow2", "raw",
-    "snapshot-access",
+    "blkdebug", "compress", "copy-before-write", "file", "null-aio", "null-co", "qcow2",
+    "raw", "snapshot-access",
     NULL,
 };
 static const char *const on_cbw_error_names[] = { "break-guest-write", "break-snapshot", NULL };
@@ -156,6 +156,7 @@ static const SchemaObject generic_file_options = {
 
 static const SchemaVariant driver_variants[] = {
     { "blkdebug", &blkdebug_options },
+    { "compress", &generic_file_options },
     { "copy-before-write", &cbw_options },
     { "file", &file_options },
     { "null-aio", &null_options },

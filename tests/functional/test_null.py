@@ -33,7 +33,7 @@ def session(prog, d, driver):
     out.append(("map", r.returncode, r.stdout))
     node = [n for n in q.cmd("query-named-block-nodes") if n["node-name"] == "n"][0]
     out.append((node["drv"], node["image"]["virtual-size"], node["ro"]))
-    x.quit()
+    assert "Sanitizer" not in x.quit()
     return out
 
 
