@@ -21,7 +21,9 @@ static int compress_open(BlockDriverState *bs, json_object *options, int flags, 
                               errp) < 0) {
         return -1;
     }
+    graph_rdlock_main_loop();
     child = bs->file->bs;
+    graph_rdunlock_main_loop();
     if (!(child->drv->supported_write_flags & BDRV_REQ_WRITE_COMPRESSED)) {
         error_setg(errp, "Compression is not supported for underlying format: %s",
                    child->drv->format_name);
