@@ -23,7 +23,6 @@ import vmguest
 
 MiB = 1024 * 1024
 
-pytestmark = pytest.mark.skipif(not vmguest.QEMU, reason="no qemu-system-x86_64")
 
 SCRIPT = """
 echo "QUEUES $(ls /sys/block/vda/mq | wc -l)"
@@ -123,10 +122,12 @@ def run_vm(prog, d, tmp, queues=1, iothreads=()):
 @pytest.mark.parametrize("prog,queues,iothreads", [
     pytest.param(BLOCKD, 1, (), id="blockd"),
     pytest.param(BLOCKD, 2, ("io0", "io1"), id="blockd-2queues-iothreads"),
-    pytest.param(QSD, 1, (), id="qsd",
-                 marks=pytest.mark.skipif(not QSD, reason="no qemu-storage-daemon")),
+    pytest.param(QSD, 1, (), id="qsd"),
 ])
 def test_vm_on_vhost_user_blk(prog, queues, iothreads, tmp_path):
+    if not vmguest.QEMU or not prog:
+        pytest.fail("the VM test needs qemu-system-x86_64 and qemu-storage-daemon "
+                    "(scripts/install-deps.sh)")
     d = short_dir()
     try:
         vm, during, target_sha = run_vm(prog, d, str(tmp_path), queues, iothreads)
