@@ -184,6 +184,8 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     # FUSE device read in an iothread.
     functional build-tsan tests/functional/test_vm.py -k iothreads
     functional build-tsan tests/functional/test_fuse.py -k iothread
+    # An nbd node's requests from two iothreads, and its reconnection.
+    functional build-tsan tests/functional/test_nbd_driver.py -k "iothreads or reconnect"
     BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-20} \
         functional build-tsan tests/functional/test_thread_stress.py
 fi
@@ -213,6 +215,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     functional build-asan tests/functional/test_compress_filter.py
     # The FUSE export: requests from the kernel, a stale mount.
     functional build-asan tests/functional/test_fuse.py
+    # The nbd driver: hostile servers (handshakes, replies), reconnection.
+    functional build-asan tests/functional/test_nbd_driver.py
     # The vhost-user-blk export: hostile guests and front-ends.
     functional build-asan tests/functional/test_vhost_user_hostile.py \
         tests/functional/test_vhost_user_blk.py -k "not qsd and not matches"

@@ -103,6 +103,9 @@ struct BlockDriver {
     int (*bdrv_get_info)(BlockDriverState *bs, BlockDriverInfo *bdi);
     /* "format-specific": {"type": ..., "data": {...}}, a new object. */
     json_object *(*bdrv_get_specific_info)(BlockDriverState *bs);
+    /* The image's name where no "filename" option gives it (a network
+     * node's URI); NULL: the file child's, or "DRIVER://". */
+    const char *(*bdrv_filename)(BlockDriverState *bs);
     /* query-blockstats' "driver-specific", a new object (NULL: none). */
     json_object *(*bdrv_get_stats)(BlockDriverState *bs);
 

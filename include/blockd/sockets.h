@@ -1,6 +1,6 @@
 /*
  * sockets.h - listening sockets for the servers (NBD, vhost-user, the
- * monitor's chardevs).
+ * monitor's chardevs) and connected ones for the clients (the nbd driver).
  *
  * Half: common (plain system calls, no event loop).
  */
@@ -15,5 +15,14 @@
  * @errp set ("Failed to bind socket to PATH: ...", as QEMU says it).
  */
 int socket_listen_unix(const char *path, int backlog, Error **errp);
+
+/*
+ * A blocking stream socket connected to @path (unix) or @host:@port
+ * (inet; every address getaddrinfo gives is tried in turn), close-on-exec,
+ * with @timeout_s (0: none) on connecting, sending and receiving: its fd,
+ * or -1 with @errp set in QEMU's words ("Failed to connect to 'PATH'").
+ */
+int socket_connect_unix(const char *path, int timeout_s, Error **errp);
+int socket_connect_inet(const char *host, const char *port, int timeout_s, Error **errp);
 
 #endif /* BLOCKD_SOCKETS_H */

@@ -14,6 +14,7 @@ int bdrv_drain_all_depth(void);
 extern const BlockDriver bdrv_null_co;
 extern const BlockDriver bdrv_null_aio;
 extern const BlockDriver bdrv_compress;
+extern const BlockDriver bdrv_nbd;
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_blkdebug;

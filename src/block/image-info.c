@@ -27,6 +27,9 @@ const char *bdrv_get_filename(BlockDriverState *bs, char *buf, size_t size)
     if (bs->options && json_object_object_get_ex(bs->options, "filename", &v)) {
         return json_object_get_string(v);
     }
+    if (bs->drv->bdrv_filename && bs->drv->bdrv_filename(bs)) {
+        return bs->drv->bdrv_filename(bs);
+    }
     snprintf(buf, size, "%s://", bs->drv->format_name);
     return buf;
 }

@@ -30,7 +30,7 @@
 #include "blockd/main-loop.h"
 #include "nbd-conn.h"
 #include "nbd-internal.h"
-#include "nbd-proto.h"
+#include "blockd/nbd-proto.h"
 
 typedef struct NbdRequest {
     NbdClient *client;

@@ -13,7 +13,7 @@
 #include "blockd/export-driver.h"
 #include "blockd/main-loop.h"
 #include "nbd-internal.h"
-#include "nbd-proto.h"
+#include "blockd/nbd-proto.h"
 
 typedef struct NbdExport {
     char *name;

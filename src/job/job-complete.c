@@ -54,7 +54,10 @@ void job_txn_add_job_locked(JobTxn *txn, Job *job)
 {
     assert(!job->txn);
     job->txn = txn;
-    list_add_tail(&txn->jobs, &job->txn_node);
+    /* Newest first: the members are finalized (and, when one fails,
+     * aborted) in that order, which fixes the order of their events as
+     * qemu-storage-daemon emits them. */
+    list_add_head(&txn->jobs, &job->txn_node);
     job_txn_ref_locked(txn);
 }
 

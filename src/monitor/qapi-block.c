@@ -7,8 +7,8 @@
 #include "qapi-schemas.h"
 
 static const char *const driver_names[] = {
-    "blkdebug", "compress", "copy-before-write", "file", "null-aio", "null-co", "qcow2",
-    "raw", "snapshot-access",
+    "blkdebug", "compress", "copy-before-write", "file", "nbd", "null-aio", "null-co",
+    "qcow2", "raw", "snapshot-access",
     NULL,
 };
 static const char *const on_cbw_error_names[] = { "break-guest-write", "break-snapshot", NULL };
@@ -95,6 +95,19 @@ static const SchemaField inject_error_elem = {
     .name = "inject-error", .type = SCHEMA_OBJECT, .object = &inject_error_options,
 };
 
+static const SchemaField nbd_fields[] = {
+    { .name = "server", .type = SCHEMA_OBJECT, .object = &qapi_socket_address },
+    { .name = "export", .type = SCHEMA_STR, .optional = true },
+    { .name = "tls-creds", .type = SCHEMA_STR, .optional = true },
+    { .name = "tls-hostname", .type = SCHEMA_STR, .optional = true },
+    { .name = "x-dirty-bitmap", .type = SCHEMA_STR, .optional = true },
+    { .name = "reconnect-delay", .type = SCHEMA_INT, .optional = true },
+    { .name = "open-timeout", .type = SCHEMA_INT, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject nbd_options = { .name = "BlockdevOptionsNbd", .fields = nbd_fields };
+
 static const SchemaField blkdebug_fields[] = {
     { .name = "image", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
     { .name = "inject-error", .type = SCHEMA_LIST, .optional = true, .elem = &inject_error_elem },
@@ -159,6 +172,7 @@ static const SchemaVariant driver_variants[] = {
     { "compress", &generic_file_options },
     { "copy-before-write", &cbw_options },
     { "file", &file_options },
+    { "nbd", &nbd_options },
     { "null-aio", &null_options },
     { "null-co", &null_options },
     { "qcow2", &qcow2_options },

@@ -15,6 +15,7 @@ extern const SchemaObject qapi_object_del_args;
 extern const SchemaObject qapi_chardev_options;       /* --chardev socket */
 extern const SchemaObject qapi_monitor_options;       /* --monitor */
 extern const SchemaObject qapi_nbd_server_options;    /* --nbd-server */
+extern const SchemaObject qapi_socket_address;        /* unix or inet, flat */
 extern const SchemaObject qapi_block_export_options;  /* --export, block-export-add */
 extern const SchemaObject qapi_blockdev_snapshot_args;
 

@@ -40,13 +40,13 @@ static const SchemaVariant address_variants[] = {
     { "inet", &inet_address },
     { NULL, NULL },
 };
-static const SchemaObject socket_address = {
+const SchemaObject qapi_socket_address = {
     .name = "SocketAddress", .fields = address_base_fields,
     .discriminator = "type", .variants = address_variants,
 };
 
 static const SchemaField nbd_server_options_fields[] = {
-    { .name = "addr", .type = SCHEMA_OBJECT, .object = &socket_address },
+    { .name = "addr", .type = SCHEMA_OBJECT, .object = &qapi_socket_address },
     { .name = "max-connections", .type = SCHEMA_INT, .optional = true },
     { 0 },
 };
@@ -223,12 +223,12 @@ static json_object *qmp_nbd_server_start(json_object *args, Error **errp)
         if (json_object_object_get_ex(addr, "type", &type)) {
             json_object_object_add(flat, "type", json_object_get(type));
         }
-        ok = schema_check(&socket_address, flat, errp) &&
+        ok = schema_check(&qapi_socket_address, flat, errp) &&
              nbd_server_start(flat, max_conn(args), errp);
         json_object_put(flat);
         return ok ? json_object_new_object() : NULL;
     }
-    if (!schema_check(&socket_address, addr, errp) ||
+    if (!schema_check(&qapi_socket_address, addr, errp) ||
         !nbd_server_start(addr, max_conn(args), errp)) {
         return NULL;
     }

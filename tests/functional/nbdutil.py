@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 
-# Constants of src/export/nbd-proto.h.
+# Constants of include/blockd/nbd-proto.h.
 NBD_MAGIC = 0x4E42444D41474943
 NBD_OPTS_MAGIC = 0x49484156454F5054
 NBD_REP_MAGIC = 0x0003E889045565A9

@@ -303,3 +303,121 @@ def test_thread_moves_match(peers):
     for p in peers:
         p.qmp.cmd("job-cancel", id="m")
         p.events_until("BLOCK_JOB_CANCELLED", "m")
+
+
+# ---- The nbd driver ---------------------------------------------------------
+
+@pytest.fixture
+def nbd_servers():
+    """A blockd serving a 16 MiB raw image as export "t", and as "tb" with
+    its dirty bitmap "b"; nbdkit's full plugin, which fails every write
+    with ENOSPC."""
+    from test_nbd_driver import Remote
+    d = short_dir()
+    sparse_image(f"{d}/r.img", 16 * MiB)
+    remote = Remote(d, f"{d}/r.img")
+    remote.q.execute("block-dirty-bitmap-add", {"node": "f", "name": "b"})
+    subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 7 1M 1M", "-c", "write -P 8 9M 64k",
+                    f"nbd+unix:///t?socket={remote.sock}"], check=True, capture_output=True)
+    remote.q.execute("block-dirty-bitmap-disable", {"node": "f", "name": "b"})
+    r = remote.q.execute("block-export-add", {"type": "nbd", "id": "eb", "node-name": "f",
+                                              "name": "tb", "bitmaps": ["b"]})
+    assert r == {"return": {}}, r
+    full = subprocess.Popen(["nbdkit", "--foreground", "--unix", f"{d}/full.sock", "full",
+                             "8M"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(f"{d}/full.sock"):
+        assert time.monotonic() < deadline and full.poll() is None
+        time.sleep(0.02)
+    yield d
+    full.kill()
+    full.wait()
+    remote.kill()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def nbd_node(sock, node="n", **kw):
+    return {"driver": "nbd", "node-name": node, "server": {"type": "unix", "path": sock}, **kw}
+
+
+def test_nbd_node_matches(peers, nbd_servers):
+    """blockdev-add of nbd nodes: the same errors, node description,
+    data and block status through the node's own export."""
+    sock = f"{nbd_servers}/r.sock"
+    for args in (nbd_node(sock, export="nope"), nbd_node(f"{nbd_servers}/none.sock"),
+                 nbd_node(sock), nbd_node(sock, export="t", **{"reconnect-delay": -1}),
+                 {"driver": "nbd", "node-name": "n",
+                  "server": {"type": "inet", "host": "127.0.0.1", "port": "1"}},
+                 {"driver": "nbd", "node-name": "n",
+                  "server": {"type": "inet", "host": "no.such.host.invalid", "port": "1"}},
+                 {"driver": "nbd", "node-name": "n", "server": {"type": "unix"}}):
+        assert_same_error(peers, "blockdev-add", args)
+    assert_same_shape(peers, "blockdev-add", nbd_node(sock, export="t"))
+    results = []
+    for p in peers:
+        q = p.qmp
+        node = [n for n in q.cmd("query-named-block-nodes") if n["node-name"] == "n"][0]
+        grow = q.execute("block_resize", {"node-name": "n", "size": 32 * MiB})
+        q.cmd("nbd-server-start", addr={"type": "unix",
+                                        "data": {"path": os.path.join(p.dir, "l.sock")}})
+        assert "error" not in q.execute("block-export-add", {"type": "nbd", "id": "e",
+                                                             "node-name": "n", "name": "n",
+                                                             "writable": True})
+        uri = f"nbd+unix:///n?socket={p.dir}/l.sock"
+        r = subprocess.run(["qemu-io", "-f", "raw", "-c", "read -P 7 1M 1M",
+                            "-c", "write -P 3 4M 64k", "-c", "read -P 3 4M 64k", uri],
+                           capture_output=True, text=True)
+        m = subprocess.run(["qemu-img", "map", "--output=json", "-f", "raw", uri],
+                           capture_output=True, text=True)
+        results.append((node, r.returncode, "fail" in r.stdout, m.stdout, grow))
+        q.cmd("block-export-del", id="e")
+        q.cmd("blockdev-del", node_name="n")
+    assert results[0][1:3] == (0, False)
+    assert results[1] == results[0]
+    # A remote dirty bitmap read as block status: dirty shows as "no data".
+    maps, errs = [], []
+    for p in peers:
+        q = p.qmp
+        errs.append(q.execute("blockdev-add", nbd_node(sock, node="nb", export="tb")))
+        q.cmd("blockdev-add", **nbd_node(sock, node="nb", export="tb", read_only=True,
+                                         **{"x-dirty-bitmap": "qemu:dirty-bitmap:b"}))
+        assert "error" not in q.execute("block-export-add", {"type": "nbd", "id": "eb",
+                                                             "node-name": "nb", "name": "nb"})
+        maps.append(subprocess.run(["qemu-img", "map", "--output=json", "-f", "raw",
+                                    f"nbd+unix:///nb?socket={p.dir}/l.sock"],
+                                   capture_output=True, text=True).stdout)
+    assert '"data": false' in maps[0] and maps[1] == maps[0]
+    # Read-write on a read-only export: blockd says why (README).
+    assert errs[0]["error"]["desc"] == "Could not open image: Permission denied"
+    assert errs[1]["error"]["desc"] == "NBD export is read-only"
+
+
+def test_nbd_grouped_transaction_with_failing_target(peers, nbd_servers):
+    """Two backups in a grouped transaction, one onto an nbd node whose
+    server fails every write (nbdkit's full plugin): the same events, in
+    the same order, as qemu-storage-daemon."""
+    seqs = []
+    for p in peers:
+        q = p.qmp
+        q.cmd("blockdev-add", **nbd_node(f"{nbd_servers}/full.sock", node="full"))
+        q.cmd("blockdev-add", driver="null-co", node_name="z", size=8 * MiB)
+        q.cmd("transaction", actions=[
+            {"type": "blockdev-backup", "data": {"job-id": "j1", "device": "src",
+                                                 "target": "tgt", "sync": "full",
+                                                 "speed": MiB}},
+            {"type": "blockdev-backup", "data": {"job-id": "j2", "device": "z",
+                                                 "target": "full", "sync": "full"}}],
+              properties={"completion-mode": "grouped"})
+        evs, done = [], set()
+        while done != {"j1", "j2"}:
+            ev = q.next_event(time.monotonic() + 30)
+            assert ev is not None, evs
+            evs.append(ev)
+            data = ev.get("data", {})
+            if ev["event"] == "JOB_STATUS_CHANGE" and data["status"] == "null":
+                done.add(data["id"])
+        seqs.append([(e["event"], e["data"].get("id") or e["data"].get("device"),
+                      e["data"].get("status") or e["data"].get("error"))
+                     for e in evs if e["data"].get("status") not in ("paused", "running")])
+    assert ("BLOCK_JOB_COMPLETED", "j2", "No space left on device") in seqs[0]
+    assert seqs[1] == seqs[0]

@@ -191,8 +191,8 @@ static void test_all_succeed(void **state)
             assert_int_equal(t.s[i].prepare, 1);
         }
     }
-    /* All prepares come before the first commit. */
-    assert_non_null(strstr(jt_cblog, "a:P b:P c:P"));
+    /* All prepares, newest member first, come before the first commit. */
+    assert_non_null(strstr(jt_cblog, "c:P b:P a:P"));
     /* The one that finished first waited for the others. */
     jt_expect_events("a", "JSC created, JSC running, JSC waiting, JSC pending, "
                           "BLOCK_JOB_COMPLETED, JSC concluded, JSC null, "

@@ -1,0 +1,1096 @@
+/*
+ * nbd.c - the nbd driver: a node whose content an NBD server holds
+ * (another blockd, qemu-storage-daemon, nbdkit ...).  docs/nbd-client.md
+ * describes the options and the behaviour on a lost connection.
+ *
+ * One connection per node, up to NBD_MAX_REQS requests in flight on it.
+ * Everything that touches the connection runs in the node's home
+ * context: a request from another thread moves there for its round trip,
+ * so the socket, the request slots and the reader need no lock.  There is
+ * no reader coroutine of its own: a request waiting for its reply reads
+ * the replies (anyone's, straight into their buffers) until its own has
+ * come, then hands the reading to another waiting request.  With no
+ * request in flight nothing watches the socket, so a drained node has
+ * nothing to move when it changes context.
+ *
+ * A lost connection fails the requests on it, or with reconnect-delay
+ * they wait up to that long for a new connection and are sent again.
+ * The next request after a loss tries to reconnect (on a thread-pool
+ * worker: the event loop never blocks on a server).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "blockd/aio.h"
+#include "blockd/block-global-state.h"
+#include "blockd/block-io.h"
+#include "blockd/iov.h"
+#include "blockd/log.h"
+#include "blockd/main-loop.h"
+#include "blockd/nbd-proto.h"
+#include "blockd/options.h"
+#include "blockd/thread-pool.h"
+#include "blockd/thread.h"
+#include "block-internal.h"
+#include "nbd-driver.h"
+
+#define NBD_MAX_REQS 16
+#define NBD_RETRY_PAUSE_NS 1000000000LL         /* between connection attempts */
+#define NBD_OPEN_RETRY_US 100000                /* open-timeout's retries */
+#define NBD_MAX_CHUNK ((uint32_t)NBD_MAX_BUFFER_SIZE + 1024)
+#define NBD_MAX_CMD_LEN (1U << 30)              /* zeroes, discard, status */
+
+typedef struct NbdReq {
+    bool in_use;
+    bool done;                  /* its last reply chunk arrived */
+    bool lost;                  /* its connection went away first */
+    unsigned gen;               /* the connection it was sent on */
+    Coroutine *co;              /* yielded waiting for its reply */
+    uint16_t type, flags;
+    uint64_t offset;
+    uint32_t len;
+    struct iovec *iov;          /* READ: where the data goes */
+    int niov;
+    int ret;
+    bool got_extent;            /* BLOCK_STATUS: the first extent */
+    uint32_t extent_len, extent_flags;
+} NbdReq;
+
+typedef struct NbdState {
+    BlockDriverState *bs;
+    NbdTarget target;
+    char *filename;
+    int64_t reconnect_ns;
+
+    /* The connection: the node's home context only. */
+    int fd;                     /* -1: not connected */
+    unsigned gen;               /* bumped when a connection is lost */
+    NbdExportInfo info;
+    int64_t deadline;           /* requests wait for a new connection until then */
+    bool connecting;
+    bool loss_logged;
+    CoQueue connect_wait;
+    CoMutex send_lock;          /* one request's bytes at a time */
+    NbdReq reqs[NBD_MAX_REQS];
+    int in_flight;
+    CoQueue free_slot;
+    NbdReq *reader;             /* the request reading replies, or NULL */
+    /* The last extent the server reported, valid while no write has
+     * started or ended since it was asked for (writes_seen unchanged). */
+    unsigned writes_seen;
+    unsigned extent_seen;
+    bool extent_valid;
+    uint64_t extent_off, extent_len;
+    uint32_t extent_flags;
+    Coroutine *rd_waiter, *wr_waiter;
+    AioContext *fd_ctx;
+} NbdState;
+
+/* ---- Waiting for the socket ------------------------------------------- */
+
+static void fd_ready(void *opaque, bool wr);
+
+static void fd_readable(void *opaque)
+{
+    fd_ready(opaque, false);
+}
+
+static void fd_writable(void *opaque)
+{
+    fd_ready(opaque, true);
+}
+
+static void fd_handlers_update(NbdState *s)
+{
+    aio_set_fd_handler(s->fd_ctx, s->fd, s->rd_waiter ? fd_readable : NULL,
+                       s->wr_waiter ? fd_writable : NULL, NULL, s);
+}
+
+static void fd_ready(void *opaque, bool wr)
+{
+    NbdState *s = opaque;
+    Coroutine **waiter = wr ? &s->wr_waiter : &s->rd_waiter;
+    Coroutine *co = *waiter;
+
+    *waiter = NULL;
+    fd_handlers_update(s);
+    if (co) {
+        aio_co_wake(co);
+    }
+}
+
+static void coroutine_fn wait_fd(NbdState *s, bool wr)
+{
+    s->fd_ctx = current_aio_context();
+    *(wr ? &s->wr_waiter : &s->rd_waiter) = coroutine_self();
+    fd_handlers_update(s);
+    coroutine_yield();
+}
+
+static void wake_waiter(Coroutine **waiter)
+{
+    Coroutine *co = *waiter;
+
+    if (co) {
+        *waiter = NULL;
+        aio_co_wake(co);
+    }
+}
+
+/* The connection @gen is gone (EOF, an error, a protocol violation): its
+ * requests are lost; the next request reconnects. */
+static void connection_lost(NbdState *s, unsigned gen, const char *why)
+{
+    if (s->fd < 0 || gen != s->gen) {
+        return;                 /* already handled */
+    }
+    if (!s->loss_logged) {
+        log_msg(LOG_LEVEL_WARN, "nbd node '%s': connection to the server lost (%s)",
+                s->bs->node_name, why);
+        s->loss_logged = true;
+    }
+    if (s->rd_waiter || s->wr_waiter) {
+        aio_set_fd_handler(s->fd_ctx, s->fd, NULL, NULL, NULL, NULL);
+    }
+    shutdown(s->fd, SHUT_RDWR);
+    close(s->fd);
+    s->fd = -1;
+    s->gen++;
+    s->deadline = clock_now_ns() + s->reconnect_ns;
+    wake_waiter(&s->rd_waiter);
+    wake_waiter(&s->wr_waiter);
+    for (int i = 0; i < NBD_MAX_REQS; i++) {
+        NbdReq *r = &s->reqs[i];
+
+        if (r->in_use && !r->done) {
+            r->lost = true;
+            wake_waiter(&r->co);
+        }
+    }
+}
+
+/* ---- Bytes on the socket ---------------------------------------------- */
+
+static void iov_advance(struct iovec **iov, int *niov, size_t n)
+{
+    while (n && n >= (*iov)->iov_len) {
+        n -= (*iov)->iov_len;
+        (*iov)++;
+        (*niov)--;
+    }
+    if (n) {
+        (*iov)->iov_base = (char *)(*iov)->iov_base + n;
+        (*iov)->iov_len -= n;
+    }
+}
+
+/* Move all of @iov (consumed) over the connection @gen: false if it ended. */
+static bool coroutine_fn transfer(NbdState *s, unsigned gen, struct iovec *iov, int niov,
+                                  bool wr)
+{
+    while (niov > 0 && iov->iov_len == 0) {
+        iov++;
+        niov--;
+    }
+    while (niov > 0) {
+        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = niov > IOV_MAX ? IOV_MAX : niov };
+        ssize_t n;
+
+        if (s->fd < 0 || s->gen != gen) {
+            return false;
+        }
+        n = wr ? sendmsg(s->fd, &msg, MSG_NOSIGNAL) : recvmsg(s->fd, &msg, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            wait_fd(s, wr);
+            continue;
+        }
+        if (n <= 0) {
+            connection_lost(s, gen, n == 0 ? "end of file" : strerror(errno));
+            return false;
+        }
+        iov_advance(&iov, &niov, (size_t)n);
+    }
+    return true;
+}
+
+static bool coroutine_fn recv_buf(NbdState *s, unsigned gen, void *buf, size_t len)
+{
+    struct iovec iov = { buf, len };
+
+    return transfer(s, gen, &iov, 1, false);
+}
+
+/* Read and drop @len bytes. */
+static bool coroutine_fn recv_skip(NbdState *s, unsigned gen, uint32_t len)
+{
+    uint8_t buf[4096];
+
+    while (len) {
+        uint32_t n = len < sizeof(buf) ? len : sizeof(buf);
+
+        if (!recv_buf(s, gen, buf, n)) {
+            return false;
+        }
+        len -= n;
+    }
+    return true;
+}
+
+/* Read @len bytes into [@off, @off+@len) of @r's buffer. */
+static bool coroutine_fn recv_into(NbdState *s, unsigned gen, NbdReq *r, uint64_t off,
+                                   uint32_t len)
+{
+    IOVector v;
+    bool ok;
+
+    iovector_init(&v);
+    iovector_concat(&v, r->iov, r->niov, off, len);
+    ok = transfer(s, gen, v.iov, v.niov, false);
+    iovector_destroy(&v);
+    return ok;
+}
+
+/* ---- Replies ---------------------------------------------------------- */
+
+static int nbd_error_to_errno(uint32_t err)
+{
+    switch (err) {
+    case NBD_EPERM: return -EPERM;
+    case NBD_EIO: return -EIO;
+    case NBD_ENOMEM: return -ENOMEM;
+    case NBD_ENOSPC: return -ENOSPC;
+    case NBD_EOVERFLOW: return -EOVERFLOW;
+    case NBD_ENOTSUP: return -ENOTSUP;
+    case NBD_ESHUTDOWN: return -ESHUTDOWN;
+    default: return -EINVAL;
+    }
+}
+
+static bool protocol_error(NbdState *s, unsigned gen, const char *what)
+{
+    connection_lost(s, gen, what);
+    return false;
+}
+
+static NbdReq *lookup(NbdState *s, uint64_t cookie)
+{
+    NbdReq *r;
+
+    if (cookie == 0 || cookie > NBD_MAX_REQS) {
+        return NULL;
+    }
+    r = &s->reqs[cookie - 1];
+    return r->in_use && !r->done && r->gen == s->gen ? r : NULL;
+}
+
+static void reply_done(NbdReq *r)
+{
+    r->done = true;
+    wake_waiter(&r->co);
+}
+
+static bool coroutine_fn simple_reply(NbdState *s, unsigned gen, NbdReq *r, uint32_t err)
+{
+    if (err) {
+        r->ret = nbd_error_to_errno(err);
+    } else if (r->type == NBD_CMD_READ) {
+        if (s->info.structured) {
+            return protocol_error(s, gen, "a simple reply with data to a read");
+        }
+        if (!recv_into(s, gen, r, 0, r->len)) {
+            return false;
+        }
+    } else if (r->type == NBD_CMD_BLOCK_STATUS) {
+        return protocol_error(s, gen, "a simple reply to block status");
+    }
+    reply_done(r);
+    return true;
+}
+
+/* An OFFSET_DATA or OFFSET_HOLE chunk must lie within its read. */
+static bool in_request(NbdReq *r, uint64_t off, uint64_t len)
+{
+    return len > 0 && off >= r->offset && off - r->offset <= r->len &&
+           len <= r->len - (off - r->offset);
+}
+
+static bool coroutine_fn data_chunk(NbdState *s, unsigned gen, NbdReq *r, uint16_t type,
+                                    uint32_t len)
+{
+    uint8_t buf[12];
+    uint64_t off;
+
+    if (r->type != NBD_CMD_READ || len < (type == NBD_REPLY_TYPE_OFFSET_HOLE ? 12 : 9) ||
+        (type == NBD_REPLY_TYPE_OFFSET_HOLE && len != 12)) {
+        return protocol_error(s, gen, "a data chunk of the wrong size or for no read");
+    }
+    if (!recv_buf(s, gen, buf, type == NBD_REPLY_TYPE_OFFSET_HOLE ? 12 : 8)) {
+        return false;
+    }
+    off = nbd_get64(buf);
+    if (type == NBD_REPLY_TYPE_OFFSET_HOLE) {
+        uint32_t hole = nbd_get32(buf + 8);
+
+        if (!in_request(r, off, hole)) {
+            return protocol_error(s, gen, "a hole outside its read");
+        }
+        iov_memset(r->iov, r->niov, off - r->offset, 0, hole);
+        return true;
+    }
+    if (!in_request(r, off, len - 8)) {
+        return protocol_error(s, gen, "data outside its read");
+    }
+    return recv_into(s, gen, r, off - r->offset, len - 8);
+}
+
+static bool coroutine_fn status_chunk(NbdState *s, unsigned gen, NbdReq *r, uint32_t len)
+{
+    uint8_t buf[12];
+
+    if (r->type != NBD_CMD_BLOCK_STATUS || len < 12 || (len - 4) % 8) {
+        return protocol_error(s, gen, "a block status chunk of the wrong size");
+    }
+    if (!recv_buf(s, gen, buf, sizeof(buf))) {
+        return false;
+    }
+    if (nbd_get32(buf) != s->info.context_id || nbd_get32(buf + 4) == 0) {
+        return protocol_error(s, gen, "block status of another context, or empty");
+    }
+    if (!r->got_extent) {
+        r->got_extent = true;
+        r->extent_len = nbd_get32(buf + 4);
+        r->extent_flags = nbd_get32(buf + 8);
+    }
+    return recv_skip(s, gen, len - 12);
+}
+
+static bool coroutine_fn error_chunk(NbdState *s, unsigned gen, NbdReq *r, uint32_t len)
+{
+    uint8_t buf[6];
+    char msg[NBD_MAX_STRING + 1];
+    uint32_t err;
+    uint16_t mlen;
+
+    if (len < 6 || !recv_buf(s, gen, buf, sizeof(buf))) {
+        return len < 6 ? protocol_error(s, gen, "an error chunk too short") : false;
+    }
+    err = nbd_get32(buf);
+    mlen = nbd_get16(buf + 4);
+    if (err == 0 || mlen > len - 6 || mlen > NBD_MAX_STRING) {
+        return protocol_error(s, gen, "an error chunk without an error, or too long");
+    }
+    if (!recv_buf(s, gen, msg, mlen) || !recv_skip(s, gen, len - 6 - mlen)) {
+        return false;
+    }
+    msg[mlen] = 0;
+    if (mlen) {
+        log_msg(LOG_LEVEL_DEBUG, "nbd node '%s': server error: %s", s->bs->node_name, msg);
+    }
+    if (r->ret == 0) {
+        r->ret = nbd_error_to_errno(err);
+    }
+    return true;
+}
+
+static bool coroutine_fn structured_reply(NbdState *s, unsigned gen, const uint8_t *hdr)
+{
+    uint16_t flags = nbd_get16(hdr + 4), type = nbd_get16(hdr + 6);
+    uint32_t len = nbd_get32(hdr + 16);
+    NbdReq *r = lookup(s, nbd_get64(hdr + 8));
+    bool ok;
+
+    if (!r) {
+        return protocol_error(s, gen, "a reply to no request in flight");
+    }
+    if (len > NBD_MAX_CHUNK) {
+        return protocol_error(s, gen, "a reply chunk too large");
+    }
+    switch (type) {
+    case NBD_REPLY_TYPE_NONE:
+        ok = (flags & NBD_REPLY_FLAG_DONE) && len == 0 ? true
+             : protocol_error(s, gen, "a NONE chunk that is not the last or not empty");
+        break;
+    case NBD_REPLY_TYPE_OFFSET_DATA:
+    case NBD_REPLY_TYPE_OFFSET_HOLE:
+        ok = data_chunk(s, gen, r, type, len);
+        break;
+    case NBD_REPLY_TYPE_BLOCK_STATUS:
+        ok = status_chunk(s, gen, r, len);
+        break;
+    default:
+        ok = type & (1 << 15) ? error_chunk(s, gen, r, len)
+                              : protocol_error(s, gen, "a reply chunk of an unknown type");
+        break;
+    }
+    if (ok && (flags & NBD_REPLY_FLAG_DONE)) {
+        if (r->type == NBD_CMD_BLOCK_STATUS && r->ret == 0 && !r->got_extent) {
+            return protocol_error(s, gen, "block status without an extent");
+        }
+        reply_done(r);
+    }
+    return ok;
+}
+
+/* Read one reply or chunk and deliver it: false if the connection ended. */
+static bool coroutine_fn receive_one(NbdState *s, unsigned gen)
+{
+    uint8_t hdr[20];
+    uint32_t magic;
+
+    if (!recv_buf(s, gen, hdr, 4)) {
+        return false;
+    }
+    magic = nbd_get32(hdr);
+    if (magic == NBD_SIMPLE_REPLY_MAGIC) {
+        NbdReq *r;
+
+        if (!recv_buf(s, gen, hdr + 4, 12)) {
+            return false;
+        }
+        r = lookup(s, nbd_get64(hdr + 8));
+        return r ? simple_reply(s, gen, r, nbd_get32(hdr + 4))
+                 : protocol_error(s, gen, "a reply to no request in flight");
+    }
+    if (magic != NBD_STRUCTURED_REPLY_MAGIC || !s->info.structured) {
+        return protocol_error(s, gen, "a reply with a bad magic");
+    }
+    return recv_buf(s, gen, hdr + 4, 16) && structured_reply(s, gen, hdr);
+}
+
+/* Until @r's reply has come (or its connection went). */
+static void coroutine_fn wait_reply(NbdState *s, NbdReq *r)
+{
+    while (!r->done && !r->lost) {
+        if (!s->reader) {
+            s->reader = r;
+            receive_one(s, r->gen);
+            s->reader = NULL;
+            continue;
+        }
+        r->co = coroutine_self();
+        coroutine_yield();
+    }
+    if (!s->reader) {
+        /* Hand the reading on to a request still waiting. */
+        for (int i = 0; i < NBD_MAX_REQS; i++) {
+            if (s->reqs[i].co) {
+                wake_waiter(&s->reqs[i].co);
+                break;
+            }
+        }
+    }
+}
+
+/* ---- Connecting ------------------------------------------------------- */
+
+typedef struct ConnectJob {
+    const NbdTarget *target;
+    NbdExportInfo info;
+    int fd;
+    Error *err;
+} ConnectJob;
+
+static int connect_worker(void *opaque)
+{
+    ConnectJob *job = opaque;
+
+    job->fd = nbd_connect_export(job->target, &job->info, &job->err);
+    return job->fd < 0 ? -1 : 0;
+}
+
+static bool set_nonblocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    return fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
+}
+
+/* One attempt to connect again, on a worker thread. */
+static bool coroutine_fn reconnect(NbdState *s)
+{
+    ConnectJob job = { .target = &s->target, .fd = -1 };
+
+    thread_pool_submit_co(connect_worker, &job);
+    if (job.fd >= 0 && (job.info.size != s->info.size ||
+                        ((job.info.flags & NBD_FLAG_READ_ONLY) && !s->bs->read_only))) {
+        error_setg(&job.err, "the export changed its size or became read-only");
+        close(job.fd);
+        job.fd = -1;
+    }
+    if (job.fd < 0 || !set_nonblocking(job.fd)) {
+        if (job.fd >= 0) {
+            close(job.fd);
+        }
+        log_msg(LOG_LEVEL_DEBUG, "nbd node '%s': reconnection failed: %s", s->bs->node_name,
+                job.err ? error_get_pretty(job.err) : "fcntl");
+        error_free(job.err);
+        return false;
+    }
+    s->fd = job.fd;
+    s->info = job.info;
+    s->loss_logged = false;
+    log_msg(LOG_LEVEL_INFO, "nbd node '%s': reconnected to the server", s->bs->node_name);
+    return true;
+}
+
+/* Connected, or -EIO once the connection has been gone for longer than
+ * reconnect-delay (a fresh request still makes one attempt). */
+static int coroutine_fn ensure_connected(NbdState *s)
+{
+    bool waited = false;
+
+    while (s->fd < 0) {
+        if (s->connecting) {
+            co_queue_wait_unlocked(&s->connect_wait);
+            waited = true;
+            continue;
+        }
+        if (waited && clock_now_ns() >= s->deadline) {
+            return -EIO;
+        }
+        s->connecting = true;
+        reconnect(s);
+        s->connecting = false;
+        co_queue_restart_all(&s->connect_wait);
+        if (s->fd >= 0) {
+            break;
+        }
+        int64_t left = s->deadline - clock_now_ns();
+        if (left <= 0) {
+            return -EIO;
+        }
+        co_sleep_ns(left < NBD_RETRY_PAUSE_NS ? left : NBD_RETRY_PAUSE_NS);
+        waited = true;
+    }
+    return 0;
+}
+
+/* ---- Requests --------------------------------------------------------- */
+
+static bool coroutine_fn send_request(NbdState *s, NbdReq *r, struct iovec *wiov, int wniov)
+{
+    uint8_t hdr[28];
+    IOVector v;
+    bool ok;
+
+    nbd_put32(hdr, NBD_REQUEST_MAGIC);
+    nbd_put16(hdr + 4, r->flags);
+    nbd_put16(hdr + 6, r->type);
+    nbd_put64(hdr + 8, (uint64_t)(r - s->reqs) + 1);
+    nbd_put64(hdr + 16, r->offset);
+    nbd_put32(hdr + 24, r->len);
+    iovector_init(&v);
+    iovector_add(&v, hdr, sizeof(hdr));
+    if (wiov) {
+        iovector_concat(&v, wiov, wniov, 0, r->len);
+    }
+    co_mutex_lock(&s->send_lock);
+    ok = transfer(s, r->gen, v.iov, v.niov, true);
+    co_mutex_unlock(&s->send_lock);
+    iovector_destroy(&v);
+    return ok;
+}
+
+/* One round trip of @q in the home context, sent again after a
+ * reconnection while reconnect-delay allows. */
+static bool changes_data(const NbdReq *q)
+{
+    return q->type == NBD_CMD_WRITE || q->type == NBD_CMD_WRITE_ZEROES ||
+           q->type == NBD_CMD_TRIM;
+}
+
+static int coroutine_fn request_loop(NbdState *s, NbdReq *q, struct iovec *wiov, int wniov);
+
+static int coroutine_fn request_at_home(NbdState *s, NbdReq *q, struct iovec *wiov, int wniov)
+{
+    int ret;
+
+    if (!changes_data(q)) {
+        return request_loop(s, q, wiov, wniov);
+    }
+    /* A write invalidates the extent cache when it starts and when it
+     * ends: a status asked meanwhile may show either side of it. */
+    s->writes_seen++;
+    ret = request_loop(s, q, wiov, wniov);
+    s->writes_seen++;
+    return ret;
+}
+
+static int coroutine_fn request_loop(NbdState *s, NbdReq *q, struct iovec *wiov, int wniov)
+{
+    for (;;) {
+        int ret = ensure_connected(s);
+        NbdReq *r = NULL;
+        bool lost;
+
+        if (ret < 0) {
+            return ret;
+        }
+        if (s->in_flight == NBD_MAX_REQS) {
+            co_queue_wait_unlocked(&s->free_slot);
+            continue;
+        }
+        for (int i = 0; !r; i++) {
+            r = s->reqs[i].in_use ? NULL : &s->reqs[i];
+        }
+        *r = *q;
+        r->in_use = true;
+        r->gen = s->gen;
+        s->in_flight++;
+        if (send_request(s, r, wiov, wniov)) {
+            wait_reply(s, r);
+        } else {
+            r->lost = true;
+        }
+        lost = r->lost;
+        q->ret = r->ret;
+        q->got_extent = r->got_extent;
+        q->extent_len = r->extent_len;
+        q->extent_flags = r->extent_flags;
+        r->in_use = false;
+        s->in_flight--;
+        co_queue_next(&s->free_slot);
+        if (!lost) {
+            return q->ret;
+        }
+        if (clock_now_ns() >= s->deadline) {
+            return -EIO;
+        }
+    }
+}
+
+/* Move the calling request to the node's home context (where the
+ * connection lives); returns the context to come back to. */
+static AioContext *coroutine_fn go_home(BlockDriverState *bs)
+{
+    AioContext *caller = current_aio_context();
+
+    if (caller != bs->ctx) {
+        aio_co_reschedule_self(bs->ctx);
+    }
+    return caller;
+}
+
+static void coroutine_fn come_back(AioContext *caller)
+{
+    if (caller != current_aio_context()) {
+        aio_co_reschedule_self(caller);
+    }
+}
+
+static int coroutine_fn nbd_request(BlockDriverState *bs, NbdReq *q, struct iovec *wiov,
+                                    int wniov)
+{
+    AioContext *caller = go_home(bs);
+    int ret = request_at_home(bs->opaque, q, wiov, wniov);
+
+    come_back(caller);
+    return ret;
+}
+
+static int coroutine_fn nbd_simple_cmd(BlockDriverState *bs, uint16_t type, uint16_t flags,
+                                       int64_t offset, int64_t bytes)
+{
+    NbdReq q = { .type = type, .flags = flags, .offset = (uint64_t)offset,
+                 .len = (uint32_t)bytes };
+
+    return nbd_request(bs, &q, NULL, 0);
+}
+
+static int coroutine_fn nbd_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                      struct iovec *iov, int niov, int flags) GRAPH_RDLOCK
+{
+    NbdReq q = { .type = NBD_CMD_READ, .offset = (uint64_t)offset, .len = (uint32_t)bytes,
+                 .iov = iov, .niov = niov };
+
+    (void)flags;
+    return bytes ? nbd_request(bs, &q, NULL, 0) : 0;
+}
+
+static int coroutine_fn nbd_co_flush(BlockDriverState *bs) GRAPH_RDLOCK
+{
+    NbdState *s = bs->opaque;
+
+    if (!(s->info.flags & NBD_FLAG_SEND_FLUSH)) {
+        return 0;
+    }
+    return nbd_simple_cmd(bs, NBD_CMD_FLUSH, 0, 0, 0);
+}
+
+static int coroutine_fn nbd_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       struct iovec *iov, int niov, int flags) GRAPH_RDLOCK
+{
+    NbdState *s = bs->opaque;
+    bool fua = (flags & BDRV_REQ_FUA) && (s->info.flags & NBD_FLAG_SEND_FUA);
+    NbdReq q = { .type = NBD_CMD_WRITE, .offset = (uint64_t)offset, .len = (uint32_t)bytes,
+                 .flags = fua ? NBD_CMD_FLAG_FUA : 0 };
+    int ret = bytes ? nbd_request(bs, &q, iov, niov) : 0;
+
+    if (ret == 0 && (flags & BDRV_REQ_FUA) && !fua) {
+        ret = nbd_co_flush(bs);
+    }
+    return ret;
+}
+
+static int coroutine_fn nbd_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
+                                             int64_t bytes, int flags) GRAPH_RDLOCK
+{
+    NbdState *s = bs->opaque;
+    uint16_t cmd_flags = 0;
+    int ret = 0;
+
+    if (!(s->info.flags & NBD_FLAG_SEND_WRITE_ZEROES)) {
+        return -ENOTSUP;
+    }
+    if (flags & BDRV_REQ_NO_FALLBACK) {
+        if (!(s->info.flags & NBD_FLAG_SEND_FAST_ZERO)) {
+            return -ENOTSUP;
+        }
+        cmd_flags |= NBD_CMD_FLAG_FAST_ZERO;
+    }
+    cmd_flags |= flags & BDRV_REQ_MAY_UNMAP ? 0 : NBD_CMD_FLAG_NO_HOLE;
+    cmd_flags |= (flags & BDRV_REQ_FUA) && (s->info.flags & NBD_FLAG_SEND_FUA)
+                 ? NBD_CMD_FLAG_FUA : 0;
+    while (bytes > 0 && ret == 0) {
+        int64_t n = bytes < NBD_MAX_CMD_LEN ? bytes : NBD_MAX_CMD_LEN;
+
+        ret = nbd_simple_cmd(bs, NBD_CMD_WRITE_ZEROES, cmd_flags, offset, n);
+        offset += n;
+        bytes -= n;
+    }
+    if (ret == 0 && (flags & BDRV_REQ_FUA) && !(cmd_flags & NBD_CMD_FLAG_FUA)) {
+        ret = nbd_co_flush(bs);
+    }
+    return ret;
+}
+
+static int coroutine_fn nbd_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+    GRAPH_RDLOCK
+{
+    NbdState *s = bs->opaque;
+    int ret = 0;
+
+    if (!(s->info.flags & NBD_FLAG_SEND_TRIM)) {
+        return 0;               /* discarding is advisory */
+    }
+    while (bytes > 0 && ret == 0) {
+        int64_t n = bytes < NBD_MAX_CMD_LEN ? bytes : NBD_MAX_CMD_LEN;
+
+        ret = nbd_simple_cmd(bs, NBD_CMD_TRIM, 0, offset, n);
+        offset += n;
+        bytes -= n;
+    }
+    return ret;
+}
+
+static int extent_status(uint32_t flags)
+{
+    if (flags & NBD_STATE_HOLE) {
+        return flags & NBD_STATE_ZERO ? BDRV_BLOCK_ZERO : 0;
+    }
+    return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | (flags & NBD_STATE_ZERO ? BDRV_BLOCK_ZERO : 0);
+}
+
+/* Ask about everything from @offset (up to NBD_MAX_CMD_LEN): the server
+ * answers with the first extent only, as long as it runs, and a copy
+ * walking the disk asks again only where the status changes. */
+static int coroutine_fn query_extent(BlockDriverState *bs, int64_t offset)
+{
+    NbdState *s = bs->opaque;
+    uint64_t left = s->info.size - (uint64_t)offset;
+    NbdReq q = { .type = NBD_CMD_BLOCK_STATUS, .flags = NBD_CMD_FLAG_REQ_ONE,
+                 .offset = (uint64_t)offset,
+                 .len = (uint32_t)(left < NBD_MAX_CMD_LEN ? left : NBD_MAX_CMD_LEN) };
+    unsigned writes = s->writes_seen;
+    int ret;
+
+    ret = request_at_home(s, &q, NULL, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    s->extent_off = (uint64_t)offset;
+    s->extent_len = q.extent_len < q.len ? q.extent_len : q.len;
+    s->extent_flags = q.extent_flags;
+    /* Kept only if no write started or ended while the question was out. */
+    s->extent_valid = writes == s->writes_seen;
+    s->extent_seen = writes;
+    return 0;
+}
+
+static bool extent_cached(NbdState *s, int64_t offset)
+{
+    return s->extent_valid && s->extent_seen == s->writes_seen &&
+           (uint64_t)offset >= s->extent_off &&
+           (uint64_t)offset - s->extent_off < s->extent_len;
+}
+
+static int coroutine_fn status_at_home(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       int64_t *pnum)
+{
+    NbdState *s = bs->opaque;
+    uint64_t end;
+    int ret;
+
+    if (!extent_cached(s, offset)) {
+        ret = query_extent(bs, offset);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    end = s->extent_off + s->extent_len;
+    *pnum = end - (uint64_t)offset < (uint64_t)bytes ? (int64_t)(end - (uint64_t)offset) : bytes;
+    return extent_status(s->extent_flags);
+}
+
+static int coroutine_fn nbd_co_block_status(BlockDriverState *bs, int64_t offset,
+                                            int64_t bytes, int64_t *pnum) GRAPH_RDLOCK
+{
+    NbdState *s = bs->opaque;
+    AioContext *caller;
+    int ret;
+
+    *pnum = bytes;
+    if (!s->info.context_id) {
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;  /* the server cannot tell */
+    }
+    caller = go_home(bs);
+    ret = status_at_home(bs, offset, bytes, pnum);
+    come_back(caller);
+    return ret;
+}
+
+static int coroutine_fn nbd_co_truncate(BlockDriverState *bs, int64_t size, Error **errp)
+    GRAPH_RDLOCK
+{
+    NbdState *s = bs->opaque;
+
+    if ((uint64_t)size > s->info.size) {
+        error_setg(errp, "Cannot grow NBD nodes");
+        return -EINVAL;
+    }
+    if ((uint64_t)size != s->info.size) {
+        error_setg(errp, "Cannot resize NBD nodes");
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
+/* ---- Open and close --------------------------------------------------- */
+
+static bool parse_server(NbdState *s, json_object *options, Error **errp)
+{
+    json_object *srv;
+    const char *type = NULL, *path = NULL, *host = NULL, *port = NULL;
+
+    if (!json_object_object_get_ex(options, "server", &srv) ||
+        !json_object_is_type(srv, json_type_object)) {
+        error_setg(errp, "Parameter 'server' is missing");
+        return false;
+    }
+    if (!opt_get_str(srv, "type", &type, errp) || !opt_get_str(srv, "path", &path, errp) ||
+        !opt_get_str(srv, "host", &host, errp) || !opt_get_str(srv, "port", &port, errp)) {
+        return false;
+    }
+    if (type && strcmp(type, "unix") == 0 && path) {
+        s->target.path = strdup(path);
+    } else if (type && strcmp(type, "inet") == 0 && host && port) {
+        s->target.host = strdup(host);
+        s->target.port = strdup(port);
+    } else {
+        error_setg(errp, "Parameter 'server' must be a unix or inet socket address");
+        return false;
+    }
+    return true;
+}
+
+static bool parse_options(NbdState *s, json_object *options, Error **errp)
+{
+    const char *export = NULL, *bitmap = NULL, *tls = NULL, *tls_host = NULL;
+    int64_t delay = 0;
+
+    if (!parse_server(s, options, errp) || !opt_get_str(options, "export", &export, errp) ||
+        !opt_get_str(options, "x-dirty-bitmap", &bitmap, errp) ||
+        !opt_get_str(options, "tls-creds", &tls, errp) ||
+        !opt_get_str(options, "tls-hostname", &tls_host, errp) ||
+        !opt_get_int(options, "reconnect-delay", &delay, errp)) {
+        return false;
+    }
+    if (tls || tls_host) {
+        error_setg(errp, "Parameter '%s': TLS for the nbd driver is not implemented yet",
+                   tls ? "tls-creds" : "tls-hostname");
+        return false;
+    }
+    if (delay < 0 || delay > UINT32_MAX) {
+        error_setg(errp, "Parameter 'reconnect-delay' expects uint32_t");
+        return false;
+    }
+    s->target.export = export ? strdup(export) : NULL;
+    s->target.bitmap = bitmap ? strdup(bitmap) : NULL;
+    s->reconnect_ns = delay * 1000000000LL;
+    return true;
+}
+
+/* QEMU's form: nbd+unix:///EXPORT?socket=PATH or nbd://HOST:PORT/EXPORT. */
+static char *make_filename(const NbdTarget *t)
+{
+    char *name = NULL;
+    int n;
+
+    if (t->path) {
+        n = asprintf(&name, "nbd+unix://%s%s?socket=%s", t->export ? "/" : "",
+                     t->export ? t->export : "", t->path);
+    } else {
+        n = asprintf(&name, "nbd://%s:%s%s%s", t->host, t->port, t->export ? "/" : "",
+                     t->export ? t->export : "");
+    }
+    return n < 0 ? NULL : name;
+}
+
+/* Connect, retrying for up to @timeout_s seconds (open-timeout). */
+static int open_connection(NbdState *s, int64_t timeout_s, Error **errp)
+{
+    int64_t deadline = clock_now_ns() + timeout_s * 1000000000LL;
+
+    for (;;) {
+        Error *err = NULL;
+        int fd = nbd_connect_export(&s->target, &s->info, &err);
+
+        if (fd >= 0 || clock_now_ns() >= deadline) {
+            error_propagate(errp, err);
+            return fd;
+        }
+        error_free(err);
+        usleep(NBD_OPEN_RETRY_US);
+    }
+}
+
+static void free_state(NbdState *s)
+{
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+    free(s->target.path);
+    free(s->target.host);
+    free(s->target.port);
+    free(s->target.export);
+    free(s->target.bitmap);
+    free(s->filename);
+    memset(&s->target, 0, sizeof(s->target));
+    s->filename = NULL;
+}
+
+static int open_node(BlockDriverState *bs, json_object *options, int flags, Error **errp)
+{
+    NbdState *s = bs->opaque;
+    int64_t open_timeout = 0;
+    uint32_t align;
+
+    s->bs = bs;
+    s->fd = -1;
+    co_queue_init(&s->connect_wait);
+    co_queue_init(&s->free_slot);
+    co_mutex_init(&s->send_lock);
+    if (!parse_options(s, options, errp) ||
+        !opt_get_int(options, "open-timeout", &open_timeout, errp)) {
+        return -1;
+    }
+    if (open_timeout < 0 || open_timeout > UINT32_MAX) {
+        error_setg(errp, "Parameter 'open-timeout' expects uint32_t");
+        return -1;
+    }
+    s->filename = make_filename(&s->target);
+    s->fd = open_connection(s, open_timeout, errp);
+    if (s->fd < 0) {
+        return -1;
+    }
+    if ((s->info.flags & NBD_FLAG_READ_ONLY) && (flags & BDRV_O_RDWR)) {
+        if (!(flags & BDRV_O_AUTO_RDONLY)) {
+            error_setg(errp, "NBD export is read-only");
+            return -1;
+        }
+        bs->read_only = true;
+        bs->open_flags &= ~BDRV_O_RDWR;
+    }
+    if (!set_nonblocking(s->fd)) {
+        error_setg_errno(errp, errno, "Failed to make the NBD socket non-blocking");
+        return -1;
+    }
+    align = s->info.min_block;
+    bs->total_bytes = (int64_t)s->info.size;
+    bs->bl.request_alignment = align;
+    bs->bl.max_transfer = s->info.max_block / align * align;
+    return 0;
+}
+
+static int nbd_open(BlockDriverState *bs, json_object *options, int flags, Error **errp)
+{
+    int ret = open_node(bs, options, flags, errp);
+
+    if (ret < 0) {
+        free_state(bs->opaque);     /* no close after a failed open */
+    }
+    return ret;
+}
+
+static void nbd_close(BlockDriverState *bs)
+{
+    NbdState *s = bs->opaque;
+
+    GLOBAL_STATE_CODE();
+    if (s->fd >= 0) {
+        /* Drained: nothing in flight.  Say goodbye, best effort. */
+        uint8_t hdr[28] = { 0 };
+
+        nbd_put32(hdr, NBD_REQUEST_MAGIC);
+        nbd_put16(hdr + 6, NBD_CMD_DISC);
+        if (send(s->fd, hdr, sizeof(hdr), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+            log_msg(LOG_LEVEL_DEBUG, "nbd node '%s': disconnect: %s", bs->node_name,
+                    strerror(errno));
+        }
+        shutdown(s->fd, SHUT_RDWR);
+    }
+    free_state(s);
+}
+
+static const char *nbd_filename(BlockDriverState *bs)
+{
+    NbdState *s = bs->opaque;
+
+    return s->filename;
+}
+
+/* The server does not say how much the image takes on its storage. */
+static int64_t nbd_allocated_size(BlockDriverState *bs)
+{
+    (void)bs;
+    return -ENOTSUP;
+}
+
+const BlockDriver bdrv_nbd = {
+    .format_name = "nbd",
+    .instance_size = sizeof(NbdState),
+    .is_protocol = true,
+    .bdrv_open = nbd_open,
+    .bdrv_close = nbd_close,
+    .bdrv_filename = nbd_filename,
+    .bdrv_get_allocated_file_size = nbd_allocated_size,
+    .bdrv_co_preadv = nbd_co_preadv,
+    .bdrv_co_pwritev = nbd_co_pwritev,
+    .bdrv_co_flush = nbd_co_flush,
+    .bdrv_co_pdiscard = nbd_co_pdiscard,
+    .bdrv_co_pwrite_zeroes = nbd_co_pwrite_zeroes,
+    .bdrv_co_block_status = nbd_co_block_status,
+    .bdrv_co_truncate = nbd_co_truncate,
+    .supported_write_flags = BDRV_REQ_FUA,
+    .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
+};
