@@ -32,6 +32,8 @@ echo "ratio blockd / fio: $(awk -v a="$ours_iops" -v b="$fio_iops" 'BEGIN { prin
 rm -f "$img"
 echo "== NBD: blockd vs qemu-storage-daemon vs nbdkit (fio --ioengine=nbd, nbdcopy)"
 /usr/bin/python3 "$top/bench/nbd-bench.py" "$seconds"
+echo "== nbd driver: 1 GiB held by nbdkit mirrored to a local file, blockd vs qemu-storage-daemon"
+/usr/bin/python3 "$top/bench/nbd-mirror-bench.py" 3
 echo "== mirror: 1 GiB on /dev/shm to READY, blockd vs qemu-storage-daemon vs cp"
 /usr/bin/python3 "$top/bench/mirror-bench.py" 3
 echo "== qcow2 over NBD: blockd vs qemu-storage-daemon (allocating 4k writes, 4k reads)"

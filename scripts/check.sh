@@ -215,8 +215,10 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     functional build-asan tests/functional/test_compress_filter.py
     # The FUSE export: requests from the kernel, a stale mount.
     functional build-asan tests/functional/test_fuse.py
-    # The nbd driver: hostile servers (handshakes, replies), reconnection.
-    functional build-asan tests/functional/test_nbd_driver.py
+    # The nbd driver: hostile servers (handshakes, replies), reconnection;
+    # host_device on a loop device.
+    functional build-asan tests/functional/test_nbd_driver.py \
+        tests/functional/test_host_device.py
     # The vhost-user-blk export: hostile guests and front-ends.
     functional build-asan tests/functional/test_vhost_user_hostile.py \
         tests/functional/test_vhost_user_blk.py -k "not qsd and not matches"

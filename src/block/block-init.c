@@ -17,6 +17,7 @@ void bdrv_init(void)
         bdrv_register(&bdrv_null_aio);
         bdrv_register(&bdrv_compress);
         bdrv_register(&bdrv_nbd);
+        bdrv_register(&bdrv_host_device);
         bdrv_register(&bdrv_file);
         bdrv_register(&bdrv_raw);
         bdrv_register(&bdrv_blkdebug);

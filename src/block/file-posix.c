@@ -6,8 +6,8 @@
  * default, Linux AIO with aio=native, or the thread pool with
  * aio=threads); fallocate, ftruncate and friends run on the thread pool.
  * Permissions are mirrored onto the file with OFD locks (file-lock.c).
- * (The block device paths wait for the host_device driver, which will
- * share this code.)
+ * The host_device driver (host-device.c) shares all but discard,
+ * write-zeroes, block status, resizing and creation (file-posix.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,38 +33,12 @@
 #include "blockd/options.h"
 #include "blockd/thread-pool.h"
 #include "file-lock.h"
-
-typedef enum FileAio { FILE_AIO_THREADS, FILE_AIO_NATIVE, FILE_AIO_IO_URING } FileAio;
-typedef enum FileLocking { FILE_LOCKING_AUTO, FILE_LOCKING_ON, FILE_LOCKING_OFF } FileLocking;
+#include "file-posix.h"
 
 static const char *const aio_names[] = { "threads", "native", "io_uring", NULL };
 static const char *const locking_names[] = { "auto", "on", "off", NULL };
 static const char *const discard_names[] = { "ignore", "unmap", "off", "on", NULL };
 
-typedef struct FileState {
-    int fd;
-    /* query-blockstats' driver-specific: discards done and failed. */
-    uint64_t discard_nb_ok, discard_nb_failed, discard_bytes_ok;    /* atomic */
-    char *filename;
-    FileAio aio;
-    bool use_lock;
-    bool is_blockdev;
-    bool discard_unmap;
-    bool direct;                /* O_DIRECT: nothing is ever in the page cache */
-    /* atomic: RWF_NOWAIT refused by the kernel/fs, per direction (ext4
-     * takes it for buffered reads but not for buffered writes). */
-    bool nowait_unsupported[2];
-    bool memory_fs;             /* tmpfs/ramfs: buffered I/O never waits for a device */
-    FileLock lock;
-    /*
-     * The last data extent SEEK_HOLE found.  On a large dense file
-     * SEEK_HOLE walks every page up to the end, so asking it on every read
-     * would cost milliseconds; data stays data until a hole is punched.
-     */
-    BdMutex status_lock;
-    int64_t data_start TSA_FIELD_GUARDED_BY(status_lock);
-    int64_t data_end TSA_FIELD_GUARDED_BY(status_lock);
-} FileState;
 
 /* ---- Options and open ------------------------------------------------------ */
 
@@ -138,8 +112,8 @@ static void set_alignment(BlockDriverState *bs)
                                                                  : 4096;
 }
 
-static int file_open(BlockDriverState *bs, json_object *options, int flags,
-                     Error **errp)
+int file_posix_open(BlockDriverState *bs, json_object *options, int flags, bool device,
+                    Error **errp)
 {
     FileState *s = bs->opaque;
     const char *filename = NULL;
@@ -190,8 +164,13 @@ static int file_open(BlockDriverState *bs, json_object *options, int flags,
         goto fail;
     }
     /* As QEMU: block devices are the host_device driver's. */
-    if (!S_ISREG(st.st_mode)) {
+    if (!device && !S_ISREG(st.st_mode)) {
         error_setg(errp, "'file' driver requires '%s' to be a regular file", filename);
+        goto fail;
+    }
+    if (device && !S_ISBLK(st.st_mode) && !S_ISCHR(st.st_mode)) {
+        error_setg(errp, "'host_device' driver requires '%s' to be either a character or "
+                   "block device", filename);
         goto fail;
     }
     s->is_blockdev = S_ISBLK(st.st_mode);
@@ -240,7 +219,7 @@ fail:
     return -1;
 }
 
-static void file_close(BlockDriverState *bs)
+void file_close(BlockDriverState *bs)
 {
     FileState *s = bs->opaque;
 
@@ -253,7 +232,7 @@ static void file_close(BlockDriverState *bs)
 
 /* ---- Permissions and image locking ------------------------------------------ */
 
-static int file_check_perm(BlockDriverState *bs, uint64_t perm, uint64_t shared,
+int file_check_perm(BlockDriverState *bs, uint64_t perm, uint64_t shared,
                            Error **errp)
 {
     FileState *s = bs->opaque;
@@ -272,7 +251,7 @@ static int file_check_perm(BlockDriverState *bs, uint64_t perm, uint64_t shared,
     return 0;
 }
 
-static void file_set_perm(BlockDriverState *bs, uint64_t perm, uint64_t shared)
+void file_set_perm(BlockDriverState *bs, uint64_t perm, uint64_t shared)
 {
     FileState *s = bs->opaque;
     Error *err = NULL;
@@ -284,7 +263,7 @@ static void file_set_perm(BlockDriverState *bs, uint64_t perm, uint64_t shared)
     }
 }
 
-static void file_abort_perm_update(BlockDriverState *bs)
+void file_abort_perm_update(BlockDriverState *bs)
 {
     FileState *s = bs->opaque;
     Error *err = NULL;
@@ -337,7 +316,7 @@ static int file_access_mode(BlockDriverState *bs)
     return bs->read_only ? O_RDONLY : O_RDWR;
 }
 
-static int file_reopen(BlockDriverState *bs, int flags, Error **errp)
+int file_reopen(BlockDriverState *bs, int flags, Error **errp)
 {
     FileState *s = bs->opaque;
     int mode = (flags & BDRV_O_RDWR) ? O_RDWR : O_RDONLY;
@@ -346,7 +325,7 @@ static int file_reopen(BlockDriverState *bs, int flags, Error **errp)
 }
 
 /* cache.direct on a running node: the requests' alignment follows. */
-static int file_set_cache(BlockDriverState *bs, bool direct, Error **errp)
+int file_set_cache(BlockDriverState *bs, bool direct, Error **errp)
 {
     FileState *s = bs->opaque;
     int ret = replace_fd(s, file_access_mode(bs) | (direct ? O_DIRECT : 0), errp);
@@ -438,7 +417,7 @@ static int coroutine_fn file_submit(FileState *s, EngineOp op, int64_t offset,
     }
 }
 
-static int coroutine_fn file_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+int coroutine_fn file_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                        struct iovec *iov, int niov, int flags) GRAPH_RDLOCK
 {
     int ret = file_submit(bs->opaque, ENGINE_READ, offset, iov, niov);
@@ -454,7 +433,7 @@ static int coroutine_fn file_co_preadv(BlockDriverState *bs, int64_t offset, int
     return 0;
 }
 
-static int coroutine_fn file_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+int coroutine_fn file_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                         struct iovec *iov, int niov, int flags) GRAPH_RDLOCK
 {
     int ret = file_submit(bs->opaque, ENGINE_WRITE, offset, iov, niov);
@@ -466,7 +445,7 @@ static int coroutine_fn file_co_pwritev(BlockDriverState *bs, int64_t offset, in
     return ret == bytes ? 0 : -EIO;
 }
 
-static int coroutine_fn file_co_flush(BlockDriverState *bs) GRAPH_RDLOCK
+int coroutine_fn file_co_flush(BlockDriverState *bs) GRAPH_RDLOCK
 {
     int ret = file_submit(bs->opaque, ENGINE_FLUSH, 0, NULL, 0);
     return ret < 0 ? ret : 0;
@@ -539,31 +518,35 @@ static int coroutine_fn file_fallocate(FileState *s, int mode, int64_t offset, i
     return ret == -EOPNOTSUPP || ret == -EINVAL || ret == -ENODEV ? -ENOTSUP : ret;
 }
 
-static int coroutine_fn file_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) GRAPH_RDLOCK
+void file_count_discard(FileState *s, int ret, int64_t bytes)
 {
-    FileState *s = bs->opaque;
-
-    int ret;
-
-    if (!s->discard_unmap || s->is_blockdev) {
-        return -ENOTSUP;
-    }
-    ret = file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes);
     if (ret < 0) {
         atomic_fetch_add(&s->discard_nb_failed, 1);
     } else {
         atomic_fetch_add(&s->discard_nb_ok, 1);
         atomic_fetch_add(&s->discard_bytes_ok, (uint64_t)bytes);
     }
+}
+
+static int coroutine_fn file_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) GRAPH_RDLOCK
+{
+    FileState *s = bs->opaque;
+    int ret;
+
+    if (!s->discard_unmap) {
+        return -ENOTSUP;
+    }
+    ret = file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes);
+    file_count_discard(s, ret, bytes);
     return ret;
 }
 
-static json_object *file_get_stats(BlockDriverState *bs)
+json_object *file_get_stats(BlockDriverState *bs)
 {
     FileState *s = bs->opaque;
     json_object *o = json_object_new_object();
 
-    json_object_object_add(o, "driver", json_object_new_string("file"));
+    json_object_object_add(o, "driver", json_object_new_string(bs->drv->format_name));
     json_object_object_add(o, "discard-nb-ok",
                            json_object_new_int64(atomic_read(&s->discard_nb_ok)));
     json_object_object_add(o, "discard-nb-failed",
@@ -579,9 +562,6 @@ static int coroutine_fn file_co_pwrite_zeroes(BlockDriverState *bs, int64_t offs
     FileState *s = bs->opaque;
     int ret = -ENOTSUP;
 
-    if (s->is_blockdev) {
-        return -ENOTSUP;
-    }
     /* A hole reads as zeroes and frees the space, if the user allows it. */
     if ((flags & BDRV_REQ_MAY_UNMAP) && s->discard_unmap) {
         ret = file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes);
@@ -613,10 +593,6 @@ static int coroutine_fn file_co_block_status(BlockDriverState *bs, int64_t offse
     off_t data, hole;
     int64_t cached;
 
-    if (s->is_blockdev) {
-        *pnum = bytes;
-        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
-    }
     cached = cached_data(s, offset);
     if (cached > 0) {
         *pnum = cached < bytes ? cached : bytes;
@@ -652,10 +628,6 @@ static int coroutine_fn file_co_truncate(BlockDriverState *bs, int64_t size, Err
     FileOp op = { .fd = s->fd, .offset = size };
     int ret;
 
-    if (s->is_blockdev) {
-        error_setg(errp, "Cannot resize block device '%s'", s->filename);
-        return -ENOTSUP;
-    }
     uncache_data(s, 0, INT64_MAX);
     ret = thread_pool_submit_co(do_ftruncate, &op);
     if (ret < 0) {
@@ -666,7 +638,7 @@ static int coroutine_fn file_co_truncate(BlockDriverState *bs, int64_t size, Err
     return 0;
 }
 
-static int64_t file_get_allocated_file_size(BlockDriverState *bs)
+int64_t file_get_allocated_file_size(BlockDriverState *bs)
 {
     FileState *s = bs->opaque;
     struct stat st;
@@ -674,7 +646,7 @@ static int64_t file_get_allocated_file_size(BlockDriverState *bs)
     return fstat(s->fd, &st) < 0 ? -errno : (int64_t)st.st_blocks * 512;
 }
 
-static int file_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
+int file_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
 {
     (void)bs;
     *bdi = (BlockDriverInfo){ 0 };
@@ -813,24 +785,16 @@ static int coroutine_fn file_co_create(json_object *options, Error **errp)
     return ret;
 }
 
+static int file_open(BlockDriverState *bs, json_object *options, int flags, Error **errp)
+{
+    return file_posix_open(bs, options, flags, false, errp);
+}
+
 const BlockDriver bdrv_file = {
-    .bdrv_co_create = file_co_create,
-    .bdrv_get_allocated_file_size = file_get_allocated_file_size,
-    .bdrv_get_info = file_get_info,
-    .bdrv_get_stats = file_get_stats,
+    FILE_POSIX_COMMON_OPS,
     .format_name = "file",
-    .instance_size = sizeof(FileState),
-    .is_protocol = true,
     .bdrv_open = file_open,
-    .bdrv_close = file_close,
-    .bdrv_reopen = file_reopen,
-    .bdrv_set_cache = file_set_cache,
-    .bdrv_check_perm = file_check_perm,
-    .bdrv_set_perm = file_set_perm,
-    .bdrv_abort_perm_update = file_abort_perm_update,
-    .bdrv_co_preadv = file_co_preadv,
-    .bdrv_co_pwritev = file_co_pwritev,
-    .bdrv_co_flush = file_co_flush,
+    .bdrv_co_create = file_co_create,
     .bdrv_co_pdiscard = file_co_pdiscard,
     .bdrv_co_pwrite_zeroes = file_co_pwrite_zeroes,
     .bdrv_co_block_status = file_co_block_status,

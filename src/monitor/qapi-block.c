@@ -7,7 +7,7 @@
 #include "qapi-schemas.h"
 
 static const char *const driver_names[] = {
-    "blkdebug", "compress", "copy-before-write", "file", "nbd", "null-aio", "null-co",
+    "blkdebug", "compress", "copy-before-write", "file", "host_device", "nbd", "null-aio", "null-co",
     "qcow2", "raw", "snapshot-access",
     NULL,
 };
@@ -172,6 +172,7 @@ static const SchemaVariant driver_variants[] = {
     { "compress", &generic_file_options },
     { "copy-before-write", &cbw_options },
     { "file", &file_options },
+    { "host_device", &file_options },
     { "nbd", &nbd_options },
     { "null-aio", &null_options },
     { "null-co", &null_options },
