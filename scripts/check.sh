@@ -186,6 +186,8 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     functional build-tsan tests/functional/test_fuse.py -k iothread
     # An nbd node's requests from two iothreads, and its reconnection.
     functional build-tsan tests/functional/test_nbd_driver.py -k "iothreads or reconnect"
+    # Copy-on-read's write back against guest writes on the same range.
+    functional build-tsan tests/functional/test_copy_on_read.py -k writes_during
     BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-20} \
         functional build-tsan tests/functional/test_thread_stress.py
 fi
@@ -216,9 +218,10 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # The FUSE export: requests from the kernel, a stale mount.
     functional build-asan tests/functional/test_fuse.py
     # The nbd driver: hostile servers (handshakes, replies), reconnection;
-    # host_device on a loop device.
+    # host_device on a loop device; the copy-on-read and preallocate filters.
     functional build-asan tests/functional/test_nbd_driver.py \
-        tests/functional/test_host_device.py
+        tests/functional/test_host_device.py tests/functional/test_copy_on_read.py \
+        tests/functional/test_preallocate.py
     # The vhost-user-blk export: hostile guests and front-ends.
     functional build-asan tests/functional/test_vhost_user_hostile.py \
         tests/functional/test_vhost_user_blk.py -k "not qsd and not matches"

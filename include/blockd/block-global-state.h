@@ -16,6 +16,13 @@
 /* ---- Drivers ---- */
 
 void bdrv_register(const BlockDriver *drv);
+
+/*
+ * Run @fn(@bs, @opaque) in a coroutine holding the graph read lock and
+ * wait for it: I/O from global-state code such as a driver's close.
+ * Global state (in a coroutine or not).
+ */
+int bdrv_run_co(BlockDriverState *bs, int (*fn)(BlockDriverState *, void *), void *opaque);
 const BlockDriver *bdrv_find_driver(const char *name);
 
 /* ---- Nodes ---- */

@@ -195,6 +195,17 @@ struct BdrvChild {
  * which may also deallocate). */
 enum { BDRV_DETECT_ZEROES_OFF, BDRV_DETECT_ZEROES_ON, BDRV_DETECT_ZEROES_UNMAP };
 
+/* A byte range a request holds on its node (block-io.h). */
+typedef struct BdrvTrackedRequest {
+    int64_t offset;
+    int64_t bytes;
+    bool serialising;
+    /* bs->reqs_lock (a CoMutex of the node, which the analysis cannot name
+     * from here: the request does not point to its node) */
+    CoQueue waiters;
+    ListNode node;            /* bs->tracked_requests */
+} BdrvTrackedRequest;
+
 struct BlockDriverState {
     const BlockDriver *drv;
     void *opaque;                   /* drv->instance_size bytes */

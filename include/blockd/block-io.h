@@ -20,6 +20,18 @@ void bdrv_dec_in_flight(BlockDriverState *bs);
 int64_t bdrv_getlength(BlockDriverState *bs);
 
 /*
+ * Hold [offset, offset+bytes) of @bs: a serialising holder first waits for
+ * every overlapping holder to end and keeps out those that overlap it;
+ * others overlap each other freely.  The block layer holds the ranges of
+ * requests on nodes that read-modify-write; a driver that must keep a read
+ * and the write it causes together (copy-on-read) holds its own on its
+ * node.  Coroutine only.
+ */
+void coroutine_fn bdrv_co_track_begin(BlockDriverState *bs, BdrvTrackedRequest *req,
+                                      int64_t offset, int64_t bytes, bool serialising);
+void coroutine_fn bdrv_co_track_end(BlockDriverState *bs, BdrvTrackedRequest *req);
+
+/*
  * Requests on the node below edge @child.  They count as in flight, honour
  * the node's request alignment (bouncing through an aligned buffer, with
  * read-modify-write for unaligned writes, serialised against overlapping

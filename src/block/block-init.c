@@ -18,6 +18,8 @@ void bdrv_init(void)
         bdrv_register(&bdrv_compress);
         bdrv_register(&bdrv_nbd);
         bdrv_register(&bdrv_host_device);
+        bdrv_register(&bdrv_copy_on_read);
+        bdrv_register(&bdrv_preallocate);
         bdrv_register(&bdrv_file);
         bdrv_register(&bdrv_raw);
         bdrv_register(&bdrv_blkdebug);

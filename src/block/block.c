@@ -713,3 +713,39 @@ void bdrv_close_all(void)
     bdrv_drain_all_begin();
     bdrv_drain_all_end();
 }
+
+/* ---- Coroutine work from the main loop ----------------------------------------- */
+
+typedef struct CoCall {
+    int (*fn)(BlockDriverState *bs, void *opaque);
+    BlockDriverState *bs;
+    void *opaque;
+    int ret;
+    bool done;
+} CoCall;
+
+static void coroutine_fn co_call_entry(void *opaque)
+{
+    CoCall *c = opaque;
+
+    graph_co_rdlock();
+    c->ret = c->fn(c->bs, c->opaque);
+    graph_co_rdunlock();
+    atomic_store_release(&c->done, true);
+    aio_wait_kick();
+}
+
+int bdrv_run_co(BlockDriverState *bs, int (*fn)(BlockDriverState *, void *),
+                            void *opaque)
+{
+    CoCall c = { fn, bs, opaque, 0, false };
+
+    GLOBAL_STATE_CODE();
+    if (in_coroutine()) {
+        co_call_entry(&c);
+        return c.ret;
+    }
+    coroutine_enter(coroutine_create(co_call_entry, &c));
+    AIO_WAIT_WHILE_UNLOCKED(NULL, !atomic_load_acquire(&c.done));
+    return c.ret;
+}

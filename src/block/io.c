@@ -22,15 +22,7 @@
 
 /* ---- Tracked requests ----------------------------------------------------- */
 
-typedef struct TrackedRequest {
-    int64_t offset;
-    int64_t bytes;
-    bool serialising;
-    /* bs->reqs_lock (a CoMutex of the node, which the analysis cannot name
-     * from here: the request does not point to its node) */
-    CoQueue waiters;
-    ListNode node;            /* bs->tracked_requests */
-} TrackedRequest;
+typedef BdrvTrackedRequest TrackedRequest;
 
 static bool ranges_overlap(int64_t a, int64_t alen, int64_t b, int64_t blen)
 {
@@ -43,8 +35,8 @@ static bool needs_tracking(BlockDriverState *bs)
     return bs->bl.request_alignment > 1;
 }
 
-static void coroutine_fn tracked_begin(BlockDriverState *bs, TrackedRequest *req,
-                                       int64_t offset, int64_t bytes, bool serialising)
+void coroutine_fn bdrv_co_track_begin(BlockDriverState *bs, BdrvTrackedRequest *req,
+                                      int64_t offset, int64_t bytes, bool serialising)
 {
     req->offset = offset;
     req->bytes = bytes;
@@ -65,7 +57,7 @@ retry:
     co_mutex_unlock(&bs->reqs_lock);
 }
 
-static void coroutine_fn tracked_end(BlockDriverState *bs, TrackedRequest *req)
+void coroutine_fn bdrv_co_track_end(BlockDriverState *bs, BdrvTrackedRequest *req)
 {
     co_mutex_lock(&bs->reqs_lock);
     list_del(&req->node);
@@ -89,14 +81,14 @@ static bool coroutine_fn request_begin(BlockDriverState *bs, TrackedRequest *req
     if (!needs_tracking(bs)) {
         return false;
     }
-    tracked_begin(bs, req, start, end - start, serialising);
+    bdrv_co_track_begin(bs, req, start, end - start, serialising);
     return true;
 }
 
 static void coroutine_fn request_end(BlockDriverState *bs, TrackedRequest *req, bool tracked)
 {
     if (tracked) {
-        tracked_end(bs, req);
+        bdrv_co_track_end(bs, req);
     }
     bdrv_dec_in_flight(bs);
 }
@@ -394,7 +386,7 @@ static int coroutine_fn zeroes_aligned(BdrvChild *child, int64_t offset, int64_t
         bool track = needs_tracking(bs);
 
         if (track) {
-            tracked_begin(bs, &req, offset, bytes, false);
+            bdrv_co_track_begin(bs, &req, offset, bytes, false);
         }
         ret = bs->drv->bdrv_co_pwrite_zeroes(bs, offset, bytes,
                                              flags & bs->drv->supported_zero_flags);
@@ -403,7 +395,7 @@ static int coroutine_fn zeroes_aligned(BdrvChild *child, int64_t offset, int64_t
             ret = bdrv_co_flush(bs);
         }
         if (track) {
-            tracked_end(bs, &req);
+            bdrv_co_track_end(bs, &req);
         }
     }
     if (ret == -ENOTSUP && !(flags & BDRV_REQ_NO_FALLBACK)) {

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blockd/block-global-state.h"
 #include "blockd/atomic.h"
 #include "blockd/block-io.h"
 #include "blockd/dirty-bitmap.h"
@@ -372,7 +373,7 @@ int qcow2_bitmaps_load(BlockDriverState *bs, bool writable, Error **errp)
     int ret;
 
     GLOBAL_STATE_CODE();
-    ret = qcow2_run_in_coroutine(bs, load_co, &a);
+    ret = bdrv_run_co(bs, load_co, &a);
     if (ret < 0) {
         release_loaded(bs, bs->opaque);
         if (!*errp) {
@@ -518,7 +519,7 @@ int qcow2_bitmaps_store(BlockDriverState *bs, Error **errp)
     StoreArgs a = { errp };
 
     GLOBAL_STATE_CODE();
-    return qcow2_run_in_coroutine(bs, store_co, &a);
+    return bdrv_run_co(bs, store_co, &a);
 }
 
 /* ---- Reopen ------------------------------------------------------------------------- */
@@ -587,7 +588,7 @@ int qcow2_bitmaps_reopen(BlockDriverState *bs, bool writable, Error **errp)
 
     GLOBAL_STATE_CODE();
     if (writable) {
-        ret = qcow2_run_in_coroutine(bs, writable_co, errp);
+        ret = bdrv_run_co(bs, writable_co, errp);
     } else {
         ret = qcow2_bitmaps_store(bs, errp);
     }
@@ -691,6 +692,6 @@ int qcow2_remove_persistent_dirty_bitmap(BlockDriverState *bs, const char *name,
     if (bs->read_only) {
         return 0;                /* kept: read-only bitmaps are refused before */
     }
-    return qcow2_run_in_coroutine(bs, remove_co, &a);
+    return bdrv_run_co(bs, remove_co, &a);
 }
 

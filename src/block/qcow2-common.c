@@ -141,42 +141,6 @@ void qcow2_report_corruption(BDRVQcow2State *s, const char *fmt, ...)
     bdrv_emit_event("BLOCK_IMAGE_CORRUPTED", data);
 }
 
-/* Run @fn(@opaque) in a coroutine holding the graph read lock, and wait.
- * Global state, not in a coroutine. */
-typedef struct CoCall {
-    int (*fn)(BlockDriverState *bs, void *opaque);
-    BlockDriverState *bs;
-    void *opaque;
-    int ret;
-    bool done;
-} CoCall;
-
-static void coroutine_fn co_call_entry(void *opaque)
-{
-    CoCall *c = opaque;
-
-    graph_co_rdlock();
-    c->ret = c->fn(c->bs, c->opaque);
-    graph_co_rdunlock();
-    atomic_store_release(&c->done, true);
-    aio_wait_kick();
-}
-
-int qcow2_run_in_coroutine(BlockDriverState *bs, int (*fn)(BlockDriverState *, void *),
-                            void *opaque)
-{
-    CoCall c = { fn, bs, opaque, 0, false };
-
-    GLOBAL_STATE_CODE();
-    if (in_coroutine()) {
-        co_call_entry(&c);
-        return c.ret;
-    }
-    coroutine_enter(coroutine_create(co_call_entry, &c));
-    AIO_WAIT_WHILE_UNLOCKED(NULL, !atomic_load_acquire(&c.done));
-    return c.ret;
-}
-
 bool coroutine_fn qcow2_refuse_writes(BlockDriverState *bs, BDRVQcow2State *s)
 {
     uint8_t bits[8];

@@ -165,7 +165,7 @@ int qcow2_change_backing_file(BlockDriverState *bs, const char *backing_file,
         error_setg(errp, "Backing file name too long");
         return -EINVAL;
     }
-    ret = qcow2_run_in_coroutine(bs, change_backing_co, &c);
+    ret = bdrv_run_co(bs, change_backing_co, &c);
     return ret < 0 ? ret : 0;
 }
 
@@ -213,7 +213,7 @@ int qcow2_reopen(BlockDriverState *bs, int flags, Error **errp)
         if (ret < 0) {
             return ret;
         }
-        ret = qcow2_run_in_coroutine(bs, sync_co, NULL);
+        ret = bdrv_run_co(bs, sync_co, NULL);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "Could not write the qcow2 metadata");
             /* Still read-write: the bitmaps are in use (and writable) again. */
@@ -230,7 +230,7 @@ int qcow2_reopen(BlockDriverState *bs, int flags, Error **errp)
                    "read-write to repair it before reopening");
         return -EACCES;
     }
-    ret = qcow2_run_in_coroutine(bs, writable_co, NULL);
+    ret = bdrv_run_co(bs, writable_co, NULL);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "Could not update the qcow2 header");
         return ret;

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "blockd/block-global-state.h"
 #include "blockd/block-io.h"
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
@@ -670,7 +671,7 @@ int qcow2_snapshot_create(BlockDriverState *bs, const char *name)
     SnapCall c = { NULL, name, NULL };
 
     GLOBAL_STATE_CODE();
-    return qcow2_run_in_coroutine(bs, create_co, &c);
+    return bdrv_run_co(bs, create_co, &c);
 }
 
 int qcow2_snapshot_delete(BlockDriverState *bs, const char *id, const char *name,
@@ -680,7 +681,7 @@ int qcow2_snapshot_delete(BlockDriverState *bs, const char *id, const char *name
     int ret;
 
     GLOBAL_STATE_CODE();
-    ret = qcow2_run_in_coroutine(bs, delete_co, &c);
+    ret = bdrv_run_co(bs, delete_co, &c);
     if (ret < 0) {
         json_object_put(c.info);
         return ret;

@@ -585,7 +585,7 @@ static int qcow2_open(BlockDriverState *bs, json_object *options, int flags, Err
         return -1;
     }
     init_state(s, bs);
-    ret = qcow2_run_in_coroutine(bs, open_co, &a);
+    ret = bdrv_run_co(bs, open_co, &a);
     if (ret >= 0) {
         ret = open_backing(bs, options, errp);
     }
@@ -631,7 +631,7 @@ static void qcow2_close(BlockDriverState *bs)
                          s->image_filename, err ? error_get_pretty(err) : "I/O error");
             error_free(err);
         }
-        ret = qcow2_run_in_coroutine(bs, close_co, NULL);
+        ret = bdrv_run_co(bs, close_co, NULL);
         if (ret < 0) {
             error_report("qcow2 image '%s': could not write metadata on close: %s",
                          s->image_filename, strerror(-ret));

@@ -249,17 +249,13 @@ bool qcow2_overlaps_metadata(BDRVQcow2State *s, int64_t offset, int64_t bytes) Q
 int qcow2_meta_reserve(BDRVQcow2State *s, int64_t n) QCOW2_LOCKED;
 int qcow2_meta_add(BDRVQcow2State *s, int64_t offset) QCOW2_LOCKED;
 void qcow2_meta_remove(BDRVQcow2State *s, int64_t offset) QCOW2_LOCKED;
-/* Report corruption found at run time (the image is not modified). */
-/* Run @fn(@bs, @opaque) in a coroutine holding the graph read lock and
- * wait for it.  Global state (in a coroutine or not). */
-int qcow2_run_in_coroutine(BlockDriverState *bs, int (*fn)(BlockDriverState *, void *),
-                           void *opaque);
 /* qcow2-header.c: BlockDriver callbacks.  Global state. */
 int qcow2_reopen(BlockDriverState *bs, int flags, Error **errp);
 int qcow2_change_backing_file(BlockDriverState *bs, const char *backing_file,
                               const char *backing_fmt, Error **errp);
 int coroutine_fn qcow2_clear_autoclear(BlockDriverState *bs, BDRVQcow2State *s) GRAPH_RDLOCK;
 
+/* Report corruption found at run time (the image is not modified). */
 void qcow2_report_corruption(BDRVQcow2State *s, const char *fmt, ...) BD_PRINTF(2, 3);
 /* Are writes refused (a failed flush, or corruption found)?  The first
  * refusal after corruption sets the header's corrupt bit, as QEMU does:

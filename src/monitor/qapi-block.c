@@ -7,8 +7,8 @@
 #include "qapi-schemas.h"
 
 static const char *const driver_names[] = {
-    "blkdebug", "compress", "copy-before-write", "file", "host_device", "nbd", "null-aio", "null-co",
-    "qcow2", "raw", "snapshot-access",
+    "blkdebug", "compress", "copy-before-write", "copy-on-read", "file", "host_device", "nbd",
+    "null-aio", "null-co", "preallocate", "qcow2", "raw", "snapshot-access",
     NULL,
 };
 static const char *const on_cbw_error_names[] = { "break-guest-write", "break-snapshot", NULL };
@@ -167,15 +167,38 @@ static const SchemaObject generic_file_options = {
     .name = "BlockdevOptionsGenericFormat", .fields = generic_file_fields,
 };
 
+static const SchemaField cor_fields[] = {
+    { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "bottom", .type = SCHEMA_STR, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject cor_options = {
+    .name = "BlockdevOptionsCor", .fields = cor_fields,
+};
+
+static const SchemaField prealloc_fields[] = {
+    { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "prealloc-align", .type = SCHEMA_INT, .optional = true },
+    { .name = "prealloc-size", .type = SCHEMA_INT, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject prealloc_options = {
+    .name = "BlockdevOptionsPreallocate", .fields = prealloc_fields,
+};
+
 static const SchemaVariant driver_variants[] = {
     { "blkdebug", &blkdebug_options },
     { "compress", &generic_file_options },
     { "copy-before-write", &cbw_options },
+    { "copy-on-read", &cor_options },
     { "file", &file_options },
     { "host_device", &file_options },
     { "nbd", &nbd_options },
     { "null-aio", &null_options },
     { "null-co", &null_options },
+    { "preallocate", &prealloc_options },
     { "qcow2", &qcow2_options },
     { "raw", &raw_options },
     { "snapshot-access", &generic_file_options },
