@@ -186,8 +186,10 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     functional build-tsan tests/functional/test_fuse.py -k iothread
     # An nbd node's requests from two iothreads, and its reconnection.
     functional build-tsan tests/functional/test_nbd_driver.py -k "iothreads or reconnect"
-    # Copy-on-read's write back against guest writes on the same range.
+    # Copy-on-read's write back against guest writes on the same range;
+    # throttled requests let go by a drain from the main thread.
     functional build-tsan tests/functional/test_copy_on_read.py -k writes_during
+    functional build-tsan tests/functional/test_throttle.py -k drain
     BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-20} \
         functional build-tsan tests/functional/test_thread_stress.py
 fi
@@ -221,7 +223,7 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # host_device on a loop device; the copy-on-read and preallocate filters.
     functional build-asan tests/functional/test_nbd_driver.py \
         tests/functional/test_host_device.py tests/functional/test_copy_on_read.py \
-        tests/functional/test_preallocate.py
+        tests/functional/test_preallocate.py tests/functional/test_throttle.py -k "not iops"
     # The vhost-user-blk export: hostile guests and front-ends.
     functional build-asan tests/functional/test_vhost_user_hostile.py \
         tests/functional/test_vhost_user_blk.py -k "not qsd and not matches"

@@ -4,6 +4,7 @@
 #include "blockd/block.h"
 #include "blockd/block-global-state.h"
 #include "blockd/main-loop.h"
+#include "blockd/throttle.h"
 #include "block-internal.h"
 
 
@@ -20,6 +21,8 @@ void bdrv_init(void)
         bdrv_register(&bdrv_host_device);
         bdrv_register(&bdrv_copy_on_read);
         bdrv_register(&bdrv_preallocate);
+        bdrv_register(&bdrv_throttle);
+        throttle_groups_init();
         bdrv_register(&bdrv_file);
         bdrv_register(&bdrv_raw);
         bdrv_register(&bdrv_blkdebug);

@@ -18,6 +18,7 @@ extern const BlockDriver bdrv_nbd;
 extern const BlockDriver bdrv_host_device;
 extern const BlockDriver bdrv_copy_on_read;
 extern const BlockDriver bdrv_preallocate;
+extern const BlockDriver bdrv_throttle;
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_blkdebug;

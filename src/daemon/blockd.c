@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "blockd/user-object.h"
 #include "blockd/job-driver.h"
 #include "blockd/block.h"
 #include "blockd/block-global-state.h"
@@ -182,6 +183,7 @@ int main(int argc, char **argv)
     chardev_free_all();
     qmp_block_cleanup();
     bdrv_close_all();
+    user_object_delete_all();
     iothread_destroy_all();
     if (opts.pidfile) {
         unlink(opts.pidfile);

@@ -248,7 +248,7 @@ static void do_object(const char *arg)
     maybe_help("--object", arg);
     json_object *o = parse_arg(arg, "qom-type", &qapi_object_add_args, &err);
 
-    if (!o || !qmp_object_add_iothread(o, &err)) {
+    if (!o || !qmp_object_add_checked(o, &err)) {
         json_object_put(o);
         die("--object", arg, err);
     }

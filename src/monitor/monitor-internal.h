@@ -39,8 +39,8 @@ extern const QmpEventInfo qmp_events[];
 BlockDriverState *qmp_blockdev_add_node(json_object *options, Error **errp);
 /* Drop the monitor's references on nodes (shutdown). */
 void qmp_block_cleanup(void);
-/* object-add and --object for iothreads (checked arguments). */
-bool qmp_object_add_iothread(json_object *args, Error **errp);
+/* object-add and --object (checked arguments). */
+bool qmp_object_add_checked(json_object *args, Error **errp);
 /* --monitor and x-monitor-add: a QMP monitor on a chardev (checked
  * MonitorOptions: chardev, pretty, mode). */
 bool qmp_monitor_add(json_object *options, Error **errp);

@@ -8,7 +8,7 @@
 
 static const char *const driver_names[] = {
     "blkdebug", "compress", "copy-before-write", "copy-on-read", "file", "host_device", "nbd",
-    "null-aio", "null-co", "preallocate", "qcow2", "raw", "snapshot-access",
+    "null-aio", "null-co", "preallocate", "qcow2", "raw", "snapshot-access", "throttle",
     NULL,
 };
 static const char *const on_cbw_error_names[] = { "break-guest-write", "break-snapshot", NULL };
@@ -188,6 +188,16 @@ static const SchemaObject prealloc_options = {
     .name = "BlockdevOptionsPreallocate", .fields = prealloc_fields,
 };
 
+static const SchemaField throttle_fields[] = {
+    { .name = "throttle-group", .type = SCHEMA_STR },
+    { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { 0 },
+};
+
+static const SchemaObject throttle_options = {
+    .name = "BlockdevOptionsThrottle", .fields = throttle_fields,
+};
+
 static const SchemaVariant driver_variants[] = {
     { "blkdebug", &blkdebug_options },
     { "compress", &generic_file_options },
@@ -202,6 +212,7 @@ static const SchemaVariant driver_variants[] = {
     { "qcow2", &qcow2_options },
     { "raw", &raw_options },
     { "snapshot-access", &generic_file_options },
+    { "throttle", &throttle_options },
     { NULL, NULL },
 };
 

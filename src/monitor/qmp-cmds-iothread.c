@@ -1,7 +1,7 @@
 /*
- * qmp-cmds-iothread.c - object-add / object-del for iothreads (the only
- * object type blockd has), query-iothreads, and the schemas shared with
- * --object.
+ * qmp-cmds-iothread.c - object-add / object-del (iothreads here, the
+ * other types through their classes: user-object.h), query-iothreads,
+ * x-blockdev-set-iothread, and the object schemas shared with --object.
  */
 #include <string.h>
 
@@ -12,10 +12,11 @@
 #include "blockd/options.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
+#include "blockd/user-object.h"
 #include "monitor-internal.h"
 #include "qapi-schemas.h"
 
-static const char *const qom_types[] = { "iothread", NULL };
+static const char *const qom_types[] = { "iothread", "throttle-group", NULL };
 
 static const SchemaField object_base_fields[] = {
     { .name = "qom-type", .type = SCHEMA_ENUM, .enum_values = qom_types },
@@ -37,8 +38,43 @@ static const SchemaObject iothread_properties = {
     .name = "IothreadProperties", .fields = iothread_fields,
 };
 
+/* ThrottleLimits: every member an optional integer. */
+#define LIMIT(n) { .name = n, .type = SCHEMA_INT, .optional = true }
+#define LIMITS(kind, dir) LIMIT(kind "-" dir), LIMIT(kind "-" dir "-max"), \
+                          LIMIT(kind "-" dir "-max-length")
+static const SchemaField throttle_limits_fields[] = {
+    LIMITS("iops", "total"), LIMITS("iops", "read"), LIMITS("iops", "write"),
+    LIMITS("bps", "total"), LIMITS("bps", "read"), LIMITS("bps", "write"),
+    LIMIT("iops-size"),
+    { 0 },
+};
+static const SchemaObject throttle_limits = {
+    .name = "ThrottleLimits", .fields = throttle_limits_fields,
+};
+
+#define XLIMIT(n) LIMIT("x-" n)
+#define XLIMITS(kind, dir) XLIMIT(kind "-" dir), XLIMIT(kind "-" dir "-max"), \
+                           XLIMIT(kind "-" dir "-max-length")
+static const SchemaField throttle_group_fields[] = {
+    { .name = "limits", .type = SCHEMA_OBJECT, .optional = true, .object = &throttle_limits },
+    XLIMITS("iops", "total"), XLIMITS("iops", "read"), XLIMITS("iops", "write"),
+    XLIMITS("bps", "total"), XLIMITS("bps", "read"), XLIMITS("bps", "write"),
+    XLIMIT("iops-size"),
+    { 0 },
+};
+#undef XLIMITS
+#undef XLIMIT
+
+#undef LIMITS
+#undef LIMIT
+
+static const SchemaObject throttle_group_properties = {
+    .name = "ThrottleGroupProperties", .fields = throttle_group_fields,
+};
+
 static const SchemaVariant object_variants[] = {
     { "iothread", &iothread_properties },
+    { "throttle-group", &throttle_group_properties },
     { NULL, NULL },
 };
 
@@ -67,13 +103,17 @@ static void get_param(json_object *args, const char *key, int64_t *value)
 }
 
 /* object-add and --object: the arguments were checked by the schema. */
-bool qmp_object_add_iothread(json_object *args, Error **errp)
+bool qmp_object_add_checked(json_object *args, Error **errp)
 {
+    const char *type = json_object_get_string(json_object_object_get(args, "qom-type"));
     IOThreadParams p;
     json_object *id;
 
     GLOBAL_STATE_CODE();
     json_object_object_get_ex(args, "id", &id);
+    if (strcmp(type, "iothread") != 0) {
+        return user_object_create(type, json_object_get_string(id), args, errp) != NULL;
+    }
     iothread_params_init(&p);
     get_param(args, "poll-max-ns", &p.poll_max_ns);
     get_param(args, "poll-grow", &p.poll_grow);
@@ -86,7 +126,7 @@ bool qmp_object_add_iothread(json_object *args, Error **errp)
 
 static json_object *qmp_object_add(json_object *args, Error **errp)
 {
-    return qmp_object_add_iothread(args, errp) ? json_object_new_object() : NULL;
+    return qmp_object_add_checked(args, errp) ? json_object_new_object() : NULL;
 }
 
 static void export_uses_ctx(BlockExport *exp, void *opaque)
@@ -126,6 +166,9 @@ static json_object *qmp_object_del(json_object *args, Error **errp)
     json_object_object_get_ex(args, "id", &v);
     id = json_object_get_string(v);
     iot = iothread_find(id);
+    if (!iot && user_object_find(id, NULL)) {
+        return user_object_delete(id, errp) ? json_object_new_object() : NULL;
+    }
     if (!iot) {
         error_setg(errp, "object '%s' not found", id);
         return NULL;

@@ -8,8 +8,10 @@
  * child<iothread>) and "chardevs" (child<chardev-socket>, ...).  Every
  * object has the read-only property "type"; an iothread has its six
  * integer properties, which qom-set changes on the running thread.  The
- * type table below is the whole hierarchy blockd has, so qom-list-types
- * cannot name a type that object-add would refuse.
+ * type table below and the user-object classes (user-object.h: throttle
+ * groups, secrets) are the whole hierarchy blockd has, so qom-list-types
+ * cannot name a type that object-add would refuse.  User objects live
+ * under "/objects" too, with their classes' properties.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -20,6 +22,7 @@
 #include "blockd/iothread.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
+#include "blockd/user-object.h"
 #include "monitor-internal.h"
 
 typedef struct QomType {
@@ -51,37 +54,52 @@ static const char *const iothread_props[] = {
     "poll-max-ns", "poll-grow", "poll-shrink", NULL,
 };
 
-static const QomType *find_type(const char *name)
+/* A type of the table or a user-object class, into *@out. */
+static bool find_type(const char *name, QomType *out)
 {
+    const UserObjectClass *cls = user_object_class(name);
+
     for (const QomType *t = qom_types; t->name; t++) {
         if (strcmp(t->name, name) == 0) {
-            return t;
+            *out = *t;
+            return true;
         }
     }
-    return NULL;
+    if (cls) {
+        *out = (QomType){ cls->type, cls->parent, false, false };
+    }
+    return cls != NULL;
 }
 
 static bool type_implements(const QomType *t, const char *ancestor)
 {
+    QomType cur = *t;
+
     if (strcmp(ancestor, "user-creatable") == 0) {
-        return strcmp(t->name, "iothread") == 0;      /* the one object-add takes */
+        /* What object-add takes. */
+        return strcmp(t->name, "iothread") == 0 || user_object_class(t->name);
     }
-    for (; t; t = t->parent ? find_type(t->parent) : NULL) {
-        if (strcmp(t->name, ancestor) == 0) {
+    for (;;) {
+        if (strcmp(cur.name, ancestor) == 0) {
             return true;
         }
+        if (!cur.parent || !find_type(cur.parent, &cur)) {
+            return false;
+        }
     }
-    return false;
 }
 
 /* ---- The tree ------------------------------------------------------------------- */
 
-typedef enum NodeKind { NODE_ROOT, NODE_OBJECTS, NODE_CHARDEVS, NODE_IOTHREAD, NODE_CHARDEV } NodeKind;
+typedef enum NodeKind {
+    NODE_ROOT, NODE_OBJECTS, NODE_CHARDEVS, NODE_IOTHREAD, NODE_CHARDEV, NODE_USER_OBJECT,
+} NodeKind;
 
 typedef struct QomNode {
     NodeKind kind;
     IOThread *iot;
     Chardev *chr;
+    UserObject *obj;
     char path[256];
 } QomNode;
 
@@ -92,6 +110,8 @@ static const char *node_type(const QomNode *n)
     switch (n->kind) {
     case NODE_IOTHREAD:
         return "iothread";
+    case NODE_USER_OBJECT:
+        return n->obj->cls->type;
     case NODE_CHARDEV:
         snprintf(chr_type, sizeof(chr_type), "chardev-%s", chardev_backend(n->chr));
         return chr_type;
@@ -111,6 +131,15 @@ static void walk_iothread(IOThread *iot, void *opaque)
     QomNode n = { .kind = NODE_IOTHREAD, .iot = iot };
 
     snprintf(n.path, sizeof(n.path), "/objects/%s", iothread_get_id(iot));
+    w->fn(&n, w->opaque);
+}
+
+static void walk_user_object(UserObject *obj, void *opaque)
+{
+    const Walk *w = opaque;
+    QomNode n = { .kind = NODE_USER_OBJECT, .obj = obj };
+
+    snprintf(n.path, sizeof(n.path), "/objects/%s", obj->id);
     w->fn(&n, w->opaque);
 }
 
@@ -134,6 +163,7 @@ static void walk_all(void (*fn)(const QomNode *n, void *opaque), void *opaque)
     n = (QomNode){ .kind = NODE_CHARDEVS, .path = "/chardevs" };
     fn(&n, opaque);
     iothread_foreach(walk_iothread, &w);
+    user_object_foreach(walk_user_object, &w);
     chardev_foreach(walk_chardev, &w);
 }
 
@@ -195,12 +225,28 @@ static json_object *prop_info(const char *name, const char *type)
 
 static void add_type_props(json_object *list, const char *type)
 {
+    const UserObjectClass *cls = user_object_class(type);
+
     json_object_array_add(list, prop_info("type", "string"));
     if (strcmp(type, "iothread") == 0) {
         for (int i = 0; iothread_props[i]; i++) {
             json_object_array_add(list, prop_info(iothread_props[i], "int"));
         }
     }
+    for (int i = 0; cls && cls->prop_names[i]; i++) {
+        json_object_array_add(list, prop_info(cls->prop_names[i], cls->prop_types[i]));
+    }
+}
+
+/* Is @prop one of @obj's class properties? */
+static bool has_prop(UserObject *obj, const char *prop)
+{
+    for (int i = 0; obj->cls->prop_names[i]; i++) {
+        if (strcmp(obj->cls->prop_names[i], prop) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 typedef struct Children {
@@ -274,6 +320,9 @@ static json_object *qmp_qom_get(json_object *args, Error **errp)
             return json_object_new_int64(*v);
         }
     }
+    if (n.kind == NODE_USER_OBJECT && has_prop(n.obj, prop)) {
+        return n.obj->cls->get(n.obj, prop, errp);
+    }
     error_setg(errp, "Property '%s.%s' not found", node_type(&n), prop);
     return NULL;
 }
@@ -293,9 +342,15 @@ static json_object *qmp_qom_set(json_object *args, Error **errp)
         iothread_get_params(n.iot, &p);
         v = iothread_param(&p, prop);
     }
+    if (n.kind == NODE_USER_OBJECT && has_prop(n.obj, prop) && n.obj->cls->set) {
+        return n.obj->cls->set(n.obj, prop, value, errp) ? json_object_new_object() : NULL;
+    }
     if (!v) {
-        error_setg(errp, strcmp(prop, "type") == 0 ? "Property '%s.%s' is not writable"
-                                                   : "Property '%s.%s' not found",
+        bool known = strcmp(prop, "type") == 0 ||
+                     (n.kind == NODE_USER_OBJECT && has_prop(n.obj, prop));
+
+        error_setg(errp, known ? "Property '%s.%s' is not writable"
+                               : "Property '%s.%s' not found",
                    node_type(&n), prop);
         return NULL;
     }
@@ -349,16 +404,24 @@ static json_object *qmp_qom_list_types(json_object *args, Error **errp)
         }
         json_object_array_add(list, type_info(t));
     }
+    for (const UserObjectClass *c = user_object_class_next(NULL); c;
+         c = user_object_class_next(c)) {
+        QomType t = { c->type, c->parent, false, false };
+
+        if (!implements || type_implements(&t, implements)) {
+            json_object_array_add(list, type_info(&t));
+        }
+    }
     return list;
 }
 
 static json_object *qmp_qom_list_properties(json_object *args, Error **errp)
 {
     const char *name = json_object_get_string(json_object_object_get(args, "typename"));
-    const QomType *t = find_type(name);
     json_object *list;
+    QomType type, *t = &type;
 
-    if (!t) {
+    if (!find_type(name, &type)) {
         error_set(errp, ERROR_CLASS_DEVICE_NOT_FOUND, "Class '%s' not found", name);
         return NULL;
     }

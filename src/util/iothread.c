@@ -7,6 +7,7 @@
 
 #include "blockd/atomic.h"
 #include "blockd/iothread.h"
+#include "blockd/user-object.h"
 #include "blockd/list.h"
 #include "blockd/main-loop.h"
 #include "blockd/thread.h"
@@ -92,7 +93,7 @@ IOThread *iothread_create(const char *id, const IOThreadParams *params,
     IOThread *iot;
 
     GLOBAL_STATE_CODE();
-    if (iothread_find(id)) {
+    if (iothread_find(id) || user_object_id_taken(id)) {
         error_setg(errp, "attempt to add duplicate property '%s' to object (type 'container')", id);
         return NULL;
     }
