@@ -103,15 +103,20 @@ def test_qom_types_are_what_object_add_takes(pair):
     (qsd, _), (ours, _) = pair()
     types = ours.cmd("qom-list-types", implements="user-creatable", abstract=False)
     theirs = {t["name"]: t for t in qsd.cmd("qom-list-types", implements="user-creatable")}
-    assert [t["name"] for t in types] == ["iothread"]
+    assert [t["name"] for t in types] == ["iothread", "throttle-group"]
+    key = lambda p: p["name"]  # noqa: E731
     for t in types:
         assert t == theirs[t["name"]]
         props = ours.cmd("qom-list-properties", typename=t["name"])
-        assert props == qsd.cmd("qom-list-properties", typename=t["name"])
+        assert sorted(props, key=key) == sorted(qsd.cmd("qom-list-properties",
+                                                        typename=t["name"]), key=key)
         args = {p["name"]: 1 for p in props if p["type"] == "int"}
-        ours.cmd("object-add", qom_type=t["name"], id="x", **args)
+        if t["name"] == "throttle-group":
+            # Every limit at once is no valid configuration; two are.
+            args = {"x-iops-total": 1, "x-bps-read": 1}
+        ours.cmd("object-add", qom_type=t["name"], id=f"x{t['name']}", **args)
         for name in args:
-            assert ours.cmd("qom-get", path="/objects/x", property=name) == 1
+            assert ours.cmd("qom-get", path=f"/objects/x{t['name']}", property=name) == 1
 
 
 def test_qom_set_reaches_the_running_iothread(pair):
@@ -287,15 +292,17 @@ def test_monitor_on_file_chardev():
 ])
 def test_help_and_option_errors_match(args):
     """Same output and exit status (blockd lists only the object types it
-    has: the iothread)."""
+    has, all of which qemu-storage-daemon lists)."""
     runs = []
     for prog in (QSD, BLOCKD):
         r = subprocess.run([prog] + args, capture_output=True, text=True, timeout=10)
         text = (r.stdout + r.stderr).replace(os.path.basename(prog) + ":", "PROG:")
         runs.append((r.returncode, text))
     if args == ["--object", "help"]:
-        assert runs[1] == (0, "List of user creatable objects:\n  iothread\n")
-        assert "  iothread\n" in runs[0][1]
+        ours = ["iothread", "throttle-group"]
+        assert runs[1] == (0, "List of user creatable objects:\n" +
+                           "".join(f"  {t}\n" for t in ours))
+        assert all(f"  {t}\n" in runs[0][1] for t in ours)
     else:
         assert runs[1] == runs[0]
 
