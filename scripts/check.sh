@@ -223,7 +223,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # host_device on a loop device; the copy-on-read and preallocate filters.
     functional build-asan tests/functional/test_nbd_driver.py \
         tests/functional/test_host_device.py tests/functional/test_copy_on_read.py \
-        tests/functional/test_preallocate.py tests/functional/test_throttle.py -k "not iops"
+        tests/functional/test_preallocate.py tests/functional/test_throttle.py \
+        tests/functional/test_secret.py -k "not iops"
     # The vhost-user-blk export: hostile guests and front-ends.
     functional build-asan tests/functional/test_vhost_user_hostile.py \
         tests/functional/test_vhost_user_blk.py -k "not qsd and not matches"

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "blockd/secret.h"
 #include "blockd/user-object.h"
 #include "blockd/job-driver.h"
 #include "blockd/block.h"
@@ -147,6 +148,7 @@ int main(int argc, char **argv)
     }
     main_loop_init();
     bdrv_init();
+    secret_objects_init();
     qmp_init_commands();
     setup_signals();
     cmdline_process(argc, argv, &opts);

@@ -16,7 +16,9 @@
 #include "monitor-internal.h"
 #include "qapi-schemas.h"
 
-static const char *const qom_types[] = { "iothread", "throttle-group", NULL };
+static const char *const qom_types[] = { "iothread", "secret", "secret_keyring",
+                                         "throttle-group", NULL };
+static const char *const secret_formats[] = { "raw", "base64", NULL };
 
 static const SchemaField object_base_fields[] = {
     { .name = "qom-type", .type = SCHEMA_ENUM, .enum_values = qom_types },
@@ -72,8 +74,39 @@ static const SchemaObject throttle_group_properties = {
     .name = "ThrottleGroupProperties", .fields = throttle_group_fields,
 };
 
+#define SECRET_COMMON_FIELDS                                                        \
+    { .name = "loaded", .type = SCHEMA_BOOL, .optional = true },                    \
+    { .name = "format", .type = SCHEMA_ENUM, .optional = true,                      \
+      .enum_values = secret_formats },                                              \
+    { .name = "keyid", .type = SCHEMA_STR, .optional = true },                      \
+    { .name = "iv", .type = SCHEMA_STR, .optional = true }
+
+static const SchemaField secret_fields[] = {
+    SECRET_COMMON_FIELDS,
+    { .name = "data", .type = SCHEMA_STR, .optional = true },
+    { .name = "file", .type = SCHEMA_STR, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject secret_properties = {
+    .name = "SecretProperties", .fields = secret_fields,
+};
+
+static const SchemaField secret_keyring_fields[] = {
+    SECRET_COMMON_FIELDS,
+    { .name = "serial", .type = SCHEMA_INT },
+    { 0 },
+};
+#undef SECRET_COMMON_FIELDS
+
+static const SchemaObject secret_keyring_properties = {
+    .name = "SecretKeyringProperties", .fields = secret_keyring_fields,
+};
+
 static const SchemaVariant object_variants[] = {
     { "iothread", &iothread_properties },
+    { "secret", &secret_properties },
+    { "secret_keyring", &secret_keyring_properties },
     { "throttle-group", &throttle_group_properties },
     { NULL, NULL },
 };

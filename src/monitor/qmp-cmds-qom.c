@@ -38,6 +38,7 @@ static const QomType qom_types[] = {
     { "container", "object", false, false },
     { "event-loop-base", "object", true, false },
     { "iothread", "event-loop-base", false, false },
+    { "secret_common", "object", true, false },
     { "chardev", "object", true, false },
     { "chardev-socket", "chardev", false, false },
     { "chardev-stdio", "chardev", false, false },
