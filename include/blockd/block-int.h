@@ -214,6 +214,7 @@ struct BlockDriverState {
     int open_flags;                 /* BDRV_O_* */
     json_object *options;           /* GS: the options it was opened with */
     bool read_only;
+    bool encrypted;                 /* GS: set at open (luks, encrypted qcow2) */
     int detect_zeroes;              /* BDRV_DETECT_ZEROES_*: set at open, changed
                                        * by blockdev-reopen while drained */
     uint64_t write_threshold;       /* atomic; 0: none (write-threshold.c) */

@@ -22,6 +22,7 @@ void bdrv_init(void)
         bdrv_register(&bdrv_copy_on_read);
         bdrv_register(&bdrv_preallocate);
         bdrv_register(&bdrv_throttle);
+        bdrv_register(&bdrv_luks);
         throttle_groups_init();
         bdrv_register(&bdrv_file);
         bdrv_register(&bdrv_raw);

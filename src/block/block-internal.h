@@ -19,6 +19,7 @@ extern const BlockDriver bdrv_host_device;
 extern const BlockDriver bdrv_copy_on_read;
 extern const BlockDriver bdrv_preallocate;
 extern const BlockDriver bdrv_throttle;
+extern const BlockDriver bdrv_luks;
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_blkdebug;
@@ -35,6 +36,23 @@ bool create_check_members(json_object *options, const char *const *allowed, Erro
 /* The required "size" member. */
 bool create_get_size(json_object *options, int64_t *size, Error **errp);
 extern const char *const create_prealloc_names[];   /* PreallocMode */
+/* The container blockdev-create formats: its "file" member (a node name or
+ * blockdev options), opened through a backend of its own that writes and
+ * resizes; a format node may be opened over it afterwards. */
+typedef struct BlockBackend BlockBackend;
+typedef struct CreateTarget {
+    BlockDriverState *bs;
+    BlockBackend *blk;
+    BlockDriverState *format;
+    json_object *ref;
+    Error *err;
+} CreateTarget;
+/* 0, or -errno with QEMU's message ("Parameter 'file' is missing" ...). */
+int coroutine_fn create_target_open(CreateTarget *t, json_object *options, Error **errp);
+/* Drop the backend (before a format node is opened over the file). */
+void coroutine_fn create_target_release_blk(CreateTarget *t);
+/* Close everything opened (nothing opened: nothing to do). */
+void coroutine_fn create_target_close(CreateTarget *t);
 /* qcow2-create.c */
 int coroutine_fn qcow2_co_create(json_object *options, Error **errp);
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blockd/block-backend-global-state.h"
 #include "blockd/block-create.h"
 #include "blockd/block-global-state.h"
 #include "blockd/coroutine.h"
@@ -70,6 +71,86 @@ bool create_get_size(json_object *options, int64_t *size, Error **errp)
 }
 
 const char *const create_prealloc_names[] = { "off", "metadata", "falloc", "full", NULL };
+
+static void target_open_bh(void *opaque)
+{
+    CreateTarget *t = opaque;
+
+    if (json_object_is_type(t->ref, json_type_string)) {
+        t->bs = bdrv_find_node(json_object_get_string(t->ref));
+        if (!t->bs) {
+            error_setg(&t->err, "Cannot find device='' nor node-name='%s'",
+                       json_object_get_string(t->ref));
+            return;
+        }
+        bdrv_ref(t->bs);
+    } else {
+        t->bs = bdrv_open_options(t->ref, &t->err);
+        if (!t->bs) {
+            return;
+        }
+    }
+    t->blk = blk_new(BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE | BLK_PERM_RESIZE,
+                     BLK_PERM_ALL);
+    if (blk_insert_bs(t->blk, t->bs, &t->err) < 0) {
+        blk_unref(t->blk);
+        t->blk = NULL;
+    }
+}
+
+int coroutine_fn create_target_open(CreateTarget *t, json_object *options, Error **errp)
+{
+    if (!json_object_object_get_ex(options, "file", &t->ref) || !t->ref) {
+        error_setg(errp, "Parameter 'file' is missing");
+        return -EINVAL;
+    }
+    if (!json_object_is_type(t->ref, json_type_string) &&
+        !json_object_is_type(t->ref, json_type_object)) {
+        error_setg(errp, "Invalid parameter type for 'file', expected: BlockdevRef");
+        return -EINVAL;
+    }
+    bdrv_co_run_in_main_loop(target_open_bh, t);
+    if (!t->blk) {
+        error_propagate(errp, t->err);
+        t->err = NULL;
+        return -EIO;
+    }
+    return 0;
+}
+
+static void target_release_blk_bh(void *opaque)
+{
+    CreateTarget *t = opaque;
+
+    blk_unref(t->blk);
+    t->blk = NULL;
+}
+
+void coroutine_fn create_target_release_blk(CreateTarget *t)
+{
+    bdrv_co_run_in_main_loop(target_release_blk_bh, t);
+}
+
+static void target_close_bh(void *opaque)
+{
+    CreateTarget *t = opaque;
+
+    bdrv_unref(t->format);
+    t->format = NULL;
+    if (t->blk) {
+        blk_unref(t->blk);
+        t->blk = NULL;
+    }
+    bdrv_unref(t->bs);
+    t->bs = NULL;
+}
+
+void coroutine_fn create_target_close(CreateTarget *t)
+{
+    if (t->bs) {
+        bdrv_co_run_in_main_loop(target_close_bh, t);
+    }
+}
 
 /* ---- Dispatch ------------------------------------------------------------------------ */
 

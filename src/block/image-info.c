@@ -138,6 +138,9 @@ json_object *bdrv_image_info(BlockDriverState *bs)
             json_object_object_add(image, "cluster-size", json_object_new_int64(bdi.cluster_size));
         }
     }
+    if (bs->encrypted) {
+        json_object_object_add(image, "encrypted", json_object_new_boolean(true));
+    }
     if (bs->drv->bdrv_get_specific_info) {
         json_object_object_add(image, "format-specific", bs->drv->bdrv_get_specific_info(bs));
     }

@@ -331,63 +331,6 @@ static uint8_t *build_metadata(const Qcow2CreateOpts *o, const Layout *l, Error 
 
 /* ---- Writing -------------------------------------------------------------------------- */
 
-typedef struct CreateTarget {
-    json_object *ref;            /* "file": a node name or options */
-    const char *qcow2_file;      /* for opening the qcow2 node on top */
-    BlockDriverState *bs;
-    BlockBackend *blk;
-    BlockDriverState *qbs;
-    Error *err;
-} CreateTarget;
-
-static void target_open_bh(void *opaque)
-{
-    CreateTarget *t = opaque;
-
-    if (json_object_is_type(t->ref, json_type_string)) {
-        t->bs = bdrv_find_node(json_object_get_string(t->ref));
-        if (!t->bs) {
-            error_setg(&t->err, "Cannot find device='' nor node-name='%s'",
-                       json_object_get_string(t->ref));
-            return;
-        }
-        bdrv_ref(t->bs);
-    } else {
-        t->bs = bdrv_open_options(t->ref, &t->err);
-        if (!t->bs) {
-            return;
-        }
-    }
-    t->blk = blk_new(BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE | BLK_PERM_RESIZE,
-                     BLK_PERM_ALL);
-    if (blk_insert_bs(t->blk, t->bs, &t->err) < 0) {
-        blk_unref(t->blk);
-        t->blk = NULL;
-    }
-}
-
-static void target_release_blk_bh(void *opaque)
-{
-    CreateTarget *t = opaque;
-
-    blk_unref(t->blk);
-    t->blk = NULL;
-}
-
-static void target_close_bh(void *opaque)
-{
-    CreateTarget *t = opaque;
-
-    bdrv_unref(t->qbs);
-    t->qbs = NULL;
-    if (t->blk) {
-        blk_unref(t->blk);
-        t->blk = NULL;
-    }
-    bdrv_unref(t->bs);
-    t->bs = NULL;
-}
-
 static void open_qcow2_bh(void *opaque)
 {
     CreateTarget *t = opaque;
@@ -396,7 +339,7 @@ static void open_qcow2_bh(void *opaque)
     json_object_object_add(o, "driver", json_object_new_string("qcow2"));
     json_object_object_add(o, "file", json_object_new_string(t->bs->node_name));
     json_object_object_add(o, "backing", NULL);
-    t->qbs = bdrv_open_options(o, &t->err);
+    t->format = bdrv_open_options(o, &t->err);
     json_object_put(o);
 }
 
@@ -444,18 +387,17 @@ static int coroutine_fn preallocate(CreateTarget *t, Error **errp)
     BDRVQcow2State *s;
     int ret;
 
-    bdrv_co_run_in_main_loop(target_release_blk_bh, t);
-    t->qcow2_file = t->bs->node_name;
+    create_target_release_blk(t);
     bdrv_co_run_in_main_loop(open_qcow2_bh, t);
-    if (!t->qbs) {
+    if (!t->format) {
         error_propagate(errp, t->err);
         t->err = NULL;
         return -EIO;
     }
-    s = t->qbs->opaque;
+    s = t->format->opaque;
     graph_co_rdlock();
     co_mutex_lock(&s->lock);
-    ret = qcow2_preallocate_metadata(t->qbs, s);
+    ret = qcow2_preallocate_metadata(t->format, s);
     co_mutex_unlock(&s->lock);
     graph_co_rdunlock();
     if (ret < 0) {
@@ -475,28 +417,13 @@ int coroutine_fn qcow2_co_create(json_object *options, Error **errp)
     if (ret < 0) {
         return ret;
     }
-    if (!json_object_object_get_ex(options, "file", &t.ref) || !t.ref) {
-        error_setg(errp, "Parameter 'file' is missing");
-        return -EINVAL;
-    }
-    if (!json_object_is_type(t.ref, json_type_string) &&
-        !json_object_is_type(t.ref, json_type_object)) {
-        error_setg(errp, "Invalid parameter type for 'file', expected: BlockdevRef");
-        return -EINVAL;
-    }
-    bdrv_co_run_in_main_loop(target_open_bh, &t);
-    if (!t.blk) {
-        error_propagate(errp, t.err);
-        t.err = NULL;
-        ret = -EIO;
-    } else {
+    ret = create_target_open(&t, options, errp);
+    if (ret == 0) {
         ret = write_image(&t, &o, errp);
         if (ret >= 0 && o.prealloc) {
             ret = preallocate(&t, errp);
         }
     }
-    if (t.bs) {
-        bdrv_co_run_in_main_loop(target_close_bh, &t);
-    }
+    create_target_close(&t);
     return ret;
 }

@@ -7,7 +7,7 @@
 #include "qapi-schemas.h"
 
 static const char *const driver_names[] = {
-    "blkdebug", "compress", "copy-before-write", "copy-on-read", "file", "host_device", "nbd",
+    "blkdebug", "compress", "copy-before-write", "copy-on-read", "file", "host_device", "luks", "nbd",
     "null-aio", "null-co", "preallocate", "qcow2", "raw", "snapshot-access", "throttle",
     NULL,
 };
@@ -198,6 +198,14 @@ static const SchemaObject throttle_options = {
     .name = "BlockdevOptionsThrottle", .fields = throttle_fields,
 };
 
+static const SchemaField luks_fields[] = {
+    { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "key-secret", .type = SCHEMA_STR, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject luks_options = { .name = "BlockdevOptionsLUKS", .fields = luks_fields };
+
 static const SchemaVariant driver_variants[] = {
     { "blkdebug", &blkdebug_options },
     { "compress", &generic_file_options },
@@ -205,6 +213,7 @@ static const SchemaVariant driver_variants[] = {
     { "copy-on-read", &cor_options },
     { "file", &file_options },
     { "host_device", &file_options },
+    { "luks", &luks_options },
     { "nbd", &nbd_options },
     { "null-aio", &null_options },
     { "null-co", &null_options },

@@ -131,7 +131,7 @@ static json_object *node_info(BlockDriverState *bs)
     json_object_object_add(info, "node-name", json_object_new_string(bs->node_name));
     json_object_object_add(info, "ro", json_object_new_boolean(bs->read_only));
     json_object_object_add(info, "drv", json_object_new_string(bs->drv->format_name));
-    json_object_object_add(info, "encrypted", json_object_new_boolean(false));
+    json_object_object_add(info, "encrypted", json_object_new_boolean(bs->encrypted));
     json_object_object_add(info, "detect_zeroes", json_object_new_string(
         bs->detect_zeroes == BDRV_DETECT_ZEROES_UNMAP ? "unmap" :
         bs->detect_zeroes == BDRV_DETECT_ZEROES_ON ? "on" : "off"));

@@ -824,12 +824,25 @@ static json_object *qmp_transaction(json_object *args, Error **errp)
 
 /* QAPI BlockdevCreateOptions, for the drivers blockd can create. */
 static const char *const create_driver_names[] = {
-    "blkdebug", "compress", "copy-on-read", "file", "host_device", "nbd", "null-aio", "null-co",
+    "blkdebug", "compress", "copy-on-read", "file", "host_device", "luks", "nbd", "null-aio",
+    "null-co",
     "preallocate", "qcow2", "raw", "throttle", NULL,
 };
 static const char *const prealloc_names[] = { "off", "metadata", "falloc", "full", NULL };
 static const char *const qcow2_versions[] = { "v2", "v3", NULL };
 static const char *const compression_types[] = { "zlib", "zstd", NULL };
+/* QCryptoCipherAlgorithm, QCryptoCipherMode, QCryptoIVGenAlgorithm,
+ * QCryptoHashAlgorithm: QEMU's whole enums (the luks driver refuses, by
+ * name, the members blockd has no cipher for). */
+static const char *const cipher_algs[] = {
+    "aes-128", "aes-192", "aes-256", "des", "3des", "cast5-128", "serpent-128",
+    "serpent-192", "serpent-256", "twofish-128", "twofish-192", "twofish-256", NULL,
+};
+static const char *const cipher_modes[] = { "ecb", "cbc", "xts", "ctr", NULL };
+static const char *const ivgen_algs[] = { "plain", "plain64", "essiv", NULL };
+static const char *const hash_algs[] = {
+    "md5", "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160", NULL,
+};
 
 static const SchemaField create_base_fields[] = {
     { .name = "driver", .type = SCHEMA_ENUM, .enum_values = create_driver_names },
@@ -871,8 +884,29 @@ static const SchemaField create_qcow2_fields[] = {
 static const SchemaObject create_qcow2 = {
     .name = "BlockdevCreateOptionsQcow2", .fields = create_qcow2_fields,
 };
+static const SchemaField create_luks_fields[] = {
+    { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "size", .type = SCHEMA_SIZE },
+    { .name = "preallocation", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = prealloc_names },
+    { .name = "key-secret", .type = SCHEMA_STR, .optional = true },
+    { .name = "cipher-alg", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = cipher_algs },
+    { .name = "cipher-mode", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = cipher_modes },
+    { .name = "ivgen-alg", .type = SCHEMA_ENUM, .optional = true, .enum_values = ivgen_algs },
+    { .name = "ivgen-hash-alg", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = hash_algs },
+    { .name = "hash-alg", .type = SCHEMA_ENUM, .optional = true, .enum_values = hash_algs },
+    { .name = "iter-time", .type = SCHEMA_INT, .optional = true },
+    { 0 },
+};
+static const SchemaObject create_luks = {
+    .name = "BlockdevCreateOptionsLUKS", .fields = create_luks_fields,
+};
 static const SchemaVariant create_variants[] = {
     { "file", &create_file },
+    { "luks", &create_luks },
     { "qcow2", &create_qcow2 },
     { NULL, NULL },
 };
