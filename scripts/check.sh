@@ -225,8 +225,9 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
         tests/functional/test_host_device.py tests/functional/test_copy_on_read.py \
         tests/functional/test_preallocate.py tests/functional/test_throttle.py \
         tests/functional/test_secret.py -k "not iops"
-    # LUKS: hostile headers, an image qemu-img made and reads back.
-    functional build-asan tests/functional/test_luks.py -k "hostile or aes-256"
+    # LUKS: hostile headers, an image qemu-img made and reads back, key
+    # slots added and erased.
+    functional build-asan tests/functional/test_luks.py -k "hostile or aes-256 or amend"
     # The vhost-user-blk export: hostile guests and front-ends.
     functional build-asan tests/functional/test_vhost_user_hostile.py \
         tests/functional/test_vhost_user_blk.py -k "not qsd and not matches"

@@ -54,6 +54,11 @@ struct BlockDriver {
     /* blockdev-create of this driver's image (block-create.h: a coroutine
      * of the main thread); NULL: not supported. */
     int coroutine_fn (*bdrv_co_create)(json_object *options, Error **errp);
+    /* x-blockdev-amend of an open node (a coroutine of the main thread,
+     * the amend job's): @options is a checked BlockdevAmendOptions.  NULL:
+     * the driver amends nothing. */
+    int coroutine_fn (*bdrv_co_amend)(BlockDriverState *bs, json_object *options, bool force,
+                                      Error **errp);
     /* Switch between read-only and read-write: @flags are the new
      * BDRV_O_* flags, the node is drained and bs->read_only still tells
      * the old state.  On failure nothing changed.  NULL: nothing to do. */

@@ -15,8 +15,9 @@
  * BlockdevCreateOptions object; checked by the job, errors end it). */
 Job *create_job_start(const char *job_id, json_object *options, Error **errp);
 
-/* Start x-blockdev-amend's job for a qcow2 node with @options (a checked
- * BlockdevAmendOptions object). */
-Job *amend_job_start(const char *job_id, json_object *options, Error **errp);
+/* Start x-blockdev-amend's job for node @bs with @options (a checked
+ * BlockdevAmendOptions object for its driver); the job holds @bs. */
+Job *amend_job_start(const char *job_id, BlockDriverState *bs, json_object *options,
+                     bool force, Error **errp);
 
 #endif /* BLOCKD_CREATE_JOB_H */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "blockd/block-create.h"
+#include "blockd/block-global-state.h"
 #include "blockd/create-job.h"
 #include "blockd/job-driver.h"
 #include "blockd/main-loop.h"
@@ -17,15 +18,23 @@
 typedef struct OptionsJob {
     Job common;
     json_object *options;
+    BlockDriverState *bs;        /* amend: the node (referenced) */
+    bool force;
 } OptionsJob;
 
 static void options_job_free(Job *job)
 {
-    json_object_put(((OptionsJob *)job)->options);
+    OptionsJob *s = (OptionsJob *)job;
+
+    json_object_put(s->options);
+    if (s->bs) {
+        bdrv_unref(s->bs);
+    }
 }
 
 static Job *options_job_start(const char *job_id, const JobDriver *driver,
-                              json_object *options, Error **errp)
+                              json_object *options, BlockDriverState *bs, bool force,
+                              Error **errp)
 {
     OptionsJob *s = job_create(job_id, driver, NULL, main_aio_context(), JOB_MANUAL_DISMISS,
                                NULL, NULL, errp);
@@ -34,6 +43,11 @@ static Job *options_job_start(const char *job_id, const JobDriver *driver,
         return NULL;
     }
     s->options = json_object_get(options);
+    if (bs) {
+        bdrv_ref(bs);
+        s->bs = bs;
+        s->force = force;
+    }
     job_start(&s->common);
     return &s->common;
 }
@@ -59,16 +73,17 @@ static const JobDriver create_job_driver = {
 Job *create_job_start(const char *job_id, json_object *options, Error **errp)
 {
     GLOBAL_STATE_CODE();
-    return options_job_start(job_id, &create_job_driver, options, errp);
+    return options_job_start(job_id, &create_job_driver, options, NULL, false, errp);
 }
 
 /* ---- x-blockdev-amend ------------------------------------------------------------- */
 
 /*
- * What qcow2 lets x-blockdev-amend change is its encryption's key slots.
- * blockd opens no encrypted image, so a request to change them gets the
- * answer QEMU gives for an image without encryption; without one there is
- * nothing to do.
+ * The driver amends (luks: its key slots).  A qcow2 node has no driver
+ * callback: what qcow2 lets x-blockdev-amend change is its encryption's
+ * key slots, and blockd's qcow2 opens no encrypted image, so a request to
+ * change them gets the answer QEMU gives for an image without
+ * encryption; without one there is nothing to do.
  */
 static int coroutine_fn amend_run(Job *job, Error **errp)
 {
@@ -76,7 +91,9 @@ static int coroutine_fn amend_run(Job *job, Error **errp)
     int ret = 0;
 
     job_progress_set_remaining(job, 1);
-    if (json_object_object_get_ex(s->options, "encrypt", NULL)) {
+    if (s->bs->drv->bdrv_co_amend) {
+        ret = s->bs->drv->bdrv_co_amend(s->bs, s->options, s->force, errp);
+    } else if (json_object_object_get_ex(s->options, "encrypt", NULL)) {
         error_setg(errp, "image is not encrypted, can't amend");
         ret = -EINVAL;
     }
@@ -91,8 +108,9 @@ static const JobDriver amend_job_driver = {
     .free = options_job_free,
 };
 
-Job *amend_job_start(const char *job_id, json_object *options, Error **errp)
+Job *amend_job_start(const char *job_id, BlockDriverState *bs, json_object *options,
+                     bool force, Error **errp)
 {
     GLOBAL_STATE_CODE();
-    return options_job_start(job_id, &amend_job_driver, options, errp);
+    return options_job_start(job_id, &amend_job_driver, options, bs, force, errp);
 }

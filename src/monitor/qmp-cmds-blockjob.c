@@ -1005,6 +1005,7 @@ static json_object *qmp_blockdev_amend(json_object *args, Error **errp)
     const char *job_id = NULL, *node_name = NULL, *driver = NULL;
     json_object *options;
     BlockDriverState *bs;
+    bool force = false;
 
     GLOBAL_STATE_CODE();
     if (!opt_get_str(args, "job-id", &job_id, errp) ||
@@ -1017,8 +1018,8 @@ static json_object *qmp_blockdev_amend(json_object *args, Error **errp)
         error_setg(errp, "Cannot find device='' nor node-name='%s'", node_name);
         return NULL;
     }
-    /* qcow2 is the one driver of blockd's that QEMU amends this way. */
-    if (strcmp(bs->drv->format_name, "qcow2")) {
+    /* qcow2 and luks are the drivers of blockd's that QEMU amends this way. */
+    if (strcmp(bs->drv->format_name, "qcow2") && strcmp(bs->drv->format_name, "luks")) {
         error_setg(errp, "Driver does not support x-blockdev-amend");
         return NULL;
     }
@@ -1026,7 +1027,8 @@ static json_object *qmp_blockdev_amend(json_object *args, Error **errp)
         error_setg(errp, "x-blockdev-amend doesn't support changing the block driver");
         return NULL;
     }
-    return amend_job_start(job_id, options, errp) ? json_object_new_object() : NULL;
+    opt_get_bool(args, "force", &force, NULL);
+    return amend_job_start(job_id, bs, options, force, errp) ? json_object_new_object() : NULL;
 }
 
 const QmpCommand qmp_blockjob_commands[] = {

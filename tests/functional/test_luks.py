@@ -256,3 +256,57 @@ def test_hostile_header_is_refused(d, good_image, case):
     assert "error" in r and r["error"]["desc"], r
     assert x.q.cmd("query-named-block-nodes") == []
     assert "Sanitizer" not in x.quit()
+
+
+def amend_session(prog, d):
+    img = f"{d}/a.luks"
+    qemu_img_create(img)
+    x = Daemon(prog, d, None)
+    q = x.q
+    for sid, pw in (("s0", "pw"), ("s1", "pw1"), ("s2", "pw2"), ("bad", "nope")):
+        q.cmd("object-add", qom_type="secret", id=sid, data=pw)
+    q.cmd("blockdev-add", **luks_node(img))
+    out = []
+    for n, opts in enumerate([
+            {"state": "active", "new-secret": "s1", "iter-time": 10},
+            {"state": "active", "new-secret": "s2", "keyslot": 1, "iter-time": 10},
+            {"state": "active", "new-secret": "s2", "keyslot": 9},
+            {"state": "active"},
+            {"state": "active", "new-secret": "s2", "old-secret": "bad", "iter-time": 10},
+            {"state": "inactive"},
+            {"state": "inactive", "new-secret": "s2"},
+            {"state": "inactive", "keyslot": 5},
+            {"state": "inactive", "keyslot": 1, "old-secret": "s0"},
+            {"state": "inactive", "old-secret": "bad"},
+            {"state": "inactive", "old-secret": "s1"},
+            {"state": "inactive", "keyslot": 0},
+            {"state": "inactive", "old-secret": "s0"},
+            {"state": "active", "new-secret": "s2", "keyslot": 3, "iter-time": 10}]):
+        r = q.execute("x-blockdev-amend", {"job-id": f"a{n}", "node-name": "l",
+                                           "options": {"driver": "luks", **opts}})
+        out.append(r if "error" in r else wait_job(q, f"a{n}"))
+    node = [n for n in q.cmd("query-named-block-nodes") if n["node-name"] == "l"][0]
+    out.append([s["active"] for s in node["image"]["format-specific"]["data"]["slots"]])
+    assert "Sanitizer" not in x.quit()
+    # The image opens with the password of slot 3 in QEMU's tools.
+    r = subprocess.run(["qemu-io", "--object", "secret,id=s2,data=pw2", "--image-opts",
+                        "-c", "read 0 4k", f"driver=luks,key-secret=s2,file.filename={img}"],
+                       capture_output=True, text=True)
+    out.append(r.returncode)
+    return out
+
+
+def test_amend_key_slots_matches_qsd():
+    if not QSD:
+        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
+    results = []
+    for prog in (BLOCKD, QSD):
+        d = short_dir()
+        try:
+            results.append(amend_session(prog, d))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    ours, theirs = results
+    assert ours[-1] == 0 and ours[-2] == [True, False, False, True, False, False, False,
+                                          False], ours
+    assert ours == theirs
