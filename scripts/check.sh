@@ -225,6 +225,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
         tests/functional/test_host_device.py tests/functional/test_copy_on_read.py \
         tests/functional/test_preallocate.py tests/functional/test_throttle.py \
         tests/functional/test_secret.py -k "not iops"
+    # quorum's votes and repairs, blkverify's mismatch (no abort).
+    functional build-asan tests/functional/test_quorum.py
     # LUKS: hostile headers, an image qemu-img made and reads back, key
     # slots added and erased.
     functional build-asan tests/functional/test_luks.py -k "hostile or aes-256 or amend"

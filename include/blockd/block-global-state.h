@@ -113,6 +113,14 @@ BdrvChild *bdrv_root_attach_child(BlockDriverState *child_bs, const char *name,
                                   uint64_t perm, uint64_t shared_perm,
                                   void *opaque, Error **errp) GRAPH_UNLOCKED;
 
+/*
+ * x-blockdev-change: add @child_bs as a child of @parent (it must have no
+ * parent yet), or remove @parent's child named @name, through the
+ * driver, with @parent drained.  -errno with QEMU's message.
+ */
+int bdrv_add_child(BlockDriverState *parent, BlockDriverState *child_bs, Error **errp);
+int bdrv_del_child(BlockDriverState *parent, const char *name, Error **errp);
+
 /* Detach a child and drop its reference. */
 void bdrv_unref_child(BlockDriverState *parent, BdrvChild *child) GRAPH_UNLOCKED;
 void bdrv_root_unref_child(BdrvChild *child) GRAPH_UNLOCKED;

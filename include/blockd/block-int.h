@@ -73,6 +73,10 @@ struct BlockDriver {
     int (*bdrv_snapshot_create)(BlockDriverState *bs, const char *name);
     int (*bdrv_snapshot_delete)(BlockDriverState *bs, const char *id, const char *name,
                                 json_object **info);
+    /* x-blockdev-change: take @child as a new child, or let @child go
+     * (the node is drained; QEMU's messages).  NULL: not supported. */
+    int (*bdrv_add_child)(BlockDriverState *bs, BlockDriverState *child, Error **errp);
+    int (*bdrv_del_child)(BlockDriverState *bs, BdrvChild *child, Error **errp);
     /* Record @backing_file and @backing_fmt (NULL: none) in the image
      * header; the node is drained.  NULL: the format records no backing
      * file. */

@@ -64,4 +64,7 @@ bool user_object_id_taken(const char *id);
 /* At exit: drop the registry's references (objects in use stay). */
 void user_object_delete_all(void);
 
+/* Register the thread-context type (thread-context.c). */
+void thread_context_init(void);
+
 #endif /* BLOCKD_USER_OBJECT_H */

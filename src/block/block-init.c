@@ -23,6 +23,8 @@ void bdrv_init(void)
         bdrv_register(&bdrv_preallocate);
         bdrv_register(&bdrv_throttle);
         bdrv_register(&bdrv_luks);
+        bdrv_register(&bdrv_blkverify);
+        bdrv_register(&bdrv_quorum);
         throttle_groups_init();
         bdrv_register(&bdrv_file);
         bdrv_register(&bdrv_raw);

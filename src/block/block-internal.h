@@ -20,6 +20,8 @@ extern const BlockDriver bdrv_copy_on_read;
 extern const BlockDriver bdrv_preallocate;
 extern const BlockDriver bdrv_throttle;
 extern const BlockDriver bdrv_luks;
+extern const BlockDriver bdrv_blkverify;
+extern const BlockDriver bdrv_quorum;
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_blkdebug;

@@ -8,6 +8,7 @@
  * it to right after the unlock.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -748,4 +749,58 @@ int bdrv_run_co(BlockDriverState *bs, int (*fn)(BlockDriverState *, void *),
     coroutine_enter(coroutine_create(co_call_entry, &c));
     AIO_WAIT_WHILE_UNLOCKED(NULL, !atomic_load_acquire(&c.done));
     return c.ret;
+}
+
+/* ---- Children added and removed at run time (x-blockdev-change) ------------------- */
+
+int bdrv_add_child(BlockDriverState *parent, BlockDriverState *child_bs, Error **errp)
+{
+    bool has_parent;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    if (!parent->drv->bdrv_add_child) {
+        error_setg(errp, "The node %s does not support adding a child", parent->node_name);
+        return -ENOTSUP;
+    }
+    graph_rdlock_main_loop();
+    has_parent = !list_empty(&child_bs->parents);
+    graph_rdunlock_main_loop();
+    if (has_parent) {
+        error_setg(errp, "The node %s already has a parent", child_bs->node_name);
+        return -EINVAL;
+    }
+    bdrv_drained_begin(parent);
+    ret = parent->drv->bdrv_add_child(parent, child_bs, errp);
+    bdrv_drained_end(parent);
+    return ret;
+}
+
+int bdrv_del_child(BlockDriverState *parent, const char *name, Error **errp)
+{
+    BdrvChild *child = NULL;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    graph_rdlock_main_loop();
+    list_for_each(n, &parent->children) {
+        BdrvChild *c = list_entry(n, BdrvChild, next);
+
+        if (strcmp(c->name, name) == 0) {
+            child = c;
+        }
+    }
+    graph_rdunlock_main_loop();
+    if (!child) {
+        error_setg(errp, "Node '%s' does not have child '%s'", parent->node_name, name);
+        return -EINVAL;
+    }
+    if (!parent->drv->bdrv_del_child) {
+        error_setg(errp, "The node %s does not support removing a child", parent->node_name);
+        return -ENOTSUP;
+    }
+    bdrv_drained_begin(parent);
+    ret = parent->drv->bdrv_del_child(parent, child, errp);
+    bdrv_drained_end(parent);
+    return ret;
 }

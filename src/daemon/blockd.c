@@ -149,6 +149,7 @@ int main(int argc, char **argv)
     main_loop_init();
     bdrv_init();
     secret_objects_init();
+    thread_context_init();
     qmp_init_commands();
     setup_signals();
     cmdline_process(argc, argv, &opts);

@@ -7,8 +7,9 @@
 #include "qapi-schemas.h"
 
 static const char *const driver_names[] = {
-    "blkdebug", "compress", "copy-before-write", "copy-on-read", "file", "host_device", "luks", "nbd",
-    "null-aio", "null-co", "preallocate", "qcow2", "raw", "snapshot-access", "throttle",
+    "blkdebug", "blkverify", "compress", "copy-before-write", "copy-on-read", "file", "host_device", "luks", "nbd",
+    "null-aio", "null-co", "preallocate", "qcow2", "quorum", "raw", "snapshot-access",
+    "throttle",
     NULL,
 };
 static const char *const on_cbw_error_names[] = { "break-guest-write", "break-snapshot", NULL };
@@ -118,6 +119,25 @@ static const SchemaObject blkdebug_options = {
     .name = "BlockdevOptionsBlkdebug", .fields = blkdebug_fields,
 };
 
+static const char *const overlap_modes[] = { "none", "constant", "cached", "all", NULL };
+static const SchemaField overlap_flag_fields[] = {
+    { .name = "template", .type = SCHEMA_ENUM, .optional = true, .enum_values = overlap_modes },
+    { .name = "main-header", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "active-l1", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "active-l2", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "refcount-table", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "refcount-block", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "snapshot-table", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "inactive-l1", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "inactive-l2", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "bitmap-directory", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject overlap_flags = {
+    .name = "Qcow2OverlapCheckFlags", .fields = overlap_flag_fields,
+};
+
 static const SchemaField qcow2_fields[] = {
     { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
     { .name = "backing", .type = SCHEMA_STR_OR_OBJECT, .optional = true,
@@ -131,6 +151,8 @@ static const SchemaField qcow2_fields[] = {
     { .name = "l2-cache-entry-size", .type = SCHEMA_SIZE, .optional = true },
     { .name = "refcount-cache-size", .type = SCHEMA_SIZE, .optional = true },
     { .name = "cache-clean-interval", .type = SCHEMA_SIZE, .optional = true },
+    { .name = "overlap-check", .type = SCHEMA_STR_OR_OBJECT, .optional = true,
+      .object = &overlap_flags },
     { 0 },
 };
 
@@ -206,8 +228,37 @@ static const SchemaField luks_fields[] = {
 
 static const SchemaObject luks_options = { .name = "BlockdevOptionsLUKS", .fields = luks_fields };
 
+static const SchemaField blkverify_fields[] = {
+    { .name = "test", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "raw", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { 0 },
+};
+
+static const SchemaObject blkverify_options = {
+    .name = "BlockdevOptionsBlkverify", .fields = blkverify_fields,
+};
+
+static const char *const read_patterns[] = { "quorum", "fifo", NULL };
+static const SchemaField quorum_child = {
+    .name = "children", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options,
+};
+static const SchemaField quorum_fields[] = {
+    { .name = "blkverify", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "children", .type = SCHEMA_LIST, .elem = &quorum_child },
+    { .name = "vote-threshold", .type = SCHEMA_INT },
+    { .name = "rewrite-corrupted", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "read-pattern", .type = SCHEMA_ENUM, .optional = true,
+      .enum_values = read_patterns },
+    { 0 },
+};
+
+static const SchemaObject quorum_options = {
+    .name = "BlockdevOptionsQuorum", .fields = quorum_fields,
+};
+
 static const SchemaVariant driver_variants[] = {
     { "blkdebug", &blkdebug_options },
+    { "blkverify", &blkverify_options },
     { "compress", &generic_file_options },
     { "copy-before-write", &cbw_options },
     { "copy-on-read", &cor_options },
@@ -219,6 +270,7 @@ static const SchemaVariant driver_variants[] = {
     { "null-co", &null_options },
     { "preallocate", &prealloc_options },
     { "qcow2", &qcow2_options },
+    { "quorum", &quorum_options },
     { "raw", &raw_options },
     { "snapshot-access", &generic_file_options },
     { "throttle", &throttle_options },

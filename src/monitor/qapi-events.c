@@ -81,6 +81,24 @@ static const SchemaField image_corrupted_fields[] = {
     { 0 },
 };
 
+static const char *const quorum_op_types[] = { "read", "write", "flush", NULL };
+
+static const SchemaField quorum_failure_fields[] = {
+    { .name = "reference", .type = SCHEMA_STR },
+    { .name = "sector-num", .type = SCHEMA_INT },
+    { .name = "sectors-count", .type = SCHEMA_INT },
+    { 0 },
+};
+
+static const SchemaField quorum_report_bad_fields[] = {
+    { .name = "type", .type = SCHEMA_ENUM, .enum_values = quorum_op_types },
+    { .name = "error", .type = SCHEMA_STR, .optional = true },
+    { .name = "node-name", .type = SCHEMA_STR },
+    { .name = "sector-num", .type = SCHEMA_INT },
+    { .name = "sectors-count", .type = SCHEMA_INT },
+    { 0 },
+};
+
 #define EVENT(ev, f) { .name = #ev, .data = &(const SchemaObject){ .name = #ev, .fields = f } }
 
 const QmpEventInfo qmp_events[] = {
@@ -93,5 +111,7 @@ const QmpEventInfo qmp_events[] = {
     EVENT(BLOCK_JOB_READY, block_job_info_fields),
     EVENT(BLOCK_WRITE_THRESHOLD, write_threshold_fields),
     EVENT(BLOCK_IMAGE_CORRUPTED, image_corrupted_fields),
+    EVENT(QUORUM_FAILURE, quorum_failure_fields),
+    EVENT(QUORUM_REPORT_BAD, quorum_report_bad_fields),
     { 0 },
 };

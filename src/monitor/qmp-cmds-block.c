@@ -467,7 +467,49 @@ static json_object *qmp_x_debug_query_block_graph(json_object *args, Error **err
     return bdrv_query_graph();
 }
 
+/* x-blockdev-change: a child of a quorum in or out, by name. */
+static json_object *qmp_x_blockdev_change(json_object *args, Error **errp)
+{
+    const char *parent = NULL, *child = NULL, *node = NULL;
+    BlockDriverState *pbs, *nbs;
+
+    GLOBAL_STATE_CODE();
+    opt_get_str(args, "parent", &parent, NULL);
+    opt_get_str(args, "child", &child, NULL);
+    opt_get_str(args, "node", &node, NULL);
+    pbs = bdrv_find_node(parent);
+    if (!pbs) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", parent, parent);
+        return NULL;
+    }
+    if (!child == !node) {
+        error_setg(errp, child ? "The parameters child and node are in conflict"
+                               : "Either child or node must be specified");
+        return NULL;
+    }
+    if (child) {
+        return bdrv_del_child(pbs, child, errp) < 0 ? NULL : json_object_new_object();
+    }
+    nbs = bdrv_find_node(node);
+    if (!nbs) {
+        error_setg(errp, "Node '%s' not found", node);
+        return NULL;
+    }
+    return bdrv_add_child(pbs, nbs, errp) < 0 ? NULL : json_object_new_object();
+}
+
+static const SchemaField change_fields[] = {
+    { .name = "parent", .type = SCHEMA_STR },
+    { .name = "child", .type = SCHEMA_STR, .optional = true },
+    { .name = "node", .type = SCHEMA_STR, .optional = true },
+    { 0 },
+};
+
+static const SchemaObject change_args = { .name = "x-blockdev-change-arg",
+                                          .fields = change_fields };
+
 const QmpCommand qmp_block_commands[] = {
+    { .name = "x-blockdev-change", .fn = qmp_x_blockdev_change, .args = &change_args },
     { .name = "blockdev-snapshot", .fn = qmp_blockdev_snapshot,
       .args = &qapi_blockdev_snapshot_args },
     { .name = "block_resize", .fn = qmp_block_resize, .args = &resize_args },

@@ -824,9 +824,8 @@ static json_object *qmp_transaction(json_object *args, Error **errp)
 
 /* QAPI BlockdevCreateOptions, for the drivers blockd can create. */
 static const char *const create_driver_names[] = {
-    "blkdebug", "compress", "copy-on-read", "file", "host_device", "luks", "nbd", "null-aio",
-    "null-co",
-    "preallocate", "qcow2", "raw", "throttle", NULL,
+    "blkdebug", "blkverify", "compress", "copy-on-read", "file", "host_device", "luks", "nbd",
+    "null-aio", "null-co", "preallocate", "qcow2", "quorum", "raw", "throttle", NULL,
 };
 static const char *const prealloc_names[] = { "off", "metadata", "falloc", "full", NULL };
 static const char *const qcow2_versions[] = { "v2", "v3", NULL };
@@ -945,8 +944,8 @@ static json_object *qmp_blockdev_create(json_object *args, Error **errp)
 
 /* blockd's drivers, and luks (the other driver QEMU amends). */
 static const char *const amend_drivers[] = {
-    "blkdebug", "compress", "copy-on-read", "file", "host_device", "luks", "nbd", "null-aio",
-    "null-co", "preallocate", "qcow2", "raw", "throttle", NULL,
+    "blkdebug", "blkverify", "compress", "copy-on-read", "file", "host_device", "luks", "nbd",
+    "null-aio", "null-co", "preallocate", "qcow2", "quorum", "raw", "throttle", NULL,
 };
 static const char *const crypto_formats[] = { "luks", NULL };
 static const char *const keyslot_states[] = { "active", "inactive", NULL };

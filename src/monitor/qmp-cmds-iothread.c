@@ -17,7 +17,7 @@
 #include "qapi-schemas.h"
 
 static const char *const qom_types[] = { "iothread", "secret", "secret_keyring",
-                                         "throttle-group", NULL };
+                                         "thread-context", "throttle-group", NULL };
 static const char *const secret_formats[] = { "raw", "base64", NULL };
 
 static const SchemaField object_base_fields[] = {
@@ -103,10 +103,22 @@ static const SchemaObject secret_keyring_properties = {
     .name = "SecretKeyringProperties", .fields = secret_keyring_fields,
 };
 
+static const SchemaField cpu_number = { .type = SCHEMA_INT };
+static const SchemaField thread_context_fields[] = {
+    { .name = "cpu-affinity", .type = SCHEMA_LIST, .optional = true, .elem = &cpu_number },
+    { .name = "node-affinity", .type = SCHEMA_LIST, .optional = true, .elem = &cpu_number },
+    { 0 },
+};
+
+static const SchemaObject thread_context_properties = {
+    .name = "ThreadContextProperties", .fields = thread_context_fields,
+};
+
 static const SchemaVariant object_variants[] = {
     { "iothread", &iothread_properties },
     { "secret", &secret_properties },
     { "secret_keyring", &secret_keyring_properties },
+    { "thread-context", &thread_context_properties },
     { "throttle-group", &throttle_group_properties },
     { NULL, NULL },
 };

@@ -23,6 +23,7 @@
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
+#include "blockd/thread.h"
 
 #define QMP_MAX_OUTPUT (16 * 1024 * 1024)
 
@@ -369,8 +370,11 @@ bool monitor_new_qmp(Chardev *chr, bool pretty, Error **errp)
     return true;
 }
 
+static void throttles_free(void);
+
 void monitor_cleanup(void)
 {
+    throttles_free();
     while (!list_empty(&monitors)) {
         Monitor *mon = list_entry(monitors.next, Monitor, node);
         monitor_flush(mon);
@@ -394,11 +398,81 @@ static void broadcast(json_object *event)
     }
 }
 
-static void event_bh(void *opaque)
+/*
+ * Events a guest can cause at will are sent at most once a second, as
+ * QEMU sends them: the first at once; later ones within the second are
+ * held, the last one replacing the others, and sent when it ends (which
+ * starts another second).  Main thread.
+ */
+typedef struct Throttle {
+    const char *name;
+    AioTimer *timer;
+    json_object *held;
+    bool active;                    /* within a second after a send */
+} Throttle;
+
+static Throttle throttles[] = {
+    { .name = "QUORUM_FAILURE" },
+    { .name = "QUORUM_REPORT_BAD" },
+};
+
+#define THROTTLE_NS 1000000000LL
+
+static void throttle_end(void *opaque)
 {
-    json_object *event = opaque;
+    Throttle *t = opaque;
+
+    if (!t->held) {
+        t->active = false;
+        return;
+    }
+    broadcast(t->held);
+    json_object_put(t->held);
+    t->held = NULL;
+    timer_mod(t->timer, clock_now_ns() + THROTTLE_NS);
+}
+
+static void emit(json_object *event)
+{
+    const char *name = json_object_get_string(json_object_object_get(event, "event"));
+    Throttle *t = NULL;
+
+    for (size_t i = 0; i < sizeof(throttles) / sizeof(throttles[0]); i++) {
+        t = strcmp(throttles[i].name, name) == 0 ? &throttles[i] : t;
+    }
+    if (t && t->active) {
+        json_object_put(t->held);
+        t->held = event;
+        return;
+    }
     broadcast(event);
     json_object_put(event);
+    if (t) {
+        if (!t->timer) {
+            t->timer = aio_timer_new(iohandler_aio_context(), throttle_end, t);
+        }
+        t->active = true;
+        timer_mod(t->timer, clock_now_ns() + THROTTLE_NS);
+    }
+}
+
+static void event_bh(void *opaque)
+{
+    emit(opaque);
+}
+
+/* At exit: held events are dropped (no monitor is left to read them). */
+static void throttles_free(void)
+{
+    for (size_t i = 0; i < sizeof(throttles) / sizeof(throttles[0]); i++) {
+        json_object_put(throttles[i].held);
+        throttles[i].held = NULL;
+        if (throttles[i].timer) {
+            timer_free(throttles[i].timer);
+            throttles[i].timer = NULL;
+        }
+        throttles[i].active = false;
+    }
 }
 
 void qmp_event(const char *name, json_object *data)
@@ -415,8 +489,7 @@ void qmp_event(const char *name, json_object *data)
     }
     json_object_object_add(event, "timestamp", ts);
     if (in_main_thread()) {
-        broadcast(event);
-        json_object_put(event);
+        emit(event);
     } else {
         aio_bh_schedule_oneshot(iohandler_aio_context(), event_bh, event);
     }

@@ -97,26 +97,39 @@ def test_qom_matches(pair):
     ])
 
 
+# blockd's user-creatable types, sorted (as --object help lists them).
+OBJECT_TYPES = ["iothread", "secret", "secret_keyring", "thread-context", "throttle-group"]
+# Arguments that make each type (default: every int property 1).  Every
+# limit at once is no valid throttle configuration, two are; a keyring
+# secret needs a key in the keyring (test_secret.py makes one).
+VALID_ARGS = {
+    "throttle-group": {"x-iops-total": 1, "x-bps-read": 1},
+    "secret": {"data": "x"},
+    "secret_keyring": None,
+    "thread-context": {"cpu-affinity": [0]},
+}
+
+
 def test_qom_types_are_what_object_add_takes(pair):
     """Every user-creatable type blockd lists can be created, and its
     properties are the ones object-add accepts."""
     (qsd, _), (ours, _) = pair()
     types = ours.cmd("qom-list-types", implements="user-creatable", abstract=False)
     theirs = {t["name"]: t for t in qsd.cmd("qom-list-types", implements="user-creatable")}
-    assert [t["name"] for t in types] == ["iothread", "throttle-group"]
+    assert sorted(t["name"] for t in types) == OBJECT_TYPES
     key = lambda p: p["name"]  # noqa: E731
     for t in types:
         assert t == theirs[t["name"]]
         props = ours.cmd("qom-list-properties", typename=t["name"])
         assert sorted(props, key=key) == sorted(qsd.cmd("qom-list-properties",
                                                         typename=t["name"]), key=key)
-        args = {p["name"]: 1 for p in props if p["type"] == "int"}
-        if t["name"] == "throttle-group":
-            # Every limit at once is no valid configuration; two are.
-            args = {"x-iops-total": 1, "x-bps-read": 1}
+        args = VALID_ARGS.get(t["name"], {p["name"]: 1 for p in props if p["type"] == "int"})
+        if args is None:
+            continue
         ours.cmd("object-add", qom_type=t["name"], id=f"x{t['name']}", **args)
-        for name in args:
-            assert ours.cmd("qom-get", path=f"/objects/x{t['name']}", property=name) == 1
+        for name, value in args.items():
+            if isinstance(value, int):
+                assert ours.cmd("qom-get", path=f"/objects/x{t['name']}", property=name) == 1
 
 
 def test_qom_set_reaches_the_running_iothread(pair):
@@ -299,7 +312,7 @@ def test_help_and_option_errors_match(args):
         text = (r.stdout + r.stderr).replace(os.path.basename(prog) + ":", "PROG:")
         runs.append((r.returncode, text))
     if args == ["--object", "help"]:
-        ours = ["iothread", "throttle-group"]
+        ours = OBJECT_TYPES
         assert runs[1] == (0, "List of user creatable objects:\n" +
                            "".join(f"  {t}\n" for t in ours))
         assert all(f"  {t}\n" in runs[0][1] for t in ours)
@@ -446,3 +459,36 @@ def test_second_monitor_at_run_time(pair):
         assert [e for e in m.events if e["event"] == "BLOCK_EXPORT_DELETED"]
     r = q.execute("chardev-remove", {"id": "m2"})
     assert r["error"]["desc"] == "Chardev 'm2' is busy"
+
+
+def thread_context_session(q):
+    out = []
+    for args in ({"cpu-affinity": [0]}, {"cpu-affinity": [0, 1]}, {"cpu-affinity": [9999]},
+                 {"node-affinity": [0]}, {"node-affinity": [7]}, {},
+                 {"cpu-affinity": [0], "node-affinity": [0]}):
+        r = q.execute("object-add", {"qom-type": "thread-context", "id": "tc", **args})
+        if "error" not in r:
+            r = (q.cmd("qom-get", path="tc", property="cpu-affinity"),
+                 q.cmd("qom-get", path="tc", property="thread-id") > 0,
+                 q.execute("qom-get", {"path": "tc", "property": "node-affinity"}))
+            q.cmd("object-del", id="tc")
+        out.append(r)
+    q.cmd("object-add", qom_type="thread-context", id="tc")
+    out.append(q.execute("qom-set", {"path": "tc", "property": "cpu-affinity", "value": [1]}))
+    out.append(q.execute("qom-get", {"path": "tc", "property": "cpu-affinity"}))
+    out.append(q.execute("qom-set", {"path": "tc", "property": "thread-id", "value": 1}))
+    # qcow2's overlap-check: the modes and flags qemu-storage-daemon takes.
+    for oc in ("none", "all", "bogus", {"template": "none", "main-header": True},
+               {"bogus": 1}):
+        out.append(q.execute("blockdev-add", {"driver": "qcow2", "node-name": "x",
+                                              "overlap-check": oc,
+                                              "file": {"driver": "null-co"}}))
+    return out
+
+
+def test_thread_context_and_overlap_check_match(pair):
+    if os.cpu_count() < 2:
+        pytest.fail("the thread-context test needs two CPUs")
+    theirs, ours = [thread_context_session(q) for q, d in pair()]
+    assert ours[0] == ([0], True, ours[0][2])
+    assert ours == theirs
