@@ -188,7 +188,7 @@ def mirror_setup(blockd, sdir, imgdir, size, tgt_inject=None):
 
 
 def test_mirror_complete_under_writes_pivots(blockd, sdir, imgdir):
-    size = 1024 * MiB
+    size = 256 * MiB
     j, src, tgt, shadow = mirror_setup(blockd, sdir, imgdir, size)
     w = Writer(j, shadow, 7)
     w.start()
