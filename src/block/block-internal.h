@@ -29,6 +29,19 @@ extern const BlockDriver bdrv_qcow2;
 extern const BlockDriver bdrv_copy_before_write;
 extern const BlockDriver bdrv_snapshot_access;
 
+/* filter.c: a request passed down to bs->file unchanged (a filter's
+ * callbacks for what it does not change).  I/O, graph read lock held. */
+int coroutine_fn bdrv_filter_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       struct iovec *iov, int niov, int flags) GRAPH_RDLOCK;
+int coroutine_fn bdrv_filter_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                        struct iovec *iov, int niov, int flags) GRAPH_RDLOCK;
+int coroutine_fn bdrv_filter_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
+                                              int64_t bytes, int flags) GRAPH_RDLOCK;
+int coroutine_fn bdrv_filter_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+    GRAPH_RDLOCK;
+/* Nothing to flush of its own: the child is flushed after it. */
+int coroutine_fn bdrv_filter_co_flush(BlockDriverState *bs) GRAPH_RDLOCK;
+
 /* create.c: helpers of image creation (global state, in a coroutine). */
 /* Run @fn(@opaque) in the main loop outside any coroutine, and wait: graph
  * changes (attaching children, opening nodes) cannot happen in one. */

@@ -36,12 +36,6 @@ static int compress_open(BlockDriverState *bs, json_object *options, int flags, 
     return 0;
 }
 
-static int coroutine_fn compress_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
-                                        struct iovec *iov, int niov, int flags) GRAPH_RDLOCK
-{
-    return bdrv_co_preadv(bs->file, offset, bytes, iov, niov, flags);
-}
-
 static int coroutine_fn compress_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                          struct iovec *iov, int niov, int flags) GRAPH_RDLOCK
 {
@@ -49,34 +43,16 @@ static int coroutine_fn compress_pwritev(BlockDriverState *bs, int64_t offset, i
                            flags | BDRV_REQ_WRITE_COMPRESSED);
 }
 
-static int coroutine_fn compress_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
-                                               int64_t bytes, int flags) GRAPH_RDLOCK
-{
-    return bdrv_co_pwrite_zeroes(bs->file, offset, bytes, flags);
-}
-
-static int coroutine_fn compress_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
-    GRAPH_RDLOCK
-{
-    return bdrv_co_pdiscard(bs->file, offset, bytes);
-}
-
-static int coroutine_fn compress_flush(BlockDriverState *bs) GRAPH_RDLOCK
-{
-    (void)bs;
-    return 0;                   /* the child is flushed after us */
-}
-
 const BlockDriver bdrv_compress = {
     .format_name = "compress",
     .instance_size = 1,
     .is_filter = true,
     .bdrv_open = compress_open,
-    .bdrv_co_preadv = compress_preadv,
+    .bdrv_co_preadv = bdrv_filter_co_preadv,
     .bdrv_co_pwritev = compress_pwritev,
-    .bdrv_co_pwrite_zeroes = compress_pwrite_zeroes,
-    .bdrv_co_pdiscard = compress_pdiscard,
-    .bdrv_co_flush = compress_flush,
+    .bdrv_co_pwrite_zeroes = bdrv_filter_co_pwrite_zeroes,
+    .bdrv_co_pdiscard = bdrv_filter_co_pdiscard,
+    .bdrv_co_flush = bdrv_filter_co_flush,
     /* Passed down as they come; the format node handles each. */
     .supported_write_flags = BDRV_REQ_FUA | BDRV_REQ_WRITE_UNCHANGED | BDRV_REQ_WRITE_COMPRESSED,
     .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,

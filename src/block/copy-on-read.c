@@ -174,12 +174,6 @@ static int coroutine_fn cor_pdiscard(BlockDriverState *bs, int64_t offset, int64
     return ret;
 }
 
-static int coroutine_fn cor_flush(BlockDriverState *bs) GRAPH_RDLOCK
-{
-    (void)bs;
-    return 0;                   /* the child is flushed after us */
-}
-
 const BlockDriver bdrv_copy_on_read = {
     .format_name = "copy-on-read",
     .instance_size = sizeof(CorState),
@@ -191,7 +185,7 @@ const BlockDriver bdrv_copy_on_read = {
     .bdrv_co_pwritev = cor_pwritev,
     .bdrv_co_pwrite_zeroes = cor_pwrite_zeroes,
     .bdrv_co_pdiscard = cor_pdiscard,
-    .bdrv_co_flush = cor_flush,
+    .bdrv_co_flush = bdrv_filter_co_flush,
     .supported_write_flags = BDRV_REQ_FUA | BDRV_REQ_WRITE_UNCHANGED,
     .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK |
                             BDRV_REQ_WRITE_UNCHANGED,

@@ -203,12 +203,6 @@ static int coroutine_fn luks_pdiscard(BlockDriverState *bs, int64_t offset, int6
     return bdrv_co_pdiscard(bs->file, s->payload + offset, bytes);
 }
 
-static int coroutine_fn luks_flush(BlockDriverState *bs) GRAPH_RDLOCK
-{
-    (void)bs;
-    return 0;                   /* the file is flushed after us */
-}
-
 static int coroutine_fn luks_truncate(BlockDriverState *bs, int64_t size, Error **errp)
     GRAPH_RDLOCK
 {
@@ -627,7 +621,7 @@ const BlockDriver bdrv_luks = {
     .bdrv_co_preadv = luks_preadv,
     .bdrv_co_pwritev = luks_pwritev,
     .bdrv_co_pdiscard = luks_pdiscard,
-    .bdrv_co_flush = luks_flush,
+    .bdrv_co_flush = bdrv_filter_co_flush,
     .bdrv_co_truncate = luks_truncate,
     .supported_write_flags = BDRV_REQ_FUA,
 };

@@ -180,36 +180,6 @@ static int prealloc_reopen(BlockDriverState *bs, int flags, Error **errp)
     return 0;
 }
 
-static int coroutine_fn prealloc_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
-                                        struct iovec *iov, int niov, int flags) GRAPH_RDLOCK
-{
-    return bdrv_co_preadv(bs->file, offset, bytes, iov, niov, flags);
-}
-
-static int coroutine_fn prealloc_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
-                                         struct iovec *iov, int niov, int flags) GRAPH_RDLOCK
-{
-    return bdrv_co_pwritev(bs->file, offset, bytes, iov, niov, flags);
-}
-
-static int coroutine_fn prealloc_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
-                                               int64_t bytes, int flags) GRAPH_RDLOCK
-{
-    return bdrv_co_pwrite_zeroes(bs->file, offset, bytes, flags);
-}
-
-static int coroutine_fn prealloc_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
-    GRAPH_RDLOCK
-{
-    return bdrv_co_pdiscard(bs->file, offset, bytes);
-}
-
-static int coroutine_fn prealloc_flush(BlockDriverState *bs) GRAPH_RDLOCK
-{
-    (void)bs;
-    return 0;                   /* the child is flushed after us */
-}
-
 const BlockDriver bdrv_preallocate = {
     .format_name = "preallocate",
     .instance_size = sizeof(PreallocState),
@@ -218,11 +188,11 @@ const BlockDriver bdrv_preallocate = {
     .bdrv_close = prealloc_close,
     .bdrv_reopen = prealloc_reopen,
     .bdrv_child_perm = prealloc_child_perm,
-    .bdrv_co_preadv = prealloc_preadv,
-    .bdrv_co_pwritev = prealloc_pwritev,
-    .bdrv_co_pwrite_zeroes = prealloc_pwrite_zeroes,
-    .bdrv_co_pdiscard = prealloc_pdiscard,
-    .bdrv_co_flush = prealloc_flush,
+    .bdrv_co_preadv = bdrv_filter_co_preadv,
+    .bdrv_co_pwritev = bdrv_filter_co_pwritev,
+    .bdrv_co_pwrite_zeroes = bdrv_filter_co_pwrite_zeroes,
+    .bdrv_co_pdiscard = bdrv_filter_co_pdiscard,
+    .bdrv_co_flush = bdrv_filter_co_flush,
     .bdrv_co_truncate = prealloc_truncate,
     .supported_write_flags = BDRV_REQ_FUA | BDRV_REQ_WRITE_UNCHANGED,
     .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,

@@ -84,12 +84,6 @@ static int coroutine_fn throttle_pdiscard(BlockDriverState *bs, int64_t offset, 
     return bdrv_co_pdiscard(bs->file, offset, bytes);
 }
 
-static int coroutine_fn throttle_flush(BlockDriverState *bs) GRAPH_RDLOCK
-{
-    (void)bs;
-    return 0;                   /* the child is flushed after us */
-}
-
 const BlockDriver bdrv_throttle = {
     .format_name = "throttle",
     .instance_size = sizeof(ThrottleNode),
@@ -102,7 +96,7 @@ const BlockDriver bdrv_throttle = {
     .bdrv_co_pwritev = throttle_pwritev,
     .bdrv_co_pwrite_zeroes = throttle_pwrite_zeroes,
     .bdrv_co_pdiscard = throttle_pdiscard,
-    .bdrv_co_flush = throttle_flush,
+    .bdrv_co_flush = bdrv_filter_co_flush,
     .supported_write_flags = BDRV_REQ_FUA | BDRV_REQ_WRITE_UNCHANGED,
     .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
 };

@@ -14,19 +14,31 @@
 
 #include "blockd/sockets.h"
 
-int socket_listen_unix(const char *path, int backlog, Error **errp)
+/* A unix stream socket (@flags: SOCK_NONBLOCK or 0) and the address of
+ * @path in *@sa: the fd, or -1 with @errp set. */
+static int unix_socket(const char *path, struct sockaddr_un *sa, int flags, Error **errp)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
     int fd;
 
-    if (strlen(path) >= sizeof(sa.sun_path)) {
+    *sa = (struct sockaddr_un){ .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof(sa->sun_path)) {
         error_setg(errp, "UNIX socket path '%s' is too long", path);
         return -1;
     }
-    strcpy(sa.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    strcpy(sa->sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
     if (fd < 0) {
         error_setg_errno(errp, errno, "Failed to create socket");
+    }
+    return fd;
+}
+
+int socket_listen_unix(const char *path, int backlog, Error **errp)
+{
+    struct sockaddr_un sa;
+    int fd = unix_socket(path, &sa, SOCK_NONBLOCK, errp);
+
+    if (fd < 0) {
         return -1;
     }
     unlink(path);
@@ -57,17 +69,10 @@ static void set_timeouts(int fd, int timeout_s)
 
 int socket_connect_unix(const char *path, int timeout_s, Error **errp)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd;
+    struct sockaddr_un sa;
+    int fd = unix_socket(path, &sa, 0, errp);
 
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        error_setg(errp, "UNIX socket path '%s' is too long", path);
-        return -1;
-    }
-    strcpy(sa.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        error_setg_errno(errp, errno, "Failed to create socket");
         return -1;
     }
     set_timeouts(fd, timeout_s);

@@ -4,15 +4,11 @@ image size, qemu-img check clean), a partial cluster is completed and
 compressed, a write over a stored cluster fails, and it refuses a format
 that cannot compress."""
 import json
-import shutil
 import subprocess
 
-import pytest
 
-from conftest import BLOCKD
-from nbdutil import short_dir
 from test_bitmaps_persistent import Daemon
-from test_qsd_compat import QSD
+from test_qsd_compat import both_sessions
 
 MiB = 1024 * 1024
 
@@ -61,15 +57,6 @@ def session(prog, d):
 
 
 def test_compress_filter_matches_qsd():
-    if not QSD:
-        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
-    results = []
-    for prog in (BLOCKD, QSD):
-        d = short_dir()
-        try:
-            results.append(session(prog, d))
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    ours, theirs = results
+    ours, theirs = both_sessions(session)
     assert ours[2:5] == [(0, False), (0, False), (0, False)], ours
     assert ours == theirs

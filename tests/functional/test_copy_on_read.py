@@ -12,7 +12,7 @@ import pytest
 from conftest import BLOCKD
 from nbdutil import short_dir
 from test_bitmaps_persistent import Daemon
-from test_qsd_compat import QSD
+from test_qsd_compat import both_sessions
 
 MiB = 1024 * 1024
 
@@ -67,16 +67,7 @@ def session(prog, d, bottom):
 
 @pytest.mark.parametrize("bottom", [None, "mid"])
 def test_copy_on_read_matches_qsd(bottom):
-    if not QSD:
-        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
-    results = []
-    for prog in (BLOCKD, QSD):
-        d = short_dir()
-        try:
-            results.append(session(prog, d, bottom))
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    ours, theirs = results
+    ours, theirs = both_sessions(session, bottom)
     assert ours[-2] == (0, False), ours
     # What was read now lies in the top image: the base's data only
     # without a bottom, the middle's either way.

@@ -15,20 +15,21 @@ import pytest
 from conftest import BLOCKD
 from nbdutil import short_dir
 from test_bitmaps_persistent import Daemon
-from test_qsd_compat import QSD
+from test_qsd_compat import both_sessions
 
 MiB = 1024 * 1024
 SECRET = ["--object", "secret,id=s0,data=pw"]
 
 
-# QEMU times PBKDF2 with getrusage and now and then gives up on a loaded
-# machine; the attempt is repeated then.
+# QEMU times PBKDF2 with getrusage, whose granularity now and then makes it
+# give up (more often on a loaded machine); the attempt is repeated then.
 QEMU_TIMING_FLAKE = "Unable to get accurate CPU usage"
+QEMU_ATTEMPTS = 30
 
 
 def qemu_img_create(path, size="16M", **opts):
     o = ",".join(["key-secret=s0", "iter-time=10"] + [f"{k}={v}" for k, v in opts.items()])
-    for _ in range(5):
+    for _ in range(QEMU_ATTEMPTS):
         r = subprocess.run(["qemu-img", "create", "-f", "luks", *SECRET, "-o", o, path, size],
                            capture_output=True, text=True)
         if QEMU_TIMING_FLAKE not in r.stderr:
@@ -165,7 +166,7 @@ def session(prog, d):
             "driver": "luks", "file": "nf", **opts}}))
         if "error" not in out[-1]:
             out.append(wait_job(q, "c"))
-    for _ in range(5):
+    for _ in range(QEMU_ATTEMPTS):
         q.cmd("blockdev-create", job_id="c", options={"driver": "luks", "file": "nf",
                                                       "size": 8 * MiB, "key-secret": "s0",
                                                       "iter-time": 10})
@@ -195,16 +196,7 @@ def wait_job(q, job):
 
 
 def test_luks_matches_qsd():
-    if not QSD:
-        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
-    results = []
-    for prog in (BLOCKD, QSD):
-        d = short_dir()
-        try:
-            results.append(json.loads(json.dumps(session(prog, d)).replace(d, "@DIR@")))
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    ours, theirs = results
+    ours, theirs = both_sessions(session, dir_token=True)
     assert ours == theirs
 
 
@@ -297,16 +289,7 @@ def amend_session(prog, d):
 
 
 def test_amend_key_slots_matches_qsd():
-    if not QSD:
-        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
-    results = []
-    for prog in (BLOCKD, QSD):
-        d = short_dir()
-        try:
-            results.append(amend_session(prog, d))
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    ours, theirs = results
+    ours, theirs = both_sessions(amend_session)
     assert ours[-1] == 0 and ours[-2] == [True, False, False, True, False, False, False,
                                           False], ours
     assert ours == theirs

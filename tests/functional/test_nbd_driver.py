@@ -6,7 +6,6 @@ carries on).  The comparison with qemu-storage-daemon is in
 test_qsd_compat.py."""
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -279,7 +278,7 @@ def handshake(c, size, case):
     recv_exact(c, 4)
     while True:
         _, opt, length = struct.unpack(">QII", recv_exact(c, 16))
-        data = recv_exact(c, length)
+        recv_exact(c, length)
         if opt == 8:                                    # structured replies
             opt_reply(c, opt, 1)
         elif opt == 10:                                 # set meta context
@@ -296,7 +295,6 @@ def handshake(c, size, case):
             return True
         else:
             opt_reply(c, opt, 0x80000001)
-        del data
 
 
 def bad_reply(c, case):

@@ -1,15 +1,12 @@
 """The null-co and null-aio drivers against qemu-storage-daemon: the same
 options, sizes, reads of zeroes over NBD, block status and node
 descriptions."""
-import shutil
 import subprocess
 
 import pytest
 
-from conftest import BLOCKD
-from nbdutil import short_dir
 from test_bitmaps_persistent import Daemon
-from test_qsd_compat import QSD
+from test_qsd_compat import both_sessions
 
 MiB = 1024 * 1024
 
@@ -39,15 +36,6 @@ def session(prog, d, driver):
 
 @pytest.mark.parametrize("driver", ["null-co", "null-aio"])
 def test_null_drivers_match_qsd(driver):
-    if not QSD:
-        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
-    results = []
-    for prog in (BLOCKD, QSD):
-        d = short_dir()
-        try:
-            results.append(session(prog, d, driver))
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    ours, theirs = results
+    ours, theirs = both_sessions(session, driver)
     assert ours[2] == ("io", 0, False)
     assert ours == theirs

@@ -4,15 +4,11 @@ prealloc-size (allocated, not sparse); at the end the file is cut back to
 the image's length, and the image checks clean with the same content and
 map.  Option errors as qemu-storage-daemon gives them."""
 import os
-import shutil
 import subprocess
 
-import pytest
 
-from conftest import BLOCKD
-from nbdutil import short_dir
 from test_bitmaps_persistent import Daemon
-from test_qsd_compat import QSD
+from test_qsd_compat import both_sessions
 
 MiB = 1024 * 1024
 
@@ -53,15 +49,6 @@ def session(prog, d):
 
 
 def test_preallocate_matches_qsd():
-    if not QSD:
-        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
-    results = []
-    for prog in (BLOCKD, QSD):
-        d = short_dir()
-        try:
-            results.append(session(prog, d))
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    ours, theirs = results
+    ours, theirs = both_sessions(session)
     assert ours[3:6] == [(0, False), (True, True), True], ours
     assert ours == theirs

@@ -6,6 +6,7 @@ More sessions against it live next to their subject: test_bitmaps.py,
 test_bitmaps_persistent.py, test_fleecing.py, test_backup_options.py,
 test_backup_chain.py, test_chain*.py, test_reopen.py and the other
 test_qsd_compat_*.py."""
+import json
 import os
 import shutil
 import subprocess
@@ -89,6 +90,24 @@ def shape(v):
     if isinstance(v, (int, float)):
         return "number"
     return type(v).__name__
+
+
+def both_sessions(session, *args, dir_token=False):
+    """[ours, theirs]: @session(prog, dir, *args) run with blockd, then
+    with qemu-storage-daemon, each in a fresh directory (written as @DIR@
+    in the result with @dir_token: a JSON copy)."""
+    if not QSD:
+        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
+    results = []
+    for prog in (BLOCKD, QSD):
+        d = short_dir()
+        try:
+            out = session(prog, d, *args)
+            results.append(json.loads(json.dumps(out).replace(d, "@DIR@")) if dir_token
+                           else out)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    return results
 
 
 def both(peers, name, args=None):

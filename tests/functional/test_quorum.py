@@ -4,18 +4,16 @@ repairing it), too few in agreement (QUORUM_FAILURE), a failing child,
 writes reaching every copy, x-blockdev-change adding and removing
 children; blkverify passing matching reads and failing (not aborting, on
 purpose: README) on a mismatch."""
-import json
 import os
 import shutil
 import subprocess
 import time
 
-import pytest
 
 from conftest import BLOCKD
 from nbdutil import short_dir
 from test_bitmaps_persistent import Daemon
-from test_qsd_compat import QSD
+from test_qsd_compat import QSD, both_sessions
 
 MiB = 1024 * 1024
 
@@ -124,16 +122,7 @@ def run_session(prog, d):
 
 
 def test_quorum_matches_qsd():
-    if not QSD:
-        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
-    results = []
-    for prog in (BLOCKD, QSD):
-        d = short_dir()
-        try:
-            results.append(json.loads(json.dumps(session(prog, d)).replace(d, "@DIR@")))
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    ours, theirs = results
+    ours, theirs = both_sessions(session, dir_token=True)
     assert ours[6][0] is False and ours[6][1], ours[6]
     assert ours == theirs
 

@@ -7,15 +7,11 @@ the old value).  The values themselves: tests/unit/test-secret.c."""
 import base64
 import ctypes
 import json
-import shutil
 import subprocess
 
-import pytest
 
-from conftest import BLOCKD
-from nbdutil import short_dir
 from test_bitmaps_persistent import Daemon
-from test_qsd_compat import QSD
+from test_qsd_compat import both_sessions
 
 KEY = bytes(range(32))
 IV = bytes(range(16))
@@ -81,16 +77,7 @@ def session(prog, d):
 
 
 def test_secrets_match_qsd():
-    if not QSD:
-        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
-    results = []
-    for prog in (BLOCKD, QSD):
-        d = short_dir()
-        try:
-            results.append(session(prog, d))
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    (ours, mine, err), (theirs, qsd_mine, _) = results
+    (ours, mine, err), (theirs, qsd_mine, _) = both_sessions(session)
     assert ours == theirs
     assert mine[0]["error"]["desc"] == "Property 'secret.data' is not readable"
     assert qsd_mine[0] == {"return": base64.b64encode(KEY).decode()}

@@ -10,12 +10,11 @@ import sys
 import threading
 import time
 
-import pytest
 
 from conftest import BLOCKD
 from nbdutil import short_dir
 from test_bitmaps_persistent import Daemon
-from test_qsd_compat import QSD
+from test_qsd_compat import both_sessions
 
 MiB = 1024 * 1024
 
@@ -62,16 +61,7 @@ def session(prog, d):
 
 
 def test_throttle_matches_qsd():
-    if not QSD:
-        pytest.fail("qemu-storage-daemon is not installed (scripts/install-deps.sh)")
-    results = []
-    for prog in (BLOCKD, QSD):
-        d = short_dir()
-        try:
-            results.append(session(prog, d))
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    ours, theirs = results
+    ours, theirs = both_sessions(session)
     assert ours == theirs
 
 
