@@ -7,7 +7,6 @@ the old value).  The values themselves: tests/unit/test-secret.c."""
 import base64
 import ctypes
 import json
-import subprocess
 
 
 from test_bitmaps_persistent import Daemon
