@@ -906,7 +906,8 @@ int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, in
         return -ENOTSUP;
     }
     return clear_range(bs, s, offset, bytes, s->version >= 3,
-                       !(flags & BDRV_REQ_MAY_UNMAP) && s->version >= 3);
+                       (!(flags & BDRV_REQ_MAY_UNMAP) || s->discard_no_unref) &&
+                       s->version >= 3);
 }
 
 int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
@@ -926,8 +927,9 @@ int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t
     if (end <= start || (s->version < 3 && bs->backing)) {
         return 0;
     }
-    /* Discarded clusters read as zeroes, not as the backing file's data. */
-    return clear_range(bs, s, start, end - start, bs->backing != NULL, false);
+    /* Discarded clusters read as zeroes, not as the backing file's data;
+     * with discard-no-unref they keep their storage (version 3 only). */
+    return clear_range(bs, s, start, end - start, bs->backing != NULL, s->discard_no_unref);
 }
 
 /* ---- Block status ------------------------------------------------------------------- */

@@ -535,7 +535,8 @@ static int parse_options(BDRVQcow2State *s, OpenArgs *a, json_object *options, E
         !opt_get_size(options, "refcount-cache-size", &a->rb_cache_bytes, errp) ||
         !opt_get_size(options, "cache-size", &cache_size, errp) ||
         !opt_get_size(options, "cache-clean-interval", &interval, errp) ||
-        !opt_get_bool(options, "lazy-refcounts", &s->lazy_refcounts, errp)) {
+        !opt_get_bool(options, "lazy-refcounts", &s->lazy_refcounts, errp) ||
+        !opt_get_bool(options, "discard-no-unref", &s->discard_no_unref, errp)) {
         return -1;
     }
     if (!check_overlap_option(options, errp)) {
@@ -610,6 +611,10 @@ static int qcow2_open(BlockDriverState *bs, json_object *options, int flags, Err
     }
     init_state(s, bs);
     ret = bdrv_run_co(bs, open_co, &a);
+    if (ret >= 0 && s->discard_no_unref && s->version < 3) {
+        error_setg(errp, "discard-no-unref is only supported since qcow2 version 3");
+        ret = -EINVAL;
+    }
     if (ret >= 0) {
         ret = open_backing(bs, options, errp);
     }

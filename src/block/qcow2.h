@@ -150,6 +150,9 @@ typedef struct BDRVQcow2State {
     bool discard_unmap;          /* discard=unmap: discard frees clusters */
     bool pass_discard[QCOW2_DISCARD__MAX];
     bool lazy_refcounts;
+    /* discard-no-unref: discarded clusters stay allocated (zero-flagged),
+     * so a later write finds its space where it was (QEMU 8.1's). */
+    bool discard_no_unref;
     int64_t cache_clean_ns;      /* 0: never drop clean cache entries */
 
     /* ---- Persistent bitmaps (qcow2-bitmap.c) ----

@@ -153,6 +153,7 @@ static const SchemaField qcow2_fields[] = {
     { .name = "cache-clean-interval", .type = SCHEMA_SIZE, .optional = true },
     { .name = "overlap-check", .type = SCHEMA_STR_OR_OBJECT, .optional = true,
       .object = &overlap_flags },
+    { .name = "discard-no-unref", .type = SCHEMA_BOOL, .optional = true },
     { 0 },
 };
 
