@@ -223,7 +223,7 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     functional build-asan tests/functional/test_fuse.py
     # The nbd driver: hostile servers (handshakes, replies), reconnection;
     # host_device on a loop device; the copy-on-read and preallocate filters.
-    functional build-asan tests/functional/test_nbd_driver.py -k hostile
+    functional build-asan tests/functional/test_nbd_driver.py -k "hostile or retry or always"
     functional build-asan tests/functional/test_host_device.py tests/functional/test_copy_on_read.py \
         tests/functional/test_preallocate.py tests/functional/test_throttle.py \
         tests/functional/test_secret.py -k "not iops"

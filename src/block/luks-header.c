@@ -113,6 +113,7 @@ static bool check_layout(const LuksHeader *h, uint64_t size, Error **errp)
 bool luks_header_parse(const uint8_t *buf, uint64_t size, LuksHeader *h, Error **errp)
 {
     char name[32], mode[32];
+    uint64_t total = 0;
     uint32_t key_len;
 
     memset(h, 0, sizeof(*h));
@@ -155,6 +156,12 @@ bool luks_header_parse(const uint8_t *buf, uint64_t size, LuksHeader *h, Error *
         if (!parse_slot(buf + 208 + 48 * i, i, &h->slots[i], errp)) {
             return false;
         }
+        total += h->slots[i].active ? h->slots[i].iterations + h->mk_iterations : 0;
+    }
+    if (total > LUKS_MAX_TOTAL_ITERATIONS) {
+        error_setg(errp, "The LUKS key slots ask for %llu PBKDF2 iterations in all (blockd "
+                   "takes up to %u)", (unsigned long long)total, LUKS_MAX_TOTAL_ITERATIONS);
+        return false;
     }
     return check_layout(h, size, errp);
 }

@@ -287,6 +287,10 @@ static bool parse_amend(json_object *o, Amend *a, Error **errp)
         return false;
     }
     a->activate = state == 0;
+    if (a->iter_time <= 0 || a->iter_time > INT32_MAX) {
+        error_setg(errp, "Parameter 'iter-time' must be between 1 and %d", INT32_MAX);
+        return false;
+    }
     if (json_object_object_get_ex(o, "keyslot", NULL) &&
         (a->keyslot < 0 || a->keyslot >= LUKS_SLOTS)) {
         error_setg(errp, "Invalid keyslot %lld specified, must be between 0 and %d",
@@ -538,8 +542,8 @@ static bool parse_create(json_object *options, LuksCreate *c, Error **errp)
         error_setg(errp, "Parameter 'key-secret' is required for cipher");
         return false;
     }
-    if (c->iter_time <= 0) {
-        error_setg(errp, "Parameter 'iter-time' must be positive");
+    if (c->iter_time <= 0 || c->iter_time > INT32_MAX) {
+        error_setg(errp, "Parameter 'iter-time' must be between 1 and %d", INT32_MAX);
         return false;
     }
     if (!luks_cipher_spec_from_options(alg, mode, ivgen, ivhash, &c->spec, errp)) {

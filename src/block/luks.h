@@ -25,7 +25,10 @@
 #define LUKS_SALT_LEN 32
 #define LUKS_MAX_KEY_LEN 64
 /* More iterations than this are a hostile header, not a slow password. */
-#define LUKS_MAX_ITERATIONS (64u << 20)
+#define LUKS_MAX_ITERATIONS (16u << 20)
+/* ... and more than this over all active slots (a wrong password tries
+ * them all). */
+#define LUKS_MAX_TOTAL_ITERATIONS (32u << 20)
 
 typedef enum LuksIvgen { LUKS_IV_PLAIN, LUKS_IV_PLAIN64, LUKS_IV_ESSIV } LuksIvgen;
 

@@ -319,6 +319,12 @@ static bool go(int fd, const char *export, NbdExportInfo *info, Error **errp)
                 error_setg(errp, "The NBD server did not send the export's size");
                 return false;
             }
+            if (info->size > INT64_MAX || info->size % info->min_block) {
+                error_setg(errp, "The NBD server's export size %llu is too large or not a "
+                           "multiple of its minimum block size %u",
+                           (unsigned long long)info->size, info->min_block);
+                return false;
+            }
             return true;
         } else if (r.type & (1U << 31)) {
             reply_error(NBD_OPT_GO, &r, errp);

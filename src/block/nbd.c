@@ -71,7 +71,7 @@ typedef struct NbdState {
     /* The connection: the node's home context only. */
     int fd;                     /* -1: not connected */
     unsigned gen;               /* bumped when a connection is lost */
-    NbdExportInfo info;
+    NbdExportInfo info;         /* set at open, never changed */
     int64_t deadline;           /* requests wait for a new connection until then */
     bool connecting;
     bool loss_logged;
@@ -520,9 +520,14 @@ static bool coroutine_fn reconnect(NbdState *s)
     ConnectJob job = { .target = &s->target, .fd = -1 };
 
     thread_pool_submit_co(connect_worker, &job);
-    if (job.fd >= 0 && (job.info.size != s->info.size ||
-                        ((job.info.flags & NBD_FLAG_READ_ONLY) && !s->bs->read_only))) {
-        error_setg(&job.err, "the export changed its size or became read-only");
+    /* s->info is read by requests in any thread: it never changes, so a
+     * server that now says something else is not taken back. */
+    if (job.fd >= 0 && (job.info.size != s->info.size || job.info.flags != s->info.flags ||
+                        job.info.structured != s->info.structured ||
+                        job.info.context_id != s->info.context_id ||
+                        job.info.min_block != s->info.min_block ||
+                        job.info.max_block != s->info.max_block)) {
+        error_setg(&job.err, "the export is not what it was (size, flags or block sizes)");
         close(job.fd);
         job.fd = -1;
     }
@@ -536,25 +541,27 @@ static bool coroutine_fn reconnect(NbdState *s)
         return false;
     }
     s->fd = job.fd;
-    s->info = job.info;
     s->loss_logged = false;
     log_msg(LOG_LEVEL_INFO, "nbd node '%s': reconnected to the server", s->bs->node_name);
     return true;
 }
 
 /* Connected, or -EIO once the connection has been gone for longer than
- * reconnect-delay (a fresh request still makes one attempt). */
-static int coroutine_fn ensure_connected(NbdState *s)
+ * reconnect-delay, or past @give_up, the request's own limit (a fresh
+ * request still makes one attempt). */
+static int coroutine_fn ensure_connected(NbdState *s, int64_t give_up)
 {
     bool waited = false;
 
     while (s->fd < 0) {
+        int64_t deadline = s->deadline < give_up ? s->deadline : give_up, left;
+
         if (s->connecting) {
             co_queue_wait_unlocked(&s->connect_wait);
             waited = true;
             continue;
         }
-        if (waited && clock_now_ns() >= s->deadline) {
+        if (waited && clock_now_ns() >= deadline) {
             return -EIO;
         }
         s->connecting = true;
@@ -564,7 +571,7 @@ static int coroutine_fn ensure_connected(NbdState *s)
         if (s->fd >= 0) {
             break;
         }
-        int64_t left = s->deadline - clock_now_ns();
+        left = deadline - clock_now_ns();
         if (left <= 0) {
             return -EIO;
         }
@@ -627,8 +634,12 @@ static int coroutine_fn request_at_home(NbdState *s, NbdReq *q, struct iovec *wi
 
 static int coroutine_fn request_loop(NbdState *s, NbdReq *q, struct iovec *wiov, int wniov)
 {
+    /* reconnect-delay counts from the request's first lost attempt: a
+     * server that breaks every connection does not keep it forever. */
+    int64_t give_up = INT64_MAX;
+
     for (;;) {
-        int ret = ensure_connected(s);
+        int ret = ensure_connected(s, give_up);
         NbdReq *r = NULL;
         bool lost;
 
@@ -645,6 +656,10 @@ static int coroutine_fn request_loop(NbdState *s, NbdReq *q, struct iovec *wiov,
         *r = *q;
         r->in_use = true;
         r->gen = s->gen;
+        /* A retry starts afresh: nothing of the lost attempt counts. */
+        r->done = r->lost = false;
+        r->ret = 0;
+        r->got_extent = false;
         s->in_flight++;
         if (send_request(s, r, wiov, wniov)) {
             wait_reply(s, r);
@@ -662,7 +677,10 @@ static int coroutine_fn request_loop(NbdState *s, NbdReq *q, struct iovec *wiov,
         if (!lost) {
             return q->ret;
         }
-        if (clock_now_ns() >= s->deadline) {
+        if (give_up == INT64_MAX) {
+            give_up = clock_now_ns() + s->reconnect_ns;
+        }
+        if (clock_now_ns() >= give_up) {
             return -EIO;
         }
     }

@@ -21,6 +21,11 @@
 #include "blockd/user-object.h"
 
 #define THROTTLE_VALUE_MAX 1000000000000000LL
+/* The longest a waiter sleeps before looking again: a drain or a qom-set
+ * that wakes it between its check and its sleep is seen this late, never
+ * later. */
+#define THROTTLE_SLICE_NS 20000000LL
+#define THROTTLE_WAIT_MAX_NS 3600000000000LL       /* an hour: no overflow */
 
 enum { BPS_TOTAL, BPS_READ, BPS_WRITE, OPS_TOTAL, OPS_READ, OPS_WRITE, NBUCKETS };
 enum { AVG, MAX, LEN };
@@ -184,6 +189,13 @@ static void leak_locked(ThrottleGroup *tg) TSA_REQUIRES(tg->lock)
     }
 }
 
+static int64_t wait_ns(double extra, double rate)
+{
+    double ns = extra / rate * 1e9;
+
+    return ns > (double)THROTTLE_WAIT_MAX_NS ? THROTTLE_WAIT_MAX_NS : (int64_t)ns;
+}
+
 /* How long a request must wait for @b, in ns. */
 static int64_t bucket_wait(const Bucket *b)
 {
@@ -202,10 +214,10 @@ static int64_t bucket_wait(const Bucket *b)
     }
     extra = b->level - size;
     if (extra > 0) {
-        return (int64_t)(extra / (double)b->avg * 1e9);
+        return wait_ns(extra, (double)b->avg);
     }
     if (burst_size > 0 && b->burst_level > burst_size) {
-        return (int64_t)((b->burst_level - burst_size) / (double)b->max * 1e9);
+        return wait_ns(b->burst_level - burst_size, (double)b->max);
     }
     return 0;
 }
@@ -267,7 +279,7 @@ void coroutine_fn throttle_group_co_wait(ThrottleGroup *tg, bool is_write, uint6
             break;
         }
         bd_mutex_unlock(&tg->lock);
-        co_sleep_ns_wakeable(&tg->sleep[d], wait);
+        co_sleep_ns_wakeable(&tg->sleep[d], wait < THROTTLE_SLICE_NS ? wait : THROTTLE_SLICE_NS);
         bd_mutex_lock(&tg->lock);
     }
     account_locked(tg, is_write, bytes);

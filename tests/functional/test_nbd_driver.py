@@ -290,6 +290,9 @@ def handshake(c, size, case):
         elif opt == 7:                                  # go
             if case == "bad-block-sizes":
                 opt_reply(c, opt, 3, struct.pack(">HIII", 3, 3, 4096, 1 << 20))
+            if case == "odd-size":
+                opt_reply(c, opt, 3, struct.pack(">HIII", 3, 512, 4096, 1 << 20))
+                size = 1000
             opt_reply(c, opt, 3, struct.pack(">HQH", 0, size, 1 | 4 | 8 | 32 | 64))
             opt_reply(c, opt, 1)
             return True
@@ -297,9 +300,31 @@ def handshake(c, size, case):
             opt_reply(c, opt, 0x80000001)
 
 
+def good_replies(c):
+    """Answer reads with zeroes (one data chunk each) until the client goes."""
+    while True:
+        _, flags, typ, cookie, off, length = struct.unpack(">IHHQQI", recv_exact(c, 28))
+        if typ == 0:
+            c.sendall(struct.pack(">IHHQI", 0x668e33ef, 1, 1, cookie, 8 + length) +
+                      struct.pack(">Q", off) + bytes(length))
+        elif typ == 7:                                  # block status: all data
+            c.sendall(struct.pack(">IHHQI", 0x668e33ef, 1, 5, cookie, 12) +
+                      struct.pack(">III", 1, length, 0))
+        elif typ == 2:
+            return
+        else:
+            c.sendall(struct.pack(">IIQ", 0x67446698, 0, cookie))
+
+
 def bad_reply(c, case):
-    """Answer the next request as @case says (malformed)."""
-    _, flags, typ, cookie, off, length = struct.unpack(">IHHQQI", recv_exact(c, 28))
+    """Answer the next request as @case says (malformed); for
+    "error-then-eof", the next read (block status is answered well)."""
+    while True:
+        _, flags, typ, cookie, off, length = struct.unpack(">IHHQQI", recv_exact(c, 28))
+        if case != "error-then-eof" or typ != 7:
+            break
+        c.sendall(struct.pack(">IHHQI", 0x668e33ef, 1, 5, cookie, 12) +
+                  struct.pack(">III", 1, length, 0))
     if typ == 1:
         recv_exact(c, length)
     hdr = lambda f, t, n: struct.pack(">IHHQI", 0x668e33ef, f, t, cookie, n)  # noqa: E731
@@ -317,12 +342,15 @@ def bad_reply(c, case):
         "status-empty": hdr(1, 5, 12) + struct.pack(">III", 1, 0, 0),
         "status-other-context": hdr(1, 5, 12) + struct.pack(">III", 9, 512, 0),
         "eof-mid-payload": hdr(1, 1, 8 + length)[:-2],
+        # An error chunk that is not the last, then the connection ends.
+        "error-then-eof": hdr(0, 0x8001, 6) + struct.pack(">IH", 5, 0),
     }
     c.sendall(replies[case])
 
 
 class HostileServer:
-    def __init__(self, path, case, size=MiB):
+    def __init__(self, path, case, size=MiB, good_after_first=False):
+        self.good_after_first = good_after_first
         self.s = socket.socket(socket.AF_UNIX)
         self.s.bind(path)
         self.s.listen(4)
@@ -331,14 +359,19 @@ class HostileServer:
         self.t.start()
 
     def serve(self):
+        n = 0
         while True:
             try:
                 c, _ = self.s.accept()
             except OSError:
                 return
+            n += 1
             try:
                 if handshake(c, self.size, self.case):
-                    bad_reply(c, self.case)
+                    if n > 1 and self.good_after_first:
+                        good_replies(c)
+                    else:
+                        bad_reply(c, self.case)
                     time.sleep(0.2)
             except (EOFError, OSError, KeyError, struct.error):
                 pass
@@ -348,7 +381,7 @@ class HostileServer:
         self.s.close()
 
 
-HANDSHAKE_CASES = ["bad-greeting", "huge-option-reply", "bad-block-sizes"]
+HANDSHAKE_CASES = ["bad-greeting", "huge-option-reply", "bad-block-sizes", "odd-size"]
 REPLY_CASES = ["bad-magic", "unknown-cookie", "simple-read-data", "data-outside",
                "hole-outside", "huge-chunk", "error-zero", "error-long-message",
                "unknown-type", "none-not-done", "eof-mid-payload"]
@@ -393,3 +426,34 @@ def test_hostile_replies(dirs, case):
         err = local.quit()
         srv.close()
     assert "connection to the server lost" in err
+
+
+def test_retry_after_a_partial_error_reply(dirs):
+    """A read gets an error chunk (not the last) and then the connection
+    ends; with reconnect-delay it is sent again on a new connection, where
+    it succeeds: the lost attempt's error must not stick to it."""
+    srv = HostileServer(f"{dirs}/h.sock", "error-then-eof", good_after_first=True)
+    local = Local(dirs)
+    try:
+        assert local.add_nbd(f"{dirs}/h.sock", **{"reconnect-delay": 5}) == {"return": {}}
+        r = qemu_io(local.export(), "read -P 0 0 4k")
+        assert r.returncode == 0 and "fail" not in r.stdout, r.stdout + r.stderr
+    finally:
+        local.quit()
+        srv.close()
+
+
+def test_a_server_that_always_breaks_does_not_keep_a_request(dirs):
+    """Every connection ends in a protocol error: with reconnect-delay=2
+    the read is retried for 2 s from its first failure, then fails."""
+    srv = HostileServer(f"{dirs}/h.sock", "bad-magic")
+    local = Local(dirs)
+    try:
+        assert local.add_nbd(f"{dirs}/h.sock", **{"reconnect-delay": 2}) == {"return": {}}
+        start = time.monotonic()
+        r = qemu_io(local.export(), "read 0 4k")
+        assert "read failed" in r.stdout + r.stderr
+        assert time.monotonic() - start < 10
+    finally:
+        local.quit()
+        srv.close()
