@@ -24,6 +24,8 @@ MEMBER_EXTENSIONS = {
     ("blockdev-add", "{blkdebug}.inject-error[].offset"),
     ("blockdev-add", "{blkdebug}.inject-error[].bytes"),
     ("blockdev-backup", ".discard-source"),   # QEMU 9.1's
+    ("blockdev-add", "{qcow2}.discard-no-unref"),                 # QEMU 8.1's
+    ("blockdev-reopen", ".options[]{qcow2}.discard-no-unref"),
 }
 
 
