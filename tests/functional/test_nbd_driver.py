@@ -388,29 +388,42 @@ REPLY_CASES = ["bad-magic", "unknown-cookie", "simple-read-data", "data-outside"
 STATUS_CASES = ["status-empty", "status-other-context"]
 
 
+@pytest.fixture(scope="module")
+def shared():
+    """One daemon for all the hostile cases (each has its own node and
+    server): it must survive every one of them, and it is checked for
+    sanitizer reports when it quits at the end."""
+    d = short_dir()
+    local = Local(d)
+    yield local
+    err = local.quit()
+    shutil.rmtree(d, ignore_errors=True)
+    assert "connection to the server lost" in err
+
+
 @pytest.mark.parametrize("case", HANDSHAKE_CASES)
-def test_hostile_handshake(dirs, case):
-    srv = HostileServer(f"{dirs}/h.sock", case)
-    local = Local(dirs)
+def test_hostile_handshake(shared, case):
+    sock = f"{shared.d}/{case}.sock"
+    srv = HostileServer(sock, case)
     try:
-        r = local.add_nbd(f"{dirs}/h.sock")
+        r = shared.add_nbd(sock, node="hs")
         assert "error" in r, r
         assert r["error"]["desc"], r
-        assert local.q.cmd("query-named-block-nodes") == []
+        assert shared.q.cmd("query-named-block-nodes") == []
     finally:
-        local.quit()
         srv.close()
 
 
 @pytest.mark.parametrize("case", REPLY_CASES + STATUS_CASES)
-def test_hostile_replies(dirs, case):
+def test_hostile_replies(shared, case):
     """A malformed reply fails its request and drops the connection; the
     daemon (ASan in make check) carries on and reconnects for the next."""
-    srv = HostileServer(f"{dirs}/h.sock", case)
-    local = Local(dirs)
+    sock = f"{shared.d}/{case}.sock"
+    srv = HostileServer(sock, case)
+    local = shared
     try:
-        assert local.add_nbd(f"{dirs}/h.sock") == {"return": {}}
-        uri = local.export()
+        assert local.add_nbd(sock, node="hr") == {"return": {}}
+        uri = local.export("hr")
         if case in STATUS_CASES:
             r = subprocess.run(["qemu-img", "map", "-f", "raw", uri], capture_output=True,
                                text=True, timeout=30)
@@ -421,11 +434,11 @@ def test_hostile_replies(dirs, case):
         # The next request connects again (and meets the same server).
         r = qemu_io(uri, "read 0 4k")
         assert "read failed" in r.stdout + r.stderr or case in STATUS_CASES
-        assert [n["node-name"] for n in local.q.cmd("query-named-block-nodes")] == ["n"]
+        assert [n["node-name"] for n in local.q.cmd("query-named-block-nodes")] == ["hr"]
     finally:
-        err = local.quit()
+        local.q.cmd("block-export-del", id="ehr")
+        local.q.cmd("blockdev-del", node_name="hr")
         srv.close()
-    assert "connection to the server lost" in err
 
 
 def test_retry_after_a_partial_error_reply(dirs):
