@@ -64,6 +64,9 @@ typedef struct CreateTarget {
 } CreateTarget;
 /* 0, or -errno with QEMU's message ("Parameter 'file' is missing" ...). */
 int coroutine_fn create_target_open(CreateTarget *t, json_object *options, Error **errp);
+/* The same for the node that member @key of @options names. */
+int coroutine_fn create_target_open_ref(CreateTarget *t, json_object *options, const char *key,
+                                        Error **errp);
 /* Drop the backend (before a format node is opened over the file). */
 void coroutine_fn create_target_release_blk(CreateTarget *t);
 /* Close everything opened (nothing opened: nothing to do). */

@@ -79,8 +79,8 @@ static void target_open_bh(void *opaque)
     if (json_object_is_type(t->ref, json_type_string)) {
         t->bs = bdrv_find_node(json_object_get_string(t->ref));
         if (!t->bs) {
-            error_setg(&t->err, "Cannot find device='' nor node-name='%s'",
-                       json_object_get_string(t->ref));
+            error_setg(&t->err, "Cannot find device='%s' nor node-name='%s'",
+                       json_object_get_string(t->ref), json_object_get_string(t->ref));
             return;
         }
         bdrv_ref(t->bs);
@@ -100,13 +100,19 @@ static void target_open_bh(void *opaque)
 
 int coroutine_fn create_target_open(CreateTarget *t, json_object *options, Error **errp)
 {
-    if (!json_object_object_get_ex(options, "file", &t->ref) || !t->ref) {
-        error_setg(errp, "Parameter 'file' is missing");
+    return create_target_open_ref(t, options, "file", errp);
+}
+
+int coroutine_fn create_target_open_ref(CreateTarget *t, json_object *options, const char *key,
+                                        Error **errp)
+{
+    if (!json_object_object_get_ex(options, key, &t->ref) || !t->ref) {
+        error_setg(errp, "Parameter '%s' is missing", key);
         return -EINVAL;
     }
     if (!json_object_is_type(t->ref, json_type_string) &&
         !json_object_is_type(t->ref, json_type_object)) {
-        error_setg(errp, "Invalid parameter type for 'file', expected: BlockdevRef");
+        error_setg(errp, "Invalid parameter type for '%s', expected: BlockdevRef", key);
         return -EINVAL;
     }
     bdrv_co_run_in_main_loop(target_open_bh, t);

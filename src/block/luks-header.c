@@ -194,3 +194,36 @@ void luks_header_build(const LuksHeader *h, uint8_t *buf)
         put32(p + 44, s->stripes);
     }
 }
+
+json_object *luks_info_json(const LuksHeader *h, int64_t payload_offset)
+{
+    static const char *const ivs[] = { "plain", "plain64", "essiv" };
+    json_object *data = json_object_new_object(), *slots = json_object_new_array();
+
+    json_object_object_add(data, "cipher-alg", json_object_new_string(h->spec.alg));
+    json_object_object_add(data, "cipher-mode", json_object_new_string(h->spec.mode));
+    json_object_object_add(data, "ivgen-alg", json_object_new_string(ivs[h->spec.ivgen]));
+    if (h->spec.ivgen == LUKS_IV_ESSIV) {
+        json_object_object_add(data, "ivgen-hash-alg",
+                               json_object_new_string(h->spec.ivgen_hash));
+    }
+    json_object_object_add(data, "hash-alg", json_object_new_string(h->hash));
+    json_object_object_add(data, "payload-offset", json_object_new_int64(payload_offset));
+    json_object_object_add(data, "master-key-iters", json_object_new_int64(h->mk_iterations));
+    json_object_object_add(data, "uuid", json_object_new_string(h->uuid));
+    for (int i = 0; i < LUKS_SLOTS; i++) {
+        const LuksSlot *sl = &h->slots[i];
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "active", json_object_new_boolean(sl->active));
+        if (sl->active) {
+            json_object_object_add(o, "iters", json_object_new_int64(sl->iterations));
+            json_object_object_add(o, "stripes", json_object_new_int64(sl->stripes));
+        }
+        json_object_object_add(o, "key-offset",
+                               json_object_new_int64((int64_t)sl->offset_sector * LUKS_SECTOR));
+        json_object_array_add(slots, o);
+    }
+    json_object_object_add(data, "slots", slots);
+    return data;
+}

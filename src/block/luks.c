@@ -227,38 +227,10 @@ static int luks_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
 static json_object *luks_get_specific_info(BlockDriverState *bs)
 {
     LuksState *s = bs->opaque;
-    json_object *info = json_object_new_object(), *data = json_object_new_object();
-    json_object *slots = json_object_new_array();
-    static const char *const ivs[] = { "plain", "plain64", "essiv" };
+    json_object *info = json_object_new_object();
 
-    json_object_object_add(data, "cipher-alg", json_object_new_string(s->h.spec.alg));
-    json_object_object_add(data, "cipher-mode", json_object_new_string(s->h.spec.mode));
-    json_object_object_add(data, "ivgen-alg", json_object_new_string(ivs[s->h.spec.ivgen]));
-    if (s->h.spec.ivgen == LUKS_IV_ESSIV) {
-        json_object_object_add(data, "ivgen-hash-alg",
-                               json_object_new_string(s->h.spec.ivgen_hash));
-    }
-    json_object_object_add(data, "hash-alg", json_object_new_string(s->h.hash));
-    json_object_object_add(data, "payload-offset", json_object_new_int64(s->payload));
-    json_object_object_add(data, "master-key-iters",
-                           json_object_new_int64(s->h.mk_iterations));
-    json_object_object_add(data, "uuid", json_object_new_string(s->h.uuid));
-    for (int i = 0; i < LUKS_SLOTS; i++) {
-        const LuksSlot *sl = &s->h.slots[i];
-        json_object *o = json_object_new_object();
-
-        json_object_object_add(o, "active", json_object_new_boolean(sl->active));
-        if (sl->active) {
-            json_object_object_add(o, "iters", json_object_new_int64(sl->iterations));
-            json_object_object_add(o, "stripes", json_object_new_int64(sl->stripes));
-        }
-        json_object_object_add(o, "key-offset",
-                               json_object_new_int64((int64_t)sl->offset_sector * LUKS_SECTOR));
-        json_object_array_add(slots, o);
-    }
-    json_object_object_add(data, "slots", slots);
     json_object_object_add(info, "type", json_object_new_string("luks"));
-    json_object_object_add(info, "data", data);
+    json_object_object_add(info, "data", luks_info_json(&s->h, s->payload));
     return info;
 }
 

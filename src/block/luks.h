@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <json-c/json.h>
+
 #include "blockd/error.h"
 
 #define LUKS_SECTOR 512
@@ -70,6 +72,8 @@ typedef int LuksWriteFn(void *opaque, uint64_t offset, const void *buf, size_t l
 /* Parse and check a header; @size is the container's length (0: unknown). */
 bool luks_header_parse(const uint8_t *buf, uint64_t size, LuksHeader *h, Error **errp);
 void luks_header_build(const LuksHeader *h, uint8_t *buf);
+/* QEMU's QCryptoBlockInfoLUKS for @h (a new object). */
+json_object *luks_info_json(const LuksHeader *h, int64_t payload_offset);
 /* Bytes of key material a slot takes, rounded up to whole sectors. */
 size_t luks_key_material_len(const LuksHeader *h);
 

@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "blockd/atomic.h"
 #include "blockd/block-io.h"
@@ -33,11 +32,20 @@ static int check_entry(BDRVQcow2State *s, L2Entry l, int64_t guest) QCOW2_LOCKED
     if (is_compressed(l)) {
         if (s->ext_l2 && l.bitmap) {
             why = "compressed cluster with a subcluster bitmap";
+        } else if (qcow2_has_data_file(s)) {
+            why = "compressed cluster in an image with an external data file";
         }
     } else if (l.e & QCOW2_L2E_RESERVED) {
         why = "reserved bits set";
     } else if (l.e & (s->cluster_size - 1) & ~(uint64_t)0x1ff) {
         why = "host offset not aligned to a cluster";
+    } else if (qcow2_has_data_file(s)) {
+        /* New clusters go to their guest offset (as in QEMU); data-file-raw
+         * requires every cluster to be there. */
+        if (s->data_file_raw && has_host(s, l) &&
+            host_of(l) != (guest & ~(s->cluster_size - 1))) {
+            why = "data file cluster not at its guest offset (data-file-raw)";
+        }
     } else if (host_of(l) && host_of(l) < s->cluster_size) {
         why = "host offset inside the image header";
     } else if (host_of(l) && (host_of(l) >= s->file_size ||
@@ -45,10 +53,11 @@ static int check_entry(BDRVQcow2State *s, L2Entry l, int64_t guest) QCOW2_LOCKED
         /* Storage the allocator would hand out next: never use it. */
         why = "host cluster beyond the end of the file";
     } else if (!host_of(l) && (l.e & QCOW2_OFLAG_COPIED)) {
-        why = "host offset 0 (external data file entries are not supported)";
-    } else if (s->ext_l2 && (alloc & zero)) {
+        why = "host offset 0 without an external data file";
+    }
+    if (!why && s->ext_l2 && (alloc & zero)) {
         why = "subclusters both allocated and zero";
-    } else if (s->ext_l2 && alloc && !host_of(l)) {
+    } else if (!why && s->ext_l2 && alloc && !has_host(s, l)) {
         why = "allocated subclusters without a host cluster";
     }
     if (why) {
@@ -76,7 +85,7 @@ static Qcow2Kind classify(BDRVQcow2State *s, L2Entry l, int64_t off, uint64_t *h
         if (l.e & QCOW2_OFLAG_ZERO) {
             return QCOW2_ZERO;
         }
-        if (!host_of(l)) {
+        if (!has_host(s, l)) {
             return QCOW2_UNALLOC;
         }
         *host = host_of(l) + off;
@@ -301,7 +310,7 @@ static int coroutine_fn get_mapping(BlockDriverState *bs, BDRVQcow2State *s, int
 
 /* ---- Reading ----------------------------------------------------------------------- */
 
-/* Inflate the cluster described by @desc into @out (one cluster). */
+/* Decompress the cluster described by @desc into @out (one cluster). */
 static int coroutine_fn read_compressed(BlockDriverState *bs, BDRVQcow2State *s, uint64_t desc,
                                         void *out) GRAPH_RDLOCK
 {
@@ -309,7 +318,6 @@ static int coroutine_fn read_compressed(BlockDriverState *bs, BDRVQcow2State *s,
     int64_t nsect = ((desc >> s->csize_shift) & s->csize_mask) + 1;
     int64_t csize = nsect * 512 - (off & 511);
     int64_t flen = bdrv_getlength(bs->file->bs);
-    z_stream z = { 0 };
     void *in;
     int ret;
 
@@ -326,22 +334,11 @@ static int coroutine_fn read_compressed(BlockDriverState *bs, BDRVQcow2State *s,
         return -ENOMEM;
     }
     ret = qcow2_file_pread(bs, off, csize, in);
-    if (ret >= 0) {
-        ret = inflateInit2(&z, -12) == Z_OK ? 0 : -ENOMEM;
-    }
-    if (ret >= 0) {
-        z.next_in = in;
-        z.avail_in = csize;
-        z.next_out = out;
-        z.avail_out = s->cluster_size;
-        int zr = inflate(&z, Z_FINISH);
-        /* Decompression stops once a whole cluster came out. */
-        if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR) || z.avail_out != 0) {
-            qcow2_report_corruption(s, "compressed cluster at 0x%llx does not inflate to "
-                                    "a cluster", (unsigned long long)off);
-            ret = -EIO;
-        }
-        inflateEnd(&z);
+    if (ret >= 0 && !qcow2_decompress_buf(s->compression_type, in, csize, out,
+                                          s->cluster_size)) {
+        qcow2_report_corruption(s, "compressed cluster at 0x%llx does not decompress to "
+                                "a cluster", (unsigned long long)off);
+        ret = -EIO;
     }
     free(in);
     return ret;
@@ -354,7 +351,7 @@ static int coroutine_fn read_mapped(BlockDriverState *bs, BDRVQcow2State *s, Qco
 {
     switch (kind) {
     case QCOW2_NORMAL:
-        return bdrv_co_preadv(bs->file, host, bytes, iov, niov, 0);
+        return qcow2_data_preadv(bs, s, host, bytes, iov, niov);
     case QCOW2_COMPRESSED: {
         void *buf = malloc(s->cluster_size);
         int ret;
@@ -469,7 +466,7 @@ static bool inflight_overlaps(BDRVQcow2State *s, int64_t first, int64_t n) QCOW2
 /* Plain data cluster owned by this L2 table alone: write in place. */
 static bool simple_in_place(BDRVQcow2State *s, L2Entry l)
 {
-    if (is_compressed(l) || !host_of(l) || !(l.e & QCOW2_OFLAG_COPIED)) {
+    if (is_compressed(l) || !has_host(s, l) || !(l.e & QCOW2_OFLAG_COPIED)) {
         return false;
     }
     return s->ext_l2 ? l.bitmap == QCOW2_SC_ALL_ALLOC : !(l.e & QCOW2_OFLAG_ZERO);
@@ -491,18 +488,43 @@ static int coroutine_fn in_place(BlockDriverState *bs, BDRVQcow2State *s, void *
     if (!simple_in_place(s, l)) {
         return 0;
     }
-    if (qcow2_overlaps_metadata(s, host_of(l), s->cluster_size)) {
-        *yes = true;             /* refused by plan_write(), table untouched */
-        return 0;
-    }
-    ret = qcow2_get_refcount(bs, s, host_of(l) >> s->cluster_bits, &rc);
-    if (ret < 0 || rc != 1) {
-        return ret;
+    /* A data file's clusters are never shared: no refcount to ask. */
+    if (!qcow2_has_data_file(s)) {
+        if (qcow2_overlaps_metadata(s, host_of(l), s->cluster_size)) {
+            *yes = true;         /* refused by plan_write(), table untouched */
+            return 0;
+        }
+        ret = qcow2_get_refcount(bs, s, host_of(l) >> s->cluster_bits, &rc);
+        if (ret < 0 || rc != 1) {
+            return ret;
+        }
     }
     set_entry(s, table, i, l);
     qcow2_cache_mark_dirty(s->l2_cache, table);
     *yes = true;
     return 0;
+}
+
+/* Host storage for guest clusters [cidx, +n): new clusters in the file, or
+ * their own place in a data file (which may hold anything: not fresh).
+ * Encrypted zeroes are not zeroes: new clusters there are never fresh. */
+static int64_t coroutine_fn alloc_data(BlockDriverState *bs, BDRVQcow2State *s, int64_t cidx,
+                                       int64_t n, bool *fresh) GRAPH_RDLOCK QCOW2_LOCKED
+{
+    int64_t host;
+
+    if (qcow2_has_data_file(s)) {
+        host = cidx << s->cluster_bits;
+        if (fresh) {
+            *fresh = false;
+        }
+    } else {
+        host = qcow2_alloc_clusters(bs, s, n, fresh);
+    }
+    if (fresh && s->cipher) {
+        *fresh = false;
+    }
+    return host;
 }
 
 typedef struct WritePlan {
@@ -571,7 +593,7 @@ retry:
         qcow2_cache_put(s->l2_cache, table);
         /* Never write guest data over metadata, whatever a corrupt L2 says
          * (its own L2 table, another one and the refcount blocks included). */
-        if (qcow2_overlaps_metadata(s, p->host, p->bytes)) {
+        if (!qcow2_has_data_file(s) && qcow2_overlaps_metadata(s, p->host, p->bytes)) {
             qcow2_report_corruption(s, "data cluster at 0x%llx for guest offset 0x%llx "
                                     "overlaps metadata", (unsigned long long)host_of(first),
                                     (unsigned long long)offset);
@@ -582,7 +604,7 @@ retry:
     p->head = first;
     p->tail = get_entry(s, table, i0 + n - 1);
     qcow2_cache_put(s->l2_cache, table);
-    p->host = qcow2_alloc_clusters(bs, s, n, &p->fresh);
+    p->host = alloc_data(bs, s, cidx, n, &p->fresh);
     if (p->host < 0) {
         return p->host;
     }
@@ -608,8 +630,8 @@ static void free_entry_later(BDRVQcow2State *s, L2Entry l, Qcow2DiscardType type
         off = (desc & ((1ULL << s->csize_shift) - 1)) & ~511LL;
         bytes = nsect * 512;
     }
-    if (!off && !is_compressed(l)) {
-        return;
+    if ((!off && !is_compressed(l)) || qcow2_has_data_file(s)) {
+        return;                  /* nothing, or a data file cluster: no refcount */
     }
     if (qcow2_overlaps_metadata(s, off, bytes)) {
         qcow2_report_corruption(s, "L2 entry 0x%016llx points at metadata: not freed",
@@ -662,7 +684,7 @@ static bool reads_as_zeroes(BlockDriverState *bs, BDRVQcow2State *s, L2Entry l,
         return !(l.bitmap & QCOW2_SC_ALL_ALLOC) &&
                ((l.bitmap >> 32) == 0xffffffffu || no_backing);
     }
-    return (l.e & QCOW2_OFLAG_ZERO) || (!host_of(l) && no_backing);
+    return (l.e & QCOW2_OFLAG_ZERO) || (!has_host(s, l) && no_backing);
 }
 
 /*
@@ -686,7 +708,7 @@ static int coroutine_fn write_new_clusters(BlockDriverState *bs, BDRVQcow2State 
         (!tail || reads_as_zeroes(bs, s, p->tail, end - s->cluster_size))) {
         iovector_init(&v);
         iovector_concat(&v, iov, niov, done, p->bytes);
-        ret = bdrv_co_pwritev(bs->file, p->host + head, p->bytes, v.iov, v.niov, 0);
+        ret = qcow2_data_pwritev(bs, s, p->host + head, p->bytes, v.iov, v.niov);
         iovector_destroy(&v);
         return ret;
     }
@@ -710,7 +732,7 @@ static int coroutine_fn write_new_clusters(BlockDriverState *bs, BDRVQcow2State 
         if (tail) {
             iovector_add(&v, tbuf, tail);
         }
-        ret = bdrv_co_pwritev(bs->file, p->host, end - start, v.iov, v.niov, 0);
+        ret = qcow2_data_pwritev(bs, s, p->host, end - start, v.iov, v.niov);
         iovector_destroy(&v);
     }
     free(hbuf);
@@ -747,7 +769,7 @@ int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t 
         if (p.in_place) {
             iovector_reset(&chunk);
             iovector_concat(&chunk, iov, niov, done, p.bytes);
-            ret = bdrv_co_pwritev(bs->file, p.host, p.bytes, chunk.iov, chunk.niov, 0);
+            ret = qcow2_data_pwritev(bs, s, p.host, p.bytes, chunk.iov, chunk.niov);
             atomic_fetch_sub(&s->data_inflight, 1);
         } else {
             ret = write_new_clusters(bs, s, &p, offset + done, iov, niov, done);
@@ -755,7 +777,7 @@ int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t 
             if (ret >= 0) {
                 ret = commit_alloc(bs, s, &p);
             }
-            if (ret < 0) {
+            if (ret < 0 && !qcow2_has_data_file(s)) {
                 /* Nothing points to the new clusters: free them at once. */
                 qcow2_update_refcount(bs, s, p.host, p.alloc.n << s->cluster_bits, -1);
             }
@@ -784,7 +806,7 @@ int coroutine_fn qcow2_install_compressed(BlockDriverState *bs, BDRVQcow2State *
         return ret;
     }
     old = get_entry(s, table, i0);
-    if (host_of(old) || is_compressed(old)) {
+    if (has_host(s, old) || is_compressed(old)) {
         ret = -EIO;              /* QEMU's rule: a compressed write never overwrites */
     } else {
         set_entry(s, table, i0, l);
@@ -854,7 +876,11 @@ static int coroutine_fn clear_range(BlockDriverState *bs, BDRVQcow2State *s, int
         while (inflight_overlaps(s, pos >> s->cluster_bits, n)) {
             co_queue_wait(&s->inflight_wait, &s->lock);
         }
-        ret = qcow2_refuse_writes(bs, s) ? -EIO : clear_clusters(bs, s, pos, n, zero, keep);
+        ret = qcow2_refuse_writes(bs, s) ? -EIO
+              : qcow2_data_file_clear(s, pos, end - pos, keep);
+        if (ret >= 0) {
+            ret = clear_clusters(bs, s, pos, n, zero, keep);
+        }
         /* Many frees waiting: sync now rather than at the guest's flush. */
         if (ret >= 0 && s->npending > 4096) {
             ret = qcow2_sync_metadata(bs, s);
@@ -929,7 +955,9 @@ int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t
     }
     /* Discarded clusters read as zeroes, not as the backing file's data;
      * with discard-no-unref they keep their storage (version 3 only). */
-    return clear_range(bs, s, start, end - start, bs->backing != NULL, s->discard_no_unref);
+    /* (A data file's discarded clusters are zero-flagged, as QEMU does.) */
+    return clear_range(bs, s, start, end - start, bs->backing != NULL || qcow2_has_data_file(s),
+                       s->discard_no_unref);
 }
 
 /* ---- Block status ------------------------------------------------------------------- */
@@ -1034,12 +1062,13 @@ int coroutine_fn qcow2_sync_all(BlockDriverState *bs, BDRVQcow2State *s)
 
 /* ---- Preallocation -------------------------------------------------------------------- */
 
-int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State *s)
+int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State *s,
+                                            int64_t start)
 {
     int64_t clusters = qcow2_align_up(s->size, s->cluster_size) >> s->cluster_bits;
     int ret = 0;
 
-    for (int64_t c = 0; c < clusters && ret >= 0;) {
+    for (int64_t c = start >> s->cluster_bits; c < clusters && ret >= 0;) {
         int64_t i0 = c & (s->l2_entries - 1), n = s->l2_entries - i0, host;
         void *table;
 
@@ -1049,7 +1078,7 @@ int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State
         if (ret < 0) {
             break;
         }
-        host = qcow2_alloc_clusters(bs, s, n, NULL);
+        host = alloc_data(bs, s, c, n, NULL);
         if (host < 0) {
             qcow2_cache_put(s->l2_cache, table);
             return host;

@@ -68,7 +68,13 @@ int coroutine_fn qcow2_grow_file(BlockDriverState *bs, BDRVQcow2State *s, int64_
 
 int coroutine_fn qcow2_file_flush(BlockDriverState *bs, BDRVQcow2State *s)
 {
-    int ret = bdrv_co_flush(bs->file->bs);
+    /* Guest data in a data file must be stable before the tables that
+     * point at it, as data in the file itself is by this flush. */
+    int ret = s->data_file && s->data_unsynced ? bdrv_co_flush(s->data_file->bs) : 0;
+
+    if (ret >= 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
     if (ret >= 0) {
         s->data_unsynced = false;
     } else {

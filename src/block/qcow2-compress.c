@@ -2,8 +2,8 @@
  * qcow2-compress.c - writing compressed clusters (BDRV_REQ_WRITE_COMPRESSED:
  * a backup with "compress", later the compress filter).
  *
- * Each guest cluster is deflated on its own (raw deflate, a 4 KiB window,
- * as the format asks) and, if that saves anything, stored as a compressed
+ * Each guest cluster is compressed on its own (in the image's compression
+ * type, qcow2-codec.c) and, if that saves anything, stored as a compressed
  * cluster: a byte range that may share a host cluster with others.  The
  * host cluster then counts one reference per compressed cluster in it.
  * Data never straddles two host clusters.  A cluster that does not shrink
@@ -16,33 +16,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "blockd/block-io.h"
 #include "blockd/iov.h"
 #include "blockd/main-loop.h"
 #include "qcow2.h"
-
-/* Deflate one cluster into @out (at most @max bytes): its length, or 0 if
- * it does not fit (store it uncompressed). */
-static int64_t deflate_cluster(const void *in, int64_t len, void *out, int64_t max)
-{
-    z_stream z = { 0 };
-    int64_t n = 0;
-
-    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK) {
-        return 0;
-    }
-    z.next_in = (Bytef *)in;
-    z.avail_in = (uInt)len;
-    z.next_out = out;
-    z.avail_out = (uInt)max;
-    if (deflate(&z, Z_FINISH) == Z_STREAM_END) {
-        n = max - z.avail_out;
-    }
-    deflateEnd(&z);
-    return n;
-}
 
 void qcow2_compress_forget_cluster(BDRVQcow2State *s)
 {
@@ -79,7 +57,7 @@ static int64_t coroutine_fn alloc_bytes(BlockDriverState *bs, BDRVQcow2State *s,
 static int coroutine_fn write_one(BlockDriverState *bs, BDRVQcow2State *s, int64_t offset,
                                   int64_t bytes, void *buf, void *out) GRAPH_RDLOCK
 {
-    int64_t cs = s->cluster_size, len = deflate_cluster(buf, cs, out, cs - 1), host;
+    int64_t cs = s->cluster_size, len = qcow2_compress_buf(s->compression_type, buf, cs, out, cs - 1), host;
     uint64_t desc;
     struct iovec v = { buf, (size_t)bytes };
     int ret;
@@ -121,6 +99,11 @@ int coroutine_fn qcow2_co_pwritev_compressed(BlockDriverState *bs, int64_t offse
     int ret = 0;
 
     IO_CODE();
+    if (qcow2_has_data_file(s) || s->cipher) {
+        /* Data file clusters sit at their guest offset; encryption works on
+         * whole host sectors, as QEMU's does not compress either. */
+        return -ENOTSUP;
+    }
     if ((offset & (cs - 1)) || ((bytes & (cs - 1)) && offset + bytes != s->size)) {
         return -EINVAL;          /* whole clusters only */
     }

@@ -102,11 +102,12 @@ static int coroutine_fn count_l1(BlockDriverState *bs, BDRVQcow2State *s, Counts
             continue;
         }
         ret = count(s, c, off, s->cluster_size, "L2 table");
-        if (ret >= 0) {
+        /* A data file's clusters are not in this file's refcounts. */
+        if (ret >= 0 && !qcow2_has_data_file(s)) {
             ret = qcow2_file_pread(bs, off, s->cluster_size, l2);
-        }
-        if (ret >= 0) {
-            ret = count_l2(s, c, l2);
+            if (ret >= 0) {
+                ret = count_l2(s, c, l2);
+            }
         }
     }
     free(l1);

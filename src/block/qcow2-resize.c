@@ -171,8 +171,24 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t size, Error **e
         }
     }
     if (ret >= 0) {
+        int64_t old_size = s->size;
+
         s->size = size;
         atomic_set(&bs->total_bytes, size);
+        /* A data file follows the disk; a raw one has the new area mapped
+         * onto it as at creation. */
+        if (s->data_file) {
+            ret = bdrv_co_truncate(s->data_file, size, errp);
+            if (ret >= 0 && s->data_file_raw && size > old_size) {
+                ret = qcow2_preallocate_metadata(bs, s, qcow2_align_up(old_size,
+                                                                       s->cluster_size));
+            }
+            if (ret < 0 && errp && !*errp) {
+                error_setg_errno(errp, -ret, "Failed to resize the data file");
+            }
+            co_mutex_unlock(&s->lock);
+            return ret;
+        }
     }
     co_mutex_unlock(&s->lock);
     if (ret < 0) {

@@ -671,6 +671,9 @@ int qcow2_snapshot_create(BlockDriverState *bs, const char *name)
     SnapCall c = { NULL, name, NULL };
 
     GLOBAL_STATE_CODE();
+    if (qcow2_has_data_file(bs->opaque)) {
+        return -ENOTSUP;         /* a data file cannot hold two versions of a cluster */
+    }
     return bdrv_run_co(bs, create_co, &c);
 }
 

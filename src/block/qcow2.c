@@ -117,17 +117,20 @@ static int parse_extensions(BDRVQcow2State *s, const uint8_t *buf, int64_t len,
             if (ret < 0) {
                 return ret;
             }
+        } else if (type == QCOW2_EXT_DATA_FILE) {
+            free(s->data_file_name);
+            s->data_file_name = strndup((const char *)buf + pos + 8, elen);
         } else if (type == QCOW2_EXT_CRYPTO) {
-            error_setg(errp, "qcow2: encrypted images are not supported");
-            return -ENOTSUP;
+            int ret = qcow2_crypto_ext_parse(s, buf + pos + 8, elen, errp);
+            if (ret < 0) {
+                return ret;
+            }
         }
         pos += 8 + qcow2_align_up(elen, 8);
     }
-    if (unknown || (s->incompat & QCOW2_INCOMPAT_DATA_FILE)) {
+    if (unknown) {
         char names[512];
-        unknown_features(features, features_len,
-                         unknown | (s->incompat & QCOW2_INCOMPAT_DATA_FILE), names,
-                         sizeof(names));
+        unknown_features(features, features_len, unknown, names, sizeof(names));
         error_setg(errp, "Unsupported qcow2 feature(s): %s", names);
         return -ENOTSUP;
     }
@@ -157,9 +160,15 @@ static int parse_header(BDRVQcow2State *s, const uint8_t *h, int64_t flen, Error
     s->cluster_bits = cluster_bits;
     s->cluster_size = 1LL << cluster_bits;
     s->size = be64(h + 24);
-    if (be32(h + 32)) {
-        error_setg(errp, "qcow2: encrypted images are not supported");
+    s->crypt_method = (int)be32(h + 32);
+    if (s->crypt_method == QCOW2_CRYPT_AES) {
+        error_setg(errp, "qcow2: AES-CBC encrypted images are not supported (convert them "
+                   "to LUKS encryption with qemu-img)");
         return -ENOTSUP;
+    }
+    if (s->crypt_method > QCOW2_CRYPT_LUKS) {
+        error_setg(errp, "Unsupported encryption method: %d", s->crypt_method);
+        return -EINVAL;
     }
     s->l1_size = be32(h + 36);
     s->l1_offset = be64(h + 40);
@@ -177,6 +186,7 @@ static int parse_header(BDRVQcow2State *s, const uint8_t *h, int64_t flen, Error
         s->incompat = be64(h + 72);
         s->compat = be64(h + 80);
         s->autoclear = be64(h + 88);
+        s->data_file_raw = s->autoclear & QCOW2_AUTOCLEAR_DATA_RAW;
         s->refcount_order = be32(h + 96);
         s->header_length = be32(h + 100);
         if (s->header_length < QCOW2_V3_HEADER_LEN || s->header_length % 8) {
@@ -196,11 +206,18 @@ static int parse_header(BDRVQcow2State *s, const uint8_t *h, int64_t flen, Error
         error_setg(errp, "Reference count entry width too large; may not exceed 64 bits");
         return -EINVAL;
     }
-    if ((s->incompat & QCOW2_INCOMPAT_COMPRESSION) &&
-        (s->header_length <= 104 || h[104] != 0)) {
-        error_setg(errp, "qcow2: compression type %u is not supported (only zlib)",
-                   s->header_length > 104 ? h[104] : 0);
+    s->compression_type = s->header_length > 104 ? h[104] : QCOW2_COMPRESSION_ZLIB;
+    if (s->compression_type > QCOW2_COMPRESSION_ZSTD) {
+        error_setg(errp, "qcow2: unknown compression type: %d", s->compression_type);
         return -ENOTSUP;
+    }
+    /* A reader that does not know the field must not take zstd for zlib. */
+    if (!!(s->incompat & QCOW2_INCOMPAT_COMPRESSION) !=
+        (s->compression_type != QCOW2_COMPRESSION_ZLIB)) {
+        error_setg(errp, s->compression_type == QCOW2_COMPRESSION_ZLIB
+                   ? "qcow2: Compression type incompatible feature bit must not be set"
+                   : "qcow2: Compression type incompatible feature bit must be set");
+        return -EINVAL;
     }
     return 0;
 }
@@ -305,7 +322,8 @@ static int read_backing_name(BDRVQcow2State *s, const uint8_t *h, const uint8_t 
 int coroutine_fn qcow2_clear_autoclear(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK
 {
-    uint64_t keep = s->nb_bitmaps ? QCOW2_AUTOCLEAR_BITMAPS : 0;
+    uint64_t keep = (s->nb_bitmaps ? QCOW2_AUTOCLEAR_BITMAPS : 0) |
+                    (s->data_file_raw ? QCOW2_AUTOCLEAR_DATA_RAW : 0);
     uint8_t be[8];
     int ret;
 
@@ -567,7 +585,9 @@ static void free_state(BDRVQcow2State *s) TSA_NO_TSA
     free(s->pending);
     free(s->backing_file);
     free(s->backing_fmt);
+    free(s->data_file_name);
     free(s->image_filename);
+    qcow2_crypto_close(s);
     qcow2_bitmaps_free(s);
     memset(s, 0, sizeof(*s));
 }
@@ -616,6 +636,12 @@ static int qcow2_open(BlockDriverState *bs, json_object *options, int flags, Err
         ret = -EINVAL;
     }
     if (ret >= 0) {
+        ret = qcow2_open_data_file(bs, options, errp);
+    }
+    if (ret >= 0) {
+        ret = qcow2_crypto_open(bs, options, errp);
+    }
+    if (ret >= 0) {
         ret = open_backing(bs, options, errp);
     }
     if (ret < 0) {
@@ -627,7 +653,8 @@ static int qcow2_open(BlockDriverState *bs, json_object *options, int flags, Err
         free_state(s);
         return -1;
     }
-    bs->bl.request_alignment = 1;
+    /* Encryption works on whole 512-byte sectors. */
+    bs->bl.request_alignment = s->cipher ? LUKS_SECTOR : 1;
     bs->bl.pwrite_zeroes_alignment = s->cluster_size;
     bs->bl.pdiscard_alignment = s->cluster_size;
     bs->bl.opt_transfer = s->cluster_size;
@@ -683,7 +710,11 @@ static int coroutine_fn qcow2_co_flush(BlockDriverState *bs) GRAPH_RDLOCK
     co_mutex_lock(&s->lock);
     ret = qcow2_sync_metadata(bs, s);
     co_mutex_unlock(&s->lock);
-    /* bdrv_co_flush() flushes the file next: the frees become stable too. */
+    /* bdrv_co_flush() flushes the file next: the frees become stable too;
+     * a data file is ours to flush (in-place writes went there). */
+    if (ret >= 0 && s->data_file) {
+        ret = bdrv_co_flush(s->data_file->bs);
+    }
     return ret;
 }
 
@@ -706,10 +737,13 @@ static json_object *qcow2_get_specific_info(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
     json_object *info = json_object_new_object(), *data = json_object_new_object(), *bitmaps;
+    json_object *enc;
 
     json_object_object_add(data, "compat", json_object_new_string(s->version == 2 ? "0.10"
                                                                                   : "1.1"));
-    json_object_object_add(data, "compression-type", json_object_new_string("zlib"));
+    json_object_object_add(data, "compression-type",
+                           json_object_new_string(s->compression_type == QCOW2_COMPRESSION_ZSTD
+                                                  ? "zstd" : "zlib"));
     if (s->version >= 3) {
         json_object_object_add(data, "lazy-refcounts",
                                json_object_new_boolean(s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS));
@@ -717,8 +751,19 @@ static json_object *qcow2_get_specific_info(BlockDriverState *bs)
                                json_object_new_boolean((s->incompat & QCOW2_INCOMPAT_CORRUPT) ||
                                                        atomic_read(&s->corrupt)));
         json_object_object_add(data, "extended-l2", json_object_new_boolean(s->ext_l2));
+        if (s->data_file_name) {
+            json_object_object_add(data, "data-file",
+                                   json_object_new_string(s->data_file_name));
+        }
+        if (qcow2_has_data_file(s)) {
+            json_object_object_add(data, "data-file-raw",
+                                   json_object_new_boolean(s->data_file_raw));
+        }
     }
     json_object_object_add(data, "refcount-bits", json_object_new_int(s->refcount_bits));
+    if ((enc = qcow2_crypto_info(s))) {
+        json_object_object_add(data, "encrypt", enc);
+    }
     if ((bitmaps = qcow2_bitmaps_info(s))) {
         json_object_object_add(data, "bitmaps", bitmaps);
     }

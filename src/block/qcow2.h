@@ -22,6 +22,9 @@
  *   qcow2-bitmap.c   persistent dirty bitmaps (the bitmaps extension):
  *                    load, store, remove; qcow2-bitmap-dir.c its format
  *   qcow2-compress.c writing compressed clusters
+ *   qcow2-codec.c    compressing one cluster (zlib or zstd)
+ *   qcow2-data-file.c external data files (the data-file child)
+ *   qcow2-crypto.c   encryption (LUKS) and the data I/O of every request
  *
  * Locking: all metadata (L1, caches, refcount table, allocation state)
  * lives under one CoMutex, s->lock.  Data I/O runs without it.  Functions
@@ -42,6 +45,7 @@
 
 #include "blockd/block-int.h"
 #include "blockd/coroutine.h"
+#include "luks.h"
 #include "qcow2-metaset.h"
 
 #define QCOW2_MAGIC 0x514649fbu              /* "QFI\xfb" */
@@ -53,6 +57,15 @@
 #define QCOW2_V2_HEADER_LEN 72
 #define QCOW2_V3_HEADER_LEN 104
 
+/* The header's encryption method. */
+#define QCOW2_CRYPT_NONE 0
+#define QCOW2_CRYPT_AES  1
+#define QCOW2_CRYPT_LUKS 2
+
+/* The header's compression type (byte 104). */
+#define QCOW2_COMPRESSION_ZLIB 0
+#define QCOW2_COMPRESSION_ZSTD 1
+
 /* Feature bits. */
 #define QCOW2_INCOMPAT_DIRTY       (1ULL << 0)
 #define QCOW2_INCOMPAT_CORRUPT     (1ULL << 1)
@@ -60,9 +73,11 @@
 #define QCOW2_INCOMPAT_COMPRESSION (1ULL << 3)
 #define QCOW2_INCOMPAT_EXTL2       (1ULL << 4)
 #define QCOW2_INCOMPAT_KNOWN       (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | \
+                                    QCOW2_INCOMPAT_DATA_FILE | \
                                     QCOW2_INCOMPAT_COMPRESSION | QCOW2_INCOMPAT_EXTL2)
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
 #define QCOW2_AUTOCLEAR_BITMAPS     (1ULL << 0)
+#define QCOW2_AUTOCLEAR_DATA_RAW    (1ULL << 1)   /* the data file reads as the disk */
 
 /* Header extension types. */
 #define QCOW2_EXT_END          0x00000000u
@@ -136,6 +151,19 @@ typedef struct BDRVQcow2State {
     int csize_shift;             /* compressed descriptor: sector count */
     uint64_t csize_mask;
     uint64_t coffset_mask;
+    int compression_type;        /* QCOW2_COMPRESSION_* */
+    /* External data file (incompatible bit 2): guest data lives in this
+     * child, each cluster at its guest offset, outside the refcounts;
+     * metadata stays in the file child.  NULL: data in the file child. */
+    BdrvChild *data_file;
+    char *data_file_name;        /* from the header extension, or NULL */
+    bool data_file_raw;          /* autoclear bit 1: keep it a raw image */
+    /* Encryption: the method, where the LUKS container lies, and once
+     * unlocked its header and the payload cipher (NULL: not encrypted). */
+    int crypt_method;
+    int64_t crypto_offset, crypto_length;
+    LuksHeader *luks;
+    LuksCipher *cipher;
     uint64_t incompat, compat, autoclear;
     uint32_t header_length;
     int64_t size;                /* virtual disk size */
@@ -302,6 +330,19 @@ static inline bool is_compressed(L2Entry l)
 static inline int64_t host_of(L2Entry l)
 {
     return l.e & QCOW2_OFFSET_MASK;
+}
+
+static inline bool qcow2_has_data_file(BDRVQcow2State *s)
+{
+    return s->incompat & QCOW2_INCOMPAT_DATA_FILE;
+}
+
+/* Does @l point at a host cluster?  Offset 0 is a real one in an external
+ * data file (marked by the COPIED flag, which such clusters always have). */
+static inline bool has_host(BDRVQcow2State *s, L2Entry l)
+{
+    return host_of(l) || (qcow2_has_data_file(s) && (l.e & QCOW2_OFLAG_COPIED) &&
+                          !(l.e & QCOW2_OFLAG_COMPRESSED));
 }
 
 static inline void l1_mark_dirty(BDRVQcow2State *s, uint32_t i) QCOW2_LOCKED
@@ -502,8 +543,56 @@ int coroutine_fn qcow2_co_pwritev_compressed(BlockDriverState *bs, int64_t offse
  * may be freed and reused now). */
 void qcow2_compress_forget_cluster(BDRVQcow2State *s) QCOW2_LOCKED;
 
-/* Allocate all L2 tables (preallocation=metadata). */
-int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State *s)
+/* ---- One cluster's compression (qcow2-codec.c; common: any thread) ---- */
+
+/* Compress @len bytes of @in, in compression @type, into @out (at most @max
+ * bytes): the compressed length, or 0 if it does not fit. */
+int64_t qcow2_compress_buf(int type, const void *in, int64_t len, void *out, int64_t max);
+/* Decompress @in (@inlen bytes, possibly followed by padding) into exactly
+ * @outlen bytes of @out; false if the data is not that. */
+bool qcow2_decompress_buf(int type, const void *in, int64_t inlen, void *out, int64_t outlen);
+
+/* Allocate the L2 tables and clusters from guest offset @start (cluster
+ * aligned) to the end (preallocation=metadata, a raw data file). */
+int coroutine_fn qcow2_preallocate_metadata(BlockDriverState *bs, BDRVQcow2State *s,
+                                            int64_t start)
     GRAPH_RDLOCK QCOW2_LOCKED;
+
+/* ---- External data files (qcow2-data-file.c) ---- */
+
+/* The child that holds guest data: the data file, or the file child. */
+static inline BdrvChild *qcow2_data(BlockDriverState *bs, BDRVQcow2State *s) GRAPH_RDLOCK
+{
+    return s->data_file ? s->data_file : bs->file;
+}
+/* Open the data-file child: the option's node, else the file the header
+ * names.  Refuses the option for an image without a data file.  Global
+ * state; 0, or a negative errno with @errp set. */
+int qcow2_open_data_file(BlockDriverState *bs, json_object *options, Error **errp)
+    GRAPH_UNLOCKED;
+/* Guest clusters [offset, +bytes) are being zeroed (@keep: their storage
+ * stays) or dropped: discard them in the data file, and with
+ * data-file-raw write the zeroes there too.  0 without a data file. */
+int coroutine_fn qcow2_data_file_clear(BDRVQcow2State *s, int64_t offset, int64_t bytes,
+                                       bool keep) GRAPH_RDLOCK;
+
+/* ---- Encryption and data I/O (qcow2-crypto.c) ---- */
+
+/* The crypto header extension (offset and length of the LUKS container). */
+int qcow2_crypto_ext_parse(BDRVQcow2State *s, const uint8_t *p, uint32_t len, Error **errp);
+/* Unlock an encrypted image with encrypt.key-secret, or refuse encrypt
+ * options for a plain one.  Global state; 0 or -errno with @errp set. */
+int qcow2_crypto_open(BlockDriverState *bs, json_object *options, Error **errp)
+    GRAPH_UNLOCKED;
+void qcow2_crypto_close(BDRVQcow2State *s);
+/* The format-specific "encrypt" member, or NULL if not encrypted. */
+json_object *qcow2_crypto_info(BDRVQcow2State *s);
+/* Guest data at @host of the data child, decrypted on the way in or
+ * encrypted on the way out (the caller's buffers are not changed by a
+ * write).  @host and @bytes are multiples of 512 on encrypted images. */
+int coroutine_fn qcow2_data_preadv(BlockDriverState *bs, BDRVQcow2State *s, int64_t host,
+                                   int64_t bytes, struct iovec *iov, int niov) GRAPH_RDLOCK;
+int coroutine_fn qcow2_data_pwritev(BlockDriverState *bs, BDRVQcow2State *s, int64_t host,
+                                    int64_t bytes, struct iovec *iov, int niov) GRAPH_RDLOCK;
 
 #endif /* BLOCKD_QCOW2_H */

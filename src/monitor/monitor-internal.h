@@ -18,6 +18,7 @@ extern const QmpCommand qmp_iothread_commands[];
 extern const QmpCommand qmp_export_commands[];
 extern const QmpCommand qmp_job_commands[];
 extern const QmpCommand qmp_blockjob_commands[];
+extern const QmpCommand qmp_create_commands[];
 extern const QmpCommand qmp_chain_commands[];
 extern const QmpCommand qmp_reopen_commands[];
 extern const QmpCommand qmp_bitmap_commands[];

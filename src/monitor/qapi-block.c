@@ -138,8 +138,36 @@ static const SchemaObject overlap_flags = {
     .name = "Qcow2OverlapCheckFlags", .fields = overlap_flag_fields,
 };
 
+/* BlockdevQcow2Encryption: a format and the secret that unlocks it. */
+static const char *const qcow2_encrypt_formats[] = { "aes", "luks", NULL };
+static const SchemaField qcow2_encrypt_fields[] = {
+    { .name = "format", .type = SCHEMA_ENUM, .enum_values = qcow2_encrypt_formats },
+    { 0 },
+};
+
+static const SchemaField crypto_secret_fields[] = {
+    { .name = "key-secret", .type = SCHEMA_STR, .optional = true },
+    { 0 },
+};
+
+static const SchemaVariant qcow2_encrypt_variants[] = {
+    { "aes", &(const SchemaObject){ .name = "QCryptoBlockOptionsQCow",
+                                    .fields = crypto_secret_fields } },
+    { "luks", &(const SchemaObject){ .name = "QCryptoBlockOptionsLUKS",
+                                     .fields = crypto_secret_fields } },
+    { NULL, NULL },
+};
+
+static const SchemaObject qcow2_encrypt = {
+    .name = "BlockdevQcow2Encryption", .fields = qcow2_encrypt_fields,
+    .discriminator = "format", .variants = qcow2_encrypt_variants,
+};
+
 static const SchemaField qcow2_fields[] = {
     { .name = "file", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
+    { .name = "data-file", .type = SCHEMA_STR_OR_OBJECT, .optional = true,
+      .object = &qapi_blockdev_options },
+    { .name = "encrypt", .type = SCHEMA_OBJECT, .optional = true, .object = &qcow2_encrypt },
     { .name = "backing", .type = SCHEMA_STR_OR_OBJECT, .optional = true,
       .object = &qapi_blockdev_options, .nullable = true },
     { .name = "lazy-refcounts", .type = SCHEMA_BOOL, .optional = true },

@@ -519,6 +519,10 @@ BlockDriverState *qmp_snapshot_internal_take(json_object *args, Error **errp)
         error_setg(errp, "Snapshot name '%.32s...' is too long (at most 1023 bytes)", name);
     } else if (ret == -EEXIST) {
         error_setg(errp, "Snapshot with name '%s' already exists on device '%s'", name, device);
+    } else if (ret == -ENOTSUP) {
+        /* The image keeps no snapshots at all (qcow2 with a data file): as
+         * QEMU, the look-up for an existing name is what fails. */
+        error_setg_errno(errp, -ret, "Failed to get a snapshot list");
     } else if (ret < 0) {
         error_setg_errno(errp, -ret, "Failed to create snapshot '%s' on device '%s'", name,
                          device);

@@ -147,6 +147,7 @@ void qmp_init_commands(void)
     qmp_register_commands(qmp_export_commands);
     qmp_register_commands(qmp_job_commands);
     qmp_register_commands(qmp_blockjob_commands);
+    qmp_register_commands(qmp_create_commands);
     qmp_register_commands(qmp_chain_commands);
     qmp_register_commands(qmp_reopen_commands);
     qmp_register_commands(qmp_bitmap_commands);

@@ -198,7 +198,8 @@ def test_read_variants(blockd, sdir, tmp_path, opts):
     d.stop()
 
 
-def test_read_compressed(blockd, sdir, tmp_path):
+@pytest.mark.parametrize("ctype", ["zlib", "zstd"])
+def test_read_compressed(blockd, sdir, tmp_path, ctype):
     src = str(tmp_path / "src.raw")
     rnd = random.Random(7)
     with open(src, "wb") as f:
@@ -216,7 +217,8 @@ def test_read_compressed(blockd, sdir, tmp_path):
         f.write(b"tail" * 1000)
     img = str(tmp_path / "c.qcow2")
     for cs in ("512", "4k", "64k", "2M"):
-        qimg("convert", "-c", "-O", "qcow2", "-o", f"cluster_size={cs}", src, img)
+        qimg("convert", "-c", "-O", "qcow2", "-o",
+             f"cluster_size={cs},compression_type={ctype}", src, img)
         d = Blockd(blockd, sdir, [qcow2_opts(img, {"read-only": True})])
         with open(src, "rb") as f:
             expect = f.read()

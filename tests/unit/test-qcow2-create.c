@@ -214,7 +214,7 @@ static void test_errors(void **state)
     expect_error("{\"driver\": \"nosuch\"}", "Parameter 'driver' does not accept value 'nosuch'");
     expect_error("{\"driver\": \"qcow2\", \"size\": 1048576}", "Parameter 'file' is missing");
     expect_error("{\"driver\": \"qcow2\", \"file\": \"nonode\", \"size\": 1048576}",
-                 "Cannot find device='' nor node-name='nonode'");
+                 "Cannot find device='nonode' nor node-name='nonode'");
 
 #define Q(extra) (snprintf(json, sizeof(json), "{\"driver\": \"qcow2\", \"file\": \"x\", " \
                            "\"size\": 1048576, %s}", extra), json)
