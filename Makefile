@@ -1,7 +1,7 @@
 # blockd - top-level entry points.  The real build is meson + ninja:
 #   build/        gcc, -O2 -g, -Werror          (the default)
-#   build-clang/  clang-19, -Wthread-safety     (proves the lock annotations)
-#   build-tsan/   ThreadSanitizer
+#   build-tsan/   clang-19, -Wthread-safety, ThreadSanitizer (the clang build:
+#                 it proves the lock annotations too)
 #   build-asan/   AddressSanitizer + UndefinedBehaviorSanitizer
 
 MESON ?= meson

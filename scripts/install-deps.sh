@@ -21,8 +21,8 @@ set -eu
 # fio) and 'file', which nbdinfo runs to fill its "content" field.
 PACKAGES="
 make meson ninja-build pkg-config gcc libc6-dev clang-19 libclang-rt-19-dev
-liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev libgnutls28-dev
-libfuse3-dev fuse3
+liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev libzstd-dev
+libgnutls28-dev libfuse3-dev fuse3
 python3 python3-pytest python3-pytest-xdist python3-libnbd
 qemu-utils qemu-system-common qemu-system-x86 busybox-static libnbd-bin nbdkit fio file
 coreutils util-linux mount procps
@@ -115,6 +115,7 @@ tool_runs pkg-config pkg-config --exists liburing
 tool_runs liburing-dev pkg-config --exists liburing
 tool_runs libjson-c-dev pkg-config --exists json-c
 tool_runs zlib1g-dev pkg-config --exists zlib
+tool_runs libzstd-dev pkg-config --exists libzstd
 tool_runs libcmocka-dev pkg-config --exists cmocka
 tool_runs libgnutls28-dev pkg-config --exists gnutls
 tool_runs libfuse3-dev pkg-config --exists fuse3

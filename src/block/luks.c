@@ -236,65 +236,6 @@ static json_object *luks_get_specific_info(BlockDriverState *bs)
 
 /* ---- Amending key slots ------------------------------------------------------------ */
 
-typedef struct Amend {
-    bool activate;
-    int64_t keyslot;                    /* -1: not given */
-    int64_t iter_time;
-    char *new_pw, *old_pw;
-} Amend;
-
-static bool parse_amend(json_object *o, Amend *a, Error **errp)
-{
-    static const char *const states[] = { "active", "inactive", NULL };
-    const char *new_id = NULL, *old_id = NULL;
-    int state = 0;
-
-    a->keyslot = -1;
-    a->iter_time = 2000;
-    if (!opt_get_enum(o, "state", states, &state, errp) ||
-        !opt_get_str(o, "new-secret", &new_id, errp) ||
-        !opt_get_str(o, "old-secret", &old_id, errp) ||
-        !opt_get_int(o, "keyslot", &a->keyslot, errp) ||
-        !opt_get_int(o, "iter-time", &a->iter_time, errp)) {
-        return false;
-    }
-    a->activate = state == 0;
-    if (a->iter_time <= 0 || a->iter_time > INT32_MAX) {
-        error_setg(errp, "Parameter 'iter-time' must be between 1 and %d", INT32_MAX);
-        return false;
-    }
-    if (json_object_object_get_ex(o, "keyslot", NULL) &&
-        (a->keyslot < 0 || a->keyslot >= LUKS_SLOTS)) {
-        error_setg(errp, "Invalid keyslot %lld specified, must be between 0 and %d",
-                   (long long)a->keyslot, LUKS_SLOTS - 1);
-        return false;
-    }
-    if (a->activate && !new_id) {
-        error_setg(errp, "'new-secret' is required to activate a keyslot");
-        return false;
-    }
-    if (!a->activate && new_id) {
-        error_setg(errp, "'new-secret' must not be given when erasing keyslots");
-        return false;
-    }
-    if (a->activate && old_id) {
-        error_setg(errp, "'old-secret' must not be given when activating keyslots");
-        return false;
-    }
-    if (!a->activate && a->keyslot < 0 && !old_id) {
-        error_setg(errp, "To erase keyslot(s), either explicit keyslot index or the password "
-                   "currently contained in them must be given");
-        return false;
-    }
-    if (new_id && !(a->new_pw = secret_lookup_as_utf8(new_id, errp))) {
-        return false;
-    }
-    if (old_id && !(a->old_pw = secret_lookup_as_utf8(old_id, errp))) {
-        return false;
-    }
-    return true;
-}
-
 static int coroutine_fn write_file(void *opaque, uint64_t offset, const void *buf,
                                    size_t len) GRAPH_RDLOCK
 {
@@ -304,169 +245,24 @@ static int coroutine_fn write_file(void *opaque, uint64_t offset, const void *bu
     return bdrv_co_pwritev(bs->file, (int64_t)offset, (int64_t)len, &iov, 1, 0);
 }
 
-static int coroutine_fn write_header(BlockDriverState *bs, Error **errp) GRAPH_RDLOCK
+static int coroutine_fn flush_file(void *opaque) GRAPH_RDLOCK
 {
-    LuksState *s = bs->opaque;
-    uint8_t hdr[LUKS_HEADER_SIZE];
-    int ret;
+    BlockDriverState *bs = opaque;
 
-    luks_header_build(&s->h, hdr);
-    ret = write_file(bs, 0, hdr, sizeof(hdr));
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
-    }
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "Cannot write the LUKS header");
-    }
-    return ret;
-}
-
-static int coroutine_fn add_slot(BlockDriverState *bs, Amend *a, bool force, Error **errp)
-    GRAPH_RDLOCK
-{
-    LuksState *s = bs->opaque;
-    int slot = (int)a->keyslot;
-    int ret;
-
-    if (slot < 0) {
-        for (slot = 0; slot < LUKS_SLOTS && s->h.slots[slot].active; slot++) {
-        }
-        if (slot == LUKS_SLOTS) {
-            error_setg(errp, "Can't add a keyslot - all keyslots are in use");
-            return -EINVAL;
-        }
-    } else if (s->h.slots[slot].active && !force) {
-        error_setg(errp, "Refusing to overwrite active keyslot %d - please erase it first",
-                   slot);
-        return -EINVAL;
-    }
-    /* The master key is the one the node was opened with. */
-    ret = luks_store_slot(&s->h, slot, a->new_pw, s->key, (uint64_t)a->iter_time,
-                          write_file, bs, errp);
-    return ret < 0 ? ret : write_header(bs, errp);
-}
-
-static int active_slots(const LuksHeader *h)
-{
-    int n = 0;
-
-    for (int i = 0; i < LUKS_SLOTS; i++) {
-        n += h->slots[i].active;
-    }
-    return n;
-}
-
-/* Overwrite a slot's key material with random bytes and turn it off. */
-static int coroutine_fn erase_slot(BlockDriverState *bs, int slot, Error **errp) GRAPH_RDLOCK
-{
-    LuksState *s = bs->opaque;
-    size_t len = luks_key_material_len(&s->h);
-    uint8_t *junk = malloc(len);
-    int ret = gnutls_rnd(GNUTLS_RND_RANDOM, junk, len) == 0 ? 0 : -EIO;
-
-    if (ret == 0) {
-        ret = write_file(bs, (uint64_t)s->h.slots[slot].offset_sector * LUKS_SECTOR, junk, len);
-    }
-    free(junk);
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "Cannot erase LUKS key slot %d", slot);
-        return ret;
-    }
-    s->h.slots[slot].active = false;
-    s->h.slots[slot].iterations = 0;
-    memset(s->h.slots[slot].salt, 0, LUKS_SALT_LEN);
-    return 0;
-}
-
-/* The active slots @password opens, as a bit mask. */
-static int coroutine_fn slots_opened_by(BlockDriverState *bs, const char *password)
-    GRAPH_RDLOCK
-{
-    LuksState *s = bs->opaque;
-    uint8_t key[LUKS_MAX_KEY_LEN];
-    int mask = 0;
-
-    for (int i = 0; i < LUKS_SLOTS; i++) {
-        LuksHeader one = s->h;
-        int slot;
-
-        if (!s->h.slots[i].active) {
-            continue;
-        }
-        for (int j = 0; j < LUKS_SLOTS; j++) {
-            one.slots[j].active = j == i;
-        }
-        if (luks_unlock(&one, password, read_file, bs, key, &slot, NULL) == 0) {
-            mask |= 1 << i;
-        }
-    }
-    explicit_bzero(key, sizeof(key));
-    return mask;
-}
-
-static int coroutine_fn remove_slots(BlockDriverState *bs, Amend *a, bool force, Error **errp)
-    GRAPH_RDLOCK
-{
-    LuksState *s = bs->opaque;
-    int mask, ret = 0;
-
-    if (a->keyslot >= 0) {
-        if (!s->h.slots[a->keyslot].active) {
-            error_setg(errp, "Given keyslot %lld is already erased (inactive) ",
-                       (long long)a->keyslot);
-            return -EINVAL;
-        }
-        mask = 1 << a->keyslot;
-        if (a->old_pw && !(slots_opened_by(bs, a->old_pw) & mask)) {
-            error_setg(errp, "Given keyslot %lld doesn't contain the given old password for "
-                       "erase operation", (long long)a->keyslot);
-            return -EINVAL;
-        }
-        if (active_slots(&s->h) == 1 && !force) {
-            error_setg(errp, "Attempt to erase the only active keyslot %lld which will "
-                       "erase all the data in the image irreversibly - refusing operation",
-                       (long long)a->keyslot);
-            return -EINVAL;
-        }
-    } else {
-        mask = slots_opened_by(bs, a->old_pw);
-        if (!mask) {
-            error_setg(errp, "No keyslots match given (old) password for erase operation");
-            return -EINVAL;
-        }
-        if (__builtin_popcount((unsigned)mask) == active_slots(&s->h) && !force) {
-            error_setg(errp, "All the active keyslots match the (old) password that was "
-                       "given and erasing them will erase all the data in the image "
-                       "irreversibly - refusing operation");
-            return -EINVAL;
-        }
-    }
-    for (int i = 0; i < LUKS_SLOTS && ret == 0; i++) {
-        if (mask & (1 << i)) {
-            ret = erase_slot(bs, i, errp);
-        }
-    }
-    return ret < 0 ? ret : write_header(bs, errp);
+    return bdrv_co_flush(bs->file->bs);
 }
 
 static int coroutine_fn luks_co_amend(BlockDriverState *bs, json_object *options, bool force,
                                       Error **errp)
 {
-    Amend a = { 0 };
-    int ret = -EINVAL;
+    LuksState *s = bs->opaque;
+    LuksContainer c = { &s->h, s->key, read_file, write_file, flush_file, bs };
+    int ret;
 
     GLOBAL_STATE_CODE();
-    if (parse_amend(options, &a, errp)) {
-        graph_co_rdlock();
-        ret = a.activate ? add_slot(bs, &a, force, errp) : remove_slots(bs, &a, force, errp);
-        graph_co_rdunlock();
-    }
-    if (a.new_pw) {
-        secret_free(a.new_pw, strlen(a.new_pw));
-    }
-    if (a.old_pw) {
-        secret_free(a.old_pw, strlen(a.old_pw));
-    }
+    graph_co_rdlock();
+    ret = luks_amend(&c, options, force, errp);
+    graph_co_rdunlock();
     return ret;
 }
 

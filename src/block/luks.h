@@ -93,6 +93,23 @@ int luks_store_slot(LuksHeader *h, int slot, const char *password, const uint8_t
 bool luks_header_new(LuksHeader *h, const LuksCipherSpec *spec, const char *hash,
                      uint64_t iter_time_ms, uint8_t *key, Error **errp);
 
+/* ---- Amending key slots (luks-amend.c) ---- */
+
+/* A container's header, master key and I/O (offsets within the container). */
+typedef struct LuksContainer {
+    LuksHeader *h;
+    const uint8_t *key;
+    LuksReadFn *read;
+    LuksWriteFn *write;
+    int (*flush)(void *opaque);
+    void *opaque;
+} LuksContainer;
+
+/* x-blockdev-amend's key slot change (@options: state, new-secret,
+ * old-secret, keyslot, iter-time) on @c, with QEMU's checks and messages;
+ * @force allows erasing the last slot.  0 or -errno with @errp set. */
+int luks_amend(LuksContainer *c, json_object *options, bool force, Error **errp);
+
 /* ---- Payload cipher (luks-cipher.c) ---- */
 
 typedef struct LuksCipher LuksCipher;

@@ -148,6 +148,7 @@ int qcow2_crypto_open(BlockDriverState *bs, json_object *options, Error **errp)
         return ret;
     }
     s->cipher = luks_cipher_new(&s->luks->spec, u.key, errp);
+    memcpy(s->luks_key, u.key, sizeof(s->luks_key));
     explicit_bzero(u.key, sizeof(u.key));
     if (!s->cipher) {
         return -EINVAL;
@@ -165,6 +166,7 @@ void qcow2_crypto_close(BDRVQcow2State *s)
     }
     s->cipher = NULL;
     s->luks = NULL;
+    explicit_bzero(s->luks_key, sizeof(s->luks_key));
 }
 
 json_object *qcow2_crypto_info(BDRVQcow2State *s)
@@ -177,6 +179,59 @@ json_object *qcow2_crypto_info(BDRVQcow2State *s)
     info = luks_info_json(s->luks, (int64_t)s->luks->payload_sector * LUKS_SECTOR);
     json_object_object_add(info, "format", json_object_new_string("luks"));
     return info;
+}
+
+/* ---- Amending key slots ------------------------------------------------------------- */
+
+static int coroutine_fn write_container(void *opaque, uint64_t offset, const void *buf,
+                                        size_t len) GRAPH_RDLOCK
+{
+    BlockDriverState *bs = opaque;
+    BDRVQcow2State *s = bs->opaque;
+
+    if (offset > (uint64_t)s->crypto_length || len > s->crypto_length - offset) {
+        return -EINVAL;
+    }
+    return qcow2_file_pwrite(bs, s->crypto_offset + (int64_t)offset, (int64_t)len, buf);
+}
+
+static int coroutine_fn flush_container(void *opaque) GRAPH_RDLOCK
+{
+    BlockDriverState *bs = opaque;
+
+    return bdrv_co_flush(bs->file->bs);
+}
+
+int coroutine_fn qcow2_co_amend(BlockDriverState *bs, json_object *options, bool force,
+                                Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    LuksContainer c = { s->luks, s->luks_key, read_container, write_container,
+                        flush_container, bs };
+    json_object *enc = NULL;
+    const char *format = NULL;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    if (!json_object_object_get_ex(options, "encrypt", &enc) || !enc) {
+        return 0;                /* qcow2 amends nothing else */
+    }
+    if (!s->luks) {
+        error_setg(errp, "image is not encrypted, can't amend");
+        return -EINVAL;
+    }
+    if (!opt_get_str(enc, "format", &format, errp)) {
+        return -EINVAL;
+    }
+    if (format && strcmp(format, "luks") != 0) {
+        error_setg(errp, "Header reported 'luks' encryption format but options specify "
+                   "'%s'", format);
+        return -EINVAL;
+    }
+    graph_co_rdlock();
+    ret = luks_amend(&c, enc, force, errp);
+    graph_co_rdunlock();
+    return ret;
 }
 
 /* ---- Data I/O ------------------------------------------------------------------------ */

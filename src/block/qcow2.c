@@ -776,6 +776,7 @@ const BlockDriver bdrv_qcow2 = {
     .supports_backing = true,
     .bdrv_co_truncate = qcow2_co_truncate,
     .bdrv_co_create = qcow2_co_create,
+    .bdrv_co_amend = qcow2_co_amend,
     .bdrv_get_info = qcow2_get_info,
     .bdrv_reopen = qcow2_reopen,
     .bdrv_snapshot_create = qcow2_snapshot_create,

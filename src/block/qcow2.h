@@ -164,6 +164,7 @@ typedef struct BDRVQcow2State {
     int64_t crypto_offset, crypto_length;
     LuksHeader *luks;
     LuksCipher *cipher;
+    uint8_t luks_key[LUKS_MAX_KEY_LEN];  /* the master key, for new key slots */
     uint64_t incompat, compat, autoclear;
     uint32_t header_length;
     int64_t size;                /* virtual disk size */
@@ -585,6 +586,10 @@ int qcow2_crypto_ext_parse(BDRVQcow2State *s, const uint8_t *p, uint32_t len, Er
 int qcow2_crypto_open(BlockDriverState *bs, json_object *options, Error **errp)
     GRAPH_UNLOCKED;
 void qcow2_crypto_close(BDRVQcow2State *s);
+/* x-blockdev-amend: the encrypt member's key slot change, or nothing.
+ * Global state, in the amend job's coroutine. */
+int coroutine_fn qcow2_co_amend(BlockDriverState *bs, json_object *options, bool force,
+                                Error **errp);
 /* The format-specific "encrypt" member, or NULL if not encrypted. */
 json_object *qcow2_crypto_info(BDRVQcow2State *s);
 /* Guest data at @host of the data child, decrypted on the way in or

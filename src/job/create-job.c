@@ -78,13 +78,7 @@ Job *create_job_start(const char *job_id, json_object *options, Error **errp)
 
 /* ---- x-blockdev-amend ------------------------------------------------------------- */
 
-/*
- * The driver amends (luks: its key slots).  A qcow2 node has no driver
- * callback: what qcow2 lets x-blockdev-amend change is its encryption's
- * key slots, and blockd's qcow2 opens no encrypted image, so a request to
- * change them gets the answer QEMU gives for an image without
- * encryption; without one there is nothing to do.
- */
+/* The driver amends (luks, and qcow2's encryption: their key slots). */
 static int coroutine_fn amend_run(Job *job, Error **errp)
 {
     OptionsJob *s = (OptionsJob *)job;
@@ -93,9 +87,6 @@ static int coroutine_fn amend_run(Job *job, Error **errp)
     job_progress_set_remaining(job, 1);
     if (s->bs->drv->bdrv_co_amend) {
         ret = s->bs->drv->bdrv_co_amend(s->bs, s->options, s->force, errp);
-    } else if (json_object_object_get_ex(s->options, "encrypt", NULL)) {
-        error_setg(errp, "image is not encrypted, can't amend");
-        ret = -EINVAL;
     }
     job_progress_update(job, 1);
     return ret;

@@ -211,3 +211,54 @@ def test_hostile_crypto_header_is_refused(d, good_image, offset, length):
     r = x.q.execute("blockdev-add", node(img, encrypt={"format": "luks", "key-secret": "s0"}))
     assert "error" in r and r["error"]["desc"], r
     assert "Sanitizer" not in x.quit()
+
+
+def amend_session(prog, d):
+    """Key slots of an encrypted qcow2 image added and erased with
+    x-blockdev-amend; a plain image has nothing to amend."""
+    img, plain = f"{d}/t.qcow2", f"{d}/p.qcow2"
+    create_encrypted(img)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", plain, "1M"], check=True)
+    x = Daemon(prog, d, None)
+    q = x.q
+    for sid, pw in (("s0", "pw"), ("s1", "pw1"), ("bad", "nope")):
+        q.cmd("object-add", qom_type="secret", id=sid, data=pw)
+    q.cmd("blockdev-add", **node(img, encrypt={"format": "luks", "key-secret": "s0"}))
+    q.cmd("blockdev-add", driver="qcow2", node_name="p", file={"driver": "file",
+                                                               "filename": plain})
+    out = []
+    for n, (target, enc) in enumerate([
+            ("p", {"format": "luks", "state": "active", "new-secret": "s1"}),
+            ("p", None),
+            ("t", {"format": "luks", "state": "active", "new-secret": "s1", "iter-time": 10}),
+            ("t", {"format": "luks", "state": "inactive", "old-secret": "bad"}),
+            ("t", {"format": "luks", "state": "inactive", "keyslot": 0}),
+            ("t", {"format": "luks", "state": "inactive", "keyslot": 1, "old-secret": "s0"}),
+            ("t", {"format": "luks", "state": "inactive", "old-secret": "s0"})]):
+        opts = {"driver": "qcow2", **({"encrypt": enc} if enc else {})}
+        for _ in range(QEMU_ATTEMPTS):
+            r = q.execute("x-blockdev-amend", {"job-id": f"a{n}", "node-name": target,
+                                               "options": opts})
+            r = r if "error" in r else wait_job(q, f"a{n}")
+            if QEMU_TIMING_FLAKE not in str(r):
+                break
+        out.append(r)
+    n = [n for n in q.cmd("query-named-block-nodes") if n["node-name"] == "t"][0]
+    out.append([s["active"] for s in n["image"]["format-specific"]["data"]["encrypt"]["slots"]])
+    assert "Sanitizer" not in x.quit()
+    # Only the new password opens the image now.
+    for pw in ("pw", "pw1"):
+        r = subprocess.run(["qemu-io", "--object", f"secret,id=k,data={pw}", "--image-opts",
+                            "-c", "read 0 4k",
+                            f"driver=qcow2,encrypt.key-secret=k,file.filename={img}"],
+                           capture_output=True, text=True)
+        out.append(r.returncode)
+    return out
+
+
+def test_amend_key_slots_matches_qsd():
+    ours, theirs = both_sessions(amend_session)
+    assert ours[0] == "image is not encrypted, can't amend" and ours[1] is None, ours
+    assert ours[2] is None and ours[4] is None, ours
+    assert ours[-3:] == [[False, True] + [False] * 6, 1, 0], ours
+    assert ours == theirs
