@@ -236,36 +236,34 @@ int coroutine_fn qcow2_co_amend(BlockDriverState *bs, json_object *options, bool
 
 /* ---- Data I/O ------------------------------------------------------------------------ */
 
-int coroutine_fn qcow2_data_preadv(BlockDriverState *bs, BDRVQcow2State *s, int64_t host,
-                                   int64_t bytes, struct iovec *iov, int niov)
+/* Through a bounce buffer, CRYPT_STEP bytes at a time: read and decrypt
+ * into @iov, or encrypt a copy of @iov and write it. */
+static int coroutine_fn crypt_bounced(BdrvChild *child, LuksCipher *cipher, int64_t host,
+                                      int64_t bytes, struct iovec *iov, int niov, bool write)
+    GRAPH_RDLOCK
 {
-    BdrvChild *child = qcow2_data(bs, s);
-    uint8_t *bounce;
-    int ret = 0;
+    uint8_t *bounce = malloc(bytes < CRYPT_STEP ? bytes : CRYPT_STEP);
+    int ret = bounce ? 0 : -ENOMEM;
 
-    if (!s->cipher) {
-        return bdrv_co_preadv(child, host, bytes, iov, niov, 0);
-    }
-    if (niov == 1) {
-        ret = bdrv_co_preadv(child, host, bytes, iov, 1, 0);
-        return ret < 0 ? ret : luks_cipher_crypt(s->cipher, (uint64_t)host / LUKS_SECTOR,
-                                                 iov[0].iov_base, (size_t)bytes, false);
-    }
-    bounce = malloc(bytes < CRYPT_STEP ? bytes : CRYPT_STEP);
-    if (!bounce) {
-        return -ENOMEM;
-    }
     for (int64_t done = 0; done < bytes && ret >= 0;) {
         int64_t n = bytes - done < CRYPT_STEP ? bytes - done : CRYPT_STEP;
+        uint64_t sector = (uint64_t)(host + done) / LUKS_SECTOR;
         struct iovec b = { bounce, (size_t)n };
 
-        ret = bdrv_co_preadv(child, host + done, n, &b, 1, 0);
-        if (ret >= 0) {
-            ret = luks_cipher_crypt(s->cipher, (uint64_t)(host + done) / LUKS_SECTOR, bounce,
-                                    (size_t)n, false);
-        }
-        if (ret >= 0) {
-            iov_from_buf(iov, niov, (size_t)done, bounce, (size_t)n);
+        if (write) {
+            iov_to_buf(iov, niov, (size_t)done, bounce, (size_t)n);
+            ret = luks_cipher_crypt(cipher, sector, bounce, (size_t)n, true);
+            if (ret >= 0) {
+                ret = bdrv_co_pwritev(child, host + done, n, &b, 1, 0);
+            }
+        } else {
+            ret = bdrv_co_preadv(child, host + done, n, &b, 1, 0);
+            if (ret >= 0) {
+                ret = luks_cipher_crypt(cipher, sector, bounce, (size_t)n, false);
+            }
+            if (ret >= 0) {
+                iov_from_buf(iov, niov, (size_t)done, bounce, (size_t)n);
+            }
         }
         done += n;
     }
@@ -273,33 +271,32 @@ int coroutine_fn qcow2_data_preadv(BlockDriverState *bs, BDRVQcow2State *s, int6
     return ret;
 }
 
+int coroutine_fn qcow2_data_preadv(BlockDriverState *bs, BDRVQcow2State *s, int64_t host,
+                                   int64_t bytes, struct iovec *iov, int niov)
+{
+    BdrvChild *child = qcow2_data(bs, s);
+    int ret;
+
+    if (!s->cipher) {
+        return bdrv_co_preadv(child, host, bytes, iov, niov, 0);
+    }
+    if (niov == 1) {
+        /* One buffer: decrypted where it is. */
+        ret = bdrv_co_preadv(child, host, bytes, iov, 1, 0);
+        return ret < 0 ? ret : luks_cipher_crypt(s->cipher, (uint64_t)host / LUKS_SECTOR,
+                                                 iov[0].iov_base, (size_t)bytes, false);
+    }
+    return crypt_bounced(child, s->cipher, host, bytes, iov, niov, false);
+}
+
 int coroutine_fn qcow2_data_pwritev(BlockDriverState *bs, BDRVQcow2State *s, int64_t host,
                                     int64_t bytes, struct iovec *iov, int niov)
 {
     BdrvChild *child = qcow2_data(bs, s);
-    uint8_t *bounce;
-    int ret = 0;
 
     if (!s->cipher) {
         return bdrv_co_pwritev(child, host, bytes, iov, niov, 0);
     }
     /* The guest's buffer is never encrypted in place: it is the guest's. */
-    bounce = malloc(bytes < CRYPT_STEP ? bytes : CRYPT_STEP);
-    if (!bounce) {
-        return -ENOMEM;
-    }
-    for (int64_t done = 0; done < bytes && ret >= 0;) {
-        int64_t n = bytes - done < CRYPT_STEP ? bytes - done : CRYPT_STEP;
-        struct iovec b = { bounce, (size_t)n };
-
-        iov_to_buf(iov, niov, (size_t)done, bounce, (size_t)n);
-        ret = luks_cipher_crypt(s->cipher, (uint64_t)(host + done) / LUKS_SECTOR, bounce,
-                                (size_t)n, true);
-        if (ret >= 0) {
-            ret = bdrv_co_pwritev(child, host + done, n, &b, 1, 0);
-        }
-        done += n;
-    }
-    free(bounce);
-    return ret;
+    return crypt_bounced(child, s->cipher, host, bytes, iov, niov, true);
 }

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from test_bitmaps_persistent import Daemon
+from test_luks import wait_job
 from test_qsd_compat import both_sessions
 
 MiB = 1024 * 1024
@@ -64,14 +65,6 @@ def test_compress_filter_matches_qsd(ctype):
     ours, theirs = both_sessions(session, ctype)
     assert ours[2:5] == [(0, False), (0, False), (0, False)], ours
     assert ours == theirs
-
-
-def wait_job(q, job):
-    while True:
-        jobs = [j for j in q.cmd("query-jobs") if j["id"] == job]
-        if jobs and jobs[0]["status"] == "concluded":
-            q.cmd("job-dismiss", id=job)
-            return jobs[0].get("error")
 
 
 def create_session(prog, d):

@@ -15,6 +15,7 @@ import pytest
 from conftest import BLOCKD
 from nbdutil import short_dir
 from test_bitmaps_persistent import Daemon
+from test_luks import wait_job
 from test_qsd_compat import both_sessions
 
 MiB = 1024 * 1024
@@ -26,14 +27,6 @@ def qemu_io(uri, *cmds, fmt=("-f", "raw")):
         args += ["-c", c]
     r = subprocess.run(args + [uri], capture_output=True, text=True)
     return r.returncode, "failed" in r.stdout + r.stderr
-
-
-def wait_job(q, job):
-    while True:
-        jobs = [j for j in q.cmd("query-jobs") if j["id"] == job]
-        if jobs and jobs[0]["status"] == "concluded":
-            q.cmd("job-dismiss", id=job)
-            return jobs[0].get("error")
 
 
 def export(q, d, node):

@@ -12,7 +12,7 @@ import pytest
 from conftest import BLOCKD
 from nbdutil import short_dir
 from test_bitmaps_persistent import Daemon
-from test_luks import QEMU_ATTEMPTS, QEMU_TIMING_FLAKE, qemu_img_keying
+from test_luks import QEMU_ATTEMPTS, QEMU_TIMING_FLAKE, qemu_img_keying, wait_job
 from test_qsd_compat import both_sessions
 
 MiB = 1024 * 1024
@@ -101,14 +101,6 @@ def normalize(info):
             if "iters" in s:
                 s["iters"] = 0
     return info
-
-
-def wait_job(q, job):
-    while True:
-        jobs = [j for j in q.cmd("query-jobs") if j["id"] == job]
-        if jobs and jobs[0]["status"] == "concluded":
-            q.cmd("job-dismiss", id=job)
-            return jobs[0].get("error")
 
 
 def session(prog, d):
