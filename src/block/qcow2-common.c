@@ -86,12 +86,15 @@ int coroutine_fn qcow2_file_flush(BlockDriverState *bs, BDRVQcow2State *s)
     return ret;
 }
 
-bool qcow2_overlaps_metadata(BDRVQcow2State *s, int64_t offset, int64_t bytes)
+/* @with_container: the LUKS container counts as metadata too. */
+static bool overlaps(BDRVQcow2State *s, int64_t offset, int64_t bytes, bool with_container)
+    QCOW2_LOCKED
 {
     int64_t ranges[][2] = {
         { 0, s->cluster_size },
         { s->l1_offset, (int64_t)s->l1_size * 8 },
         { s->reftable_offset, (int64_t)s->reftable_size * 8 },
+        { s->crypto_offset, with_container ? s->crypto_length : 0 },
     };
 
     int64_t first = offset >> s->cluster_bits;
@@ -105,6 +108,16 @@ bool qcow2_overlaps_metadata(BDRVQcow2State *s, int64_t offset, int64_t bytes)
     return bytes > 0 &&
            qcow2_metaset_find(&s->meta, first,
                               ((offset + bytes - 1) >> s->cluster_bits) - first + 1) >= 0;
+}
+
+bool qcow2_overlaps_metadata(BDRVQcow2State *s, int64_t offset, int64_t bytes)
+{
+    return overlaps(s, offset, bytes, true);
+}
+
+bool qcow2_container_overlaps_tables(BDRVQcow2State *s)
+{
+    return s->crypto_length && overlaps(s, s->crypto_offset, s->crypto_length, false);
 }
 
 int qcow2_meta_reserve(BDRVQcow2State *s, int64_t n)

@@ -169,6 +169,23 @@ static int parse_encrypt(json_object *options, Qcow2CreateOpts *o, Error **errp)
 /* Combinations QEMU refuses, with its messages. */
 static int check_combinations(Qcow2CreateOpts *o, Error **errp)
 {
+    if (o->data_file && o->version < 3) {
+        error_setg(errp, "External data files are only supported with compatibility level "
+                   "1.1 and above (use version=v3 or greater)");
+        return -EINVAL;
+    }
+    if (o->data_file_raw && !o->data_file) {
+        error_setg(errp, "data-file-raw requires data-file");
+        return -EINVAL;
+    }
+    if (o->data_file_raw && o->backing_file) {
+        error_setg(errp, "Backing file and data-file-raw cannot be used at the same time");
+        return -EINVAL;
+    }
+    /* A raw data file must read as the disk: every cluster is mapped. */
+    if (o->data_file_raw && !o->prealloc) {
+        o->prealloc = 1;
+    }
 
     if (o->version < 3 && o->refcount_order != 4) {
         error_setg(errp, "Different refcount widths than 16 bits require compatibility "
@@ -205,22 +222,11 @@ static int check_combinations(Qcow2CreateOpts *o, Error **errp)
         return -ENOTSUP;
     }
     if (o->encrypt && o->prealloc) {
-        /* The preallocated clusters would read as decrypted noise. */
-        error_setg(errp, "blockd does not preallocate encrypted qcow2 images");
+        /* The preallocated clusters would read as decrypted noise (a raw
+         * data file is preallocated). */
+        error_setg(errp, "blockd does not preallocate encrypted qcow2 images%s",
+                   o->data_file_raw ? " (data-file-raw maps every cluster)" : "");
         return -ENOTSUP;
-    }
-    if (o->data_file && o->version < 3) {
-        error_setg(errp, "External data files are only supported with compatibility level "
-                   "1.1 and above (use version=v3 or greater)");
-        return -EINVAL;
-    }
-    if (o->data_file_raw && !o->data_file) {
-        error_setg(errp, "data-file-raw requires data-file");
-        return -EINVAL;
-    }
-    if (o->data_file_raw && o->backing_file) {
-        error_setg(errp, "Backing file and data-file-raw cannot be used at the same time");
-        return -EINVAL;
     }
     if (o->compression_type != QCOW2_COMPRESSION_ZLIB && o->version < 3) {
         error_setg(errp, "Non-zlib compression type is only supported with compatibility "
@@ -394,7 +400,10 @@ static int build_header(const Qcow2CreateOpts *o, const Layout *l, uint8_t *h, E
         put32(h + 32, QCOW2_CRYPT_LUKS);
         qcow2_put_be64(ext, (uint64_t)luks_offset(l, cs));
         qcow2_put_be64(ext + 8, (uint64_t)o->luks.length);
-        add_ext(h, cs - name_len, &pos, QCOW2_EXT_CRYPTO, ext, sizeof(ext));
+        if (!add_ext(h, cs - name_len, &pos, QCOW2_EXT_CRYPTO, ext, sizeof(ext))) {
+            error_setg(errp, "The crypto header does not fit in the header cluster");
+            return -EINVAL;
+        }
     }
     if (o->data_file &&
         !add_ext(h, cs - name_len, &pos, QCOW2_EXT_DATA_FILE, o->data_file_name,
@@ -625,10 +634,6 @@ int coroutine_fn qcow2_co_create(json_object *options, Error **errp)
     if (ret < 0) {
         free_opts(&o);
         return ret;
-    }
-    /* A raw data file must read as the disk: every cluster is mapped. */
-    if (o.data_file_raw && !o.prealloc) {
-        o.prealloc = 1;
     }
     ret = create_target_open(&t, options, errp);
     if (ret >= 0 && o.data_file) {

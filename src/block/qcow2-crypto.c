@@ -35,7 +35,8 @@ int qcow2_crypto_ext_parse(BDRVQcow2State *s, const uint8_t *p, uint32_t len, Er
     }
     s->crypto_offset = (int64_t)qcow2_be64(p);
     s->crypto_length = (int64_t)qcow2_be64(p + 8);
-    if (s->crypto_offset <= 0 || (s->crypto_offset & (s->cluster_size - 1)) ||
+    if (s->crypto_offset <= 0 || s->crypto_offset > (int64_t)QCOW2_OFFSET_MASK ||
+        (s->crypto_offset & (s->cluster_size - 1)) ||
         s->crypto_length < LUKS_HEADER_SIZE || s->crypto_length > (64 << 20)) {
         error_setg(errp, "qcow2: invalid crypto header (offset %lld, length %lld)",
                    (long long)s->crypto_offset, (long long)s->crypto_length);
@@ -140,6 +141,9 @@ int qcow2_crypto_open(BlockDriverState *bs, json_object *options, Error **errp)
         return -EINVAL;
     }
     s->luks = calloc(1, sizeof(*s->luks));
+    if (!s->luks) {
+        error_setg(&u.err, "Cannot allocate the LUKS header");
+    }
     ret = s->luks ? bdrv_run_co(bs, unlock_co, &u) : -ENOMEM;
     secret_free((void *)u.password, strlen(u.password));
     if (ret < 0) {

@@ -234,12 +234,16 @@ static int count_range(void *opaque, int64_t offset, int64_t bytes, const char *
     return count(c->s, c, offset, bytes, what);
 }
 
-/* Every reference in the image: the header, the active tables, the
- * snapshots', the persistent bitmaps'. */
+/* Every reference in the image: the header, the LUKS container, the
+ * active tables, the snapshots', the persistent bitmaps'. */
 static int coroutine_fn count_all(BlockDriverState *bs, BDRVQcow2State *s, Counts *c)
     GRAPH_RDLOCK QCOW2_LOCKED
 {
     int ret = count(s, c, 0, s->cluster_size, "header");
+
+    if (ret >= 0 && s->crypt_method == QCOW2_CRYPT_LUKS && s->crypto_length) {
+        ret = count(s, c, s->crypto_offset, s->crypto_length, "LUKS container");
+    }
 
     if (ret >= 0) {
         ret = count_l1(bs, s, c, s->l1_offset, s->l1_size);

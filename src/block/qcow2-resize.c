@@ -179,7 +179,8 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t size, Error **e
          * onto it as at creation. */
         if (s->data_file) {
             ret = bdrv_co_truncate(s->data_file, size, errp);
-            if (ret >= 0 && s->data_file_raw && size > old_size) {
+            /* (Not an encrypted one: mapped zeroes would read as noise.) */
+            if (ret >= 0 && s->data_file_raw && !s->cipher && size > old_size) {
                 ret = qcow2_preallocate_metadata(bs, s, qcow2_align_up(old_size,
                                                                        s->cluster_size));
             }

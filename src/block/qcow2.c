@@ -37,7 +37,7 @@
 #include "block-internal.h"
 #include "qcow2.h"
 
-#define DEFAULT_L2_CACHE_BYTES (32 * 1024 * 1024)   /* at most; see open_co() */
+#define DEFAULT_L2_CACHE_BYTES (32 * 1024 * 1024)   /* at most; see open_header_co() */
 #define DEFAULT_RB_CACHE_BYTES (256 * 1024)
 #define MIN_CACHE_TABLES 4
 
@@ -345,7 +345,8 @@ static int cache_tables(int64_t bytes, int64_t cs)
     return n < MIN_CACHE_TABLES ? MIN_CACHE_TABLES : n > 65536 ? 65536 : (int)n;
 }
 
-static int coroutine_fn open_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
+/* The header, its extensions and the caches. */
+static int coroutine_fn open_header_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
 {
     /* Runs before anything else can see the node: no lock needed. */
     BDRVQcow2State *s = bs->opaque;
@@ -409,6 +410,19 @@ static int coroutine_fn open_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
                                   s->cluster_size, qcow2_refcounts_stable);
     s->rb_cache = qcow2_cache_new(cache_tables(a->rb_cache_bytes, s->cluster_size),
                                   s->cluster_size, NULL);
+    return 0;
+}
+
+/* The tables, once the data file is open and the image unlocked: nothing
+ * is written to an image before then (a repair would otherwise rebuild
+ * the refcounts of an image whose password is wrong). */
+static int coroutine_fn open_tables_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
+{
+    /* Runs before anything else can see the node: no lock needed. */
+    BDRVQcow2State *s = bs->opaque;
+    OpenArgs *a = opaque;
+    int ret;
+
     if ((a->flags & BDRV_O_RDWR) && (s->incompat & QCOW2_INCOMPAT_CORRUPT)) {
         error_setg(a->errp, "qcow2: Image is corrupt; cannot be opened read/write");
         return -EACCES;
@@ -427,6 +441,10 @@ static int coroutine_fn open_co(BlockDriverState *bs, void *opaque) TSA_NO_TSA
     }
     if (ret >= 0) {
         ret = qcow2_snapshot_guard_init(bs, s, a->errp);
+    }
+    if (ret >= 0 && qcow2_container_overlaps_tables(s)) {
+        error_setg(a->errp, "qcow2: the LUKS container overlaps the image's tables");
+        ret = -EINVAL;
     }
     if (ret >= 0 && (a->flags & BDRV_O_RDWR)) {
         qcow2_check_references_or_warn(bs, s);
@@ -630,7 +648,7 @@ static int qcow2_open(BlockDriverState *bs, json_object *options, int flags, Err
         return -1;
     }
     init_state(s, bs);
-    ret = bdrv_run_co(bs, open_co, &a);
+    ret = bdrv_run_co(bs, open_header_co, &a);
     if (ret >= 0 && s->discard_no_unref && s->version < 3) {
         error_setg(errp, "discard-no-unref is only supported since qcow2 version 3");
         ret = -EINVAL;
@@ -640,6 +658,9 @@ static int qcow2_open(BlockDriverState *bs, json_object *options, int flags, Err
     }
     if (ret >= 0) {
         ret = qcow2_crypto_open(bs, options, errp);
+    }
+    if (ret >= 0) {
+        ret = bdrv_run_co(bs, open_tables_co, &a);
     }
     if (ret >= 0) {
         ret = open_backing(bs, options, errp);

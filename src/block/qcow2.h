@@ -271,9 +271,11 @@ int coroutine_fn qcow2_file_flush(BlockDriverState *bs, BDRVQcow2State *s)
     GRAPH_RDLOCK QCOW2_LOCKED;
 /* Does host range [offset, +bytes) overlap the header, the L1 table, the
  * refcount table, the snapshot table, a snapshot's L1 table, an active L2
- * table or a refcount block?  Cheap: checked before every in-place data
- * write. */
+ * table, a refcount block or the LUKS container?  Cheap: checked before
+ * every in-place data write. */
 bool qcow2_overlaps_metadata(BDRVQcow2State *s, int64_t offset, int64_t bytes) QCOW2_LOCKED;
+/* Does the LUKS container (part of the metadata above) overlap the rest? */
+bool qcow2_container_overlaps_tables(BDRVQcow2State *s) QCOW2_LOCKED;
 /* The set of L2 table, refcount block and snapshot clusters behind that
  * check:
  * enter or remove the table at host @offset; make room for @n entries so

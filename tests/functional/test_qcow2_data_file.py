@@ -47,7 +47,11 @@ def guest_ops(uri):
             qemu_io(uri, "write -z 64k 64k"),            # zeroes, storage kept
             qemu_io(uri, "write -z -u 128k 64k"),        # zeroes, storage dropped
             qemu_io(uri, "discard 192k 64k"),
-            qemu_io(uri, "read -P 0x11 0 64k", "read -P 0 64k 192k", "read -P 0x11 256k 768k",
+            # Part of a zeroed cluster whose old data may still be in the
+            # data file: the rest of the cluster must read as zeroes.
+            qemu_io(uri, "write -P 0x66 68k 4k"),
+            qemu_io(uri, "read -P 0x11 0 64k", "read -P 0 64k 4k", "read -P 0x66 68k 4k",
+                    "read -P 0 72k 184k", "read -P 0x11 256k 768k",
                     "read -P 0 1M 64k", "read -P 0x22 1088k 4k", "read -P 0 1092k 60k")]
 
 
@@ -72,11 +76,12 @@ def session(prog, d, raw):
     out.append(map_of(img))
     r = subprocess.run(["qemu-img", "check", img], capture_output=True, text=True)
     out.append((r.returncode, r.stdout.strip().splitlines()[1:]))
-    out.append(qemu_io(img, "read -P 0x11 0 64k", "read -P 0 64k 192k", "read -P 0 4M 4M",
-                       fmt=()))
+    out.append(qemu_io(img, "read -P 0x11 0 64k", "read -P 0 64k 4k", "read -P 0x66 68k 4k",
+                       "read -P 0 72k 184k", "read -P 0 4M 4M", fmt=()))
     if raw:
         # The data file is the disk.
-        out.append(qemu_io(f"{d}/t.data", "read -P 0x11 0 64k", "read -P 0 64k 192k",
+        out.append(qemu_io(f"{d}/t.data", "read -P 0x11 0 64k", "read -P 0 64k 4k",
+                           "read -P 0x66 68k 4k", "read -P 0 72k 184k",
                            "read -P 0x22 1088k 4k"))
     out.append(subprocess.run(["stat", "-c", "%s", f"{d}/t.data"], capture_output=True,
                               text=True).stdout.strip())
@@ -86,7 +91,7 @@ def session(prog, d, raw):
 @pytest.mark.parametrize("raw", [False, True], ids=["data-file", "data-file-raw"])
 def test_data_file_matches_qsd(raw):
     ours, theirs = both_sessions(session, raw, dir_token=True)
-    assert ours[0] == [[0, False]] * 5, ours
+    assert ours[0] == [[0, False]] * 6, ours
     assert ours[1]["data"]["data-file"] == "@DIR@/t.data", ours
     assert ours[1]["data"]["data-file-raw"] is raw, ours
     assert "error" in ours[3] and "return" in ours[4], ours

@@ -77,8 +77,18 @@ def test_images_interchange_with_qemu(d):
                   "write -P 0x22 200k 3", "write -P 0x33 1M 8k", "write -z 2M 64k") == (0, False)
     assert nbd_io(uri, "read -P 0x61 128k 72k", "read -P 0x22 200k 3",
                   "read -P 0x61 204803 60k", "read -P 0x33 1M 8k") == (0, False)
+    # After an internal snapshot the clusters are shared: a partial write
+    # copies one to a new host cluster, decrypted with the old place's IV
+    # and encrypted with the new one's.
+    assert "error" not in x.q.execute("blockdev-snapshot-internal-sync",
+                                      {"device": "t", "name": "s1"})
+    assert nbd_io(uri, "write -P 0x77 80k 512") == (0, False)
+    assert nbd_io(uri, "read -P 0x11 64k 16k", "read -P 0x77 80k 512",
+                  "read -P 0x11 82432 48640") == (0, False)
     assert "Sanitizer" not in x.quit()
-    assert qemu_io_enc(img, "read -P 0x61 0 64k", "read -P 0x11 64k 64k",
+    assert qemu_io_enc(img, "read -P 0x11 64k 16k", "read -P 0x77 80k 512",
+                       "read -P 0x11 82432 48640") == (0, False)
+    assert qemu_io_enc(img, "read -P 0x61 0 64k",
                        "read -P 0x61 128k 72k", "read -P 0x22 200k 3",
                        "read -P 0x61 204803 60k", "read -P 0x33 1M 8k",
                        "read -P 0x61 1032k 64k", "read -P 0 2M 64k") == (0, False)
@@ -142,11 +152,16 @@ def session(prog, d):
     q.cmd("blockdev-add", driver="qcow2", node_name="n", file="nf",
           encrypt={"format": "luks", "key-secret": "s0"})
     uri = export(q, d, "n")
-    out.append(nbd_io(uri, "write -P 0x44 4k 8k", "read -P 0x44 4k 8k", "read -P 0 0 4k"))
+    out.append(nbd_io(uri, "write -P 0x44 4k 8k", "read -P 0x44 4k 8k", "read -P 0 0 4k",
+                      # a sector inside a new cluster: the rest reads as zeroes
+                      "write -P 0x55 102912 512", "read -P 0 100k 512",
+                      "read -P 0 103424 3k"))
     n = [n for n in q.cmd("query-named-block-nodes") if n["node-name"] == "n"][0]
     out.append(normalize(n["image"]["format-specific"]))
     assert "Sanitizer" not in x.quit()
-    out.append(qemu_io_enc(new, "read -P 0x44 4k 8k", "read -P 0 12k 4084k"))
+    out.append(qemu_io_enc(new, "read -P 0x44 4k 8k", "read -P 0 12k 88k",
+                           "read -P 0x55 102912 512", "read -P 0 103424 3k",
+                           "read -P 0 104k 3992k"))
     info = subprocess.run(["qemu-img", "info", "--output=json", *SECRET, "--image-opts",
                            f"driver=qcow2,encrypt.key-secret=s0,file.filename={new}"],
                           capture_output=True, text=True)
@@ -254,3 +269,34 @@ def test_amend_key_slots_matches_qsd():
     assert ours[2] is None and ours[4] is None, ours
     assert ours[-3:] == [[False, True] + [False] * 6, 1, 0], ours
     assert ours == theirs
+
+
+def test_dirty_encrypted_image_is_repaired_not_destroyed(d):
+    """A dirty image (lazy refcounts, not closed) is repaired at a
+    read-write open -- with its LUKS container counted, so its key
+    material survives -- and only once it is unlocked: a wrong password
+    changes nothing."""
+    img = f"{d}/t.qcow2"
+    create_encrypted(img, "4M", "-o", "lazy_refcounts=on")
+    assert qemu_io_enc(img, "write -P 0x12 0 1M") == (0, False)
+    with open(img, "r+b") as f:
+        f.seek(79)                # incompatible features, low byte: the dirty bit
+        bits = f.read(1)[0]
+        f.seek(79)
+        f.write(bytes([bits | 1]))
+    before = open(img, "rb").read()
+    x = Daemon(BLOCKD, d, None)
+    for sid, pw in (("s0", "pw"), ("bad", "nope")):
+        x.q.cmd("object-add", qom_type="secret", id=sid, data=pw)
+    r = x.q.execute("blockdev-add", node(img, encrypt={"format": "luks", "key-secret": "bad"}))
+    assert "Invalid password" in r["error"]["desc"], r
+    assert open(img, "rb").read() == before
+    x.q.cmd("blockdev-add", **node(img, encrypt={"format": "luks", "key-secret": "s0"}))
+    uri = export(x.q, d)
+    assert nbd_io(uri, "read -P 0x12 0 1M", "write -P 0x34 2M 1M") == (0, False)
+    assert "Sanitizer" not in x.quit()
+    assert qemu_io_enc(img, "read -P 0x12 0 1M", "read -P 0x34 2M 1M") == (0, False)
+    r = subprocess.run(["qemu-img", "check", *SECRET, "--image-opts",
+                        f"driver=qcow2,encrypt.key-secret=s0,file.filename={img}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
