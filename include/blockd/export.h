@@ -53,9 +53,22 @@ void blk_exp_unref(BlockExport *exp);
 
 /* ---- The NBD server ---- */
 
+/* What one server lets its clients hold. */
+typedef struct NbdServerLimits {
+    /* Connections at once (0: no limit).  At the limit, a new connection
+     * replaces the oldest one still in its handshake, if any; else it is
+     * hung up on. */
+    int max_connections;
+    /* Seconds a client has to finish the handshake (0: no limit). */
+    int handshake_max_seconds;
+} NbdServerLimits;
+
+#define NBD_DEFAULT_MAX_CONNECTIONS 100
+#define NBD_DEFAULT_HANDSHAKE_MAX_SECONDS 10
+
 /* nbd-server-start / --nbd-server: listen on @addr (SocketAddress:
- * type unix+path or inet+host+port). */
-bool nbd_server_start(json_object *addr, int max_connections, Error **errp);
+ * type unix+path or inet+host+port).  Global state. */
+bool nbd_server_start(json_object *addr, const NbdServerLimits *limits, Error **errp);
 bool nbd_server_stop(Error **errp);
 bool nbd_server_running(void);
 

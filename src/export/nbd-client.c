@@ -73,11 +73,17 @@ static void budget_release(int64_t bytes)
     bd_mutex_unlock(&budget.lock);
 }
 
-/* Take @bytes of the server budget, waiting while others hold it all. */
+/* Take @bytes of the server budget for a request of @c, waiting while
+ * others hold it.  A small request of a connection with nothing else in
+ * flight always goes (clients that stall cannot lock out the others'
+ * ordinary requests); a large one waits too, which ends once the others'
+ * replies are out, since no request is larger than the budget. */
 static void coroutine_fn budget_acquire(NbdClient *c, int64_t bytes)
 {
+    bool small_and_alone = c->in_flight == 0 && bytes <= SMALL_REQUEST_BYTES;
+
     bd_mutex_lock(&budget.lock);
-    while (c->in_flight > 0 && budget.bytes + bytes > SERVER_MAX_IN_FLIGHT_BYTES) {
+    while (!small_and_alone && budget.bytes + bytes > SERVER_MAX_IN_FLIGHT_BYTES) {
         co_queue_wait_bdmutex(&budget.waiters, &budget.lock);
     }
     budget.bytes += bytes;
@@ -877,8 +883,8 @@ static void coroutine_fn request_co(void *opaque)
 
 /* ---- The connection --------------------------------------------------------------- */
 
-/* Read the next request; false to end the connection. */
-static bool coroutine_fn receive_request(NbdClient *c, NbdRequest *r)
+/* Read the next request's header; false to end the connection. */
+static bool coroutine_fn receive_header(NbdClient *c, NbdRequest *r)
 {
     uint8_t hdr[28];
 
@@ -891,16 +897,21 @@ static bool coroutine_fn receive_request(NbdClient *c, NbdRequest *r)
     r->offset = nbd_get64(hdr + 16);
     r->length = nbd_get32(hdr + 24);
     r->buf = NULL;
-    if (r->type == NBD_CMD_WRITE) {
-        /* The payload follows whatever we think of the request. */
-        if (r->length > NBD_MAX_BUFFER_SIZE) {
-            return false;      /* too big to buffer or skip cheaply: hang up */
-        }
-        r->buf = buf_pool_get(c->pool, r->length);
-        if (!r->buf || !nbd_co_recv_full(c, r->buf, r->length)) {
-            buf_pool_put(c->pool, r->buf, r->length);
-            return false;
-        }
+    /* A write's payload follows whatever we think of the request. */
+    return r->type != NBD_CMD_WRITE || r->length <= NBD_MAX_BUFFER_SIZE;
+}
+
+/* A write's payload, once its budget is taken; false to end. */
+static bool coroutine_fn receive_payload(NbdClient *c, NbdRequest *r)
+{
+    if (r->type != NBD_CMD_WRITE) {
+        return true;
+    }
+    r->buf = buf_pool_get(c->pool, r->length);
+    if (!r->buf || !nbd_co_recv_full(c, r->buf, r->length)) {
+        buf_pool_put(c->pool, r->buf, r->length);
+        r->buf = NULL;
+        return false;
     }
     return true;
 }
@@ -938,19 +949,23 @@ static void coroutine_fn transmission(NbdClient *c)
             break;
         }
         r->client = c;
-        if (atomic_read(&c->closing) || !receive_request(c, r)) {
+        if (atomic_read(&c->closing) || !receive_header(c, r) || r->type == NBD_CMD_DISC) {
             free(r);
             break;
         }
-        if (r->type == NBD_CMD_DISC) {
-            buf_pool_put(c->pool, r->buf, r->length);
-            free(r);
-            break;
-        }
-        /* Reads and writes hold a buffer until their reply is out. */
+        /* Reads and writes hold a buffer until their reply is out: the
+         * budget is taken before a write's payload is read in. */
         r->charged = (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) ? r->length : 0;
+        if (r->charged > NBD_MAX_BUFFER_SIZE) {
+            r->charged = 0;      /* refused by check_request, never buffered */
+        }
         wait_for_budget(c, r->charged);
         budget_acquire(c, r->charged);
+        if (!receive_payload(c, r)) {
+            budget_release(r->charged);
+            free(r);
+            break;
+        }
         enter_export(c);
         c->in_flight++;
         c->in_flight_bytes += r->charged;
@@ -984,6 +999,46 @@ static void client_free_bh(void *opaque)
     buf_pool_free(c->pool);
     free(c);
     aio_wait_kick();
+    nbd_server_resume_accept();         /* a descriptor is free again */
+}
+
+/* ---- Handshake deadline and eviction (main thread) ------------------------------ */
+
+static void handshake_expired(void *opaque)
+{
+    NbdClient *c = opaque;
+
+    if (c->handshaking) {
+        nbd_client_shutdown(c);
+    }
+}
+
+static void handshake_done(NbdClient *c)
+{
+    c->handshaking = false;
+    if (c->handshake_timer) {
+        timer_free(c->handshake_timer);
+        c->handshake_timer = NULL;
+    }
+}
+
+bool nbd_client_evict_handshaking(void)
+{
+    NbdClient *oldest = NULL;
+
+    GLOBAL_STATE_CODE();
+    list_for_each(n, &all_clients) {
+        NbdClient *c = list_entry(n, NbdClient, all_link);
+
+        if (c->handshaking && !atomic_read(&c->closing) &&
+            (!oldest || c->started_ns < oldest->started_ns)) {
+            oldest = c;
+        }
+    }
+    if (oldest) {
+        nbd_client_shutdown(oldest);
+    }
+    return oldest != NULL;
 }
 
 static void coroutine_fn client_co(void *opaque)
@@ -991,6 +1046,8 @@ static void coroutine_fn client_co(void *opaque)
     NbdClient *c = opaque;
     BlockExport *exp = nbd_handshake(c);
 
+    /* Still in the main thread: the handshake runs there. */
+    handshake_done(c);
     free(c->meta_export);               /* a handshake that chose none */
     c->meta_export = NULL;
 
@@ -1016,7 +1073,7 @@ static void coroutine_fn client_co(void *opaque)
     aio_bh_schedule_oneshot(main_aio_context(), client_free_bh, c);
 }
 
-void nbd_client_new(int fd)
+void nbd_client_new(int fd, int handshake_max_seconds)
 {
     NbdClient *c = calloc(1, sizeof(*c));
 
@@ -1036,6 +1093,13 @@ void nbd_client_new(int fd)
     co_mutex_init(&c->send_lock);
     list_add_tail(&all_clients, &c->all_link);
     num_clients++;
+    c->handshaking = true;
+    c->started_ns = clock_now_ns();
+    if (handshake_max_seconds > 0) {
+        c->handshake_timer = aio_timer_new(main_aio_context(), handshake_expired, c);
+        timer_mod(c->handshake_timer,
+                  c->started_ns + handshake_max_seconds * 1000000000LL);
+    }
     coroutine_enter(coroutine_create(client_co, c));
 }
 

@@ -22,10 +22,13 @@ typedef struct NbdClient NbdClient;
 
 #define MAX_REQUESTS 32                        /* in flight per connection */
 #define MAX_IN_FLIGHT_BYTES (64 * 1024 * 1024)  /* payloads held per connection */
-/* Payloads held by all connections together: past this, a connection
- * waits for others to drain unless it has nothing in flight itself (so
- * every connection always progresses). */
+/* Payloads held by all connections together: past this, a request waits
+ * (before its payload is read) until others drain -- but for a small one
+ * of a connection with nothing else in flight, so what stalled clients
+ * pin is at most this plus SMALL_REQUEST_BYTES per connection.  Larger
+ * than any one request, so a lone connection always progresses. */
 #define SERVER_MAX_IN_FLIGHT_BYTES (96 * 1024 * 1024)
+#define SMALL_REQUEST_BYTES (1024 * 1024)
 #define MAX_STATUS_EXTENTS 1024
 
 struct NbdClient {
@@ -70,6 +73,11 @@ struct NbdClient {
      * the connection has been idle for a while. */
     BufPool *pool;
     AioTimer *trim_timer;       /* ctx thread, during transmission */
+    /* Main thread: in the handshake since started_ns, and the timer that
+     * ends it at the deadline (NULL: no deadline). */
+    bool handshaking;
+    int64_t started_ns;
+    AioTimer *handshake_timer;
 };
 
 #define IN_BUF_SIZE (64 * 1024)

@@ -23,8 +23,15 @@ bool nbd_export_allocation_depth(BlockExport *exp);
 int nbd_export_nbitmaps(BlockExport *exp);
 BdrvDirtyBitmap *nbd_export_bitmap(BlockExport *exp, int i);
 
-/* Start serving a freshly accepted connection (main thread). */
-void nbd_client_new(int fd);
+/* Start serving a freshly accepted connection (main thread); it is hung
+ * up on if its handshake takes more than @handshake_max_seconds (0: no
+ * limit). */
+void nbd_client_new(int fd, int handshake_max_seconds);
+/* Hang up on the connection that has been in its handshake longest, to
+ * make room for a new one: false if none is. */
+bool nbd_client_evict_handshaking(void);
+/* nbd-server.c: a connection ended, a file descriptor is free again. */
+void nbd_server_resume_accept(void);
 /* Ask a connection to end (from the main thread; any state). */
 void nbd_client_shutdown(NbdClient *client);
 /* Ask every connection to end (nbd-server-stop). */

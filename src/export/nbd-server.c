@@ -1,5 +1,9 @@
 /*
- * nbd-server.c - the NBD listening socket (nbd-server-start / --nbd-server).
+ * nbd-server.c - the NBD listening socket (nbd-server-start / --nbd-server)
+ * and the limits on what connects: max-connections (a new connection
+ * replaces the oldest one still haggling, else it is hung up on), the
+ * handshake deadline (nbd-client.c), and a pause of the listeners while
+ * the process is out of file descriptors.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -13,12 +17,55 @@
 #include "blockd/log.h"
 #include "blockd/main-loop.h"
 #include "blockd/sockets.h"
+#include "blockd/thread.h"
 #include "nbd-internal.h"
 
 static int listen_fds[8];
 static int num_listen_fds;
 static char *unix_path;
-static int max_connections;
+static NbdServerLimits limits;
+/* Out of file descriptors: the listeners are paused until a connection
+ * ends or a second has passed (accept would fail at once, forever). */
+static bool accept_paused;
+static AioTimer *resume_timer;
+
+#define ACCEPT_RETRY_NS (1000 * 1000 * 1000LL)
+
+static void server_accept(void *opaque);
+
+static void watch_listeners(bool on)
+{
+    for (int i = 0; i < num_listen_fds; i++) {
+        aio_set_fd_handler(main_aio_context(), listen_fds[i], on ? server_accept : NULL, NULL,
+                           NULL, (void *)(intptr_t)listen_fds[i]);
+    }
+}
+
+void nbd_server_resume_accept(void)
+{
+    GLOBAL_STATE_CODE();
+    if (accept_paused && num_listen_fds > 0) {
+        accept_paused = false;
+        timer_del(resume_timer);
+        watch_listeners(true);
+    }
+}
+
+static void resume_cb(void *opaque)
+{
+    (void)opaque;
+    nbd_server_resume_accept();
+}
+
+static void pause_accept(void)
+{
+    if (!resume_timer) {
+        resume_timer = aio_timer_new(main_aio_context(), resume_cb, NULL);
+    }
+    accept_paused = true;
+    watch_listeners(false);
+    timer_mod(resume_timer, clock_now_ns() + ACCEPT_RETRY_NS);
+}
 
 static void server_accept(void *opaque)
 {
@@ -26,13 +73,17 @@ static void server_accept(void *opaque)
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
     if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            pause_accept();
+        }
         return;
     }
-    if (max_connections > 0 && nbd_client_count() >= max_connections) {
+    if (limits.max_connections > 0 && nbd_client_count() >= limits.max_connections &&
+        !nbd_client_evict_handshaking()) {
         close(fd);     /* over the limit: refuse politely by hanging up */
         return;
     }
-    nbd_client_new(fd);
+    nbd_client_new(fd, limits.handshake_max_seconds);
 }
 
 static const char *str_member(json_object *o, const char *key)
@@ -96,7 +147,7 @@ bool nbd_server_running(void)
     return num_listen_fds > 0;
 }
 
-bool nbd_server_start(json_object *addr, int max_conn, Error **errp)
+bool nbd_server_start(json_object *addr, const NbdServerLimits *lim, Error **errp)
 {
     json_object *data;
     const char *type;
@@ -125,11 +176,9 @@ bool nbd_server_start(json_object *addr, int max_conn, Error **errp)
     if (!ok) {
         return false;
     }
-    max_connections = max_conn;
-    for (int i = 0; i < num_listen_fds; i++) {
-        aio_set_fd_handler(main_aio_context(), listen_fds[i], server_accept, NULL, NULL,
-                           (void *)(intptr_t)listen_fds[i]);
-    }
+    limits = *lim;
+    accept_paused = false;
+    watch_listeners(true);
     return true;
 }
 
@@ -140,8 +189,12 @@ bool nbd_server_stop(Error **errp)
         error_setg(errp, "NBD server not running");
         return false;
     }
+    watch_listeners(false);
+    if (resume_timer) {
+        timer_del(resume_timer);
+    }
+    accept_paused = false;
     for (int i = 0; i < num_listen_fds; i++) {
-        aio_set_fd_handler(main_aio_context(), listen_fds[i], NULL, NULL, NULL, NULL);
         close(listen_fds[i]);
     }
     num_listen_fds = 0;

@@ -7,6 +7,7 @@
 
 #include "blockd/block-global-state.h"
 #include "blockd/export.h"
+#include "blockd/options.h"
 #include "blockd/main-loop.h"
 #include "blockd/monitor.h"
 #include "monitor-internal.h"
@@ -48,6 +49,7 @@ const SchemaObject qapi_socket_address = {
 static const SchemaField nbd_server_options_fields[] = {
     { .name = "addr", .type = SCHEMA_OBJECT, .object = &qapi_socket_address },
     { .name = "max-connections", .type = SCHEMA_INT, .optional = true },
+    { .name = "handshake-max-seconds", .type = SCHEMA_INT, .optional = true },
     { 0 },
 };
 
@@ -59,6 +61,7 @@ const SchemaObject qapi_nbd_server_options = {
 static const SchemaField nbd_server_start_fields[] = {
     { .name = "addr", .type = SCHEMA_ANY },
     { .name = "max-connections", .type = SCHEMA_INT, .optional = true },
+    { .name = "handshake-max-seconds", .type = SCHEMA_INT, .optional = true },
     { 0 },
 };
 
@@ -191,28 +194,50 @@ static const SchemaObject nbd_server_remove_args = {
     .name = "nbd-server-remove-arg", .fields = nbd_server_remove_fields,
 };
 
-static int max_conn(json_object *args)
+/* max-connections (QEMU 9's default: 100) and handshake-max-seconds
+ * (QEMU 9.1's, default 10), each 0 for no limit. */
+static bool server_limits(json_object *args, NbdServerLimits *l, Error **errp)
 {
-    json_object *v;
-    return json_object_object_get_ex(args, "max-connections", &v) ? json_object_get_int(v) : 0;
+    int64_t max = NBD_DEFAULT_MAX_CONNECTIONS, secs = NBD_DEFAULT_HANDSHAKE_MAX_SECONDS;
+
+    if (!opt_get_int(args, "max-connections", &max, errp) ||
+        !opt_get_int(args, "handshake-max-seconds", &secs, errp)) {
+        return false;
+    }
+    if (max < 0 || max > UINT32_MAX) {
+        error_setg(errp, "Parameter 'max-connections' expects uint32");
+        return false;
+    }
+    if (secs < 0 || secs > UINT32_MAX) {
+        error_setg(errp, "Parameter 'handshake-max-seconds' expects uint32");
+        return false;
+    }
+    l->max_connections = max > INT32_MAX ? INT32_MAX : (int)max;
+    l->handshake_max_seconds = secs > 86400 * 365 ? 86400 * 365 : (int)secs;
+    return true;
 }
 
 /* --nbd-server: the flat address. */
 bool qmp_nbd_server_start_flat(json_object *args, Error **errp)
 {
+    NbdServerLimits limits;
     json_object *addr;
 
     json_object_object_get_ex(args, "addr", &addr);
-    return nbd_server_start(addr, max_conn(args), errp);
+    return server_limits(args, &limits, errp) && nbd_server_start(addr, &limits, errp);
 }
 
 static json_object *qmp_nbd_server_start(json_object *args, Error **errp)
 {
+    NbdServerLimits limits;
     json_object *addr, *data;
 
     json_object_object_get_ex(args, "addr", &addr);
     if (!json_object_is_type(addr, json_type_object)) {
         error_setg(errp, "Invalid parameter type for 'addr', expected: object");
+        return NULL;
+    }
+    if (!server_limits(args, &limits, errp)) {
         return NULL;
     }
     /* Accept the legacy form {"type", "data": {...}} and the flat one. */
@@ -224,12 +249,12 @@ static json_object *qmp_nbd_server_start(json_object *args, Error **errp)
             json_object_object_add(flat, "type", json_object_get(type));
         }
         ok = schema_check(&qapi_socket_address, flat, errp) &&
-             nbd_server_start(flat, max_conn(args), errp);
+             nbd_server_start(flat, &limits, errp);
         json_object_put(flat);
         return ok ? json_object_new_object() : NULL;
     }
     if (!schema_check(&qapi_socket_address, addr, errp) ||
-        !nbd_server_start(addr, max_conn(args), errp)) {
+        !nbd_server_start(addr, &limits, errp)) {
         return NULL;
     }
     return json_object_new_object();

@@ -26,6 +26,7 @@ MEMBER_EXTENSIONS = {
     ("blockdev-backup", ".discard-source"),   # QEMU 9.1's
     ("blockdev-add", "{qcow2}.discard-no-unref"),                 # QEMU 8.1's
     ("blockdev-reopen", ".options[]{qcow2}.discard-no-unref"),
+    ("nbd-server-start", ".handshake-max-seconds"),               # QEMU 9.1's
 }
 
 
