@@ -18,11 +18,13 @@ set -eu
 # Tests: cmocka, pytest (and pytest-xdist: make check runs the functional
 # tests two files at a time) and libnbd's Python binding; the peers
 # (qemu-storage-daemon, qemu-img, qemu-io, nbdinfo, nbdcopy, nbdsh, nbdkit,
-# fio) and 'file', which nbdinfo runs to fill its "content" field.
+# fio) and 'file', which nbdinfo runs to fill its "content" field;
+# certtool and psktool (gnutls-bin) make the TLS tests' certificates and
+# keys.
 PACKAGES="
 make meson ninja-build pkg-config gcc libc6-dev clang-19 libclang-rt-19-dev
 liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev libzstd-dev
-libgnutls28-dev libfuse3-dev fuse3
+libgnutls28-dev gnutls-bin libfuse3-dev fuse3
 python3 python3-pytest python3-pytest-xdist python3-libnbd
 qemu-utils qemu-system-common qemu-system-x86 busybox-static libnbd-bin nbdkit fio file
 coreutils util-linux mount procps
@@ -119,6 +121,8 @@ tool_runs libzstd-dev pkg-config --exists libzstd
 tool_runs libcmocka-dev pkg-config --exists cmocka
 tool_runs libgnutls28-dev pkg-config --exists gnutls
 tool_runs libfuse3-dev pkg-config --exists fuse3
+tool_runs gnutls-bin certtool --version
+tool_runs gnutls-bin psktool --version
 tool_runs fuse3 fusermount3 --version
 tool_runs libaio-dev test -e /usr/include/libaio.h
 tool_runs qemu-system-common qemu-storage-daemon --version

@@ -53,22 +53,27 @@ void blk_exp_unref(BlockExport *exp);
 
 /* ---- The NBD server ---- */
 
-/* What one server lets its clients hold. */
-typedef struct NbdServerLimits {
+/* What one server requires of its clients and lets them hold. */
+typedef struct NbdServerOptions {
+    /* tls-creds (a server endpoint's credentials: TLS is then required)
+     * and tls-authz (an authorization object for the client's identity);
+     * NULL: none. */
+    const char *tls_creds;
+    const char *tls_authz;
     /* Connections at once (0: no limit).  At the limit, a new connection
      * replaces the oldest one still in its handshake, if any; else it is
      * hung up on. */
     int max_connections;
     /* Seconds a client has to finish the handshake (0: no limit). */
     int handshake_max_seconds;
-} NbdServerLimits;
+} NbdServerOptions;
 
 #define NBD_DEFAULT_MAX_CONNECTIONS 100
 #define NBD_DEFAULT_HANDSHAKE_MAX_SECONDS 10
 
 /* nbd-server-start / --nbd-server: listen on @addr (SocketAddress:
  * type unix+path or inet+host+port).  Global state. */
-bool nbd_server_start(json_object *addr, const NbdServerLimits *limits, Error **errp);
+bool nbd_server_start(json_object *addr, const NbdServerOptions *opts, Error **errp);
 bool nbd_server_stop(Error **errp);
 bool nbd_server_running(void);
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "blockd/secret.h"
+#include "blockd/tls.h"
 #include "blockd/user-object.h"
 #include "blockd/job-driver.h"
 #include "blockd/block.h"
@@ -150,6 +151,8 @@ int main(int argc, char **argv)
     bdrv_init();
     secret_objects_init();
     thread_context_init();
+    tls_creds_init();
+    authz_init();
     qmp_init_commands();
     setup_signals();
     cmdline_process(argc, argv, &opts);

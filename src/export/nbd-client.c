@@ -176,10 +176,101 @@ static void idle_trim_arm(NbdClient *c)
     }
 }
 
+/* ---- TLS --------------------------------------------------------------------- */
+
+/* Wait for what a TLS call asked for (@want: TLS_WANT_*); false if the
+ * connection is closing.  @waiter is the caller's own (a write waits as a
+ * sender, a read as the receiver, whichever direction TLS needs). */
+static bool coroutine_fn tls_wait(NbdClient *c, Coroutine **waiter)
+{
+    if (atomic_read(&c->closing)) {
+        return false;
+    }
+    client_wait(c, waiter);
+    return true;
+}
+
+bool coroutine_fn nbd_co_start_tls(NbdClient *c, TlsCreds *creds)
+{
+    const char *authz = nbd_server_tls_authz();
+    Error *err = NULL;
+    int r;
+
+    if (c->in_pos != c->in_end) {
+        return false;           /* bytes sent before the TLS handshake */
+    }
+    c->tls = tls_session_new(creds, true, NULL, c->fd, &err);
+    while (c->tls && (r = tls_session_handshake(c->tls, &err)) != 0) {
+        if (r != TLS_WANT_READ && r != TLS_WANT_WRITE) {
+            break;
+        }
+        if (!tls_wait(c, r == TLS_WANT_READ ? &c->recv_waiter : &c->send_waiter)) {
+            return false;
+        }
+    }
+    if (err) {
+        info_report("NBD client refused: %s", error_get_pretty(err));
+        error_free(err);
+        return false;
+    }
+    if (authz && !authz_is_allowed(authz, tls_session_peer_name(c->tls), &err)) {
+        info_report("NBD client refused: TLS authorization of '%s' denied%s%s",
+                    tls_session_peer_name(c->tls) ? tls_session_peer_name(c->tls) : "",
+                    err ? ": " : "", err ? error_get_pretty(err) : "");
+        error_free(err);
+        return false;
+    }
+    return true;
+}
+
+static size_t coroutine_fn tls_recv_some(NbdClient *c, void *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = tls_session_read(c->tls, buf, len);
+
+        if (n >= 0) {
+            return n;
+        }
+        if (n != TLS_WANT_READ && n != TLS_WANT_WRITE) {
+            return 0;
+        }
+        idle_trim_arm(c);
+        if (!tls_wait(c, &c->recv_waiter)) {
+            return 0;
+        }
+    }
+}
+
+static bool coroutine_fn tls_sendv(NbdClient *c, struct iovec *iov, int niov)
+{
+    for (int i = 0; i < niov; i++) {
+        const char *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+
+        while (left > 0) {
+            ssize_t n = tls_session_write(c->tls, p, left);
+
+            if (n > 0) {
+                p += n;
+                left -= n;
+            } else if ((n != TLS_WANT_READ && n != TLS_WANT_WRITE) ||
+                       !tls_wait(c, &c->send_waiter)) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* ---- Plain socket ------------------------------------------------------------ */
+
 /* Receive what the socket has, up to @len bytes; 0 on end of file or
  * error (waiting while there is nothing). */
 static size_t coroutine_fn co_recv_some(NbdClient *c, void *buf, size_t len)
 {
+    if (c->tls) {
+        return tls_recv_some(c, buf, len);
+    }
     for (;;) {
         ssize_t n = recv(c->fd, buf, len, 0);
         if (n > 0) {
@@ -238,6 +329,9 @@ bool coroutine_fn nbd_co_recv_full(NbdClient *c, void *buf, size_t len)
 
 bool coroutine_fn nbd_co_sendv(NbdClient *c, struct iovec *iov, int niov)
 {
+    if (c->tls) {
+        return tls_sendv(c, iov, niov);
+    }
     while (niov > 0) {
         struct msghdr msg = { .msg_iov = iov, .msg_iovlen = niov };
         ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
@@ -349,7 +443,10 @@ static void coroutine_fn out_try_flush(NbdClient *c)
         co_mutex_unlock(&c->send_lock);
         return;
     }
-    n = send(c->fd, c->out_buf, c->out_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    /* (A TLS record that could not go out whole stays in GnuTLS, and the
+     * next write of the same bytes sends it.) */
+    n = c->tls ? tls_session_write(c->tls, c->out_buf, c->out_len)
+               : send(c->fd, c->out_buf, c->out_len, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n > 0) {
         memmove(c->out_buf, c->out_buf + n, c->out_len - n);
         c->out_len -= n;
@@ -993,6 +1090,7 @@ static void client_free_bh(void *opaque)
     }
     list_del(&c->all_link);
     num_clients--;
+    tls_session_free(c->tls);
     close(c->fd);
     free(c->in_buf);
     free(c->out_buf);

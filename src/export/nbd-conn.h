@@ -17,6 +17,7 @@
 #include "blockd/export.h"
 #include "blockd/list.h"
 #include "blockd/compiler.h"
+#include "blockd/tls.h"
 
 typedef struct NbdClient NbdClient;
 
@@ -78,6 +79,8 @@ struct NbdClient {
     bool handshaking;
     int64_t started_ns;
     AioTimer *handshake_timer;
+    /* After NBD_OPT_STARTTLS: every byte goes through this session. */
+    TlsSession *tls;
 };
 
 #define IN_BUF_SIZE (64 * 1024)
@@ -93,6 +96,11 @@ struct NbdClient {
 bool coroutine_fn nbd_co_recv_full(NbdClient *c, void *buf, size_t len);
 bool coroutine_fn nbd_co_send(NbdClient *c, const void *buf, size_t len);
 bool coroutine_fn nbd_co_sendv(NbdClient *c, struct iovec *iov, int niov);
+
+/* NBD_OPT_STARTTLS was acknowledged: run the TLS handshake with @creds
+ * and check the client against the server's authorization object; false
+ * (the reason logged) to end the connection. */
+bool coroutine_fn nbd_co_start_tls(NbdClient *c, TlsCreds *creds);
 
 /*
  * The fixed-newstyle handshake, up to the export the client chose, with a

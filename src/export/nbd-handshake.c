@@ -385,6 +385,16 @@ BlockExport *coroutine_fn nbd_handshake(NbdClient *c)
         }
         data[len] = '\0';
 
+        /* With TLS configured, nothing but STARTTLS before it (not even
+         * ABORT, as in QEMU: the client hangs up then anyway). */
+        if (nbd_server_tls_creds() && !c->tls && option != NBD_OPT_STARTTLS) {
+            free(data);
+            if (option == NBD_OPT_EXPORT_NAME ||
+                !send_option_reply(c, option, NBD_REP_ERR_TLS_REQD, NULL, 0)) {
+                return NULL;    /* NBD_OPT_EXPORT_NAME can take no error reply */
+            }
+            continue;
+        }
         switch (option) {
         case NBD_OPT_EXPORT_NAME: {
             uint8_t reply[8 + 2 + 124] = { 0 };
@@ -413,7 +423,18 @@ BlockExport *coroutine_fn nbd_handshake(NbdClient *c)
             ok = handle_list(c, len);
             break;
         case NBD_OPT_STARTTLS:
-            ok = send_option_reply(c, option, NBD_REP_ERR_POLICY, NULL, 0);
+            if (!nbd_server_tls_creds()) {
+                ok = send_option_reply(c, option, NBD_REP_ERR_POLICY, NULL, 0);
+            } else if (c->tls) {
+                ok = send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+            } else if (len != 0) {
+                /* A broken client: told so, then hung up on, as QEMU does. */
+                send_option_reply(c, option, NBD_REP_ERR_INVALID, NULL, 0);
+                ok = false;
+            } else {
+                ok = send_option_reply(c, option, NBD_REP_ACK, NULL, 0) &&
+                     nbd_co_start_tls(c, nbd_server_tls_creds());
+            }
             break;
         case NBD_OPT_INFO:
         case NBD_OPT_GO: {

@@ -8,6 +8,7 @@
 #include "blockd/dirty-bitmap.h"
 #include "blockd/export-driver.h"
 #include "blockd/list.h"
+#include "blockd/tls.h"
 
 typedef struct NbdClient NbdClient;
 
@@ -32,6 +33,10 @@ void nbd_client_new(int fd, int handshake_max_seconds);
 bool nbd_client_evict_handshaking(void);
 /* nbd-server.c: a connection ended, a file descriptor is free again. */
 void nbd_server_resume_accept(void);
+/* nbd-server.c: the running server's TLS credentials (NULL: TLS is not
+ * offered) and authorization object id (NULL: none). */
+TlsCreds *nbd_server_tls_creds(void);
+const char *nbd_server_tls_authz(void);
 /* Ask a connection to end (from the main thread; any state). */
 void nbd_client_shutdown(NbdClient *client);
 /* Ask every connection to end (nbd-server-stop). */

@@ -18,12 +18,16 @@
 #include "blockd/main-loop.h"
 #include "blockd/sockets.h"
 #include "blockd/thread.h"
+#include "blockd/tls.h"
 #include "nbd-internal.h"
 
 static int listen_fds[8];
 static int num_listen_fds;
 static char *unix_path;
-static NbdServerLimits limits;
+static NbdServerOptions limits;
+/* TLS: the server's credentials (a reference) and authorization object. */
+static TlsCreds *server_creds;
+static char *server_authz;
 /* Out of file descriptors: the listeners are paused until a connection
  * ends or a second has passed (accept would fail at once, forever). */
 static bool accept_paused;
@@ -147,7 +151,44 @@ bool nbd_server_running(void)
     return num_listen_fds > 0;
 }
 
-bool nbd_server_start(json_object *addr, const NbdServerLimits *lim, Error **errp)
+TlsCreds *nbd_server_tls_creds(void)
+{
+    return server_creds;
+}
+
+const char *nbd_server_tls_authz(void)
+{
+    return server_authz;
+}
+
+static void drop_tls(void)
+{
+    if (server_creds) {
+        tls_creds_unref(server_creds);
+    }
+    server_creds = NULL;
+    free(server_authz);
+    server_authz = NULL;
+}
+
+static bool take_tls(const NbdServerOptions *o, Error **errp)
+{
+    if (o->tls_authz && !o->tls_creds) {
+        error_setg(errp, "TLS authorization is incompatible with a non-TLS server");
+        return false;
+    }
+    if (!o->tls_creds) {
+        return true;
+    }
+    server_creds = tls_creds_lookup(o->tls_creds, true, errp);
+    if (!server_creds) {
+        return false;
+    }
+    server_authz = o->tls_authz ? strdup(o->tls_authz) : NULL;
+    return true;
+}
+
+bool nbd_server_start(json_object *addr, const NbdServerOptions *lim, Error **errp)
 {
     json_object *data;
     const char *type;
@@ -156,6 +197,9 @@ bool nbd_server_start(json_object *addr, const NbdServerLimits *lim, Error **err
     GLOBAL_STATE_CODE();
     if (nbd_server_running()) {
         error_setg(errp, "NBD server already running");
+        return false;
+    }
+    if (!take_tls(lim, errp)) {
         return false;
     }
     /* QMP's legacy form nests the address under "data". */
@@ -174,9 +218,11 @@ bool nbd_server_start(json_object *addr, const NbdServerLimits *lim, Error **err
         ok = false;
     }
     if (!ok) {
+        drop_tls();
         return false;
     }
     limits = *lim;
+    limits.tls_creds = limits.tls_authz = NULL;     /* not kept: the caller's strings */
     accept_paused = false;
     watch_listeners(true);
     return true;
@@ -207,5 +253,6 @@ bool nbd_server_stop(Error **errp)
      * their connections are gone); then connections still haggling. */
     blk_exp_close_all();
     nbd_clients_shutdown_all();
+    drop_tls();         /* connections in a TLS session hold their own reference */
     return true;
 }

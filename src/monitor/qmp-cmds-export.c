@@ -48,6 +48,8 @@ const SchemaObject qapi_socket_address = {
 
 static const SchemaField nbd_server_options_fields[] = {
     { .name = "addr", .type = SCHEMA_OBJECT, .object = &qapi_socket_address },
+    { .name = "tls-creds", .type = SCHEMA_STR, .optional = true },
+    { .name = "tls-authz", .type = SCHEMA_STR, .optional = true },
     { .name = "max-connections", .type = SCHEMA_INT, .optional = true },
     { .name = "handshake-max-seconds", .type = SCHEMA_INT, .optional = true },
     { 0 },
@@ -60,6 +62,8 @@ const SchemaObject qapi_nbd_server_options = {
 /* QMP's nbd-server-start takes the legacy address form: checked in code. */
 static const SchemaField nbd_server_start_fields[] = {
     { .name = "addr", .type = SCHEMA_ANY },
+    { .name = "tls-creds", .type = SCHEMA_STR, .optional = true },
+    { .name = "tls-authz", .type = SCHEMA_STR, .optional = true },
     { .name = "max-connections", .type = SCHEMA_INT, .optional = true },
     { .name = "handshake-max-seconds", .type = SCHEMA_INT, .optional = true },
     { 0 },
@@ -194,14 +198,17 @@ static const SchemaObject nbd_server_remove_args = {
     .name = "nbd-server-remove-arg", .fields = nbd_server_remove_fields,
 };
 
-/* max-connections (QEMU 9's default: 100) and handshake-max-seconds
- * (QEMU 9.1's, default 10), each 0 for no limit. */
-static bool server_limits(json_object *args, NbdServerLimits *l, Error **errp)
+/* tls-creds, tls-authz, max-connections (QEMU 9's default: 100) and
+ * handshake-max-seconds (QEMU 9.1's, default 10), each 0 for no limit. */
+static bool server_options(json_object *args, NbdServerOptions *l, Error **errp)
 {
     int64_t max = NBD_DEFAULT_MAX_CONNECTIONS, secs = NBD_DEFAULT_HANDSHAKE_MAX_SECONDS;
 
+    *l = (NbdServerOptions){ 0 };
     if (!opt_get_int(args, "max-connections", &max, errp) ||
-        !opt_get_int(args, "handshake-max-seconds", &secs, errp)) {
+        !opt_get_int(args, "handshake-max-seconds", &secs, errp) ||
+        !opt_get_str(args, "tls-creds", &l->tls_creds, errp) ||
+        !opt_get_str(args, "tls-authz", &l->tls_authz, errp)) {
         return false;
     }
     if (max < 0 || max > UINT32_MAX) {
@@ -220,16 +227,16 @@ static bool server_limits(json_object *args, NbdServerLimits *l, Error **errp)
 /* --nbd-server: the flat address. */
 bool qmp_nbd_server_start_flat(json_object *args, Error **errp)
 {
-    NbdServerLimits limits;
+    NbdServerOptions limits;
     json_object *addr;
 
     json_object_object_get_ex(args, "addr", &addr);
-    return server_limits(args, &limits, errp) && nbd_server_start(addr, &limits, errp);
+    return server_options(args, &limits, errp) && nbd_server_start(addr, &limits, errp);
 }
 
 static json_object *qmp_nbd_server_start(json_object *args, Error **errp)
 {
-    NbdServerLimits limits;
+    NbdServerOptions limits;
     json_object *addr, *data;
 
     json_object_object_get_ex(args, "addr", &addr);
@@ -237,7 +244,7 @@ static json_object *qmp_nbd_server_start(json_object *args, Error **errp)
         error_setg(errp, "Invalid parameter type for 'addr', expected: object");
         return NULL;
     }
-    if (!server_limits(args, &limits, errp)) {
+    if (!server_options(args, &limits, errp)) {
         return NULL;
     }
     /* Accept the legacy form {"type", "data": {...}} and the flat one. */

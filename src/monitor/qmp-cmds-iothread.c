@@ -16,8 +16,10 @@
 #include "monitor-internal.h"
 #include "qapi-schemas.h"
 
-static const char *const qom_types[] = { "iothread", "secret", "secret_keyring",
-                                         "thread-context", "throttle-group", NULL };
+static const char *const qom_types[] = { "authz-list", "authz-listfile", "authz-simple",
+                                         "iothread", "secret", "secret_keyring",
+                                         "thread-context", "throttle-group", "tls-creds-anon",
+                                         "tls-creds-psk", "tls-creds-x509", NULL };
 static const char *const secret_formats[] = { "raw", "base64", NULL };
 
 static const SchemaField object_base_fields[] = {
@@ -114,12 +116,74 @@ static const SchemaObject thread_context_properties = {
     .name = "ThreadContextProperties", .fields = thread_context_fields,
 };
 
+/* TlsCredsProperties and its three kinds. */
+static const char *const tls_endpoints[] = { "client", "server", NULL };
+#define TLS_CREDS_FIELDS                                                            \
+    { .name = "verify-peer", .type = SCHEMA_BOOL, .optional = true },               \
+    { .name = "dir", .type = SCHEMA_STR, .optional = true },                        \
+    { .name = "endpoint", .type = SCHEMA_ENUM, .optional = true,                    \
+      .enum_values = tls_endpoints },                                               \
+    { .name = "priority", .type = SCHEMA_STR, .optional = true },                   \
+    { .name = "loaded", .type = SCHEMA_BOOL, .optional = true }
+
+static const SchemaField tls_anon_fields[] = { TLS_CREDS_FIELDS, { 0 } };
+static const SchemaField tls_psk_fields[] = {
+    TLS_CREDS_FIELDS,
+    { .name = "username", .type = SCHEMA_STR, .optional = true },
+    { 0 },
+};
+static const SchemaField tls_x509_fields[] = {
+    TLS_CREDS_FIELDS,
+    { .name = "sanity-check", .type = SCHEMA_BOOL, .optional = true },
+    { .name = "passwordid", .type = SCHEMA_STR, .optional = true },
+    { 0 },
+};
+#undef TLS_CREDS_FIELDS
+
+/* The authorization objects. */
+static const char *const authz_policies[] = { "deny", "allow", NULL };
+static const char *const authz_formats[] = { "exact", "glob", NULL };
+static const SchemaField authz_simple_fields[] = {
+    { .name = "identity", .type = SCHEMA_STR },
+    { 0 },
+};
+static const SchemaField authz_rule_fields[] = {
+    { .name = "match", .type = SCHEMA_STR },
+    { .name = "policy", .type = SCHEMA_ENUM, .enum_values = authz_policies },
+    { .name = "format", .type = SCHEMA_ENUM, .optional = true, .enum_values = authz_formats },
+    { 0 },
+};
+static const SchemaObject authz_rule = { .name = "QAuthZListRule", .fields = authz_rule_fields };
+static const SchemaField authz_rule_elem = { .type = SCHEMA_OBJECT, .object = &authz_rule };
+static const SchemaField authz_list_fields[] = {
+    { .name = "policy", .type = SCHEMA_ENUM, .optional = true, .enum_values = authz_policies },
+    { .name = "rules", .type = SCHEMA_LIST, .optional = true, .elem = &authz_rule_elem },
+    { 0 },
+};
+static const SchemaField authz_file_fields[] = {
+    { .name = "filename", .type = SCHEMA_STR },
+    { .name = "refresh", .type = SCHEMA_BOOL, .optional = true },
+    { 0 },
+};
+
 static const SchemaVariant object_variants[] = {
+    { "authz-list", &(const SchemaObject){ .name = "AuthZListProperties",
+                                           .fields = authz_list_fields } },
+    { "authz-listfile", &(const SchemaObject){ .name = "AuthZListFileProperties",
+                                               .fields = authz_file_fields } },
+    { "authz-simple", &(const SchemaObject){ .name = "AuthZSimpleProperties",
+                                             .fields = authz_simple_fields } },
     { "iothread", &iothread_properties },
     { "secret", &secret_properties },
     { "secret_keyring", &secret_keyring_properties },
     { "thread-context", &thread_context_properties },
     { "throttle-group", &throttle_group_properties },
+    { "tls-creds-anon", &(const SchemaObject){ .name = "TlsCredsAnonProperties",
+                                               .fields = tls_anon_fields } },
+    { "tls-creds-psk", &(const SchemaObject){ .name = "TlsCredsPskProperties",
+                                              .fields = tls_psk_fields } },
+    { "tls-creds-x509", &(const SchemaObject){ .name = "TlsCredsX509Properties",
+                                               .fields = tls_x509_fields } },
     { NULL, NULL },
 };
 

@@ -1,0 +1,253 @@
+"""The NBD server over TLS (tls-creds, tls-authz) against real clients --
+qemu-io and qemu-img with QEMU's TLS objects, nbdinfo with nbds:// URIs --
+and against qemu-storage-daemon: the same clients get in, the same
+impostors (no TLS, another CA's certificate, a name the authorization
+list does not allow, a wrong pre-shared key) are refused, and the
+server goes on serving the others.  Before STARTTLS every option gets
+NBD_REP_ERR_TLS_REQD, as there."""
+import json
+import shutil
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from conftest import BLOCKD
+from nbdutil import MiB, RawClient, short_dir, sparse_image
+from qmp import QMP
+from test_qsd_compat import QSD
+from tlsutil import free_port, make_pki
+
+NBD_OPT_ABORT, NBD_OPT_LIST, NBD_OPT_STARTTLS, NBD_OPT_GO = 2, 3, 5, 7
+NBD_REP_ACK, NBD_REP_ERR_INVALID, NBD_REP_ERR_TLS_REQD = 1, (1 << 31) | 3, (1 << 31) | 5
+
+
+@pytest.fixture(scope="module")
+def pki():
+    d = short_dir()
+    yield make_pki(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class TlsServer:
+    """A daemon (@prog) exporting a 16 MiB image as "disk" on a TCP port
+    with @objects and @server_opts (tls-creds=..., tls-authz=...)."""
+
+    def __init__(self, prog, d, objects, server_opts, export_opts=""):
+        self.d = d
+        self.port = free_port()
+        self.img = sparse_image(f"{d}/disk.raw", 16 * MiB)
+        args = [prog, "--chardev", f"socket,id=m,path={d}/qmp.sock,server=on,wait=off",
+                "--monitor", "chardev=m"]
+        for o in objects:
+            args += ["--object", o]
+        args += ["--blockdev", f"driver=file,node-name=disk,filename={self.img}",
+                 "--nbd-server", f"addr.type=inet,addr.host=127.0.0.1,addr.port={self.port}"
+                 + "".join("," + o for o in server_opts),
+                 "--export", "type=nbd,id=e,node-name=disk,writable=on" + export_opts]
+        self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.q = QMP(f"{d}/qmp.sock")
+
+    def quit(self):
+        self.q.execute("quit")
+        self.p.wait(30)
+        return self.p.stderr.read().decode()
+
+
+def qemu_io(port, creds_obj, *cmds, hostname="localhost"):
+    """qemu-io over NBD with the client credentials @creds_obj (QEMU's
+    --object text with id=t0, or None for no TLS): (ok, output)."""
+    opts = f"driver=nbd,server.type=inet,server.host=127.0.0.1,server.port={port},export=disk"
+    args = ["qemu-io"]
+    if creds_obj:
+        args += ["--object", creds_obj]
+        opts += f",tls-creds=t0,tls-hostname={hostname}"
+    for c in cmds:
+        args += ["-c", c]
+    r = subprocess.run(args + ["--image-opts", opts], capture_output=True, text=True,
+                       timeout=30)
+    out = r.stdout + r.stderr
+    return r.returncode == 0 and "fail" not in out, out
+
+
+def nbdinfo(uri):
+    r = subprocess.run(["nbdinfo", "--json", uri], capture_output=True, text=True, timeout=30)
+    return r.returncode == 0, r.stdout + r.stderr
+
+
+def x509(d, endpoint="client", extra=""):
+    return f"tls-creds-x509,id=t0,dir={d},endpoint={endpoint}{extra}"
+
+
+def outcomes(prog, pki):
+    """Who gets in, over X.509 and over PSK: a list of booleans."""
+    out = []
+    d = short_dir()
+    try:
+        s = TlsServer(prog, d, [x509(pki["srv"], "server")], ["tls-creds=t0"])
+        ok, text = qemu_io(s.port, x509(pki["cli"]), "write -P 0x42 0 64k",
+                           "read -P 0x42 0 64k")
+        assert ok, text
+        out.append(ok)
+        out.append(qemu_io(s.port, None, "read 0 512")[0])                   # no TLS
+        out.append(qemu_io(s.port, x509(pki["impostor"]), "read 0 512")[0])  # other CA
+        # The server's certificate names localhost, not another host.
+        out.append(qemu_io(s.port, x509(pki["cli"]), "read 0 512",
+                           hostname="elsewhere")[0])
+        out.append(nbdinfo(f"nbds://localhost:{s.port}/disk?tls-certificates={pki['cli']}")[0])
+        out.append(nbdinfo(f"nbd://localhost:{s.port}/disk")[0])
+        out.append(qemu_io(s.port, x509(pki["cli"]), "read -P 0x42 0 64k")[0])  # still serving
+        err = s.quit()
+        assert "Sanitizer" not in err, err
+        s = TlsServer(prog, d, ["tls-creds-psk,id=t0,dir=%s,endpoint=server" % pki["psk-srv"]],
+                      ["tls-creds=t0"])
+        psk = "tls-creds-psk,id=t0,dir=%s,endpoint=client,username=alice"
+        out.append(qemu_io(s.port, psk % pki["psk-cli"], "read 0 512")[0])
+        out.append(qemu_io(s.port, psk % pki["psk-bad"], "read 0 512")[0])
+        out.append(nbdinfo(f"nbds://alice@localhost:{s.port}/disk?"
+                           f"tls-psk-file={pki['psk-cli']}/keys.psk")[0])
+        out.append(qemu_io(s.port, psk % pki["psk-cli"], "read 0 512")[0])
+        err = s.quit()
+        assert "Sanitizer" not in err, err
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def test_clients_and_impostors_as_qsd(pki):
+    ours = outcomes(BLOCKD, pki)
+    assert ours == [True, False, False, False, True, False, True,
+                    True, False, True, True], ours
+    assert ours == outcomes(QSD, pki)
+
+
+def authz_outcomes(prog, pki, d, objects, rule_file=None):
+    s = TlsServer(prog, d, [x509(pki["srv"], "server")] + objects,
+                  ["tls-creds=t0", "tls-authz=a0"])
+    out = [qemu_io(s.port, x509(pki[c]), "read 0 512")[0] for c in ("cli", "cli2")]
+    if rule_file:
+        # authz-listfile re-reads a changed file: now client2 too.
+        time.sleep(0.01)
+        with open(rule_file, "w") as f:
+            json.dump({"policy": "deny", "rules": [{"match": "*CN=client*", "policy": "allow",
+                                                    "format": "glob"}]}, f)
+        out += [qemu_io(s.port, x509(pki[c]), "read 0 512")[0] for c in ("cli", "cli2")]
+    err = s.quit()
+    assert "Sanitizer" not in err, err
+    return out
+
+
+@pytest.mark.parametrize("kind", ["simple", "list", "listfile"])
+def test_authorization(pki, kind):
+    """Only the identities an authorization object allows get in (the
+    certificate's distinguished name, written as QEMU writes it)."""
+    # (qemu-storage-daemon 7.2 has no authz-listfile.)
+    for prog in (BLOCKD,) if kind == "listfile" else (BLOCKD, QSD):
+        d = short_dir()
+        try:
+            rule_file = None
+            if kind == "simple":
+                obj = "authz-simple,id=a0,identity=C=GB,,O=blockd,,CN=client1"
+            elif kind == "list":
+                obj = json.dumps({"qom-type": "authz-list", "id": "a0", "policy": "deny",
+                                  "rules": [{"match": "C=GB,O=blockd,CN=client1",
+                                             "policy": "allow"},
+                                            {"match": "*", "policy": "deny",
+                                             "format": "glob"}]})
+            else:
+                rule_file = f"{d}/rules.json"
+                with open(rule_file, "w") as f:
+                    json.dump({"policy": "deny",
+                               "rules": [{"match": "*CN=client1", "policy": "allow",
+                                          "format": "glob"}]}, f)
+                obj = f"authz-listfile,id=a0,filename={rule_file},refresh=on"
+            got = authz_outcomes(prog, pki, d, [obj], rule_file)
+            assert got == ([True, False] + ([True, True] if rule_file else [])), (prog, got)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def raw_session(prog, pki):
+    d = short_dir()
+
+    def connect():
+        c = RawClient.__new__(RawClient)
+        c.sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        c.start()
+        return c
+    try:
+        s = TlsServer(prog, d, [x509(pki["srv"], "server")], ["tls-creds=t0"])
+        c = connect()
+        out = [c.option(opt, data)[-1][0] for opt, data in (
+            (NBD_OPT_LIST, b""),
+            (NBD_OPT_GO, struct.pack(">I", 4) + b"disk" + struct.pack(">H", 0)),
+            (NBD_OPT_ABORT, b""))]
+        c.close()
+        c = connect()                       # STARTTLS with data: told, then dropped
+        out.append(c.option(NBD_OPT_STARTTLS, b"x")[-1][0])
+        out.append(c.at_eof(timeout=5))
+        c = connect()
+        out.append(c.option(NBD_OPT_STARTTLS)[-1][0])
+        c.close()
+        err = s.quit()
+        assert "Sanitizer" not in err, err
+        return out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_options_before_starttls_as_qsd(pki):
+    ours = raw_session(BLOCKD, pki)
+    assert ours == [NBD_REP_ERR_TLS_REQD] * 3 + [NBD_REP_ERR_INVALID, True, NBD_REP_ACK], ours
+    assert ours == raw_session(QSD, pki)
+
+
+def test_bad_credentials_are_refused(pki, tmp_path):
+    d = short_dir()
+    try:
+        s = TlsServer(BLOCKD, d, [], [])
+        q = s.q
+        q.cmd("nbd-server-stop")
+        for args in ({"qom-type": "tls-creds-x509", "id": "x", "dir": str(tmp_path),
+                      "endpoint": "server"},
+                     {"qom-type": "tls-creds-x509", "id": "x", "endpoint": "server"},
+                     {"qom-type": "tls-creds-psk", "id": "x", "dir": str(tmp_path)},
+                     {"qom-type": "tls-creds-x509", "id": "x", "dir": pki["cli"],
+                      "endpoint": "bogus"}):
+            r = q.execute("object-add", args)
+            assert "error" in r and r["error"]["desc"], r
+        q.cmd("object-add", qom_type="tls-creds-x509", id="c", dir=pki["cli"])
+        r = q.execute("nbd-server-start", {"addr": {"type": "unix", "path": f"{d}/x.sock"},
+                                           "tls-creds": "c"})
+        assert "server endpoint" in r["error"]["desc"], r
+        r = q.execute("nbd-server-start", {"addr": {"type": "unix", "path": f"{d}/x.sock"},
+                                           "tls-creds": "nope"})
+        assert "error" in r, r
+        assert "Sanitizer" not in s.quit()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_tls_connections_served_in_iothreads(pki):
+    """The session moves with its connection to the export's iothreads;
+    several clients at once, each reading back what it wrote."""
+    d = short_dir()
+    try:
+        s = TlsServer(BLOCKD, d, [x509(pki["srv"], "server"), "iothread,id=io0",
+                                  "iothread,id=io1"], ["tls-creds=t0"],
+                      ",iothreads.0=io0,iothreads.1=io1")
+        procs = [subprocess.Popen(
+            ["qemu-io", "--object", x509(pki["cli"]), "-c", f"write -P {i + 1} {i}M 1M",
+             "-c", f"read -P {i + 1} {i}M 1M", "--image-opts",
+             f"driver=nbd,server.type=inet,server.host=127.0.0.1,server.port={s.port},"
+             "export=disk,tls-creds=t0,tls-hostname=localhost"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(4)]
+        for p in procs:
+            out = p.communicate(timeout=60)[0]
+            assert p.returncode == 0 and "fail" not in out, out
+        err = s.quit()
+        assert "Sanitizer" not in err and "ThreadSanitizer" not in err, err
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
