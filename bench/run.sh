@@ -32,6 +32,8 @@ echo "ratio blockd / fio: $(awk -v a="$ours_iops" -v b="$fio_iops" 'BEGIN { prin
 rm -f "$img"
 echo "== NBD: blockd vs qemu-storage-daemon vs nbdkit (fio --ioengine=nbd, nbdcopy)"
 /usr/bin/python3 "$top/bench/nbd-bench.py" "$seconds"
+echo "== NBD over TLS: blockd vs qemu-storage-daemon (4k random, 1M sequential reads)"
+/usr/bin/python3 "$top/bench/tls-bench.py" "$seconds"
 echo "== LUKS over NBD: blockd vs qemu-storage-daemon (4k random, 1M sequential)"
 /usr/bin/python3 "$top/bench/luks-bench.py" "$seconds"
 echo "== nbd driver: 1 GiB held by nbdkit mirrored to a local file, blockd vs qemu-storage-daemon"

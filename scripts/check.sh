@@ -180,6 +180,8 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     # FUSE device read in an iothread.
     functional build-tsan tests/functional/test_vm.py -k iothreads
     functional build-tsan tests/functional/test_fuse.py -k iothread
+    # TLS sessions moving with their connections to two iothreads.
+    functional build-tsan tests/functional/test_nbd_tls.py -k iothreads
     # An nbd node's requests from two iothreads, and its reconnection.
     functional build-tsan tests/functional/test_nbd_driver.py -k "iothreads or reconnect"
     # Copy-on-read's write back against guest writes on the same range;
@@ -234,6 +236,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # The vhost-user-blk export: hostile guests and front-ends.
     functional build-asan tests/functional/test_vhost_user_hostile.py \
         tests/functional/test_vhost_user_blk.py -k "not qsd and not matches"
+    # TLS: impostors, denied names, bad credentials, STARTTLS misuse.
+    functional build-asan tests/functional/test_nbd_tls.py -k "not iothreads"
     # Hostile QMP input (the JSON stream) against the sanitized daemon.
     functional build-asan tests/functional/test_qmp_hostile.py \
         tests/functional/test_qsd_compat_protocol.py
