@@ -35,8 +35,12 @@ void tls_creds_unref(TlsCreds *creds);
  * verify-peer: the identity an authorization list checks.) */
 bool tls_creds_verify_peer(TlsCreds *creds);
 
-/* A session on @fd with @creds (a reference is taken); a client checks
- * the server's certificate against @hostname when not NULL. */
+/* Another reference to @creds.  Global state. */
+void tls_creds_ref(TlsCreds *creds);
+
+/* A session on @fd with @creds, which the caller keeps a reference to for
+ * as long as the session lives (sessions are made in any thread); a
+ * client checks the server's certificate against @hostname if not NULL. */
 TlsSession *tls_session_new(TlsCreds *creds, bool server, const char *hostname, int fd,
                             Error **errp);
 void tls_session_free(TlsSession *s);

@@ -21,6 +21,7 @@
 #include "blockd/coroutine.h"
 #include "blockd/error.h"
 #include "blockd/nbd-proto.h"
+#include "blockd/tls.h"
 
 /* Seconds any one blocking step of a connection attempt may take. */
 #define NBD_CONNECT_TIMEOUT_S 10
@@ -31,6 +32,8 @@ typedef struct NbdTarget {
     char *host, *port;          /* inet */
     char *export;               /* NULL: the default export ("") */
     char *bitmap;               /* x-dirty-bitmap: a meta context, or NULL */
+    TlsCreds *tls;              /* tls-creds (a reference), or NULL */
+    char *tls_hostname;         /* the name the server's certificate must have */
 } NbdTarget;
 
 /* What the server told us about the export. */
@@ -44,12 +47,14 @@ typedef struct NbdExportInfo {
 } NbdExportInfo;
 
 /*
- * Connect to @t and negotiate the export (fixed newstyle, structured
- * replies, the meta context, NBD_OPT_GO): the connected blocking socket,
- * or -1 with @errp set.  The socket's timeouts stay set (the caller makes
- * it non-blocking for transmission).
+ * Connect to @t and negotiate the export (fixed newstyle, STARTTLS and the
+ * TLS handshake with tls-creds, structured replies, the meta context,
+ * NBD_OPT_GO): the connected blocking socket and in *@tls its TLS session
+ * (NULL without TLS), or -1 with @errp set.  The socket's timeouts stay
+ * set (the caller makes it non-blocking for transmission).
  */
-int nbd_connect_export(const NbdTarget *t, NbdExportInfo *info, Error **errp);
+int nbd_connect_export(const NbdTarget *t, NbdExportInfo *info, TlsSession **tls,
+                       Error **errp);
 
 /* ---- A node's connection (nbd.c, nbd-reply.c) ---- */
 
@@ -80,6 +85,7 @@ typedef struct NbdState {
 
     /* The connection: the node's home context only. */
     int fd;                     /* -1: not connected */
+    TlsSession *tls;            /* the connection's TLS session, or NULL */
     unsigned gen;               /* bumped when a connection is lost */
     NbdExportInfo info;         /* set at open, never changed */
     int64_t deadline;           /* requests wait for a new connection until then */

@@ -6,6 +6,7 @@
  * server costs a bounded wait, never a hang.  Errors use QEMU's words.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -18,13 +19,80 @@
 
 #define NBD_OLDSTYLE_MAGIC 0x00420281861253ULL
 
-static bool read_full(int fd, void *buf, size_t len, const char *what, Error **errp)
+/* The connection during the haggling: the socket, and once STARTTLS is
+ * done its TLS session. */
+typedef struct Conn {
+    int fd;
+    TlsSession *tls;
+} Conn;
+
+/* A TLS call asked to wait (@want: TLS_WANT_*): wait for the socket, at
+ * most the connection timeout. */
+static bool tls_poll(Conn *c, int want, Error **errp)
+{
+    struct pollfd p = { c->fd, want == TLS_WANT_WRITE ? POLLOUT : POLLIN, 0 };
+    int r;
+
+    do {
+        r = poll(&p, 1, NBD_CONNECT_TIMEOUT_S * 1000);
+    } while (r < 0 && errno == EINTR);
+    if (r <= 0) {
+        error_setg(errp, "Timed out waiting for the NBD server");
+        return false;
+    }
+    return true;
+}
+
+/* Bytes from the socket or the session: > 0, 0 at end of file, -1 with
+ * errno or @errp set. */
+static ssize_t conn_read(Conn *c, void *buf, size_t len, Error **errp)
+{
+    for (;;) {
+        ssize_t n;
+
+        if (!c->tls) {
+            return read(c->fd, buf, len);
+        }
+        n = tls_session_read(c->tls, buf, len);
+        if (n != TLS_WANT_READ && n != TLS_WANT_WRITE) {
+            errno = EIO;
+            return n;
+        }
+        if (!tls_poll(c, (int)n, errp)) {
+            return -1;
+        }
+    }
+}
+
+static ssize_t conn_write(Conn *c, const void *buf, size_t len, Error **errp)
+{
+    for (;;) {
+        ssize_t n;
+
+        if (!c->tls) {
+            return send(c->fd, buf, len, MSG_NOSIGNAL);
+        }
+        n = tls_session_write(c->tls, buf, len);
+        if (n != TLS_WANT_READ && n != TLS_WANT_WRITE) {
+            errno = EIO;
+            return n;
+        }
+        if (!tls_poll(c, (int)n, errp)) {
+            return -1;
+        }
+    }
+}
+
+static bool read_full(Conn *c, void *buf, size_t len, const char *what, Error **errp)
 {
     uint8_t *p = buf;
 
     while (len) {
-        ssize_t n = read(fd, p, len);
+        ssize_t n = conn_read(c, p, len, errp);
 
+        if (n < 0 && errp && *errp) {
+            return false;
+        }
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -43,13 +111,16 @@ static bool read_full(int fd, void *buf, size_t len, const char *what, Error **e
     return true;
 }
 
-static bool write_full(int fd, const void *buf, size_t len, Error **errp)
+static bool write_full(Conn *c, const void *buf, size_t len, Error **errp)
 {
     const uint8_t *p = buf;
 
     while (len) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        ssize_t n = conn_write(c, p, len, errp);
 
+        if (n < 0 && errp && *errp) {
+            return false;
+        }
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -73,14 +144,14 @@ static const char *opt_name(uint32_t opt)
     }
 }
 
-static bool send_option(int fd, uint32_t opt, const void *data, uint32_t len, Error **errp)
+static bool send_option(Conn *c, uint32_t opt, const void *data, uint32_t len, Error **errp)
 {
     uint8_t hdr[16];
 
     nbd_put64(hdr, NBD_OPTS_MAGIC);
     nbd_put32(hdr + 8, opt);
     nbd_put32(hdr + 12, len);
-    return write_full(fd, hdr, sizeof(hdr), errp) && write_full(fd, data, len, errp);
+    return write_full(c, hdr, sizeof(hdr), errp) && write_full(c, data, len, errp);
 }
 
 typedef struct OptReply {
@@ -91,12 +162,12 @@ typedef struct OptReply {
 
 /* One reply to option @opt; the payload is bounded, a wrong magic or an
  * answer to another option is a protocol error. */
-static bool read_reply(int fd, uint32_t opt, OptReply *r, Error **errp)
+static bool read_reply(Conn *c, uint32_t opt, OptReply *r, Error **errp)
 {
     uint8_t hdr[20];
 
     r->data = NULL;
-    if (!read_full(fd, hdr, sizeof(hdr), "option reply", errp)) {
+    if (!read_full(c, hdr, sizeof(hdr), "option reply", errp)) {
         return false;
     }
     r->type = nbd_get32(hdr + 12);
@@ -116,7 +187,7 @@ static bool read_reply(int fd, uint32_t opt, OptReply *r, Error **errp)
     }
     if (r->len) {
         r->data = malloc(r->len + 1);
-        if (!read_full(fd, r->data, r->len, "option reply payload", errp)) {
+        if (!read_full(c, r->data, r->len, "option reply payload", errp)) {
             free(r->data);
             r->data = NULL;
             return false;
@@ -165,13 +236,13 @@ static void reply_error(uint32_t opt, const OptReply *r, Error **errp)
     }
 }
 
-static bool greeting(int fd, Error **errp)
+static bool greeting(Conn *c, Error **errp)
 {
     uint8_t buf[18];
     uint8_t flags[4];
     uint16_t server_flags;
 
-    if (!read_full(fd, buf, 16, "initial magic", errp)) {
+    if (!read_full(c, buf, 16, "initial magic", errp)) {
         return false;
     }
     if (nbd_get64(buf) != NBD_MAGIC) {
@@ -187,7 +258,7 @@ static bool greeting(int fd, Error **errp)
         error_setg(errp, "Bad server magic received from the NBD server");
         return false;
     }
-    if (!read_full(fd, buf, 2, "server flags", errp)) {
+    if (!read_full(c, buf, 2, "server flags", errp)) {
         return false;
     }
     server_flags = nbd_get16(buf);
@@ -198,16 +269,16 @@ static bool greeting(int fd, Error **errp)
     }
     nbd_put32(flags, NBD_FLAG_C_FIXED_NEWSTYLE |
                      (server_flags & NBD_FLAG_NO_ZEROES ? NBD_FLAG_C_NO_ZEROES : 0));
-    return write_full(fd, flags, sizeof(flags), errp);
+    return write_full(c, flags, sizeof(flags), errp);
 }
 
 /* Ask for structured replies: true if the server agreed. */
-static bool structured_replies(int fd, bool *agreed, Error **errp)
+static bool structured_replies(Conn *c, bool *agreed, Error **errp)
 {
     OptReply r;
 
-    if (!send_option(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0, errp) ||
-        !read_reply(fd, NBD_OPT_STRUCTURED_REPLY, &r, errp)) {
+    if (!send_option(c, NBD_OPT_STRUCTURED_REPLY, NULL, 0, errp) ||
+        !read_reply(c, NBD_OPT_STRUCTURED_REPLY, &r, errp)) {
         return false;
     }
     free(r.data);
@@ -231,7 +302,7 @@ static size_t put_string(uint8_t *p, const char *s)
 }
 
 /* Select @context for @export: its id, or 0 if the server has none. */
-static bool meta_context(int fd, const char *export, const char *context, uint32_t *id,
+static bool meta_context(Conn *c, const char *export, const char *context, uint32_t *id,
                          Error **errp)
 {
     size_t elen = strlen(export), clen = strlen(context);
@@ -243,10 +314,10 @@ static bool meta_context(int fd, const char *export, const char *context, uint32
     nbd_put32(buf + len, 1);
     len += 4;
     len += put_string(buf + len, context);
-    ok = send_option(fd, NBD_OPT_SET_META_CONTEXT, buf, (uint32_t)len, errp);
+    ok = send_option(c, NBD_OPT_SET_META_CONTEXT, buf, (uint32_t)len, errp);
     free(buf);
     *id = 0;
-    while (ok && read_reply(fd, NBD_OPT_SET_META_CONTEXT, &r, errp)) {
+    while (ok && read_reply(c, NBD_OPT_SET_META_CONTEXT, &r, errp)) {
         if (r.type == NBD_REP_META_CONTEXT && r.len > 4 &&
             r.len - 4 == clen && memcmp(r.data + 4, context, clen) == 0) {
             *id = nbd_get32(r.data);
@@ -298,7 +369,7 @@ static bool info_reply(const OptReply *r, NbdExportInfo *info, bool *got_export,
     return true;                /* names and descriptions: not needed */
 }
 
-static bool go(int fd, const char *export, NbdExportInfo *info, Error **errp)
+static bool go(Conn *c, const char *export, NbdExportInfo *info, Error **errp)
 {
     size_t elen = strlen(export);
     uint8_t *buf = malloc(8 + elen);
@@ -308,9 +379,9 @@ static bool go(int fd, const char *export, NbdExportInfo *info, Error **errp)
 
     nbd_put16(buf + len, 1);
     nbd_put16(buf + len + 2, NBD_INFO_BLOCK_SIZE);
-    ok = send_option(fd, NBD_OPT_GO, buf, (uint32_t)(len + 4), errp);
+    ok = send_option(c, NBD_OPT_GO, buf, (uint32_t)(len + 4), errp);
     free(buf);
-    while (ok && read_reply(fd, NBD_OPT_GO, &r, errp)) {
+    while (ok && read_reply(c, NBD_OPT_GO, &r, errp)) {
         if (r.type == NBD_REP_INFO) {
             ok = info_reply(&r, info, &got_export, errp);
         } else if (r.type == NBD_REP_ACK) {
@@ -347,34 +418,68 @@ static int connect_socket(const NbdTarget *t, Error **errp)
     return socket_connect_inet(t->host, t->port, NBD_CONNECT_TIMEOUT_S, errp);
 }
 
-int nbd_connect_export(const NbdTarget *t, NbdExportInfo *info, Error **errp)
+/* NBD_OPT_STARTTLS, then the TLS handshake on the blocking socket. */
+static bool start_tls(Conn *c, const NbdTarget *t, Error **errp)
+{
+    OptReply r;
+    int ret;
+
+    if (!send_option(c, NBD_OPT_STARTTLS, NULL, 0, errp) ||
+        !read_reply(c, NBD_OPT_STARTTLS, &r, errp)) {
+        return false;
+    }
+    free(r.data);
+    if (r.type != NBD_REP_ACK) {
+        if (r.type & (1U << 31)) {
+            reply_error(NBD_OPT_STARTTLS, &r, errp);
+        } else {
+            error_setg(errp, "Unexpected reply type %u to option %u (%s)", r.type,
+                       NBD_OPT_STARTTLS, opt_name(NBD_OPT_STARTTLS));
+        }
+        return false;
+    }
+    c->tls = tls_session_new(t->tls, false, t->tls_hostname, c->fd, errp);
+    while (c->tls && (ret = tls_session_handshake(c->tls, errp)) != 0) {
+        if ((ret != TLS_WANT_READ && ret != TLS_WANT_WRITE) || !tls_poll(c, ret, errp)) {
+            return false;
+        }
+    }
+    return c->tls != NULL;
+}
+
+int nbd_connect_export(const NbdTarget *t, NbdExportInfo *info, TlsSession **tls,
+                       Error **errp)
 {
     const char *export = t->export ? t->export : "";
     /* x-dirty-bitmap names a whole context ("qemu:dirty-bitmap:NAME",
      * "qemu:allocation-depth"), whose bits block status then reports. */
     const char *context = t->bitmap ? t->bitmap : "base:allocation";
-    int fd = connect_socket(t, errp);
+    Conn conn = { connect_socket(t, errp), NULL }, *c = &conn;
 
-    if (fd < 0) {
+    *tls = NULL;
+    if (c->fd < 0) {
         return -1;
     }
     *info = (NbdExportInfo){ .min_block = 1, .max_block = NBD_MAX_BUFFER_SIZE };
-    if (!greeting(fd, errp) || !structured_replies(fd, &info->structured, errp)) {
+    if (!greeting(c, errp) || (t->tls && !start_tls(c, t, errp)) ||
+        !structured_replies(c, &info->structured, errp)) {
         goto fail;
     }
-    if (info->structured && !meta_context(fd, export, context, &info->context_id, errp)) {
+    if (info->structured && !meta_context(c, export, context, &info->context_id, errp)) {
         goto fail;
     }
     if (t->bitmap && !info->context_id) {
         error_setg(errp, "requested x-dirty-bitmap %s not found", t->bitmap);
         goto fail;
     }
-    if (!go(fd, export, info, errp)) {
+    if (!go(c, export, info, errp)) {
         goto fail;
     }
-    return fd;
+    *tls = c->tls;
+    return c->fd;
 
 fail:
-    close(fd);
+    tls_session_free(c->tls);
+    close(c->fd);
     return -1;
 }

@@ -87,6 +87,9 @@ static void connection_lost(NbdState *s, unsigned gen, const char *why)
     shutdown(s->fd, SHUT_RDWR);
     close(s->fd);
     s->fd = -1;
+    /* (Every user of the session checks fd and gen first, after a wait.) */
+    tls_session_free(s->tls);
+    s->tls = NULL;
     s->gen++;
     s->deadline = clock_now_ns() + s->reconnect_ns;
     wake_waiter(&s->rd_waiter);
@@ -130,6 +133,23 @@ bool coroutine_fn nbd_transfer(NbdState *s, unsigned gen, struct iovec *iov, int
 
         if (s->fd < 0 || s->gen != gen) {
             return false;
+        }
+        if (s->tls) {
+            /* One record at a time, into or out of the first buffer. */
+            n = wr ? tls_session_write(s->tls, iov->iov_base, iov->iov_len)
+                   : tls_session_read(s->tls, iov->iov_base, iov->iov_len);
+            if (n == TLS_WANT_READ || n == TLS_WANT_WRITE) {
+                /* (The direction of the call itself: the reader and the
+                 * sender each have their own wait.) */
+                wait_fd(s, wr);
+                continue;
+            }
+            if (n <= 0) {
+                connection_lost(s, gen, n == 0 ? "end of file" : "TLS error");
+                return false;
+            }
+            iov_advance(&iov, &niov, (size_t)n);
+            continue;
         }
         n = wr ? sendmsg(s->fd, &msg, MSG_NOSIGNAL) : recvmsg(s->fd, &msg, 0);
         if (n < 0 && errno == EINTR) {

@@ -50,6 +50,7 @@ typedef struct ConnectJob {
     const NbdTarget *target;
     NbdExportInfo info;
     int fd;
+    TlsSession *tls;
     Error *err;
 } ConnectJob;
 
@@ -57,7 +58,7 @@ static int connect_worker(void *opaque)
 {
     ConnectJob *job = opaque;
 
-    job->fd = nbd_connect_export(job->target, &job->info, &job->err);
+    job->fd = nbd_connect_export(job->target, &job->info, &job->tls, &job->err);
     return job->fd < 0 ? -1 : 0;
 }
 
@@ -86,6 +87,7 @@ static bool coroutine_fn reconnect(NbdState *s)
         job.fd = -1;
     }
     if (job.fd < 0 || !set_nonblocking(job.fd)) {
+        tls_session_free(job.tls);
         if (job.fd >= 0) {
             close(job.fd);
         }
@@ -95,6 +97,7 @@ static bool coroutine_fn reconnect(NbdState *s)
         return false;
     }
     s->fd = job.fd;
+    s->tls = job.tls;
     s->loss_logged = false;
     log_msg(LOG_LEVEL_INFO, "nbd node '%s': reconnected to the server", s->bs->node_name);
     return true;
@@ -496,10 +499,17 @@ static bool parse_options(NbdState *s, json_object *options, Error **errp)
         !opt_get_int(options, "reconnect-delay", &delay, errp)) {
         return false;
     }
-    if (tls || tls_host) {
-        error_setg(errp, "Parameter '%s': TLS for the nbd driver is not implemented yet",
-                   tls ? "tls-creds" : "tls-hostname");
+    if (tls_host && !tls) {
+        error_setg(errp, "tls-hostname is set but tls-creds is not set");
         return false;
+    }
+    if (tls && !(s->target.tls = tls_creds_lookup(tls, false, errp))) {
+        return false;
+    }
+    /* The server's certificate must name the host we connect to. */
+    if (tls) {
+        s->target.tls_hostname = strdup(tls_host ? tls_host
+                                        : s->target.host ? s->target.host : "localhost");
     }
     if (delay < 0 || delay > UINT32_MAX) {
         error_setg(errp, "Parameter 'reconnect-delay' expects uint32_t");
@@ -534,7 +544,7 @@ static int open_connection(NbdState *s, int64_t timeout_s, Error **errp)
 
     for (;;) {
         Error *err = NULL;
-        int fd = nbd_connect_export(&s->target, &s->info, &err);
+        int fd = nbd_connect_export(&s->target, &s->info, &s->tls, &err);
 
         if (fd >= 0 || clock_now_ns() >= deadline) {
             error_propagate(errp, err);
@@ -547,10 +557,16 @@ static int open_connection(NbdState *s, int64_t timeout_s, Error **errp)
 
 static void free_state(NbdState *s)
 {
+    tls_session_free(s->tls);
+    s->tls = NULL;
     if (s->fd >= 0) {
         close(s->fd);
         s->fd = -1;
     }
+    if (s->target.tls) {
+        tls_creds_unref(s->target.tls);
+    }
+    free(s->target.tls_hostname);
     free(s->target.path);
     free(s->target.host);
     free(s->target.port);

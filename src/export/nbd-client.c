@@ -199,6 +199,8 @@ bool coroutine_fn nbd_co_start_tls(NbdClient *c, TlsCreds *creds)
     if (c->in_pos != c->in_end) {
         return false;           /* bytes sent before the TLS handshake */
     }
+    tls_creds_ref(creds);
+    c->tls_creds = creds;
     c->tls = tls_session_new(creds, true, NULL, c->fd, &err);
     while (c->tls && (r = tls_session_handshake(c->tls, &err)) != 0) {
         if (r != TLS_WANT_READ && r != TLS_WANT_WRITE) {
@@ -1091,6 +1093,9 @@ static void client_free_bh(void *opaque)
     list_del(&c->all_link);
     num_clients--;
     tls_session_free(c->tls);
+    if (c->tls_creds) {
+        tls_creds_unref(c->tls_creds);
+    }
     close(c->fd);
     free(c->in_buf);
     free(c->out_buf);

@@ -79,8 +79,10 @@ struct NbdClient {
     bool handshaking;
     int64_t started_ns;
     AioTimer *handshake_timer;
-    /* After NBD_OPT_STARTTLS: every byte goes through this session. */
+    /* After NBD_OPT_STARTTLS: every byte goes through this session, over
+     * these credentials (a reference, dropped in the main thread). */
     TlsSession *tls;
+    TlsCreds *tls_creds;
 };
 
 #define IN_BUF_SIZE (64 * 1024)

@@ -10,6 +10,7 @@
 #include "blockd/aio.h"
 #include "blockd/chardev.h"
 #include "blockd/list.h"
+#include "blockd/tls.h"
 
 typedef enum ChardevKind {
     CHR_SOCKET,
@@ -39,6 +40,12 @@ struct Chardev {
     char *unix_path;            /* server: the path to unlink at free */
     char *address;              /* "unix:/p" or "tcp:host:port", for query-chardev */
     bool nodelay;
+    /* server with tls-creds: every client's bytes go through a session,
+     * opened once its handshake (hs_fd, still going on) is done. */
+    TlsCreds *tls_creds;
+    char *tls_authz;
+    TlsSession *tls;
+    int hs_fd;
 
     BH *input_bh;               /* reads unwatchable input in chunks */
 

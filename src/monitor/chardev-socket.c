@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "blockd/log.h"
 #include "blockd/main-loop.h"
 #include "blockd/options.h"
 #include "blockd/sockets.h"
@@ -136,10 +137,49 @@ static void set_nodelay(Chardev *chr, int fd)
     }
 }
 
+/* ---- TLS: the handshake of an accepted client, driven by the loop ---- */
+
+static void tls_step(void *opaque);
+
+static void tls_give_up(Chardev *chr, Error *err)
+{
+    info_report("chardev '%s': TLS client refused: %s", chr->id,
+                err ? error_get_pretty(err) : "authorization denied");
+    error_free(err);
+    aio_set_fd_handler(iohandler_aio_context(), chr->hs_fd, NULL, NULL, NULL, NULL);
+    tls_session_free(chr->tls);
+    chr->tls = NULL;
+    close(chr->hs_fd);
+    chr->hs_fd = -1;
+    chardev_socket_listen_again(chr);
+}
+
+static void tls_step(void *opaque)
+{
+    Chardev *chr = opaque;
+    Error *err = NULL;
+    int r = tls_session_handshake(chr->tls, &err), fd = chr->hs_fd;
+
+    if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+        aio_set_fd_handler(iohandler_aio_context(), fd, r == TLS_WANT_READ ? tls_step : NULL,
+                           r == TLS_WANT_WRITE ? tls_step : NULL, NULL, chr);
+        return;
+    }
+    if (r < 0 || (chr->tls_authz &&
+                  !authz_is_allowed(chr->tls_authz, tls_session_peer_name(chr->tls), &err))) {
+        tls_give_up(chr, err);
+        return;
+    }
+    aio_set_fd_handler(iohandler_aio_context(), fd, NULL, NULL, NULL, NULL);
+    chr->hs_fd = -1;
+    chardev_session_open(chr, fd, fd, true);
+}
+
 static void socket_accept(void *opaque)
 {
     Chardev *chr = opaque;
     int fd = accept4(chr->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    Error *err = NULL;
 
     if (fd < 0) {
         return;     /* EAGAIN or a client that gave up: nothing to do */
@@ -147,7 +187,17 @@ static void socket_accept(void *opaque)
     /* One client at a time: stop accepting until this one leaves. */
     aio_set_fd_handler(iohandler_aio_context(), chr->listen_fd, NULL, NULL, NULL, NULL);
     set_nodelay(chr, fd);
-    chardev_session_open(chr, fd, fd, true);
+    if (!chr->tls_creds) {
+        chardev_session_open(chr, fd, fd, true);
+        return;
+    }
+    chr->hs_fd = fd;
+    chr->tls = tls_session_new(chr->tls_creds, true, NULL, fd, &err);
+    if (!chr->tls) {
+        tls_give_up(chr, err);
+        return;
+    }
+    tls_step(chr);
 }
 
 void chardev_socket_listen_again(Chardev *chr)
@@ -164,18 +214,20 @@ static void wait_for_client(Chardev *chr)
     struct pollfd pfd = { .fd = chr->listen_fd, .events = POLLIN };
 
     fprintf(stderr, "blockd: waiting for connection on %s\n", chr->address);
-    while (!chr->open) {
+    while (!chr->open && !chr->tls) {
         if (poll(&pfd, 1, -1) > 0) {
             socket_accept(chr);
         } else if (errno != EINTR) {
             break;
         }
     }
+    /* A TLS client's handshake then goes on in the main loop. */
 }
 
 bool chardev_socket_open(Chardev *chr, json_object *opts, Error **errp)
 {
-    const char *path = NULL, *host = NULL, *port = NULL, *fdstr = NULL;
+    const char *path = NULL, *host = NULL, *port = NULL, *fdstr = NULL, *tls = NULL;
+    const char *authz = NULL;
     bool server = false, wait = true;       /* QEMU's defaults */
     int64_t reconnect = 0;
     int fd;
@@ -187,7 +239,19 @@ bool chardev_socket_open(Chardev *chr, json_object *opts, Error **errp)
         !opt_get_bool(opts, "server", &server, errp) ||
         !opt_get_bool(opts, "wait", &wait, errp) ||
         !opt_get_bool(opts, "nodelay", &chr->nodelay, errp) ||
-        !opt_get_int(opts, "reconnect", &reconnect, errp)) {
+        !opt_get_int(opts, "reconnect", &reconnect, errp) ||
+        !opt_get_str(opts, "tls-creds", &tls, errp) ||
+        !opt_get_str(opts, "tls-authz", &authz, errp)) {
+        return false;
+    }
+    chr->hs_fd = -1;
+    if (tls && !server) {
+        error_setg(errp, "chardev: socket: 'tls-creds' on a client socket is not supported "
+                   "by blockd");
+        return false;
+    }
+    if (authz && !tls) {
+        error_setg(errp, "'tls-authz' provided but TLS is not enabled");
         return false;
     }
     if (reconnect) {
@@ -214,6 +278,14 @@ bool chardev_socket_open(Chardev *chr, json_object *opts, Error **errp)
     if (fd < 0) {
         return false;
     }
+    if (tls && !(chr->tls_creds = tls_creds_lookup(tls, true, errp))) {
+        close(fd);
+        if (path) {
+            unlink(path);
+        }
+        return false;
+    }
+    chr->tls_authz = authz ? strdup(authz) : NULL;
     chr->server = server;
     if (path && asprintf(&chr->address, "unix:%s", path) < 0) {
         abort();
@@ -241,6 +313,18 @@ bool chardev_socket_open(Chardev *chr, json_object *opts, Error **errp)
 
 void chardev_socket_free(Chardev *chr)
 {
+    if (chr->hs_fd >= 0) {
+        aio_set_fd_handler(iohandler_aio_context(), chr->hs_fd, NULL, NULL, NULL, NULL);
+        tls_session_free(chr->tls);
+        chr->tls = NULL;
+        close(chr->hs_fd);
+        chr->hs_fd = -1;
+    }
+    if (chr->tls_creds) {
+        tls_creds_unref(chr->tls_creds);
+        chr->tls_creds = NULL;
+    }
+    free(chr->tls_authz);
     if (chr->listen_fd >= 0) {
         aio_set_fd_handler(iohandler_aio_context(), chr->listen_fd, NULL, NULL, NULL, NULL);
         close(chr->listen_fd);

@@ -87,11 +87,39 @@ char *chardev_filename(Chardev *chr)
 
 static void chardev_update_handlers(Chardev *chr);
 
+/* A TLS session: what it has decrypted, record by record (GnuTLS may
+ * hold more than the socket shows readable), until it needs the socket. */
+static void tls_readable(Chardev *chr)
+{
+    char buf[16384];
+
+    while (chr->open && chr->tls) {
+        ssize_t n = tls_session_read(chr->tls, buf, sizeof(buf));
+
+        if (n == TLS_WANT_READ || n == TLS_WANT_WRITE) {
+            return;
+        }
+        if (n <= 0) {
+            chardev_session_close(chr);
+            return;
+        }
+        if (chr->h) {
+            chr->h->receive(chr->opaque, buf, n);
+        }
+    }
+}
+
 static void chardev_readable(void *opaque)
 {
     Chardev *chr = opaque;
     char buf[65536];
-    ssize_t n = read(chr->in_fd, buf, sizeof(buf));
+    ssize_t n;
+
+    if (chr->tls) {
+        tls_readable(chr);
+        return;
+    }
+    n = read(chr->in_fd, buf, sizeof(buf));
 
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
         return;
@@ -215,6 +243,8 @@ void chardev_session_close(Chardev *chr)
         return;
     }
     clear_handlers(chr);
+    tls_session_free(chr->tls);
+    chr->tls = NULL;
     if (chr->own_fds) {
         if (chr->in_fd >= 0) {
             close(chr->in_fd);
@@ -275,6 +305,19 @@ ssize_t chardev_write(Chardev *chr, const char *buf, size_t len)
      * fits once the loop reported it writable. */
     if (chr->kind == CHR_STDIO && len > 4096) {
         len = 4096;
+    }
+    if (chr->tls) {
+        /* (After a wait, the caller offers the same bytes again, as GnuTLS
+         * wants.) */
+        n = tls_session_write(chr->tls, buf, len);
+        if (n == TLS_WANT_READ || n == TLS_WANT_WRITE) {
+            return 0;
+        }
+        if (n < 0) {
+            chardev_session_close(chr);
+            return -1;
+        }
+        return n;
     }
     n = write(chr->out_fd, buf, len);
     if (n < 0) {

@@ -19,6 +19,8 @@ static const SchemaField chardev_fields[] = {
     { .name = "wait", .type = SCHEMA_BOOL, .optional = true },
     { .name = "nodelay", .type = SCHEMA_BOOL, .optional = true },
     { .name = "reconnect", .type = SCHEMA_INT, .optional = true },
+    { .name = "tls-creds", .type = SCHEMA_STR, .optional = true },
+    { .name = "tls-authz", .type = SCHEMA_STR, .optional = true },
     /* stdio */
     { .name = "signal", .type = SCHEMA_BOOL, .optional = true },
     /* file (path is the output) */

@@ -65,6 +65,8 @@ static const SchemaField socket_fields[] = {
     { .name = "wait", .type = SCHEMA_BOOL, .optional = true },
     { .name = "nodelay", .type = SCHEMA_BOOL, .optional = true },
     { .name = "reconnect", .type = SCHEMA_INT, .optional = true },
+    { .name = "tls-creds", .type = SCHEMA_STR, .optional = true },
+    { .name = "tls-authz", .type = SCHEMA_STR, .optional = true },
     COMMON_FIELDS, { 0 },
 };
 static const SchemaField stdio_fields[] = {

@@ -74,6 +74,45 @@ static bool check_cert_file(const char *path, bool ca, Error **errp)
     return ok;
 }
 
+/* sanity-check: our own certificate must be signed by our CA (QEMU's
+ * check and words: a peer would refuse it anyway, later and less
+ * clearly). */
+static bool check_issuer(const char *cert_path, const char *ca_path, Error **errp)
+{
+    gnutls_datum_t cd = { NULL, 0 }, ad = { NULL, 0 };
+    gnutls_x509_crt_t crt = NULL, ca = NULL;
+    unsigned int status = 0;
+    bool ok = false;
+
+    if (gnutls_load_file(cert_path, &cd) < 0 || gnutls_load_file(ca_path, &ad) < 0 ||
+        gnutls_x509_crt_init(&crt) < 0 || gnutls_x509_crt_init(&ca) < 0 ||
+        gnutls_x509_crt_import(crt, &cd, GNUTLS_X509_FMT_PEM) < 0 ||
+        gnutls_x509_crt_import(ca, &ad, GNUTLS_X509_FMT_PEM) < 0 ||
+        gnutls_x509_crt_verify(crt, &ca, 1, 0, &status) < 0) {
+        error_setg(errp, "Unable to verify certificate %s against %s", cert_path, ca_path);
+    } else if (status) {
+        const char *why = status & GNUTLS_CERT_SIGNER_NOT_FOUND
+                          ? "The certificate hasn't got a known issuer"
+                          : status & GNUTLS_CERT_REVOKED ? "The certificate has been revoked"
+                          : status & GNUTLS_CERT_INSECURE_ALGORITHM
+                          ? "The certificate uses an insecure algorithm"
+                          : "The certificate is not trusted";
+        error_setg(errp, "Our own certificate %s failed validation against %s: %s",
+                   cert_path, ca_path, why);
+    } else {
+        ok = true;
+    }
+    if (crt) {
+        gnutls_x509_crt_deinit(crt);
+    }
+    if (ca) {
+        gnutls_x509_crt_deinit(ca);
+    }
+    gnutls_free(cd.data);
+    gnutls_free(ad.data);
+    return ok;
+}
+
 static bool load_x509(TlsCreds *c, const char *key_password, Error **errp)
 {
     const char *who = c->server ? "server" : "client";
@@ -95,7 +134,8 @@ static bool load_x509(TlsCreds *c, const char *key_password, Error **errp)
         goto out;
     }
     if (c->sanity_check && (!check_cert_file(ca, true, errp) ||
-                            (cert && !check_cert_file(cert, false, errp)))) {
+                            (cert && (!check_cert_file(cert, false, errp) ||
+                                      !check_issuer(cert, ca, errp))))) {
         goto out;
     }
     gnutls_certificate_allocate_credentials(&c->x509);
@@ -367,6 +407,11 @@ TlsCreds *tls_creds_lookup(const char *id, bool server, Error **errp)
     }
     user_object_ref(obj);
     return c;
+}
+
+void tls_creds_ref(TlsCreds *creds)
+{
+    user_object_ref(&creds->obj);
 }
 
 void tls_creds_unref(TlsCreds *creds)

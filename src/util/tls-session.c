@@ -97,7 +97,6 @@ TlsSession *tls_session_new(TlsCreds *creds, bool server, const char *hostname, 
         abort();
     }
     s->creds = creds;
-    user_object_ref(&creds->obj);
     s->server = server;
     s->fd = fd;
     s->hostname = hostname ? strdup(hostname) : NULL;
@@ -135,7 +134,6 @@ void tls_session_free(TlsSession *s)
     if (s->g) {
         gnutls_deinit(s->g);
     }
-    user_object_unref(&s->creds->obj);
     free(s->hostname);
     free(s->peer);
     free(s);

@@ -17,6 +17,7 @@ import pytest
 from conftest import BLOCKD
 from nbdutil import MiB, RawClient, short_dir, sparse_image
 from qmp import QMP
+from test_bitmaps_persistent import Daemon
 from test_qsd_compat import QSD
 from tlsutil import free_port, make_pki
 
@@ -251,3 +252,102 @@ def test_tls_connections_served_in_iothreads(pki):
         assert "Sanitizer" not in err and "ThreadSanitizer" not in err, err
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def driver_outcomes(prog, pki, server_prog):
+    """An nbd node of daemon @prog, over TLS, on a server run by
+    @server_prog: which configurations open, and the data written
+    through the good one."""
+    d = short_dir()
+    try:
+        s = TlsServer(server_prog, d, [x509(pki["srv"], "server")], ["tls-creds=t0"])
+        x = Daemon(prog, d, None)
+        q = x.q
+        out = []
+        q.cmd("object-add", qom_type="tls-creds-x509", id="c0", dir=pki["cli"],
+              endpoint="client")
+        # (An impostor's own certificate fails the sanity check at once.)
+        out.append("error" in q.execute("object-add", {
+            "qom-type": "tls-creds-x509", "id": "x", "dir": pki["impostor"],
+            "endpoint": "client"}))
+        q.cmd("object-add", qom_type="tls-creds-x509", id="imp", dir=pki["impostor"],
+              endpoint="client", sanity_check=False)
+        server = {"type": "inet", "host": "127.0.0.1", "port": str(s.port)}
+        for n, extra in enumerate(({}, {"tls-creds": "imp", "tls-hostname": "localhost"},
+                                   {"tls-creds": "c0", "tls-hostname": "elsewhere"},
+                                   {"tls-hostname": "localhost"},
+                                   {"tls-creds": "c0", "tls-hostname": "localhost"})):
+            r = q.execute("blockdev-add", {"driver": "nbd", "node-name": f"n{n}",
+                                           "server": server, "export": "disk", **extra})
+            out.append("error" not in r)
+        q.cmd("nbd-server-start", addr={"type": "unix", "data": {"path": f"{d}/n.sock"}})
+        q.cmd("block-export-add", type="nbd", id="e", node_name="n4", writable=True)
+        r = subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x66 1M 1M",
+                            "-c", "read -P 0x66 1M 1M", f"nbd+unix:///n4?socket={d}/n.sock"],
+                           capture_output=True, text=True)
+        out.append(r.returncode == 0 and "fail" not in r.stdout)
+        assert "Sanitizer" not in x.quit()
+        assert "Sanitizer" not in s.quit()
+        with open(s.img, "rb") as f:
+            f.seek(MiB)
+            out.append(f.read(MiB) == b"\x66" * MiB)
+        return out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("server", ["blockd", "qsd"])
+def test_nbd_driver_over_tls(pki, server):
+    """blockd's nbd driver as a TLS client of blockd's and of
+    qemu-storage-daemon's server, as qemu-storage-daemon's driver."""
+    sprog = BLOCKD if server == "blockd" else QSD
+    ours = driver_outcomes(BLOCKD, pki, sprog)
+    assert ours == [True, False, False, False, False, True, True, True], ours
+    assert ours == driver_outcomes(QSD, pki, sprog)
+
+
+def qmp_over_tls(prog, pki, client_dir):
+    """A QMP monitor on a TLS chardev: does a client (gnutls-cli) with the
+    certificates of @client_dir get the greeting and an answer?"""
+    port = free_port()
+    p = subprocess.Popen([prog, "--object", x509(pki["srv"], "server"), "--chardev",
+                          f"socket,id=m,host=127.0.0.1,port={port},server=on,wait=off,"
+                          "tls-creds=t0", "--monitor", "chardev=m"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        # (qemu-storage-daemon 7.2 may never greet a client that connects
+        # while its monitor is being set up: give it that time.)
+        time.sleep(0.5)
+        cli = subprocess.Popen(["gnutls-cli", f"--x509cafile={client_dir}/ca-cert.pem",
+                                f"--x509certfile={client_dir}/client-cert.pem",
+                                f"--x509keyfile={client_dir}/client-key.pem",
+                                "-p", str(port), "localhost"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+        for cmd in (b'{"execute": "qmp_capabilities"}\n', b'{"execute": "query-version"}\n'):
+            time.sleep(0.3)
+            try:
+                cli.stdin.write(cmd)
+                cli.stdin.flush()
+            except BrokenPipeError:
+                break
+        time.sleep(0.3)
+        msgs = []
+        for line in cli.communicate(timeout=10)[0].decode().splitlines():
+            try:
+                msgs.append(json.loads(line))
+            except ValueError:
+                pass        # gnutls-cli's own report
+        return any("QMP" in m for m in msgs) and \
+            any("qemu" in m.get("return", {}) for m in msgs)
+    finally:
+        p.kill()
+        p.wait()
+        err = p.stderr.read().decode()
+        assert "Sanitizer" not in err, err
+
+
+def test_qmp_over_tls_as_qsd(pki):
+    ours = [qmp_over_tls(BLOCKD, pki, pki[c]) for c in ("cli", "impostor")]
+    assert ours == [True, False]
+    assert ours == [qmp_over_tls(QSD, pki, pki[c]) for c in ("cli", "impostor")]
