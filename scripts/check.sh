@@ -160,7 +160,7 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     tsa_negative
     # The stress programs run shorter here than on their own (STRESS_SECONDS,
     # STRESS_ENGINE_SECONDS: set them for longer runs).
-    STRESS_SECONDS=${STRESS_SECONDS:-12} STRESS_ENGINE_SECONDS=${STRESS_ENGINE_SECONDS:-8} \
+    STRESS_SECONDS=${STRESS_SECONDS:-8} STRESS_ENGINE_SECONDS=${STRESS_ENGINE_SECONDS:-6} \
         suite build-tsan stress
     suite build-tsan unit
     # qcow2 metadata shared by many requests and served from an iothread.
@@ -197,7 +197,7 @@ export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1 ${UBSAN_OPTIONS:-}"
 if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # Shorter than under TSan: ASan looks for memory errors, which need
     # no long interleavings to show.
-    STRESS_SECONDS=${STRESS_SECONDS:-8} STRESS_ENGINE_SECONDS=${STRESS_ENGINE_SECONDS:-6} \
+    STRESS_SECONDS=${STRESS_SECONDS:-5} STRESS_ENGINE_SECONDS=${STRESS_ENGINE_SECONDS:-4} \
         suite build-asan stress
     suite build-asan unit
     # Hostile qcow2 images against the sanitized daemon: no crash, no
@@ -237,7 +237,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     functional build-asan tests/functional/test_vhost_user_hostile.py \
         tests/functional/test_vhost_user_blk.py -k "not qsd and not matches"
     # TLS: impostors, denied names, bad credentials, STARTTLS misuse.
-    functional build-asan tests/functional/test_nbd_tls.py -k "not iothreads"
+    functional build-asan tests/functional/test_nbd_tls.py \
+        -k "impostors or starttls or bad_credentials or driver"
     # Hostile QMP input (the JSON stream) against the sanitized daemon.
     functional build-asan tests/functional/test_qmp_hostile.py \
         tests/functional/test_qsd_compat_protocol.py
