@@ -41,7 +41,7 @@ def run(binary, srv_dir):
         time.sleep(0.5)
         # (The client does not check the server's certificate: libnbd takes
         # no certificate directory from fio's URI.)
-        uri = f"nbds://localhost:{port}/d?tls-verify-peer=false"
+        uri = f"nbds://127.0.0.1:{port}/d?tls-verify-peer=false"
         for name, fargs, what in WORKLOADS:
             side = fio_side(["--name=b", "--ioengine=nbd", f"--uri={uri}",
                              f"--size={SIZE_MB}M", "--time_based", f"--runtime={SECONDS}"] +

@@ -506,10 +506,10 @@ static bool parse_options(NbdState *s, json_object *options, Error **errp)
     if (tls && !(s->target.tls = tls_creds_lookup(tls, false, errp))) {
         return false;
     }
-    /* The server's certificate must name the host we connect to. */
-    if (tls) {
-        s->target.tls_hostname = strdup(tls_host ? tls_host
-                                        : s->target.host ? s->target.host : "localhost");
+    /* The server's certificate must name the host we connect to (as in
+     * QEMU, no name is checked over a unix socket unless one is given). */
+    if (tls && (tls_host || s->target.host)) {
+        s->target.tls_hostname = strdup(tls_host ? tls_host : s->target.host);
     }
     if (delay < 0 || delay > UINT32_MAX) {
         error_setg(errp, "Parameter 'reconnect-delay' expects uint32_t");
@@ -641,7 +641,9 @@ static void nbd_close(BlockDriverState *bs)
 
         nbd_put32(hdr, NBD_REQUEST_MAGIC);
         nbd_put16(hdr + 6, NBD_CMD_DISC);
-        if (send(s->fd, hdr, sizeof(hdr), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        /* (Through the TLS session if there is one: no plain bytes there.) */
+        if ((s->tls ? tls_session_write(s->tls, hdr, sizeof(hdr))
+                    : send(s->fd, hdr, sizeof(hdr), MSG_NOSIGNAL | MSG_DONTWAIT)) < 0) {
             log_msg(LOG_LEVEL_DEBUG, "nbd node '%s': disconnect: %s", bs->node_name,
                     strerror(errno));
         }

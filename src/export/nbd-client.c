@@ -74,19 +74,34 @@ static void budget_release(int64_t bytes)
 }
 
 /* Take @bytes of the server budget for a request of @c, waiting while
- * others hold it.  A small request of a connection with nothing else in
- * flight always goes (clients that stall cannot lock out the others'
- * ordinary requests); a large one waits too, which ends once the others'
- * replies are out, since no request is larger than the budget. */
-static void coroutine_fn budget_acquire(NbdClient *c, int64_t bytes)
+ * others hold it: false (nothing taken) if the connection is closing
+ * meanwhile.  A request without payload, and a small one of a connection
+ * with nothing else in flight, always go (clients that stall cannot lock
+ * out the others' ordinary requests); a large one waits, which ends once
+ * the others' replies are out -- or, if they stall, once they are gone:
+ * large requests are what a stalled client's pinned memory holds back. */
+static bool coroutine_fn budget_acquire(NbdClient *c, int64_t bytes)
 {
-    bool small_and_alone = c->in_flight == 0 && bytes <= SMALL_REQUEST_BYTES;
+    bool exempt = bytes == 0 || (c->in_flight == 0 && bytes <= SMALL_REQUEST_BYTES);
+    bool closing = false;
 
     bd_mutex_lock(&budget.lock);
-    while (!small_and_alone && budget.bytes + bytes > SERVER_MAX_IN_FLIGHT_BYTES) {
+    while (!exempt && budget.bytes + bytes > SERVER_MAX_IN_FLIGHT_BYTES &&
+           !(closing = atomic_read(&c->closing))) {
         co_queue_wait_bdmutex(&budget.waiters, &budget.lock);
     }
-    budget.bytes += bytes;
+    if (!closing) {
+        budget.bytes += bytes;
+    }
+    bd_mutex_unlock(&budget.lock);
+    return !closing;
+}
+
+/* A closing connection may be waiting for budget: let it see that. */
+static void budget_wake_all(void)
+{
+    bd_mutex_lock(&budget.lock);
+    co_queue_restart_all_bdmutex(&budget.waiters, &budget.lock);
     bd_mutex_unlock(&budget.lock);
 }
 static int num_clients;
@@ -192,37 +207,39 @@ static bool coroutine_fn tls_wait(NbdClient *c, Coroutine **waiter)
 
 bool coroutine_fn nbd_co_start_tls(NbdClient *c, TlsCreds *creds)
 {
-    const char *authz = nbd_server_tls_authz();
+    /* A copy: the server may stop (and free its own) while we wait. */
+    char *authz = nbd_server_tls_authz() ? strdup(nbd_server_tls_authz()) : NULL;
     Error *err = NULL;
-    int r;
+    bool ok = false;
+    int r = -1;
 
     if (c->in_pos != c->in_end) {
+        free(authz);
         return false;           /* bytes sent before the TLS handshake */
     }
     tls_creds_ref(creds);
     c->tls_creds = creds;
     c->tls = tls_session_new(creds, true, NULL, c->fd, &err);
     while (c->tls && (r = tls_session_handshake(c->tls, &err)) != 0) {
-        if (r != TLS_WANT_READ && r != TLS_WANT_WRITE) {
+        if ((r != TLS_WANT_READ && r != TLS_WANT_WRITE) ||
+            !tls_wait(c, r == TLS_WANT_READ ? &c->recv_waiter : &c->send_waiter)) {
             break;
         }
-        if (!tls_wait(c, r == TLS_WANT_READ ? &c->recv_waiter : &c->send_waiter)) {
-            return false;
+    }
+    if (r != 0 || atomic_read(&c->closing)) {
+        if (err) {
+            info_report("NBD client refused: %s", error_get_pretty(err));
         }
-    }
-    if (err) {
-        info_report("NBD client refused: %s", error_get_pretty(err));
-        error_free(err);
-        return false;
-    }
-    if (authz && !authz_is_allowed(authz, tls_session_peer_name(c->tls), &err)) {
+    } else if (authz && !authz_is_allowed(authz, tls_session_peer_name(c->tls), &err)) {
         info_report("NBD client refused: TLS authorization of '%s' denied%s%s",
                     tls_session_peer_name(c->tls) ? tls_session_peer_name(c->tls) : "",
                     err ? ": " : "", err ? error_get_pretty(err) : "");
-        error_free(err);
-        return false;
+    } else {
+        ok = true;
     }
-    return true;
+    error_free(err);
+    free(authz);
+    return ok;
 }
 
 static size_t coroutine_fn tls_recv_some(NbdClient *c, void *buf, size_t len)
@@ -1059,7 +1076,10 @@ static void coroutine_fn transmission(NbdClient *c)
             r->charged = 0;      /* refused by check_request, never buffered */
         }
         wait_for_budget(c, r->charged);
-        budget_acquire(c, r->charged);
+        if (!budget_acquire(c, r->charged)) {
+            free(r);
+            break;
+        }
         if (!receive_payload(c, r)) {
             budget_release(r->charged);
             free(r);
@@ -1209,8 +1229,10 @@ void nbd_client_new(int fd, int handshake_max_seconds)
 void nbd_client_shutdown(NbdClient *c)
 {
     atomic_set(&c->closing, 1);
-    /* Wakes a receive or send that is waiting, wherever it runs. */
+    /* Wakes a receive or send that is waiting, wherever it runs, and a
+     * wait for budget. */
     shutdown(c->fd, SHUT_RDWR);
+    budget_wake_all();
 }
 
 void nbd_clients_shutdown_all(void)

@@ -143,7 +143,8 @@ static void tls_step(void *opaque);
 
 static void tls_give_up(Chardev *chr, Error *err)
 {
-    info_report("chardev '%s': TLS client refused: %s", chr->id,
+    info_report("chardev '%s': TLS %s: %s", chr->id,
+                chr->server ? "client refused" : "connection to the server failed",
                 err ? error_get_pretty(err) : "authorization denied");
     error_free(err);
     aio_set_fd_handler(iohandler_aio_context(), chr->hs_fd, NULL, NULL, NULL, NULL);
@@ -175,14 +176,39 @@ static void tls_step(void *opaque)
     chardev_session_open(chr, fd, fd, true);
 }
 
+/* Start the TLS handshake on @fd (a server's accepted client, or our own
+ * connection to a server, checked against @hostname). */
+static bool start_tls(Chardev *chr, int fd, bool server, const char *hostname, Error **errp)
+{
+    Error *err = NULL;
+
+    chr->hs_fd = fd;
+    chr->tls = tls_session_new(chr->tls_creds, server, hostname, fd, &err);
+    if (!chr->tls) {
+        if (errp) {
+            error_propagate(errp, err);
+            close(fd);
+            chr->hs_fd = -1;
+            return false;
+        }
+        tls_give_up(chr, err);
+        return false;
+    }
+    tls_step(chr);
+    return true;
+}
+
 static void socket_accept(void *opaque)
 {
     Chardev *chr = opaque;
     int fd = accept4(chr->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    Error *err = NULL;
 
     if (fd < 0) {
         return;     /* EAGAIN or a client that gave up: nothing to do */
+    }
+    if (chr->open || chr->hs_fd >= 0) {
+        close(fd);  /* (never: accepting is off meanwhile) */
+        return;
     }
     /* One client at a time: stop accepting until this one leaves. */
     aio_set_fd_handler(iohandler_aio_context(), chr->listen_fd, NULL, NULL, NULL, NULL);
@@ -191,13 +217,7 @@ static void socket_accept(void *opaque)
         chardev_session_open(chr, fd, fd, true);
         return;
     }
-    chr->hs_fd = fd;
-    chr->tls = tls_session_new(chr->tls_creds, true, NULL, fd, &err);
-    if (!chr->tls) {
-        tls_give_up(chr, err);
-        return;
-    }
-    tls_step(chr);
+    start_tls(chr, fd, true, NULL, NULL);
 }
 
 void chardev_socket_listen_again(Chardev *chr)
@@ -245,11 +265,6 @@ bool chardev_socket_open(Chardev *chr, json_object *opts, Error **errp)
         return false;
     }
     chr->hs_fd = -1;
-    if (tls && !server) {
-        error_setg(errp, "chardev: socket: 'tls-creds' on a client socket is not supported "
-                   "by blockd");
-        return false;
-    }
     if (authz && !tls) {
         error_setg(errp, "'tls-authz' provided but TLS is not enabled");
         return false;
@@ -278,7 +293,7 @@ bool chardev_socket_open(Chardev *chr, json_object *opts, Error **errp)
     if (fd < 0) {
         return false;
     }
-    if (tls && !(chr->tls_creds = tls_creds_lookup(tls, true, errp))) {
+    if (tls && !(chr->tls_creds = tls_creds_lookup(tls, server, errp))) {
         close(fd);
         if (path) {
             unlink(path);
@@ -296,6 +311,10 @@ bool chardev_socket_open(Chardev *chr, json_object *opts, Error **errp)
     }
     if (!server) {
         set_nodelay(chr, fd);
+        if (chr->tls_creds) {
+            /* The server's certificate must name the host connected to. */
+            return start_tls(chr, fd, false, host, errp);
+        }
         chardev_session_open(chr, fd, fd, true);
         return true;
     }
@@ -305,7 +324,8 @@ bool chardev_socket_open(Chardev *chr, json_object *opts, Error **errp)
         wait_for_client(chr);
     }
     chardev_socket_listen_again(chr);
-    if (chr->open) {
+    /* One client at a time: the one connected, or in its TLS handshake. */
+    if (chr->open || chr->hs_fd >= 0) {
         aio_set_fd_handler(iohandler_aio_context(), chr->listen_fd, NULL, NULL, NULL, NULL);
     }
     return true;

@@ -17,7 +17,7 @@ import nbd
 import pytest
 
 from conftest import BLOCKD
-from nbdutil import MiB, RawClient, Server, short_dir, sparse_image
+from nbdutil import MiB, RawClient, Server, short_dir, sparse_image, wait_for
 from qmp import QMP
 
 NBD_CMD_READ = 0
@@ -45,6 +45,17 @@ def good_client_works(s):
     h.pwrite(b"g" * 4096, 0)
     assert h.pread(4096, 0) == b"g" * 4096
     h.shutdown()
+
+
+def sockets(pid):
+    """The daemon's open sockets."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
 
 
 def cpu_seconds(pid):
@@ -259,5 +270,37 @@ def test_limits_on_the_command_line(blockd, tmp_path, opt):
             assert RawClient(f"{d}/x.sock").at_eof(timeout=4)
             done.disconnect()
         assert s.alive()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_export_del_while_a_client_waits_for_budget(blockd, tmp_path):
+    """Clients that send write headers and never their payloads hold the
+    budget; a client of another export waits for it with a large request.
+    Deleting that export hangs up on it at once (it hung the main loop)."""
+    s, q, d = server(blockd, tmp_path)
+    try:
+        q.cmd("blockdev-add", driver="file", node_name="d2",
+              filename=sparse_image(tmp_path / "d2.raw", 16 * MiB))
+        q.cmd("block-export-add", type="nbd", id="e2", node_name="d2", writable=True)
+        stallers = []
+        for i in range(3):
+            c = RawClient.connect(s.sock, "disk")
+            c.send(struct.pack(">IHHQQI", 0x25609513, 0, 1, i, 0, NBD_MAX))   # WRITE
+            stallers.append(c)
+        waiter = RawClient.connect(s.sock, "d2")
+        waiter.send(struct.pack(">IHHQQI", 0x25609513, 0, NBD_CMD_READ, 9, 0, 2 * MiB))
+        time.sleep(0.3)
+        fds = sockets(s.pid)
+        t0 = time.monotonic()
+        q.cmd("block-export-del", id="e2", mode="hard")
+        assert waiter.at_eof(timeout=5)
+        # The waiting connection is gone, not left waiting for the others.
+        wait_for(lambda: sockets(s.pid) < fds, timeout=5, what="the connection to be freed")
+        assert time.monotonic() - t0 < 5
+        q.cmd("query-version")
+        for c in stallers:
+            c.close()
+        good_client_works(s)
     finally:
         shutil.rmtree(d, ignore_errors=True)

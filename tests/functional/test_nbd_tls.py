@@ -6,6 +6,7 @@ list does not allow, a wrong pre-shared key) are refused, and the
 server goes on serving the others.  Before STARTTLS every option gets
 NBD_REP_ERR_TLS_REQD, as there."""
 import json
+import os
 import shutil
 import socket
 import struct
@@ -57,6 +58,49 @@ class TlsServer:
         return self.p.stderr.read().decode()
 
 
+class NbdkitTls:
+    """nbdkit's TLS server (the memory plugin) with the same certificates,
+    or the same PSK file."""
+
+    def __init__(self, x509_dir=None, psk_file=None):
+        self.port = free_port()
+        args = ["nbdkit", "-f", "-i", "127.0.0.1", "-p", str(self.port), "--tls=require"]
+        args += ([f"--tls-certificates={x509_dir}", "--tls-verify-peer"] if x509_dir
+                 else [f"--tls-psk={psk_file}"])
+        self.p = subprocess.Popen(args + ["memory", "16M"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and self.p.poll() is None
+                time.sleep(0.05)
+
+    def quit(self):
+        self.p.kill()
+        self.p.wait()
+        return ""
+
+
+def tls_server(kind, d, pki, psk=False):
+    if kind == "nbdkit":
+        return NbdkitTls(psk_file=f"{pki['psk-srv']}/keys.psk") if psk \
+            else NbdkitTls(x509_dir=pki["srv"])
+    obj = (f"tls-creds-psk,id=t0,dir={pki['psk-srv']},endpoint=server" if psk
+           else x509(pki["srv"], "server"))
+    return TlsServer(BLOCKD if kind == "blockd" else QSD, d, [obj], ["tls-creds=t0"])
+
+
+def qemu_img_info(port, creds_obj):
+    r = subprocess.run(["qemu-img", "info", "--object", creds_obj, "--image-opts",
+                        "driver=nbd,server.type=inet,server.host=127.0.0.1,"
+                        f"server.port={port},export=disk,tls-creds=t0,tls-hostname=localhost"],
+                       capture_output=True, text=True, timeout=30)
+    return r.returncode == 0 and "virtual size: 16 MiB" in r.stdout
+
+
 def qemu_io(port, creds_obj, *cmds, hostname="localhost"):
     """qemu-io over NBD with the client credentials @creds_obj (QEMU's
     --object text with id=t0, or None for no TLS): (ok, output)."""
@@ -82,12 +126,13 @@ def x509(d, endpoint="client", extra=""):
     return f"tls-creds-x509,id=t0,dir={d},endpoint={endpoint}{extra}"
 
 
-def outcomes(prog, pki):
-    """Who gets in, over X.509 and over PSK: a list of booleans."""
+def outcomes(kind, pki):
+    """Who gets in, over X.509 and over PSK, on the server of @kind
+    (blockd, qsd or nbdkit): a list of booleans."""
     out = []
     d = short_dir()
     try:
-        s = TlsServer(prog, d, [x509(pki["srv"], "server")], ["tls-creds=t0"])
+        s = tls_server(kind, d, pki)
         ok, text = qemu_io(s.port, x509(pki["cli"]), "write -P 0x42 0 64k",
                            "read -P 0x42 0 64k")
         assert ok, text
@@ -97,17 +142,19 @@ def outcomes(prog, pki):
         # The server's certificate names localhost, not another host.
         out.append(qemu_io(s.port, x509(pki["cli"]), "read 0 512",
                            hostname="elsewhere")[0])
-        out.append(nbdinfo(f"nbds://localhost:{s.port}/disk?tls-certificates={pki['cli']}")[0])
-        out.append(nbdinfo(f"nbd://localhost:{s.port}/disk")[0])
+        # (Addresses, not "localhost": a fresh root may have no /etc/hosts;
+        # the certificate names 127.0.0.1 too.)
+        out.append(nbdinfo(f"nbds://127.0.0.1:{s.port}/disk?tls-certificates={pki['cli']}")[0])
+        out.append(nbdinfo(f"nbd://127.0.0.1:{s.port}/disk")[0])
+        out.append(qemu_img_info(s.port, x509(pki["cli"])))
         out.append(qemu_io(s.port, x509(pki["cli"]), "read -P 0x42 0 64k")[0])  # still serving
         err = s.quit()
         assert "Sanitizer" not in err, err
-        s = TlsServer(prog, d, ["tls-creds-psk,id=t0,dir=%s,endpoint=server" % pki["psk-srv"]],
-                      ["tls-creds=t0"])
+        s = tls_server(kind, d, pki, psk=True)
         psk = "tls-creds-psk,id=t0,dir=%s,endpoint=client,username=alice"
         out.append(qemu_io(s.port, psk % pki["psk-cli"], "read 0 512")[0])
         out.append(qemu_io(s.port, psk % pki["psk-bad"], "read 0 512")[0])
-        out.append(nbdinfo(f"nbds://alice@localhost:{s.port}/disk?"
+        out.append(nbdinfo(f"nbds://alice@127.0.0.1:{s.port}/disk?"
                            f"tls-psk-file={pki['psk-cli']}/keys.psk")[0])
         out.append(qemu_io(s.port, psk % pki["psk-cli"], "read 0 512")[0])
         err = s.quit()
@@ -117,11 +164,14 @@ def outcomes(prog, pki):
     return out
 
 
-def test_clients_and_impostors_as_qsd(pki):
-    ours = outcomes(BLOCKD, pki)
-    assert ours == [True, False, False, False, True, False, True,
+@pytest.mark.parametrize("peer", ["qsd", "nbdkit"])
+def test_clients_and_impostors_as_peers(pki, peer):
+    """The same clients get in, the same impostors are refused, as with
+    qemu-storage-daemon's and nbdkit's TLS servers."""
+    ours = outcomes("blockd", pki)
+    assert ours == [True, False, False, False, True, False, True, True,
                     True, False, True, True], ours
-    assert ours == outcomes(QSD, pki)
+    assert ours == outcomes(peer, pki)
 
 
 def authz_outcomes(prog, pki, d, objects, rule_file=None):
@@ -321,7 +371,7 @@ def qmp_over_tls(prog, pki, client_dir):
         cli = subprocess.Popen(["gnutls-cli", f"--x509cafile={client_dir}/ca-cert.pem",
                                 f"--x509certfile={client_dir}/client-cert.pem",
                                 f"--x509keyfile={client_dir}/client-key.pem",
-                                "-p", str(port), "localhost"],
+                                "-p", str(port), "127.0.0.1"],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL)
         for cmd in (b'{"execute": "qmp_capabilities"}\n', b'{"execute": "query-version"}\n'):
@@ -351,3 +401,56 @@ def test_qmp_over_tls_as_qsd(pki):
     ours = [qmp_over_tls(BLOCKD, pki, pki[c]) for c in ("cli", "impostor")]
     assert ours == [True, False]
     assert ours == [qmp_over_tls(QSD, pki, pki[c]) for c in ("cli", "impostor")]
+
+
+def qmp_client_over_tls(prog, pki, server_dir):
+    """A monitor on a client chardev that connects out over TLS to a
+    server (Python's ssl) with the certificates of @server_dir: does the
+    server get the greeting and answers?"""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(f"{server_dir}/server-cert.pem", f"{server_dir}/server-key.pem")
+    ctx.load_verify_locations(f"{server_dir}/ca-cert.pem")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(10)
+    port = lsock.getsockname()[1]
+    p = subprocess.Popen([prog, "--object", x509(pki["cli"]), "--chardev",
+                          f"socket,id=m,host=127.0.0.1,port={port},tls-creds=t0",
+                          "--monitor", "chardev=m"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        conn, _ = lsock.accept()
+        try:
+            s = ctx.wrap_socket(conn, server_side=True)
+            s.settimeout(10)
+            f = s.makefile("rwb")
+            greeting = json.loads(f.readline())
+            f.write(b'{"execute": "qmp_capabilities"}\n')
+            f.flush()
+            reply = json.loads(f.readline())
+            s.close()
+            return "QMP" in greeting and reply == {"return": {}}
+        except (ssl.SSLError, OSError, ValueError):
+            return False
+    finally:
+        lsock.close()
+        p.kill()
+        p.wait()
+        err = p.stderr.read().decode()
+        assert "Sanitizer" not in err, err
+
+
+def test_qmp_client_chardev_over_tls(pki):
+    """Good when the server's certificate is from our CA; refused (by the
+    daemon, which then has no monitor) when it is not."""
+    other = f"{os.path.dirname(pki['srv'])}/other-srv"
+    if not os.path.exists(other):
+        os.makedirs(other)
+        shutil.copy(f"{pki['impostor']}/client-cert.pem", f"{other}/server-cert.pem")
+        shutil.copy(f"{pki['impostor']}/client-key.pem", f"{other}/server-key.pem")
+        shutil.copy(f"{pki['srv']}/ca-cert.pem", f"{other}/ca-cert.pem")
+    assert qmp_client_over_tls(BLOCKD, pki, pki["srv"]) is True
+    assert qmp_client_over_tls(BLOCKD, pki, other) is False
