@@ -356,6 +356,36 @@ def test_nbd_driver_over_tls(pki, server):
     assert ours == driver_outcomes(QSD, pki, sprog)
 
 
+def gnutls_cli_qmp(port, client_dir):
+    """gnutls-cli with the certificates of @client_dir as a QMP client:
+    the JSON messages it received."""
+    cli = subprocess.Popen(["gnutls-cli", f"--x509cafile={client_dir}/ca-cert.pem",
+                            f"--x509certfile={client_dir}/client-cert.pem",
+                            f"--x509keyfile={client_dir}/client-key.pem",
+                            "-p", str(port), "127.0.0.1"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL)
+    for cmd in (b'{"execute": "qmp_capabilities"}\n', b'{"execute": "query-version"}\n'):
+        time.sleep(0.3)
+        try:
+            cli.stdin.write(cmd)
+            cli.stdin.flush()
+        except BrokenPipeError:
+            break
+    time.sleep(0.3)
+    msgs = []
+    for line in cli.communicate(timeout=10)[0].decode().splitlines():
+        try:
+            msgs.append(json.loads(line))
+        except ValueError:
+            pass        # gnutls-cli's own report
+    return msgs
+
+
+def qmp_session_ok(msgs):
+    return any("QMP" in m for m in msgs) and any("qemu" in m.get("return", {}) for m in msgs)
+
+
 def qmp_over_tls(prog, pki, client_dir):
     """A QMP monitor on a TLS chardev: does a client (gnutls-cli) with the
     certificates of @client_dir get the greeting and an answer?"""
@@ -368,28 +398,7 @@ def qmp_over_tls(prog, pki, client_dir):
         # (qemu-storage-daemon 7.2 may never greet a client that connects
         # while its monitor is being set up: give it that time.)
         time.sleep(0.5)
-        cli = subprocess.Popen(["gnutls-cli", f"--x509cafile={client_dir}/ca-cert.pem",
-                                f"--x509certfile={client_dir}/client-cert.pem",
-                                f"--x509keyfile={client_dir}/client-key.pem",
-                                "-p", str(port), "127.0.0.1"],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL)
-        for cmd in (b'{"execute": "qmp_capabilities"}\n', b'{"execute": "query-version"}\n'):
-            time.sleep(0.3)
-            try:
-                cli.stdin.write(cmd)
-                cli.stdin.flush()
-            except BrokenPipeError:
-                break
-        time.sleep(0.3)
-        msgs = []
-        for line in cli.communicate(timeout=10)[0].decode().splitlines():
-            try:
-                msgs.append(json.loads(line))
-            except ValueError:
-                pass        # gnutls-cli's own report
-        return any("QMP" in m for m in msgs) and \
-            any("qemu" in m.get("return", {}) for m in msgs)
+        return qmp_session_ok(gnutls_cli_qmp(port, client_dir))
     finally:
         p.kill()
         p.wait()
@@ -454,3 +463,37 @@ def test_qmp_client_chardev_over_tls(pki):
         shutil.copy(f"{pki['srv']}/ca-cert.pem", f"{other}/ca-cert.pem")
     assert qmp_client_over_tls(BLOCKD, pki, pki["srv"]) is True
     assert qmp_client_over_tls(BLOCKD, pki, other) is False
+
+
+def test_qmp_tls_chardev_one_client_at_a_time(pki):
+    """wait=on: the first client is awaited, then haggles in the main
+    loop; a second one meanwhile waits in the backlog (it could take over
+    the first one's handshake and crash the daemon), and is served once
+    the first gives up."""
+    port = free_port()
+    p = subprocess.Popen([BLOCKD, "--object", x509(pki["srv"], "server"), "--chardev",
+                          f"socket,id=m,host=127.0.0.1,port={port},server=on,wait=on,"
+                          "tls-creds=t0", "--monitor", "chardev=m"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                first = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        second = socket.create_connection(("127.0.0.1", port), timeout=5)
+        second.sendall(b"\x16\x03\x01garbage" * 10)
+        second.close()
+        time.sleep(0.3)
+        assert p.poll() is None
+        first.close()                 # its handshake fails: the next client is served
+        assert qmp_session_ok(gnutls_cli_qmp(port, pki["cli"]))
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.wait()
+        err = p.stderr.read().decode()
+        assert "Sanitizer" not in err, err
