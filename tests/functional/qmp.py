@@ -25,14 +25,14 @@ class QMP:
                 break
             # qemu-storage-daemon 7.2 can lose a connection made while its
             # monitor is being set up (its monitor thread then blocks in
-            # accept and never greets): connect again.  blockd gets no
-            # such second chance.
+            # accept and never greets, or it hangs up at once): connect
+            # again.  blockd gets no such second chance.
             self.sock.settimeout(max(0.1, min(2.0, deadline - time.monotonic())))
             try:
                 self.greeting = self.recv()
                 self.sock.settimeout(timeout)
                 break
-            except TimeoutError:
+            except (TimeoutError, EOFError):
                 self.sock.close()
                 self.buf = b""
                 if time.monotonic() > deadline:
