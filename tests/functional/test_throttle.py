@@ -73,6 +73,17 @@ def fio_iops(uri, seconds):
     return json.loads(r.stdout[r.stdout.index("{"):])["jobs"][0]["read"]["iops"]
 
 
+def measured(measure, lo, hi, attempts=3):
+    """@measure() within [lo, hi]: a value below may be load on the
+    machine and is measured again; one above fails at once."""
+    for _ in range(attempts):
+        v = measure()
+        assert v <= hi, v
+        if v >= lo:
+            return v
+    raise AssertionError(f"{v} below {lo} in {attempts} attempts")
+
+
 def test_iops_limit_holds():
     """200 IOPS for one node, then 400 shared by two (qom-set while they
     run the first time): each measured within 10 %."""
@@ -90,18 +101,23 @@ def test_iops_limit_holds():
             assert "error" not in q.execute("block-export-add", {"type": "nbd", "id": n,
                                                                  "node-name": n, "name": n})
         uri = lambda n: f"nbd+unix:///{n}?socket={d}/n.sock"  # noqa: E731
-        one = fio_iops(uri("a"), 3)
-        assert 180 <= one <= 220, one
+
+        def shared():
+            got = []
+            ts = [threading.Thread(target=lambda n=n: got.append(fio_iops(uri(n), 3)))
+                  for n in ("a", "b")]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            return sum(got)
+        # (A measurement while the machine's two cores are busy with other
+        # tests can fall short of the limit: it is taken again, at most
+        # twice more.  Going over the limit is never excused.)
+        one = measured(lambda: fio_iops(uri("a"), 3), 180, 220)
         q.cmd("qom-set", path="tg", property="limits", value={"iops-total": 400})
-        got = []
-        ts = [threading.Thread(target=lambda n=n: got.append(fio_iops(uri(n), 3)))
-              for n in ("a", "b")]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        print("IOPS:", one, got, file=sys.stderr)
-        assert 360 <= sum(got) <= 440, got
+        both = measured(shared, 360, 440)
+        print("IOPS:", one, both, file=sys.stderr)
         assert "Sanitizer" not in x.quit()
     finally:
         shutil.rmtree(d, ignore_errors=True)
