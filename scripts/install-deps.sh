@@ -21,10 +21,14 @@ set -eu
 # fio) and 'file', which nbdinfo runs to fill its "content" field;
 # certtool and psktool (gnutls-bin) make the TLS tests' certificates and
 # keys.
+# The rbd driver: librbd and librados; its tests start a one-node Ceph
+# cluster (ceph-mon, ceph-osd, and ceph-common's ceph and rbd tools), and
+# qemu-block-extra gives qemu-storage-daemon and qemu-img their rbd driver.
 PACKAGES="
 make meson ninja-build pkg-config gcc libc6-dev clang-19 libclang-rt-19-dev
 liburing-dev libaio-dev libjson-c-dev libcmocka-dev zlib1g-dev libzstd-dev
-libgnutls28-dev gnutls-bin libfuse3-dev fuse3
+libgnutls28-dev gnutls-bin libfuse3-dev fuse3 librbd-dev librados-dev
+ceph-mon ceph-osd ceph-common qemu-block-extra
 python3 python3-pytest python3-pytest-xdist python3-libnbd
 qemu-utils qemu-system-common qemu-system-x86 busybox-static libnbd-bin nbdkit fio file
 coreutils util-linux mount procps
@@ -125,6 +129,13 @@ tool_runs gnutls-bin certtool --version
 tool_runs gnutls-bin psktool --version
 tool_runs fuse3 fusermount3 --version
 tool_runs libaio-dev test -e /usr/include/libaio.h
+tool_runs librbd-dev test -e /usr/include/rbd/librbd.h
+tool_runs librados-dev test -e /usr/include/rados/librados.h
+tool_runs ceph-mon ceph-mon --version
+tool_runs ceph-osd ceph-osd --version
+tool_runs ceph-common ceph --version
+tool_runs ceph-common rbd --version
+tool_runs ceph-mon monmaptool --help
 tool_runs qemu-system-common qemu-storage-daemon --version
 tool_runs qemu-utils qemu-img --version
 tool_runs qemu-utils qemu-io --version
@@ -142,6 +153,11 @@ tool_runs python3-pytest-xdist /usr/bin/python3 -c 'import xdist'
 
 tool_runs qemu-system-x86 qemu-system-x86_64 --version
 tool_runs busybox-static busybox true
+
+# qemu-img's rbd driver is a module of its own (qemu-block-extra).
+if ! qemu-img --help 2>/dev/null | grep -q 'Supported formats:.* rbd'; then
+    fail "qemu-img has no rbd driver" "qemu-block-extra"
+fi
 
 # nbdinfo's "content" comes from file(1): without it the JSON is garbage.
 truncate -s 1M "$tmp/x.img"

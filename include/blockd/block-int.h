@@ -112,6 +112,9 @@ struct BlockDriver {
     int (*bdrv_get_info)(BlockDriverState *bs, BlockDriverInfo *bdi);
     /* "format-specific": {"type": ..., "data": {...}}, a new object. */
     json_object *(*bdrv_get_specific_info)(BlockDriverState *bs);
+    /* "snapshots": the image's snapshots as a new array of SnapshotInfo,
+     * or NULL (none, or the driver lists none here). */
+    json_object *(*bdrv_snapshot_list)(BlockDriverState *bs);
     /* The image's name where no "filename" option gives it (a network
      * node's URI); NULL: the file child's, or "DRIVER://". */
     const char *(*bdrv_filename)(BlockDriverState *bs);

@@ -18,6 +18,7 @@ void bdrv_init(void)
         bdrv_register(&bdrv_null_aio);
         bdrv_register(&bdrv_compress);
         bdrv_register(&bdrv_nbd);
+        bdrv_register(&bdrv_rbd);
         bdrv_register(&bdrv_host_device);
         bdrv_register(&bdrv_copy_on_read);
         bdrv_register(&bdrv_preallocate);

@@ -15,6 +15,7 @@ extern const BlockDriver bdrv_null_co;
 extern const BlockDriver bdrv_null_aio;
 extern const BlockDriver bdrv_compress;
 extern const BlockDriver bdrv_nbd;
+extern const BlockDriver bdrv_rbd;
 extern const BlockDriver bdrv_host_device;
 extern const BlockDriver bdrv_copy_on_read;
 extern const BlockDriver bdrv_preallocate;

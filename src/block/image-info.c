@@ -144,6 +144,15 @@ json_object *bdrv_image_info(BlockDriverState *bs)
     if (bs->drv->bdrv_get_specific_info) {
         json_object_object_add(image, "format-specific", bs->drv->bdrv_get_specific_info(bs));
     }
+    if (bs->drv->bdrv_snapshot_list) {
+        json_object *snaps = bs->drv->bdrv_snapshot_list(bs);
+
+        if (snaps && json_object_array_length(snaps) > 0) {
+            json_object_object_add(image, "snapshots", snaps);
+        } else {
+            json_object_put(snaps);
+        }
+    }
     if (bdi.backing_file) {
         char *full = full_backing_name(filename, bdi.backing_file);
         json_object_object_add(image, "backing-filename", json_object_new_string(bdi.backing_file));

@@ -8,7 +8,7 @@
 
 static const char *const driver_names[] = {
     "blkdebug", "blkverify", "compress", "copy-before-write", "copy-on-read", "file", "host_device", "luks", "nbd",
-    "null-aio", "null-co", "preallocate", "qcow2", "quorum", "raw", "snapshot-access",
+    "null-aio", "null-co", "preallocate", "qcow2", "quorum", "raw", "rbd", "snapshot-access",
     "throttle",
     NULL,
 };
@@ -108,6 +108,59 @@ static const SchemaField nbd_fields[] = {
 };
 
 static const SchemaObject nbd_options = { .name = "BlockdevOptionsNbd", .fields = nbd_fields };
+
+static const char *const rbd_auth_modes[] = { "cephx", "none", NULL };
+static const char *const rbd_encrypt_formats[] = { "luks", "luks2", NULL };
+
+static const SchemaField rbd_encrypt_fields[] = {
+    { .name = "format", .type = SCHEMA_ENUM, .enum_values = rbd_encrypt_formats },
+    { 0 },
+};
+static const SchemaField rbd_luks_fields[] = {
+    { .name = "key-secret", .type = SCHEMA_STR },
+    { 0 },
+};
+static const SchemaVariant rbd_encrypt_variants[] = {
+    { "luks", &(const SchemaObject){ .name = "RbdEncryptionOptionsLUKS",
+                                     .fields = rbd_luks_fields } },
+    { "luks2", &(const SchemaObject){ .name = "RbdEncryptionOptionsLUKS2",
+                                      .fields = rbd_luks_fields } },
+    { NULL, NULL },
+};
+static const SchemaObject rbd_encrypt_options = {
+    .name = "RbdEncryptionOptions", .fields = rbd_encrypt_fields,
+    .discriminator = "format", .variants = rbd_encrypt_variants,
+};
+/* InetSocketAddressBase: a monitor's address. */
+static const SchemaField rbd_server_fields[] = {
+    { .name = "host", .type = SCHEMA_STR },
+    { .name = "port", .type = SCHEMA_STR },
+    { 0 },
+};
+static const SchemaField rbd_server_elem = {
+    .name = "server", .type = SCHEMA_OBJECT,
+    .object = &(const SchemaObject){ .name = "InetSocketAddressBase",
+                                     .fields = rbd_server_fields },
+};
+static const SchemaField rbd_auth_elem = {
+    .name = "auth-client-required", .type = SCHEMA_ENUM, .enum_values = rbd_auth_modes,
+};
+static const SchemaField rbd_fields[] = {
+    { .name = "pool", .type = SCHEMA_STR },
+    { .name = "namespace", .type = SCHEMA_STR, .optional = true },
+    { .name = "image", .type = SCHEMA_STR },
+    { .name = "conf", .type = SCHEMA_STR, .optional = true },
+    { .name = "snapshot", .type = SCHEMA_STR, .optional = true },
+    { .name = "encrypt", .type = SCHEMA_OBJECT, .optional = true, .object = &rbd_encrypt_options },
+    { .name = "user", .type = SCHEMA_STR, .optional = true },
+    { .name = "auth-client-required", .type = SCHEMA_LIST, .optional = true,
+      .elem = &rbd_auth_elem },
+    { .name = "key-secret", .type = SCHEMA_STR, .optional = true },
+    { .name = "server", .type = SCHEMA_LIST, .optional = true, .elem = &rbd_server_elem },
+    { 0 },
+};
+
+const SchemaObject qapi_rbd_options = { .name = "BlockdevOptionsRbd", .fields = rbd_fields };
 
 static const SchemaField blkdebug_fields[] = {
     { .name = "image", .type = SCHEMA_STR_OR_OBJECT, .object = &qapi_blockdev_options },
@@ -301,6 +354,7 @@ static const SchemaVariant driver_variants[] = {
     { "qcow2", &qcow2_options },
     { "quorum", &quorum_options },
     { "raw", &raw_options },
+    { "rbd", &qapi_rbd_options },
     { "snapshot-access", &generic_file_options },
     { "throttle", &throttle_options },
     { NULL, NULL },

@@ -8,6 +8,7 @@
 #include "blockd/schema.h"
 
 extern const SchemaObject qapi_blockdev_options;
+extern const SchemaObject qapi_rbd_options;           /* BlockdevOptionsRbd */
 extern const SchemaObject qapi_blockdev_del_args;
 extern const SchemaObject qapi_query_named_block_nodes_args;
 extern const SchemaObject qapi_object_add_args;       /* qom-type iothread */

@@ -20,7 +20,7 @@
 /* QAPI BlockdevCreateOptions, for the drivers blockd can create. */
 static const char *const create_driver_names[] = {
     "blkdebug", "blkverify", "compress", "copy-on-read", "file", "host_device", "luks", "nbd",
-    "null-aio", "null-co", "preallocate", "qcow2", "quorum", "raw", "throttle", NULL,
+    "null-aio", "null-co", "preallocate", "qcow2", "quorum", "raw", "rbd", "throttle", NULL,
 };
 static const char *const prealloc_names[] = { "off", "metadata", "falloc", "full", NULL };
 static const char *const qcow2_versions[] = { "v2", "v3", NULL };
@@ -128,10 +128,42 @@ static const SchemaField create_luks_fields[] = {
 static const SchemaObject create_luks = {
     .name = "BlockdevCreateOptionsLUKS", .fields = create_luks_fields,
 };
+static const char *const rbd_encrypt_formats[] = { "luks", "luks2", NULL };
+static const SchemaField rbd_encrypt_fields[] = {
+    { .name = "format", .type = SCHEMA_ENUM, .enum_values = rbd_encrypt_formats },
+    { 0 },
+};
+static const SchemaField rbd_luks_create_fields[] = {
+    { .name = "key-secret", .type = SCHEMA_STR },
+    { .name = "cipher-alg", .type = SCHEMA_ENUM, .optional = true, .enum_values = cipher_algs },
+    { 0 },
+};
+static const SchemaVariant rbd_encrypt_variants[] = {
+    { "luks", &(const SchemaObject){ .name = "RbdEncryptionCreateOptionsLUKS",
+                                     .fields = rbd_luks_create_fields } },
+    { "luks2", &(const SchemaObject){ .name = "RbdEncryptionCreateOptionsLUKS2",
+                                      .fields = rbd_luks_create_fields } },
+    { NULL, NULL },
+};
+static const SchemaField create_rbd_fields[] = {
+    { .name = "location", .type = SCHEMA_OBJECT, .object = &qapi_rbd_options },
+    { .name = "size", .type = SCHEMA_SIZE },
+    { .name = "cluster-size", .type = SCHEMA_SIZE, .optional = true },
+    { .name = "encrypt", .type = SCHEMA_OBJECT, .optional = true,
+      .object = &(const SchemaObject){ .name = "RbdEncryptionCreateOptions",
+                                       .fields = rbd_encrypt_fields,
+                                       .discriminator = "format",
+                                       .variants = rbd_encrypt_variants } },
+    { 0 },
+};
+static const SchemaObject create_rbd = {
+    .name = "BlockdevCreateOptionsRbd", .fields = create_rbd_fields,
+};
 static const SchemaVariant create_variants[] = {
     { "file", &create_file },
     { "luks", &create_luks },
     { "qcow2", &create_qcow2 },
+    { "rbd", &create_rbd },
     { NULL, NULL },
 };
 static const SchemaObject create_options = {
