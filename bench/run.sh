@@ -48,3 +48,5 @@ echo "== vhost-user-blk and FUSE exports: blockd vs qemu-storage-daemon vs fio o
 /usr/bin/python3 "$top/bench/vhost-user-bench.py" "$seconds"
 echo "== dirty bitmaps: incremental backup of 1 GiB with 1 % dirty, bitmap cost on 4k writes"
 /usr/bin/python3 "$top/bench/backup-bench.py" 5 "$seconds"
+echo "== RBD over NBD on a one-node Ceph cluster: blockd vs qemu-storage-daemon vs rbd bench"
+/usr/bin/python3 "$top/bench/rbd-bench.py" "$seconds"

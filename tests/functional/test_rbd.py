@@ -330,7 +330,18 @@ def test_second_daemon_refused(cluster):
         b.q.cmd("blockdev-add", **node(cluster, "ro", "lk"), **{"read-only": True})
         b.export("ro", writable=False)
         qemu_io(b.uri("ro"), "read -P 0x33 0 64k", ro=True)
-        # The holder still writes.
+        # The holder still writes; read-only, it lets the lock go, and
+        # read-write again it takes it back.
+        qemu_io(a.uri("r"), "write -P 0x44 0 64k")
+        reopen = dict(node(cluster, "r", "lk"), **{"read-only": True})
+        a.q.cmd("block-export-del", id="r")
+        wait_for(lambda: not a.q.cmd("query-block-exports"), what="the export's end")
+        a.q.cmd("blockdev-reopen", options=[reopen])
+        b.q.cmd("blockdev-add", **node(cluster, "rw", "lk"))
+        b.q.cmd("blockdev-del", node_name="rw")
+        a.q.cmd("blockdev-reopen", options=[dict(reopen, **{"read-only": False})])
+        assert "exclusive lock" in b.q.error("blockdev-add", node(cluster, "rw", "lk"))[1]
+        a.export("r")
         qemu_io(a.uri("r"), "write -P 0x44 0 64k")
         # A holder that dies: once the cluster notices (its watch expires)
         # the lock is broken and the dead client blocklisted.
