@@ -192,7 +192,7 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     functional build-tsan tests/functional/test_throttle.py -k drain
     # The rbd driver: librbd's threads hand completions back to the
     # requests' own threads, the node moving between them.
-    functional build-tsan tests/functional/test_rbd.py -k "iothreads or create_write"
+    functional build-tsan tests/functional/test_rbd.py -k iothreads
     BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-15} \
         functional build-tsan tests/functional/test_thread_stress.py
 fi
@@ -244,8 +244,8 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # TLS: impostors, denied names, bad credentials, STARTTLS misuse.
     functional build-asan tests/functional/test_nbd_tls.py \
         -k "(impostors and qsd) or starttls or bad_credentials or driver"
-    # The rbd driver's errors and the lock refused to a second daemon.
-    functional build-asan tests/functional/test_rbd.py -k "matches or second_daemon"
+    # The rbd driver's errors, against qemu-storage-daemon's.
+    functional build-asan tests/functional/test_rbd.py -k matches
     # Hostile QMP input (the JSON stream) against the sanitized daemon.
     functional build-asan tests/functional/test_qmp_hostile.py \
         tests/functional/test_qsd_compat_protocol.py

@@ -80,6 +80,23 @@ static int create_worker(void *opaque)
     return r;
 }
 
+/* The location's own "encrypt" is for opening an image: creating ignores
+ * it, as qemu-storage-daemon does ("encrypt" beside "location" counts). */
+static bool parse_location(CreateJob *job, json_object *loc, Error **errp)
+{
+    json_object *copy = json_object_new_object();
+    bool ok;
+
+    json_object_object_foreach(loc, key, val) {
+        if (strcmp(key, "encrypt") != 0) {
+            json_object_object_add(copy, key, json_object_get(val));
+        }
+    }
+    ok = rbd_target_parse(&job->t, copy, errp);
+    json_object_put(copy);
+    return ok;
+}
+
 static bool parse_create(CreateJob *job, json_object *options, Error **errp)
 {
     json_object *loc, *enc;
@@ -95,11 +112,6 @@ static bool parse_create(CreateJob *job, json_object *options, Error **errp)
         error_setg(errp, "Can't use snapshot name for image creation");
         return false;
     }
-    if (json_object_object_get_ex(loc, "encrypt", &enc)) {
-        error_setg(errp, "Can't use encryption options for image creation: "
-                   "give them in 'encrypt' beside 'location'");
-        return false;
-    }
     if (objsize) {
         if (objsize & (objsize - 1)) {
             error_setg(errp, "obj size needs to be power of 2");
@@ -112,7 +124,7 @@ static bool parse_create(CreateJob *job, json_object *options, Error **errp)
         job->order = __builtin_ctzll((unsigned long long)objsize);
     }
     job->size = (uint64_t)size;
-    if (!rbd_target_parse(&job->t, loc, errp)) {
+    if (!parse_location(job, loc, errp)) {
         return false;
     }
     if (json_object_object_get_ex(options, "encrypt", &enc)) {

@@ -112,7 +112,7 @@ static const SchemaObject nbd_options = { .name = "BlockdevOptionsNbd", .fields 
 static const char *const rbd_auth_modes[] = { "cephx", "none", NULL };
 static const char *const rbd_encrypt_formats[] = { "luks", "luks2", NULL };
 
-static const SchemaField rbd_encrypt_fields[] = {
+const SchemaField qapi_rbd_encrypt_base_fields[] = {
     { .name = "format", .type = SCHEMA_ENUM, .enum_values = rbd_encrypt_formats },
     { 0 },
 };
@@ -128,7 +128,7 @@ static const SchemaVariant rbd_encrypt_variants[] = {
     { NULL, NULL },
 };
 static const SchemaObject rbd_encrypt_options = {
-    .name = "RbdEncryptionOptions", .fields = rbd_encrypt_fields,
+    .name = "RbdEncryptionOptions", .fields = qapi_rbd_encrypt_base_fields,
     .discriminator = "format", .variants = rbd_encrypt_variants,
 };
 /* InetSocketAddressBase: a monitor's address. */

@@ -9,6 +9,8 @@
 
 extern const SchemaObject qapi_blockdev_options;
 extern const SchemaObject qapi_rbd_options;           /* BlockdevOptionsRbd */
+/* RbdEncryptionOptions' and RbdEncryptionCreateOptions' common member. */
+extern const SchemaField qapi_rbd_encrypt_base_fields[];
 extern const SchemaObject qapi_blockdev_del_args;
 extern const SchemaObject qapi_query_named_block_nodes_args;
 extern const SchemaObject qapi_object_add_args;       /* qom-type iothread */

@@ -128,11 +128,6 @@ static const SchemaField create_luks_fields[] = {
 static const SchemaObject create_luks = {
     .name = "BlockdevCreateOptionsLUKS", .fields = create_luks_fields,
 };
-static const char *const rbd_encrypt_formats[] = { "luks", "luks2", NULL };
-static const SchemaField rbd_encrypt_fields[] = {
-    { .name = "format", .type = SCHEMA_ENUM, .enum_values = rbd_encrypt_formats },
-    { 0 },
-};
 static const SchemaField rbd_luks_create_fields[] = {
     { .name = "key-secret", .type = SCHEMA_STR },
     { .name = "cipher-alg", .type = SCHEMA_ENUM, .optional = true, .enum_values = cipher_algs },
@@ -151,7 +146,7 @@ static const SchemaField create_rbd_fields[] = {
     { .name = "cluster-size", .type = SCHEMA_SIZE, .optional = true },
     { .name = "encrypt", .type = SCHEMA_OBJECT, .optional = true,
       .object = &(const SchemaObject){ .name = "RbdEncryptionCreateOptions",
-                                       .fields = rbd_encrypt_fields,
+                                       .fields = qapi_rbd_encrypt_base_fields,
                                        .discriminator = "format",
                                        .variants = rbd_encrypt_variants } },
     { 0 },

@@ -15,6 +15,7 @@ from cephutil import Cluster
 from conftest import BLOCKD
 from nbdutil import MiB, nbdinfo_json, run, short_dir, wait_for
 from qmp import QMP
+from test_luks import wait_job
 
 QSD = "qemu-storage-daemon"
 
@@ -65,18 +66,6 @@ def loc(cluster, image, **more):
 
 def node(cluster, name, image, **more):
     return dict(loc(cluster, image, **more), driver="rbd", **{"node-name": name})
-
-
-def wait_job(q, job):
-    """The job's end: its error, or None."""
-    deadline = time.monotonic() + 60
-    while True:
-        jobs = [j for j in q.cmd("query-jobs") if j["id"] == job]
-        if jobs and jobs[0]["status"] == "concluded":
-            q.cmd("job-dismiss", id=job)
-            return jobs[0].get("error")
-        assert time.monotonic() < deadline, jobs
-        time.sleep(0.05)
 
 
 def create(q, options):
@@ -233,6 +222,10 @@ def session(prog, cluster, tag):
         out.append(q.error("blockdev-add", node(cluster, "x", img, snapshot="s1")))
         for bad in ({"cluster-size": 3000}, {"cluster-size": 2048},
                     {"location": loc(cluster, "x", snapshot="s")},
+                    # (Encryption at creation is "encrypt" beside "location":
+                    # one in "location" is ignored.)
+                    {"location": loc(cluster, img + "-e",
+                                     encrypt={"format": "luks", "key-secret": "k"})},
                     {"location": loc(cluster, "x", pool="nopool")}):
             out.append(create(q, dict({"location": loc(cluster, "x"), "size": MiB}, **bad)))
         for bad in (loc(cluster, "noimage"), loc(cluster, img, pool="nopool"),
@@ -368,7 +361,7 @@ def test_osd_stopped_under_export(cluster, tmp_path):
     serves again once the OSD is back."""
     conf = tmp_path / "client.conf"
     with open(cluster.conf) as f:
-        conf.write_text(f.read() + "\nrados osd op timeout = 3\n")
+        conf.write_text(f.read() + "\nrados osd op timeout = 2\n")
     cluster.rbd("create", "--size", "4M", "rbd/o")
     d = Daemon(BLOCKD)
     try:
