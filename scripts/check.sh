@@ -162,7 +162,7 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     tsa_negative
     # The stress programs run shorter here than on their own (STRESS_SECONDS,
     # STRESS_ENGINE_SECONDS: set them for longer runs).
-    STRESS_SECONDS=${STRESS_SECONDS:-8} STRESS_ENGINE_SECONDS=${STRESS_ENGINE_SECONDS:-6} \
+    STRESS_SECONDS=${STRESS_SECONDS:-6} STRESS_ENGINE_SECONDS=${STRESS_ENGINE_SECONDS:-5} \
         suite build-tsan stress
     suite build-tsan unit
     # qcow2 metadata shared by many requests and served from an iothread.
@@ -176,7 +176,7 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     functional build-tsan tests/functional/test_chain_flow.py \
         tests/functional/test_internal_snapshot.py
     # Nodes, jobs and exports moving between threads while they work; the
-    # stress matrix for 15 s (BLOCKD_STRESS_SECONDS for longer).
+    # stress matrix for 12 s (BLOCKD_STRESS_SECONDS for longer).
     functional build-tsan tests/functional/test_thread_moves.py
     # A VM's vhost-user-blk queues served by two iothreads, mirrored; the
     # FUSE device read in an iothread.
@@ -193,7 +193,7 @@ if CC=$clang_cc setup build-tsan -Db_sanitize=thread -Db_lundef=false; then
     # The rbd driver: librbd's threads hand completions back to the
     # requests' own threads, the node moving between them.
     functional build-tsan tests/functional/test_rbd.py -k iothreads
-    BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-15} \
+    BLOCKD_STRESS_SECONDS=${BLOCKD_STRESS_SECONDS:-12} \
         functional build-tsan tests/functional/test_thread_stress.py
 fi
 
@@ -202,7 +202,7 @@ export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1 ${UBSAN_OPTIONS:-}"
 if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # Shorter than under TSan: ASan looks for memory errors, which need
     # no long interleavings to show.
-    STRESS_SECONDS=${STRESS_SECONDS:-5} STRESS_ENGINE_SECONDS=${STRESS_ENGINE_SECONDS:-4} \
+    STRESS_SECONDS=${STRESS_SECONDS:-4} STRESS_ENGINE_SECONDS=${STRESS_ENGINE_SECONDS:-4} \
         suite build-asan stress
     suite build-asan unit
     # Hostile qcow2 images against the sanitized daemon: no crash, no
@@ -244,8 +244,6 @@ if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
     # TLS: impostors, denied names, bad credentials, STARTTLS misuse.
     functional build-asan tests/functional/test_nbd_tls.py \
         -k "(impostors and qsd) or starttls or bad_credentials or driver"
-    # The rbd driver's errors, against qemu-storage-daemon's.
-    functional build-asan tests/functional/test_rbd.py -k matches
     # Hostile QMP input (the JSON stream) against the sanitized daemon.
     functional build-asan tests/functional/test_qmp_hostile.py \
         tests/functional/test_qsd_compat_protocol.py

@@ -159,7 +159,8 @@ void rbd_target_clear(RbdTarget *t)
     memset(t, 0, sizeof(*t));
 }
 
-/* Set @key unless the configuration already gives it a non-zero value. */
+/* Set @key unless the configuration already gives it a non-zero value
+ * (Ceph's 0, "for ever", cannot be told from not set: it gets ours). */
 static void default_timeout(rados_t cluster, const char *key)
 {
     char cur[32];
@@ -193,8 +194,9 @@ static bool configure(rados_t cluster, const RbdTarget *t, Error **errp)
         error_setg_errno(errp, -r, "Could not set 'key'");
         return false;
     }
-    /* librbd's cache is write-back until the first flush, then honours
-     * flushes: safe, and off when the user asks for no host cache. */
+    /* librbd's cache writes through until the client's first flush shows
+     * it flushes, then writes back: safe, and off when the user asks for
+     * no host cache. */
     rados_conf_set(cluster, "rbd_cache", t->no_cache ? "false" : "true");
     default_timeout(cluster, "rados_osd_op_timeout");
     default_timeout(cluster, "rados_mon_op_timeout");

@@ -75,6 +75,10 @@ static int create_worker(void *opaque)
             r = encrypt_image(job, image);
             rbd_close(image);
         }
+        if (r < 0) {
+            /* No unencrypted image left behind under the name. */
+            rbd_remove(c.ioctx, job->t.image);
+        }
     }
     rbd_cluster_disconnect(&c);
     return r;

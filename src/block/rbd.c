@@ -172,6 +172,7 @@ typedef struct StatusJob {
     int64_t offset, bytes;
     int64_t data_start, data_end;   /* first allocated extent, merged */
     bool found;
+    bool map_invalid;               /* no object map to ask */
 } StatusJob;
 
 #define RBD_STATUS_STOP (-9000)     /* ends the iteration early */
@@ -196,12 +197,20 @@ static int status_extent(uint64_t off, size_t len, int exists, void *arg)
     return 0;
 }
 
+/* Also asks whether the object map is valid: librbd may read the image
+ * header again for that, after another client changed it. */
 static int status_worker(void *opaque)
 {
     StatusJob *job = opaque;
-    int r = rbd_diff_iterate2(job->s->image, NULL, (uint64_t)job->offset, (uint64_t)job->bytes,
-                              true, true, status_extent, job);
+    uint64_t flags;
+    int r;
 
+    if (rbd_get_flags(job->s->image, &flags) < 0 || (flags & RBD_FLAG_FAST_DIFF_INVALID)) {
+        job->map_invalid = true;
+        return 0;
+    }
+    r = rbd_diff_iterate2(job->s->image, NULL, (uint64_t)job->offset, (uint64_t)job->bytes,
+                          true, true, status_extent, job);
     return r == RBD_STATUS_STOP ? 0 : r;
 }
 
@@ -213,18 +222,19 @@ static int coroutine_fn rbd_co_block_status(BlockDriverState *bs, int64_t offset
 {
     RbdState *s = bs->opaque;
     StatusJob job = { .s = s, .offset = offset, .bytes = bytes };
-    uint64_t flags;
     int r;
 
     IO_CODE();
     *pnum = bytes;
-    if (!s->fast_diff || rbd_get_flags(s->image, &flags) < 0 ||
-        (flags & RBD_FLAG_FAST_DIFF_INVALID)) {
+    if (!s->fast_diff) {
         return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
     }
     r = thread_pool_submit_co(status_worker, &job);
     if (r < 0) {
         return r;
+    }
+    if (job.map_invalid) {
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
     }
     if (!job.found || job.data_start >= offset + bytes) {
         return BDRV_BLOCK_ZERO;
@@ -305,12 +315,20 @@ static int take_lock(RbdState *s, Error **errp)
     return 0;
 }
 
-static void drop_lock(RbdState *s)
+static int drop_lock(RbdState *s, Error **errp)
 {
+    int r = 0;
+
     if (s->locked) {
-        rbd_lock_release(s->image);
+        r = rbd_lock_release(s->image);
+        if (r < 0) {
+            error_setg_errno(errp, -r, "Failed to release the exclusive lock of RBD image '%s/%s'",
+                             s->target.pool, s->target.image);
+            return r;
+        }
         s->locked = false;
     }
+    return r;
 }
 
 /* ---- Open and close --------------------------------------------------- */
@@ -364,7 +382,10 @@ static bool open_image(BlockDriverState *bs, RbdState *s, int flags, Error **err
     }
     s->object_size = info.obj_size;
     rbd_get_features(s->image, &features);
-    s->fast_diff = (features & RBD_FEATURE_FAST_DIFF) && !s->target.snapshot;
+    /* With a key loaded, the object map still counts raw offsets (before
+     * the LUKS header) in this librbd: trust it only without one. */
+    s->fast_diff = (features & RBD_FEATURE_FAST_DIFF) && !s->target.snapshot &&
+                   s->target.encrypt_format < 0;
     bs->total_bytes = (int64_t)info.size;
     s->luks_found = unloaded_luks_format(s);
     bs->bl.request_alignment = s->target.encrypt_format >= 0 ? 512 : 1;
@@ -468,7 +489,8 @@ static char *make_filename(json_object *options)
 static void free_state(RbdState *s)
 {
     if (s->image) {
-        drop_lock(s);
+        /* (Closing lets the lock go even if this fails.) */
+        drop_lock(s, NULL);
         rbd_close(s->image);
         s->image = NULL;
     }
@@ -509,11 +531,13 @@ static int rbd_reopen(BlockDriverState *bs, int flags, Error **errp)
 
     GLOBAL_STATE_CODE();
     if (!(flags & BDRV_O_RDWR)) {
-        if (s->locked) {
-            rbd_flush(s->image);
+        int r = rbd_flush(s->image);
+
+        if (r < 0) {
+            error_setg_errno(errp, -r, "error flushing image '%s'", s->target.image);
+            return r;
         }
-        drop_lock(s);
-        return 0;
+        return drop_lock(s, errp);
     }
     if (s->target.snapshot) {
         error_setg(errp, "rbd snapshots are read-only");
@@ -572,8 +596,9 @@ static json_object *rbd_specific_info(BlockDriverState *bs)
 }
 
 /* RBD snapshots as SnapshotInfo: named, sized, with no VM state or clock.
- * librbd answers from the image's header as it holds it: no waiting for
- * the cluster. */
+ * librbd answers from the image's header as it holds it, reading the
+ * header again only after another client changed it (as for
+ * qemu-storage-daemon, that read is the main thread's). */
 static json_object *rbd_snapshot_list(BlockDriverState *bs)
 {
     RbdState *s = bs->opaque;
@@ -582,12 +607,13 @@ static json_object *rbd_snapshot_list(BlockDriverState *bs)
     json_object *out;
 
     GLOBAL_STATE_CODE();
+    memset(snaps, 0, sizeof(snaps));
     n = rbd_snap_list(s->image, list, &max);
     if (n == -ERANGE) {
-        list = calloc((size_t)max, sizeof(*list));
+        list = calloc((size_t)max + 1, sizeof(*list));
         n = rbd_snap_list(s->image, list, &max);
     }
-    if (n < 0) {
+    if (n <= 0) {
         if (list != snaps) {
             free(list);
         }

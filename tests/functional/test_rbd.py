@@ -126,8 +126,9 @@ def test_create_write_read_map(cluster):
 
 def test_iothreads(cluster):
     """The node moves between the main thread and two iothreads while a
-    client's writes are in flight: each completion goes back to the
-    thread that asked for it."""
+    client keeps writes in flight: each move drains them, and the next
+    ones are issued, and completed by librbd's threads back to, the new
+    home thread."""
     cluster.rbd("create", "--size", "16M", "rbd/io")
     d = Daemon(BLOCKD, ["--object", "iothread,id=io0", "--object", "iothread,id=io1"])
     try:
@@ -179,17 +180,23 @@ def test_snapshot_and_namespace(cluster):
         d.quit()
 
 
-def test_encrypted_image_read_by_qsd(cluster, tmp_path):
+def test_encrypted_image_read_by_qemu(cluster, tmp_path):
     secret = ["--object", "secret,id=k,data=hunter2"]
     d = Daemon(BLOCKD, secret)
     try:
-        assert create(d.q, {"location": loc(cluster, "e"), "size": 8 * MiB,
+        assert create(d.q, {"location": loc(cluster, "e"), "size": 64 * MiB,
+                            "cluster-size": MiB,
                             "encrypt": {"format": "luks", "key-secret": "k"}}) is None
         d.q.cmd("blockdev-add", **node(cluster, "r", "e",
                                        encrypt={"format": "luks", "key-secret": "k"}))
         d.export("r")
-        assert nbdinfo_json(d.uri("r"))["exports"][0]["export-size"] == 8 * MiB
-        qemu_io(d.uri("r"), "write -P 0x5a 1M 64k", "flush")
+        assert nbdinfo_json(d.uri("r"))["exports"][0]["export-size"] == 64 * MiB
+        qemu_io(d.uri("r"), "write -P 0x5a 40M 64k", "flush")
+        # librbd's object map counts offsets before the LUKS header: asked
+        # through the key, it put these 64k in a hole (a mirror would have
+        # skipped them).  All data is the safe answer.
+        m = [(e["offset"], e["length"], e["type"]) for e in nbdinfo_json(d.uri("r"), "--map")]
+        assert m == [(0, 64 * MiB, 0)], m
         spec = [n for n in d.q.cmd("query-named-block-nodes")
                 if n["node-name"] == "r"][0]["image"]["format-specific"]
         assert spec == {"type": "rbd", "data": {"encryption-format": "luks"}}
@@ -200,14 +207,14 @@ def test_encrypted_image_read_by_qsd(cluster, tmp_path):
     cluster.rbd("export", "rbd/e", str(raw))
     with open(raw, "rb") as f:
         assert f.read(6) == b"LUKS\xba\xbe"
-    q = Daemon(QSD, secret)
-    try:
-        q.q.cmd("blockdev-add", **node(cluster, "r", "e",
-                                       encrypt={"format": "luks", "key-secret": "k"}))
-        q.export("r")
-        qemu_io(q.uri("r"), "read -P 0x5a 1M 64k")
-    finally:
-        q.quit()
+    # QEMU reads it with its own rbd driver and the same key.  (Directly:
+    # qemu-storage-daemon 7.2's NBD export answers this range as a hole,
+    # from the object map's block status.)
+    out = run("qemu-io", "--object", "secret,id=k,data=hunter2", "--image-opts", "-r",
+              "-c", "read -P 0x5a 40M 64k",
+              f"driver=rbd,pool=rbd,image=e,conf={cluster.conf},"
+              "encrypt.format=luks,encrypt.key-secret=k").stdout
+    assert "Pattern verification failed" not in out and "read 65536/65536" in out, out
 
 
 def session(prog, cluster, tag):
@@ -318,7 +325,8 @@ def test_second_daemon_refused(cluster):
         qemu_io(a.uri("r"), "write -P 0x33 0 64k")
         cls, desc = b.q.error("blockdev-add", node(cluster, "r", "lk"))
         assert desc.startswith("Failed to get the exclusive lock of RBD image 'rbd/lk'"), desc
-        assert ", held by client." in desc and "127.0.0.1:" in desc, desc
+        assert ", held by client." in desc and " at 127.0.0.1:" in desc, desc
+        holder = desc.split(" at ")[1].split(":")[0] + ":" + desc.split(" at ")[1].split(":")[1]
         # Reading is not writing: a read-only node opens.
         b.q.cmd("blockdev-add", **node(cluster, "ro", "lk"), **{"read-only": True})
         b.export("ro", writable=False)
@@ -348,7 +356,7 @@ def test_second_daemon_refused(cluster):
             time.sleep(1)
         b.export("r")
         qemu_io(b.uri("r"), "read -P 0x44 0 64k", "write -P 0x55 0 64k")
-        assert "127.0.0.1:0/" in cluster.ceph("osd", "blocklist", "ls").stdout
+        assert holder in cluster.ceph("osd", "blocklist", "ls").stdout, holder
     finally:
         if a.p.poll() is None:
             a.quit()
@@ -361,7 +369,7 @@ def test_osd_stopped_under_export(cluster, tmp_path):
     serves again once the OSD is back."""
     conf = tmp_path / "client.conf"
     with open(cluster.conf) as f:
-        conf.write_text(f.read() + "\nrados osd op timeout = 2\n")
+        conf.write_text(f.read() + "\nrados osd op timeout = 4\n")
     cluster.rbd("create", "--size", "4M", "rbd/o")
     d = Daemon(BLOCKD)
     try:
@@ -384,10 +392,12 @@ def test_osd_stopped_under_export(cluster, tmp_path):
         t = threading.Thread(target=write)
         t.start()
         # The daemon answers while the request waits for the cluster.
+        time.sleep(1)
+        assert t.is_alive() and not result
         t0 = time.monotonic()
         d.q.cmd("query-version")
         d.q.cmd("query-named-block-nodes")
-        assert time.monotonic() - t0 < 1
+        assert time.monotonic() - t0 < 1.5
         t.join(30)
         assert not t.is_alive()
         assert "err" in result and result["err"].errno == "EIO", result
