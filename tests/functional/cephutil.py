@@ -18,12 +18,17 @@ def have_ceph():
 
 class Cluster:
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="bdceph", dir="/tmp")
-        p = subprocess.run([os.path.join(CEPH_DIR, "start-cluster.sh"), self.dir],
-                           capture_output=True, text=True, timeout=120)
-        if p.returncode != 0:
+        # Ceph's start-up has races of its own: a second try, in a new
+        # directory, before giving up.
+        for attempt in range(2):
+            self.dir = tempfile.mkdtemp(prefix="bdceph", dir="/tmp")
+            p = subprocess.run([os.path.join(CEPH_DIR, "start-cluster.sh"), self.dir],
+                               capture_output=True, text=True, timeout=120)
+            if p.returncode == 0:
+                break
             self.stop()
-            raise AssertionError("the test cluster did not start:\n" + p.stdout + p.stderr)
+            if attempt == 1:
+                raise AssertionError("the test cluster did not start:\n" + p.stdout + p.stderr)
         self.conf = os.path.join(self.dir, "ceph.conf")
         with open(self.conf) as f:
             self.mon_port = next(line.rsplit(":", 1)[1].strip() for line in f
