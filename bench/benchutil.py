@@ -27,6 +27,17 @@ def fio_side(args):
     return job["read"] if job["read"]["io_bytes"] else job["write"]
 
 
+def fio_nbd_workloads(uri, workloads, size_mb, seconds):
+    """Run each of @workloads -- (name, fio args, "iops" or "bw") -- with
+    fio's nbd engine on @uri; {name: IOPS or MB/s}."""
+    res = {}
+    for name, fargs, what in workloads:
+        side = fio_side(["--name=b", "--ioengine=nbd", f"--uri={uri}", f"--size={size_mb}M",
+                         "--time_based", f"--runtime={seconds}"] + fargs)
+        res[name] = side["iops"] if what == "iops" else side["bw_bytes"] / 1e6
+    return res
+
+
 @contextlib.contextmanager
 def qmp_daemon(binary, args, qmp_path, timeout):
     """Start @binary with @args and a QMP monitor on @qmp_path; yield the

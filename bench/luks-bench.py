@@ -15,7 +15,7 @@ import tempfile
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "tests", "functional"))
-from benchutil import fio_side, wait_socket  # noqa: E402
+from benchutil import fio_nbd_workloads, wait_socket  # noqa: E402
 
 BLOCKD = os.path.join(TOP, "build", "src", "blockd")
 SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
@@ -53,11 +53,7 @@ def run(binary, sock):
     res = {}
     try:
         wait_socket(sock, proc)
-        for name, fargs, what in WORKLOADS:
-            side = fio_side(["--name=b", "--ioengine=nbd", f"--uri=nbd+unix:///d?socket={sock}",
-                             f"--size={SIZE_MB}M", "--time_based", f"--runtime={SECONDS}"] +
-                            fargs)
-            res[name] = side["iops"] if what == "iops" else side["bw_bytes"] / 1e6
+        res = fio_nbd_workloads(f"nbd+unix:///d?socket={sock}", WORKLOADS, SIZE_MB, SECONDS)
     finally:
         proc.kill()
         proc.wait()

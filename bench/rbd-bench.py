@@ -20,7 +20,7 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "tests", "functional"))
-from benchutil import fio_side  # noqa: E402
+from benchutil import fio_nbd_workloads  # noqa: E402
 from cephutil import Cluster  # noqa: E402
 
 BLOCKD = os.path.join(TOP, "build", "src", "blockd")
@@ -47,11 +47,7 @@ def serve(binary, cluster, sock):
             assert proc.poll() is None and time.monotonic() < deadline, f"{binary} did not start"
             time.sleep(0.05)
         uri = f"nbd+unix:///r?socket={sock}"
-        for name, fargs, what in WORKLOADS:
-            side = fio_side(["--name=b", "--ioengine=nbd", f"--uri={uri}",
-                             f"--size={SIZE_MB}M", "--time_based", f"--runtime={SECONDS}"] +
-                            fargs)
-            res[name] = side["iops"] if what == "iops" else side["bw_bytes"] / 1e6
+        res = fio_nbd_workloads(uri, WORKLOADS, SIZE_MB, SECONDS)
     finally:
         # A clean stop lets the image's lock go at once.
         proc.send_signal(signal.SIGTERM)

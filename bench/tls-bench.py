@@ -15,7 +15,7 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "tests", "functional"))
-from benchutil import fio_side  # noqa: E402
+from benchutil import fio_nbd_workloads  # noqa: E402
 from tlsutil import free_port, make_pki  # noqa: E402
 
 BLOCKD = os.path.join(TOP, "build", "src", "blockd")
@@ -42,11 +42,7 @@ def run(binary, srv_dir):
         # (The client does not check the server's certificate: libnbd takes
         # no certificate directory from fio's URI.)
         uri = f"nbds://127.0.0.1:{port}/d?tls-verify-peer=false"
-        for name, fargs, what in WORKLOADS:
-            side = fio_side(["--name=b", "--ioengine=nbd", f"--uri={uri}",
-                             f"--size={SIZE_MB}M", "--time_based", f"--runtime={SECONDS}"] +
-                            fargs)
-            res[name] = side["iops"] if what == "iops" else side["bw_bytes"] / 1e6
+        res = fio_nbd_workloads(uri, WORKLOADS, SIZE_MB, SECONDS)
     finally:
         proc.kill()
         proc.wait()

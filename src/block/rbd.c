@@ -33,6 +33,8 @@
 #include "block-internal.h"
 #include "rbd.h"
 
+/* Set at open, or changed by the main thread while the node is drained
+ * ("locked"): requests read it without a lock. */
 typedef struct RbdState {
     RbdTarget target;
     RbdCluster c;

@@ -2,7 +2,6 @@
 the loopback address), with qemu-storage-daemon, qemu-img and qemu-io as
 the reference and as clients."""
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -417,4 +416,3 @@ def test_osd_stopped_under_export(cluster, tmp_path):
         h.shutdown()
     finally:
         d.quit()
-    assert os.path.exists(cluster.conf)
